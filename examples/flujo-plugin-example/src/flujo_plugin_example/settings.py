@@ -1,0 +1,31 @@
+"""The ``[example]`` section of ``flujo.toml``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ExampleSettings(BaseModel):
+    """``[example]``: settings of flujo-plugin-example.
+
+    ```toml
+    [example]
+    words = ["password", "drop table"]
+    ```
+
+    Override from the environment with ``FLUJO__EXAMPLE__WORDS='["password"]'``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    words: list[str] = Field(default_factory=list)
+    """Words (or phrases) the ``deny_words`` policy denies, matched case-insensitively as
+    whole words."""
+
+    @field_validator("words")
+    @classmethod
+    def _no_blank_words(cls, words: list[str]) -> list[str]:
+        cleaned = [w.strip() for w in words]
+        if any(not w for w in cleaned):
+            raise ValueError("words must not be empty strings")
+        return cleaned

@@ -1,0 +1,109 @@
+"""The plugin as the ``flujo`` command line sees it (run as a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DIST = "flujo-plugin-example"
+
+
+def flujo(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m flujo ARGS`` in ``cwd`` with no FLUJO_* variables from the outside."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "flujo", *args],
+        cwd=cwd,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def listed(stdout: str) -> dict[str, dict[str, Any]]:
+    data = json.loads(stdout)
+    assert isinstance(data, list)
+    return {entry["name"]: entry for entry in data}
+
+
+def test_plugins_json_lists_the_example(tmp_path: Path) -> None:
+    proc = flujo("plugins", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entry = listed(proc.stdout)[DIST]
+    assert entry["status"] == "ok", entry["error"]
+    assert entry["error"] is None
+    assert entry["version"] == "0.1.0"
+    assert entry["entry_point"] == "flujo_plugin_example.plugin"
+    assert entry["registered"] == {"policies": ["deny_words"]}
+    assert entry["sections"] == ["example"]
+    assert set(entry["hooks"]) == {
+        "flujo_config_sections",
+        "flujo_register_commands",
+        "flujo_register_policies",
+    }
+
+
+def test_plugins_hook_filter(tmp_path: Path) -> None:
+    proc = flujo("plugins", "--json", "--hook", "flujo_register_policies", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert DIST in listed(proc.stdout)
+    proc = flujo("plugins", "--json", "--hook", "flujo_run_finalized", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert DIST not in listed(proc.stdout)
+
+
+def test_plugins_table(tmp_path: Path) -> None:
+    proc = flujo("plugins", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(DIST))
+    assert "ok" in line
+    assert "deny_words" in line
+
+
+def test_plugins_shows_disabled(tmp_path: Path) -> None:
+    proc = flujo("plugins", "--json", cwd=tmp_path, env={"FLUJO_DISABLE_PLUGINS": DIST})
+    assert proc.returncode == 0, proc.stderr
+    assert listed(proc.stdout)[DIST]["status"] == "disabled"
+
+
+@pytest.mark.parametrize(("args", "name"), [(["--name", "Ada"], "Ada"), ([], "world")])
+def test_example_hello(tmp_path: Path, args: list[str], name: str) -> None:
+    proc = flujo("example-hello", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"Hello, {name}! (from flujo-plugin-example)"
+
+
+def test_example_hello_gone_when_disabled(tmp_path: Path) -> None:
+    proc = flujo("example-hello", cwd=tmp_path, env={"FLUJO_DISABLE_PLUGINS": DIST})
+    assert proc.returncode != 0
+    assert "example-hello" in proc.stderr
+
+
+def test_help_lists_the_command_without_importing_it(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from flujo.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write(str('flujo_plugin_example.commands' in sys.modules))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=clean, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert "example-hello" in proc.stdout
+    assert "Print a greeting" in proc.stdout
+    assert proc.stderr.endswith("False"), proc.stderr

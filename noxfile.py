@@ -1,0 +1,172 @@
+"""Every check a human or CI runs. ``nox`` runs the default sessions (what CI runs).
+
+Each package is tested from its built wheel in a fresh environment: flujo-core alone, then
+each plugin with only the flujo-core wheel beside it, then everything together.
+
+    nox                       # tests (3.11, 3.13), plugin packaging, integration, lint, types
+    nox -s bench              # benchmarks: print figures, assert nothing
+    nox -s demo               # the offline example
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["tests", "plugins", "integration", "lint", "types"]
+
+ROOT = Path(__file__).parent
+DIST = ROOT / "dist"
+CORE = ROOT / "packages" / "flujo-core"
+PYTHONS = ["3.11", "3.13"]
+# Third-party-style plugin packages: every package but the core, and the example plugin.
+PLUGINS = [
+    *sorted(
+        p
+        for p in (ROOT / "packages").iterdir()
+        if (p / "pyproject.toml").is_file() and p.name != "flujo-core"
+    ),
+    ROOT / "examples" / "flujo-plugin-example",
+]
+DEV_TOOLS = ["ruff>=0.6", "mypy>=1.11"]
+# Wheels are built fresh by every nox invocation, then shared by its sessions.
+shutil.rmtree(DIST, ignore_errors=True)
+
+
+def _runs(exe: str) -> bool:
+    try:
+        return subprocess.run([exe, "-c", "pass"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@functools.cache
+def find_python(version: str) -> str:
+    """An interpreter for ``version``: on PATH, else from pyenv's versions, else uv's."""
+    exe = shutil.which(f"python{version}")
+    if exe and _runs(exe):
+        return exe
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    for folder in sorted((pyenv_root / "versions").glob(f"{version}.*"), reverse=True):
+        candidate = folder / "bin" / f"python{version}"
+        if _runs(str(candidate)):
+            return str(candidate)
+    found = subprocess.run(["uv", "python", "find", version], capture_output=True, text=True)
+    if found.returncode == 0 and _runs(found.stdout.strip()):
+        return found.stdout.strip()
+    return version  # let nox report it missing
+
+
+def _wheel(session: nox.Session, package: Path) -> Path:
+    """Build ``package``'s wheel into dist/ (once per nox invocation) and return its path."""
+    name = _dist_name(package).replace("-", "_")
+    existing = sorted(DIST.glob(f"{name}-*.whl"))
+    if existing:
+        return existing[-1]
+    session.run("uv", "build", "--wheel", "--out-dir", str(DIST), str(package), external=True)
+    return sorted(DIST.glob(f"{name}-*.whl"))[-1]
+
+
+def _dist_name(package: Path) -> str:
+    import tomllib
+
+    with (package / "pyproject.toml").open("rb") as fh:
+        return str(tomllib.load(fh)["project"]["name"])
+
+
+def _has_extra(package: Path, extra: str) -> bool:
+    import tomllib
+
+    with (package / "pyproject.toml").open("rb") as fh:
+        return extra in tomllib.load(fh)["project"].get("optional-dependencies", {})
+
+
+def _install_wheels(session: nox.Session, *packages: Path) -> None:
+    specs = []
+    for package in packages:
+        wheel = _wheel(session, package)
+        specs.append(f"{wheel}[test]" if _has_extra(package, "test") else str(wheel))
+    session.install(*specs)
+
+
+def _pytest(session: nox.Session, *paths: Path) -> None:
+    # Run from a scratch folder so the tests import the installed wheels, never src/.
+    session.run(
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+        *map(str, paths),
+        *session.posargs,
+    )
+
+
+@nox.session(python=[find_python(v) for v in PYTHONS])
+def tests(session: nox.Session) -> None:
+    """flujo-core's tests, from its wheel, on every supported Python."""
+    _install_wheels(session, CORE)
+    _pytest(session, CORE / "tests")
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+@nox.parametrize("plugin", [p.name for p in PLUGINS])
+def plugins(session: nox.Session, plugin: str) -> None:
+    """One plugin alone with flujo-core: its tests pass and `flujo plugins` lists exactly it."""
+    package = next(p for p in PLUGINS if p.name == plugin)
+    _install_wheels(session, CORE, package)
+    listed = json.loads(session.run("flujo", "plugins", "--json", silent=True) or "[]")
+    names = [p["name"] for p in listed]
+    if names != [_dist_name(package)] or listed[0]["status"] != "ok":
+        session.error(f"flujo plugins --json with only {plugin} installed: {listed}")
+    _pytest(session, package / "tests")
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+def integration(session: nox.Session) -> None:
+    """Everything installed together; `flujo plugins` lists every plugin as ok."""
+    _install_wheels(session, CORE, *PLUGINS)
+    listed = json.loads(session.run("flujo", "plugins", "--json", silent=True) or "[]")
+    broken = [p for p in listed if p["status"] != "ok"]
+    if len(listed) != len(PLUGINS) or broken:
+        session.error(f"flujo plugins --json with every plugin installed: {listed}")
+    tests_dirs = [p / "tests" for p in [CORE, *PLUGINS]]
+    integration_dir = ROOT / "tests" / "integration"
+    if integration_dir.is_dir():
+        tests_dirs.append(integration_dir)
+    _pytest(session, *tests_dirs)
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install(DEV_TOOLS[0])
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+def types(session: nox.Session) -> None:
+    """mypy --strict on every package's src."""
+    editable = [arg for p in [CORE, *PLUGINS] for arg in ("-e", str(p))]
+    session.install(*DEV_TOOLS, "pytest", *editable)
+    for package in [CORE, *PLUGINS]:
+        session.run("mypy", str(package / "src"))
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+def bench(session: nox.Session) -> None:
+    """Run every benchmark in benchmarks/ (they print figures and a baseline)."""
+    _install_wheels(session, CORE)
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        session.run("python", str(script), *session.posargs)

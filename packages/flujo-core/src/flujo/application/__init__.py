@@ -1,0 +1,1 @@
+"""Orchestration: the runner, the execution of steps and background work."""

@@ -1,0 +1,300 @@
+"""``Flujo``: runs a pipeline durably, and owns the lifecycle of what a run needs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic
+
+from pydantic import ValidationError
+from typing_extensions import TypeVar
+
+from flujo.application.background import BackgroundTaskManager, DrainReport
+from flujo.application.execution_manager import ExecutionManager
+from flujo.application.runtime import Runtime
+from flujo.application.step_coordinator import StepCoordinator
+from flujo.application.targets import locate_pipeline
+from flujo.config import FlujoConfig, load_config
+from flujo.domain.context import PipelineContext
+from flujo.domain.errors import (
+    InputValidationError,
+    PipelineDefinitionError,
+    ResumeError,
+    RunNotFoundError,
+)
+from flujo.domain.events import PolicyDecided
+from flujo.domain.interfaces import GovernancePolicy, Retriever, StateBackend
+from flujo.domain.models import Pipeline, PipelineResult, RunRecord, RunStatus, Usage, UsageLimits
+from flujo.state import open_backend
+
+T = TypeVar("T")
+# Defaults to PipelineContext, so `Flujo(pipeline)` needs no annotation (PEP 696).
+ContextT = TypeVar("ContextT", bound=PipelineContext, default=PipelineContext)
+
+
+def _infer_context_model(pipeline: Pipeline) -> type[PipelineContext]:
+    found: type[PipelineContext] | None = None
+    for step in pipeline.steps:
+        tp = getattr(step.agent, "context_type", None)
+        if not (isinstance(tp, type) and issubclass(tp, PipelineContext)):
+            continue
+        if found is None or issubclass(tp, found):
+            found = tp
+        elif not issubclass(found, tp):
+            raise PipelineDefinitionError(
+                f"step {step.name!r} expects context {tp.__name__} but another step expects "
+                f"{found.__name__}; pass context_model= explicitly"
+            )
+    return found or PipelineContext
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, so the sync API works inside a running loop too and
+    background work keeps going between sync calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="flujo-loop", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class Flujo(Generic[ContextT]):
+    """Runs ``pipeline``; every run is persisted step by step and can be resumed.
+
+    ``config`` is a :class:`FlujoConfig`, a path to a ``flujo.toml``, or ``None`` to discover
+    one. ``state`` overrides the backend ``[state]`` names. ``policies`` run before the ones in
+    ``[run] policies``. Use as a (async) context manager, or call :meth:`close`, so background
+    work is drained.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        context_model: type[ContextT] | None = None,
+        config: FlujoConfig | str | Path | None = None,
+        state: StateBackend | None = None,
+        policies: Sequence[GovernancePolicy] = (),
+        usage_limits: UsageLimits | None = None,
+        pipeline_ref: str | None = None,
+    ) -> None:
+        if not isinstance(pipeline, Pipeline):
+            raise PipelineDefinitionError(
+                f"Flujo() needs a Pipeline, got {type(pipeline).__name__}"
+            )
+        self.pipeline = pipeline
+        self.context_model: type[PipelineContext] = context_model or _infer_context_model(pipeline)
+        self._config_arg = config
+        self._state_arg = state
+        self._policies = list(policies)
+        self._limits_arg = usage_limits
+        self.pipeline_ref = pipeline_ref or locate_pipeline(pipeline)
+        self._runtime: Runtime | None = None
+        self._manager: ExecutionManager | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._portal: _LoopThread | None = None
+        self._retriever: Retriever | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def runtime(self) -> Runtime:
+        """The started runtime (config, state, background tasks, plugins)."""
+        if self._runtime is None:
+            raise RuntimeError("the runner has not started yet; run something first")
+        return self._runtime
+
+    async def _start(self) -> ExecutionManager:
+        if self._manager is not None:
+            return self._manager
+        if self._closed:
+            raise RuntimeError("this Flujo runner is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._manager is not None:
+                return self._manager
+            config = self._config_arg
+            if not isinstance(config, FlujoConfig):
+                config = load_config(config)
+            plugins = config.plugin_manager
+            if plugins is None:
+                from flujo.plugins.manager import PluginManager
+
+                plugins = config.plugin_manager = PluginManager()
+            state = self._state_arg or open_backend(config.state, config.root)
+            await state.open(plugins.migrations(state.dialect))
+            tasks = BackgroundTaskManager(config.run.background_concurrency)
+            runtime = Runtime(config, state, tasks, plugins)
+            policies = [
+                *self._policies,
+                *(runtime.create("policies", name) for name in config.run.policies),
+            ]
+            listeners = plugins.implementations("flujo_policy_decided")
+
+            def on_decision(event: PolicyDecided) -> None:
+                for message in plugins.notify(listeners, event=event, runtime=runtime):
+                    tasks.record_failure("observer", message)
+
+            coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
+            limits = self._limits_arg or config.run.usage_limits()
+            self._retriever = plugins.hook.flujo_retriever(runtime=runtime)
+            self._runtime = runtime
+            self._manager = ExecutionManager(self.pipeline, runtime, coordinator, limits)
+            return self._manager
+
+    async def aclose(self) -> DrainReport | None:
+        """Drain background work (up to ``[run] drain_timeout_s``) and close the state."""
+        if self._closed:
+            return None
+        self._closed = True
+        if self._runtime is None:
+            return None
+        report = await self._runtime.tasks.drain(self._runtime.config.run.drain_timeout_s)
+        if self._state_arg is None:
+            await self._runtime.state.close()
+        return report
+
+    def close(self) -> DrainReport | None:
+        """Sync :meth:`aclose`."""
+        if self._portal is None:
+            return asyncio.run(self.aclose()) if self._runtime is not None else None
+        try:
+            return self._portal.call(self.aclose())
+        finally:
+            self._portal.stop()
+            self._portal = None
+
+    async def __aenter__(self) -> Flujo[ContextT]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Flujo[ContextT]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._portal is None:
+            self._portal = _LoopThread()
+        return self._portal.call(coro)
+
+    # ------------------------------------------------------------------ runs
+
+    def _new_context(self, context: ContextT | Mapping[str, Any] | None) -> PipelineContext:
+        if isinstance(context, self.context_model):
+            return context
+        try:
+            if isinstance(context, PipelineContext):
+                return self.context_model.model_validate(context.model_dump())
+            return self.context_model.model_validate(dict(context or {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "context"
+            raise InputValidationError(
+                f"context does not validate as {self.context_model.__name__}: {key}: {first['msg']}"
+            ) from None
+
+    def _bind(self, context: PipelineContext, run_id: str) -> None:
+        context.run_id = run_id
+        context._retriever = self._retriever
+
+    async def run_async(
+        self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
+    ) -> PipelineResult:
+        """Run the pipeline on ``input``. Step failures end the run with a status, they do not
+        raise. An ``input`` that does not validate against the first step, or a bad
+        ``context``, raises :class:`InputValidationError` before anything is stored."""
+        manager = await self._start()
+        ctx = self._new_context(context)
+        # A caller's bad input is an error to the caller, raised before anything is stored.
+        input = self.pipeline.steps[0].validate_input(input)
+        run_id = uuid.uuid4().hex
+        self._bind(ctx, run_id)
+        now = time.time()
+        run = RunRecord(
+            run_id=run_id,
+            pipeline_name=self.pipeline.name or _ref_name(self.pipeline_ref),
+            pipeline_version=self.pipeline.version,
+            pipeline_ref=self.pipeline_ref,
+            status=RunStatus.RUNNING,
+            input=input,
+            output=None,
+            error=None,
+            context=ctx.model_dump(mode="json"),
+            usage=Usage(),
+            current_step=0,
+            created_at=now,
+            updated_at=now,
+        )
+        await manager.runtime.state.create_run(run)
+        return await manager.execute(run, ctx, start=0, data=input, previous=[])
+
+    def run(
+        self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
+    ) -> PipelineResult:
+        """Sync :meth:`run_async` (works inside a running event loop as well)."""
+        return self._sync(self.run_async(input, context=context))
+
+    async def resume_async(self, run_id: str) -> PipelineResult:
+        """Continue run ``run_id`` at its first unfinished step; finished steps are not re-run."""
+        manager = await self._start()
+        run = await manager.runtime.state.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if run.status is RunStatus.SUCCEEDED:
+            raise ResumeError(f"run {run_id} already succeeded; nothing to resume")
+        if run.pipeline_version != self.pipeline.version:
+            raise ResumeError(
+                f"run {run_id} was made by pipeline version {run.pipeline_version} "
+                f"({run.pipeline_name}); this pipeline is version {self.pipeline.version}"
+            )
+        try:
+            ctx = self.context_model.model_validate(run.context)
+        except ValidationError as exc:
+            raise ResumeError(f"run {run_id}: stored context no longer validates: {exc}") from None
+        self._bind(ctx, run_id)
+        start = run.current_step
+        data = run.input if start == 0 else run.last_output
+        previous = [s for s in run.steps[:start]]
+        await manager.runtime.state.mark_running(run_id)
+        return await manager.execute(run, ctx, start=start, data=data, previous=previous)
+
+    def resume(self, run_id: str) -> PipelineResult:
+        """Sync :meth:`resume_async`."""
+        return self._sync(self.resume_async(run_id))
+
+
+def _ref_name(ref: str | None) -> str:
+    return ref.rpartition(":")[2] if ref else "pipeline"

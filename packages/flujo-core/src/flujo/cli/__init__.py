@@ -1,0 +1,67 @@
+"""The ``flujo`` command line.
+
+Exit codes: 0 success; 1 a run that did not succeed (or an internal error); 2 a user error
+(bad target, input, config or option), printed as one line on stderr. ``--debug`` shows
+tracebacks. Plugins add commands through the ``flujo_register_commands`` hook, ideally with
+:func:`lazy_command` so ``flujo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from flujo.cli._group import FlujoGroup, LazyCommand, lazy_command
+from flujo.domain.errors import FlujoError, UserError
+
+__all__ = ["FlujoGroup", "LazyCommand", "build_cli", "lazy_command", "main"]
+
+
+def build_cli() -> FlujoGroup:
+    """The ``flujo`` click group with core commands and every loaded plugin's commands."""
+    from flujo.cli._app import make_app
+
+    return make_app()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``flujo`` script; exits the process."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="flujo: %(levelname)s: %(message)s",
+    )
+    try:
+        cli = build_cli()
+        cli.main(args=args, prog_name="flujo", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except FlujoError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
+        )
+        sys.exit(1)
+    sys.exit(0)

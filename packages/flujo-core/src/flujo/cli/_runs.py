@@ -1,0 +1,194 @@
+"""``flujo run`` and ``flujo runs list/show/resume``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from flujo.cli._app import CliState, dump_json, echo_json
+from flujo.domain.errors import InputValidationError, RunNotFoundError, TargetError
+
+if TYPE_CHECKING:
+    from flujo.domain.interfaces import StateBackend
+    from flujo.domain.models import PipelineResult, RunRecord
+
+
+def _read_input(value: str) -> str:
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        path = value[1:]
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise InputValidationError(f"--input @{path}: cannot read: {exc.strerror}") from None
+    return value
+
+
+def _parse_context(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputValidationError(f"--context: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InputValidationError("--context: expected a JSON object")
+    return value
+
+
+def _report(result: PipelineResult, as_json: bool) -> None:
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        if result.succeeded:
+            out = result.output
+            click.echo(out if isinstance(out, str) else dump_json(out))
+        else:
+            click.echo(f"run {result.run_id} {result.status.value}: {result.error}", err=True)
+        click.echo(f"run {result.run_id}: {result.status.value}", err=True)
+    if not result.succeeded:
+        sys.exit(1)
+
+
+@click.command("run")
+@click.argument("target")
+@click.option(
+    "--input", "input_", required=True, help="Input of the first step: text, @file, or - for stdin."
+)
+@click.option("--context", "context_json", default=None, help="Initial context as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_obj
+def run(state: CliState, target: str, input_: str, context_json: str | None, as_json: bool) -> None:
+    """Run the pipeline TARGET (path/to/file.py:name or module:name)."""
+    from flujo.application.runner import Flujo
+    from flujo.application.targets import load_target
+
+    pipeline = load_target(target)
+    data = _read_input(input_)
+    context = _parse_context(context_json)
+    config = state.config()
+    runner: Flujo[Any] = Flujo(pipeline, config=config, pipeline_ref=_absolute_ref(target))
+    with runner:
+        result = runner.run(data, context=context)
+    _report(result, as_json)
+
+
+def _absolute_ref(target: str) -> str:
+    # A file target is stored absolute so `flujo runs resume` works from any folder.
+    where, _, attr = target.rpartition(":")
+    if where.endswith(".py") or "/" in where:
+        from pathlib import Path
+
+        return f"{Path(where).resolve()}:{attr}"
+    return target
+
+
+@click.group("runs")
+def runs() -> None:
+    """Inspect and resume stored runs."""
+
+
+async def _with_state(state: CliState, fn: Any) -> Any:
+    from flujo.state import open_backend
+
+    config = state.config()
+    backend: StateBackend = open_backend(config.state, config.root)
+    await backend.open(state.plugins.migrations(backend.dialect))
+    try:
+        return await fn(backend)
+    finally:
+        await backend.close()
+
+
+@runs.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["running", "succeeded", "failed", "blocked", "limit_exceeded"]),
+    default=None,
+)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    from flujo.domain.models import RunStatus
+
+    wanted = RunStatus(status) if status else None
+    records: list[RunRecord] = asyncio.run(
+        _with_state(state, lambda b: b.list_runs(status=wanted, limit=limit))
+    )
+    if as_json:
+        echo_json([r.to_dict(with_steps=False) for r in records])
+        return
+    if not records:
+        click.echo("no runs")
+        return
+    import datetime as dt
+
+    for r in records:
+        when = dt.datetime.fromtimestamp(r.created_at).isoformat(timespec="seconds")
+        click.echo(
+            f"{r.run_id}  {when}  {r.status.value:<14}  {r.pipeline_name}"
+            + (f"  {r.error}" if r.error else "")
+        )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show_run(state: CliState, run_id: str, as_json: bool) -> None:
+    """Show one run with its steps."""
+    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
+    if record is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    if as_json:
+        echo_json(record.to_dict())
+        return
+    click.echo(
+        f"run {record.run_id}: {record.status.value}  pipeline {record.pipeline_name} "
+        f"(version {record.pipeline_version})"
+    )
+    if record.error:
+        click.echo(f"error: {record.error}")
+    for i, s in enumerate(record.steps):
+        click.echo(
+            f"  {i}. {s.name:<20} {s.status.value:<14} attempts={s.attempts} "
+            f"{s.latency_ms:.1f}ms" + (f"  {s.error}" if s.error else "")
+        )
+    click.echo(f"output: {dump_json(record.output)}")
+    click.echo(f"usage: {dump_json(record.usage.to_dict())}")
+
+
+@runs.command("resume")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_obj
+def resume_run(state: CliState, run_id: str, as_json: bool) -> None:
+    """Continue a run at its first unfinished step, in this process."""
+    from flujo.application.runner import Flujo
+    from flujo.application.targets import load_target
+
+    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
+    if record is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    if not record.pipeline_ref:
+        raise TargetError(
+            f"run {run_id} does not record where its pipeline is defined (it was not a "
+            "module-level attribute); resume it from Python with Flujo(pipeline).resume(run_id)"
+        )
+    try:
+        pipeline = load_target(record.pipeline_ref)
+    except TargetError as exc:
+        raise TargetError(f"run {run_id}: its pipeline can no longer be loaded: {exc}") from None
+    runner: Flujo[Any] = Flujo(pipeline, config=state.config(), pipeline_ref=record.pipeline_ref)
+    with runner:
+        result = runner.resume(run_id)
+    _report(result, as_json)

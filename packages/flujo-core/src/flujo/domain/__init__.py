@@ -1,0 +1,1 @@
+"""Pure data and protocols: no I/O happens in this package."""

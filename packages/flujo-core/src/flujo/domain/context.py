@@ -1,0 +1,39 @@
+"""The typed context a run carries from step to step."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from flujo.domain.errors import MissingPluginError
+
+if TYPE_CHECKING:
+    from flujo.domain.interfaces import Retriever, ScoredMemory
+
+
+class PipelineContext(BaseModel):
+    """Shared, typed state of one run. Subclass it to add your own fields.
+
+    Steps that accept a ``context`` argument receive the run's instance and may change its fields;
+    the context is validated on assignment and persisted with every step, so a resumed run sees
+    exactly what the last finished step left.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    run_id: str = ""
+    """The id of the run this context belongs to (set by the runner)."""
+
+    _retriever: Retriever | None = PrivateAttr(default=None)
+
+    async def retrieve(
+        self, query: str, limit: int = 5, *, filter: dict[str, Any] | None = None
+    ) -> list[ScoredMemory]:
+        """Recall up to ``limit`` memories relevant to ``query`` from earlier runs.
+
+        Needs the ``flujo-memory`` plugin; without it this raises :class:`MissingPluginError`.
+        """
+        if self._retriever is None:
+            raise MissingPluginError("context.retrieve()", "flujo-memory")
+        return await self._retriever.retrieve(self, query, limit, filter=filter)

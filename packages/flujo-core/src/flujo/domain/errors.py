@@ -1,0 +1,95 @@
+"""The Flujo error tree.
+
+Every error Flujo raises on purpose derives from :class:`FlujoError`. Errors that come from
+something the *user* got wrong (a config file, a CLI target, an input) derive from
+:class:`UserError`; the CLI prints those as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class FlujoError(Exception):
+    """Base class of every error Flujo raises on purpose."""
+
+
+class UserError(FlujoError):
+    """Something the user supplied is wrong; the message says what and where."""
+
+
+class ConfigError(UserError):
+    """``flujo.toml`` (or an environment override) is malformed or invalid."""
+
+
+class TargetError(UserError):
+    """A pipeline target (``file.py:name`` or ``module:name``) cannot be loaded."""
+
+
+class PipelineDefinitionError(UserError):
+    """A pipeline is built wrongly, e.g. one step's output type does not fit the next input."""
+
+
+class InputValidationError(UserError):
+    """The data given to a step does not validate against the step's input type."""
+
+
+class RunNotFoundError(UserError):
+    """No run with the given id exists in the state database."""
+
+
+class ResumeError(UserError):
+    """A run cannot be resumed (finished already, or its pipeline cannot be found)."""
+
+
+class MissingPluginError(UserError):
+    """A feature needs a plugin that is not installed or not enabled."""
+
+    def __init__(self, feature: str, package: str) -> None:
+        super().__init__(f"{feature} needs the {package!r} plugin: pip install {package}")
+        self.feature = feature
+        self.package = package
+
+
+class StepFailedError(FlujoError):
+    """A step raised, timed out or produced invalid output after all its retries."""
+
+    def __init__(self, step_name: str, message: str) -> None:
+        super().__init__(f"step {step_name!r} failed: {message}")
+        self.step_name = step_name
+
+
+class StepTimeoutError(FlujoError):
+    """One attempt of a step ran longer than its ``timeout_s``."""
+
+    def __init__(self, step_name: str, timeout_s: float) -> None:
+        super().__init__(f"step {step_name!r} timed out after {timeout_s:g}s")
+        self.step_name = step_name
+        self.timeout_s = timeout_s
+
+
+class PolicyViolation(FlujoError):
+    """A governance policy denied an input, a tool call or an output.
+
+    The run ends with status ``blocked``; the agent (or tool) is never called.
+    """
+
+    def __init__(self, policy: str, reason: str, *, where: str = "input") -> None:
+        super().__init__(f"policy {policy!r} denied the {where}: {reason}")
+        self.policy = policy
+        self.reason = reason
+        self.where = where
+
+
+class UsageLimitExceededError(FlujoError):
+    """A run crossed one of its :class:`~flujo.domain.models.UsageLimits`."""
+
+
+class PluginError(FlujoError):
+    """A plugin failed to load or register, or registered something invalid."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        super().__init__(f"plugin {plugin!r}: {message}")
+        self.plugin = plugin
+
+
+class StateError(FlujoError):
+    """The state database cannot be opened, migrated or written."""

@@ -1,0 +1,289 @@
+"""The contracts plugins implement: policies, memory, sandboxes, evaluators and state.
+
+Each protocol here is what the core calls; a plugin registers a *factory* for an
+implementation through the hooks in :mod:`flujo.plugins.hookspecs`, and proves it behaves with
+the matching conformance suite in :mod:`flujo.testing.conformance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from flujo.domain.models import RunRecord, RunStatus, StepResult, Usage
+
+if TYPE_CHECKING:
+    from flujo.domain.context import PipelineContext
+
+# --------------------------------------------------------------------------- governance
+
+
+class PolicyDecision(StrEnum):
+    """What a governance policy decides about an input, a tool call or an output."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    REDACT = "redact"
+    """Go on with the (redacted) data the policy returned. Not valid for tool calls."""
+
+
+@runtime_checkable
+class GovernancePolicy(Protocol):
+    """Middleware that runs before an agent acts.
+
+    Methods may be sync or async. ``inspect_input`` returns the decision and the data to pass on
+    (the redacted data for ``REDACT``). ``inspect_tool_call`` runs before every tool the agent
+    calls. To deny with a specific reason, raise :class:`~flujo.domain.errors.PolicyViolation`
+    instead of returning ``DENY``. A policy may also define
+    ``inspect_output(context, output) -> (PolicyDecision, output)``.
+    """
+
+    name: str
+
+    def inspect_input(
+        self, context: PipelineContext, data: Any
+    ) -> tuple[PolicyDecision, Any] | Awaitable[tuple[PolicyDecision, Any]]:
+        """Decide about the data a step is about to receive."""
+        ...
+
+    def inspect_tool_call(
+        self, context: PipelineContext, tool_name: str, args: dict[str, Any]
+    ) -> PolicyDecision | Awaitable[PolicyDecision]:
+        """Decide whether the agent may call ``tool_name`` with ``args``."""
+        ...
+
+
+# --------------------------------------------------------------------------- memory
+
+
+@dataclass(slots=True)
+class Memory:
+    """One remembered item: text, its vector, and where it came from."""
+
+    id: str
+    text: str
+    vector: list[float] | None = None
+    scope: str = "default"
+    run_id: str | None = None
+    step_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ScoredMemory:
+    """A memory returned by a search, with its similarity score (higher is closer)."""
+
+    memory: Memory
+    score: float
+
+
+@runtime_checkable
+class VectorStoreProtocol(Protocol):
+    """Where memories live. ``filter`` matches ``scope``, ``run_id``, ``step_name`` and
+    metadata keys for equality, and is applied before ``limit``."""
+
+    async def add(self, memories: Sequence[Memory]) -> None:
+        """Insert or replace memories (idempotent on ``Memory.id``)."""
+        ...
+
+    async def search(
+        self, query_vector: Sequence[float], limit: int, *, filter: Mapping[str, Any] | None = None
+    ) -> list[ScoredMemory]:
+        """The ``limit`` memories closest to ``query_vector`` that match ``filter``."""
+        ...
+
+    async def delete(
+        self, *, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete memories by id and/or filter; return how many were deleted."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors of a fixed ``dimension``."""
+
+    dimension: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        ...
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """What :meth:`PipelineContext.retrieve` delegates to (provided by a memory plugin)."""
+
+    async def retrieve(
+        self,
+        context: PipelineContext,
+        query: str,
+        limit: int,
+        *,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[ScoredMemory]:
+        """Memories relevant to ``query`` for this context's run."""
+        ...
+
+
+# --------------------------------------------------------------------------- sandboxes
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """Resource ceilings for one execution. ``None`` means the backend's default."""
+
+    memory_mb: int | None = None
+    cpu_s: float | None = None
+    pids: int | None = None
+    output_bytes: int | None = None
+    network: bool = False
+
+
+@dataclass(slots=True)
+class ExecutionResult:
+    """The outcome of running code in a sandbox."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    timed_out: bool = False
+    truncated: bool = False
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    duration_ms: float = 0.0
+    limits: dict[str, Any] = field(default_factory=dict)
+    """The limits the backend actually enforced."""
+    backend: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the code exited 0, in time, with no sandbox error."""
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+@runtime_checkable
+class SandboxProtocol(Protocol):
+    """Somewhere safe to run generated code."""
+
+    async def exec_code(
+        self,
+        code: str,
+        lang: str = "python",
+        *,
+        files: Mapping[str, bytes] | None = None,
+        timeout_s: float | None = None,
+        limits: SandboxLimits | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` and report what happened. Failures of the code are results, not
+        exceptions; a sandbox that cannot enforce ``limits`` raises."""
+        ...
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+@dataclass(slots=True)
+class EvaluationResult:
+    """A judgement of one run: a score in [0, 1], a label and the reasoning."""
+
+    score: float
+    label: str = ""
+    reasoning: str = ""
+    cost_usd: float = 0.0
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Scores a finished run."""
+
+    name: str
+
+    async def evaluate(self, run: RunRecord) -> EvaluationResult:
+        """Judge ``run`` (its input, output, steps and status)."""
+        ...
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One versioned schema change owned by ``owner`` (``"flujo"`` or a plugin's name).
+
+    Versions are applied in order, once, per owner. ``statements`` run in one transaction.
+    """
+
+    owner: str
+    version: int
+    statements: tuple[str, ...]
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """Durable execution state: one row per run, one per finished step, and plugin tables.
+
+    SQL passed to :meth:`execute` and :meth:`fetch_all` uses named ``:param`` placeholders in
+    every dialect.
+    """
+
+    dialect: str
+
+    async def open(self, migrations: Sequence[Migration] = ()) -> None:
+        """Connect and apply the core's and the given migrations."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Insert a new run (status ``running``)."""
+        ...
+
+    async def save_step(
+        self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
+    ) -> None:
+        """Record a finished step and, when it succeeded, advance the run past it, in one
+        transaction. ``context_json`` is the context as JSON text."""
+        ...
+
+    async def finalize_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        output: Any,
+        error: str | None,
+        context_json: str,
+        usage: Usage,
+    ) -> None:
+        """Write the run's final status and output."""
+        ...
+
+    async def mark_running(self, run_id: str) -> None:
+        """Set a run back to ``running`` (on resume)."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """A run with its step results, or ``None``."""
+        ...
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Runs, newest first, without step results."""
+        ...
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a write statement on a plugin's table; return the affected row count."""
+        ...
+
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a query on a plugin's table; rows as dicts."""
+        ...

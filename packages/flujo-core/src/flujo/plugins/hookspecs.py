@@ -1,0 +1,178 @@
+"""The hooks a Flujo plugin can implement.
+
+Every hook is named ``flujo_*`` and belongs to the pluggy project ``"flujo"``. Implement one
+with the :data:`flujo.hookimpl` marker in the module your ``flujo.plugins`` entry point names::
+
+    from flujo import hookimpl
+
+    @hookimpl
+    def flujo_register_policies(register):
+        register("deny_words", lambda config: DenyWords(config))
+
+Compatibility: hook arguments are only ever *added*, never renamed or removed. An
+implementation may accept fewer arguments than the spec lists, so a plugin written against
+an older flujo-core keeps working.
+
+Registration hooks receive a ``register(name, factory)`` callable. A factory takes the
+validated :class:`~flujo.config.FlujoConfig` and returns the object; it is only called when
+the object is used, so keep heavy imports inside it. Plugins load in order of distribution
+name; when two register the same name, the second is reported with the collision (``flujo
+plugins`` shows it as ``error``) and not loaded, and the first keeps the name.
+
+Observer hooks (``flujo_step_completed``, ``flujo_run_finalized``, ``flujo_policy_decided``)
+run on the run's hot path: they may only *schedule* work with ``runtime.tasks.schedule(...)``,
+never wait for I/O. Errors they raise are logged and recorded, never raised into the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flujo.application.runtime import Runtime
+    from flujo.config import FlujoConfig
+    from flujo.domain.events import PolicyDecided, RunFinalized, StepCompleted
+    from flujo.domain.interfaces import Migration, Retriever
+    from pydantic import BaseModel
+
+PROJECT_NAME = "flujo"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marker for hook implementations: decorate ``flujo_*`` functions with ``@hookimpl``."""
+
+Factory = Callable[["FlujoConfig"], Any]
+Register = Callable[[str, Factory], None]
+"""``register(name, factory)``: what every ``flujo_register_*`` hook receives."""
+
+
+@hookspec
+def flujo_register_policies(register: Register) -> None:
+    """Register governance policy factories: ``register(name, factory(config) -> policy)``.
+
+    A policy runs when its name is listed in ``[run] policies`` of ``flujo.toml`` (in that
+    order) or passed to ``Flujo(..., policies=[...])``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_vector_stores(register: Register) -> None:
+    """Register vector store factories: ``register(name, factory(config) -> VectorStoreProtocol)``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_embedders(register: Register) -> None:
+    """Register embedder factories: ``register(name, factory(config) -> Embedder)``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_sandboxes(register: Register) -> None:
+    """Register sandbox factories: ``register(name, factory(config) -> SandboxProtocol)``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_evaluators(register: Register) -> None:
+    """Register evaluator factories: ``register(name, factory(config) -> Evaluator)``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_tools(register: Register) -> None:
+    """Register tools agents can use by id: ``register(tool_id, factory(config) -> callable)``.
+
+    The callable is an (async) function with typed parameters and a docstring, as pydantic-ai
+    expects of a tool. Agents name it in ``make_agent_async(..., tools=["tool_id"])``. Use a
+    dotted id that says who owns it, e.g. ``"flujo.builtins.code_interpreter"``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_commands(cli: click.Group) -> None:
+    """Add click commands or groups to the ``flujo`` command line.
+
+    Keep startup fast: add a :func:`flujo.cli.lazy_group` that imports your real commands only
+    when they are invoked.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_config_sections() -> dict[str, type[BaseModel]]:
+    """Return the ``flujo.toml`` sections this plugin owns: ``{name: pydantic model}``.
+
+    Flujo validates each section strictly against its model (forbid unknown keys in the
+    model's config) and hands it back through ``config.section(name)``.
+
+    .. versionadded:: 0.1
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def flujo_storage_migrations(dialect: str) -> Sequence[Migration]:
+    """Return the migrations for the tables this plugin owns in the state database.
+
+    ``dialect`` is ``"sqlite"`` or ``"postgresql"``. Each
+    :class:`~flujo.domain.interfaces.Migration` has this plugin as ``owner`` and a version;
+    applied versions are recorded and never re-run.
+
+    .. versionadded:: 0.1
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def flujo_retriever(runtime: Runtime) -> Retriever | None:
+    """Return the object that serves :meth:`PipelineContext.retrieve`, or ``None``.
+
+    The first non-``None`` answer wins; the memory plugin provides one.
+
+    .. versionadded:: 0.1
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def flujo_step_completed(event: StepCompleted, runtime: Runtime) -> None:
+    """Observe a finished, persisted step. May only schedule background work.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_run_finalized(event: RunFinalized, runtime: Runtime) -> None:
+    """Observe a run that reached its final status. May only schedule background work.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_policy_decided(event: PolicyDecided, runtime: Runtime) -> None:
+    """Observe every decision a governance policy took (for audit trails).
+
+    May only schedule background work.
+
+    .. versionadded:: 0.1
+    """

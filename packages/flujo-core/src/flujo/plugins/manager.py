@@ -1,0 +1,280 @@
+"""Discovering, loading and listing plugins.
+
+Plugins are found through the ``flujo.plugins`` entry-point group. Each one is loaded and
+registered inside its own ``try``: a plugin that fails is recorded with its error and skipped,
+and the host keeps working (unless ``FLUJO_STRICT_PLUGINS=1``). Allow and deny lists are
+applied *before* a plugin is imported:
+
+- ``FLUJO_LOAD_PLUGINS``: comma list of distribution names to load; set but empty loads none.
+- ``FLUJO_DISABLE_PLUGINS``: comma list of distribution names not to load.
+- ``[plugins] disable = [...]`` in ``flujo.toml``: the same, from config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import pluggy
+from flujo.domain.errors import PluginError
+from flujo.plugins import hookspecs
+from flujo.plugins.registry import KINDS, Kind, Registry
+
+if TYPE_CHECKING:
+    import click
+    from flujo.domain.interfaces import Migration
+    from pydantic import BaseModel
+
+ENTRY_POINT_GROUP = "flujo.plugins"
+CORE_SECTIONS = frozenset({"state", "plugins", "run"})
+_log = logging.getLogger("flujo.plugins")
+
+Status = Literal["ok", "error", "disabled"]
+
+
+def normalize_name(name: str) -> str:
+    """Distribution names compare case-insensitively, with ``-``, ``_`` and ``.`` alike."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _env_list(environ: Mapping[str, str], key: str) -> list[str] | None:
+    raw = environ.get(key)
+    if raw is None:
+        return None
+    return [normalize_name(p) for p in raw.split(",") if p.strip()]
+
+
+@dataclass(slots=True)
+class PluginInfo:
+    """One plugin as ``flujo plugins`` shows it."""
+
+    name: str
+    version: str | None
+    entry_point: str
+    status: Status = "ok"
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    sections: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``flujo plugins --json``."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "entry_point": self.entry_point,
+            "hooks": self.hooks,
+            "registered": self.registered,
+            "sections": self.sections,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+class _FlujoPluggy(pluggy.PluginManager):
+    """Treats any callable named ``flujo_*`` as a hook implementation, marked or not.
+
+    Like pytest with ``pytest_*``: a forgotten ``@hookimpl`` must not make a hook silently do
+    nothing, and a misspelt hook name becomes a reported error instead of dead code.
+    """
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("flujo_"):
+            method = getattr(plugin, name, None)
+            if callable(method) and not isinstance(method, type):
+                return {}
+        return opts
+
+
+class PluginManager:
+    """Flujo's plugin manager: pluggy plus the named-factory registry and load records."""
+
+    def __init__(self, *, strict: bool = False) -> None:
+        self.pm = _FlujoPluggy(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.strict = strict
+        self._infos: dict[str, PluginInfo] = {}
+        self._sections: dict[str, tuple[type[BaseModel], str]] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay: ``manager.hook.flujo_run_finalized(...)``."""
+        return self.pm.hook
+
+    def load_entry_points(
+        self, *, disable: Sequence[str] = (), environ: Mapping[str, str] | None = None
+    ) -> None:
+        """Load every installed plugin that the allow/deny lists let through."""
+        from importlib_metadata import entry_points
+
+        env = os.environ if environ is None else environ
+        allow = _env_list(env, "FLUJO_LOAD_PLUGINS")
+        deny = set(_env_list(env, "FLUJO_DISABLE_PLUGINS") or ()) | {
+            normalize_name(d) for d in disable
+        }
+        self.strict = self.strict or env.get("FLUJO_STRICT_PLUGINS", "") not in ("", "0")
+        found = []
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist
+            found.append((normalize_name(dist.name if dist is not None else ep.name), ep))
+        # Load order is by distribution name, so "who registered a name first" is predictable.
+        for name, ep in sorted(found, key=lambda item: (item[0], item[1].name)):
+            dist = ep.dist
+            version = dist.version if dist is not None else None
+            if name in self._infos:  # a second entry point of one distribution
+                name = f"{name}:{ep.name}"
+            if (allow is not None and name not in allow) or name in deny:
+                self._infos[name] = PluginInfo(name, version, ep.value, status="disabled")
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - isolation: any import error is recorded
+                self._fail(PluginInfo(name, version, ep.value), f"failed to import: {exc!r}")
+                continue
+            self.register(plugin, name, version=version, entry_point=ep.value)
+
+    def register(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        version: str | None = None,
+        entry_point: str = "",
+    ) -> PluginInfo:
+        """Register ``plugin`` (a module or object with ``flujo_*`` hooks) under ``name``.
+
+        Runs its registration hooks at once so what it registers, and any error, is attributed
+        to it. On error the plugin is removed again and the error recorded (or raised when
+        strict). Returns the plugin's record.
+        """
+        info = PluginInfo(name, version, entry_point or getattr(plugin, "__name__", repr(plugin)))
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - pluggy validation errors vary in type
+            return self._fail(info, f"invalid hook implementation: {exc}")
+        try:
+            unknown = sorted(
+                hc.name for hc in self.pm.get_hookcallers(plugin) or () if hc.spec is None
+            )
+            if unknown:
+                raise PluginError(name, f"implements unknown hook(s): {', '.join(unknown)}")
+            info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or ())
+            self._run_registrations(plugin, name)
+            info.sections = self._collect_sections(plugin, name)
+            info.registered = {k: v for k, v in self.registry.owned_by(name).items() if v}
+        except Exception as exc:  # noqa: BLE001 - isolation: any plugin error is recorded
+            self.pm.unregister(plugin)
+            self.registry.remove_owner(name)
+            self._sections = {k: v for k, v in self._sections.items() if v[1] != name}
+            message = str(exc) if isinstance(exc, PluginError) else f"failed to register: {exc!r}"
+            return self._fail(info, message.removeprefix(f"plugin {name!r}: "))
+        self._infos[name] = info
+        return info
+
+    def _fail(self, info: PluginInfo, message: str) -> PluginInfo:
+        info.status = "error"
+        info.error = message
+        self._infos[info.name] = info
+        _log.warning("plugin %s: %s", info.name, message)
+        if self.strict:
+            raise PluginError(info.name, message)
+        return info
+
+    def _impls(self, hook_name: str, plugin: object) -> list[pluggy.HookImpl]:
+        caller = getattr(self.pm.hook, hook_name)
+        return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
+
+    @staticmethod
+    def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+        # Pass only the arguments the implementation asks for (hooks only ever gain arguments).
+        return impl.function(*[kwargs[a] for a in impl.argnames])
+
+    def _run_registrations(self, plugin: object, owner: str) -> None:
+        for kind in KINDS:
+            for impl in self._impls(f"flujo_register_{kind}", plugin):
+                self._call(impl, register=self._registrar(kind, owner))
+
+    def _registrar(self, kind: Kind, owner: str) -> Callable[[str, Any], None]:
+        def register(name: str, factory: Any) -> None:
+            self.registry.add(kind, name, factory, owner)
+
+        return register
+
+    def _collect_sections(self, plugin: object, owner: str) -> list[str]:
+        from pydantic import BaseModel
+
+        owned: list[str] = []
+        for impl in self._impls("flujo_config_sections", plugin):
+            sections = self._call(impl) or {}
+            for section, model in dict(sections).items():
+                if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                    raise PluginError(owner, f"section [{section}] is not a pydantic model")
+                if section in CORE_SECTIONS:
+                    raise PluginError(owner, f"section [{section}] belongs to flujo-core")
+                if section in self._sections:
+                    raise PluginError(
+                        owner,
+                        f"section [{section}] is already owned by {self._sections[section][1]!r}",
+                    )
+                self._sections[section] = (model, owner)
+                owned.append(section)
+        return sorted(owned)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin seen (loaded, broken or disabled), by name."""
+        return sorted(self._infos.values(), key=lambda i: i.name)
+
+    @property
+    def disabled(self) -> list[str]:
+        """Names of plugins that were not loaded because a list disabled them."""
+        return [i.name for i in self.plugins if i.status == "disabled"]
+
+    def config_sections(self) -> dict[str, tuple[type[BaseModel], str]]:
+        """``{section: (model, owning plugin)}`` for every loaded plugin."""
+        return dict(self._sections)
+
+    def migrations(self, dialect: str) -> list[Migration]:
+        """Every loaded plugin's storage migrations for ``dialect``."""
+        found: list[Migration] = []
+        for batch in self.pm.hook.flujo_storage_migrations(dialect=dialect):
+            found.extend(batch or ())
+        return found
+
+    def implementations(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """The loaded implementations of ``hook_name`` (empty when none: skip the call)."""
+        impls: list[pluggy.HookImpl] = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return impls
+
+    def notify(self, impls: Sequence[pluggy.HookImpl], **kwargs: Any) -> list[str]:
+        """Call each observer in ``impls`` on its own; return the errors instead of raising.
+
+        One plugin's failing observer must neither stop the others nor reach the run.
+        """
+        errors: list[str] = []
+        for impl in impls:
+            try:
+                self._call(impl, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - observers never raise into the run
+                errors.append(f"{impl.plugin_name}.{impl.function.__name__}: {exc!r}")
+                _log.exception("plugin %s observer failed", impl.plugin_name)
+        return errors
+
+    def add_commands(self, cli: click.Group) -> None:
+        """Let every loaded plugin add its commands to ``cli``; failures are recorded."""
+        for impl in self.pm.hook.flujo_register_commands.get_hookimpls():
+            try:
+                self._call(impl, cli=cli)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                info = self._infos.get(impl.plugin_name)
+                if info is not None:
+                    self._fail(info, f"failed to add commands: {exc!r}")

@@ -1,0 +1,100 @@
+"""Named factories that plugins register, by kind (policies, sandboxes, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from flujo.domain.errors import ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from flujo.config import FlujoConfig
+
+Kind = Literal["policies", "vector_stores", "embedders", "sandboxes", "evaluators", "tools"]
+KINDS: tuple[Kind, ...] = (
+    "policies",
+    "vector_stores",
+    "embedders",
+    "sandboxes",
+    "evaluators",
+    "tools",
+)
+_SINGULAR = {
+    "policies": "policy",
+    "vector_stores": "vector store",
+    "embedders": "embedder",
+    "sandboxes": "sandbox",
+    "evaluators": "evaluator",
+    "tools": "tool",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A factory and the plugin that registered it."""
+
+    name: str
+    owner: str
+    factory: Callable[[FlujoConfig], Any]
+
+
+class Registry:
+    """Every named factory, per kind. The first plugin to register a name keeps it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
+
+    def add(self, kind: Kind, name: str, factory: Callable[[FlujoConfig], Any], owner: str) -> None:
+        """Record ``factory`` under ``name``; raise :class:`PluginError` if the name is taken."""
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                owner, f"registered a {_SINGULAR[kind]} with an invalid name {name!r}"
+            )
+        if not callable(factory):
+            raise PluginError(owner, f"{_SINGULAR[kind]} {name!r}: factory is not callable")
+        taken = self._entries[kind].get(name)
+        if taken is not None:
+            raise PluginError(
+                owner,
+                f"{_SINGULAR[kind]} name {name!r} is already registered by {taken.owner!r}; "
+                "ignored",
+            )
+        self._entries[kind][name] = Registration(name, owner, factory)
+
+    def remove_owner(self, owner: str) -> None:
+        """Forget everything ``owner`` registered (used when a plugin fails half-way)."""
+        for entries in self._entries.values():
+            for name in [n for n, r in entries.items() if r.owner == owner]:
+                del entries[name]
+
+    def names(self, kind: Kind) -> list[str]:
+        """Registered names of ``kind``, sorted."""
+        return sorted(self._entries[kind])
+
+    def owned_by(self, owner: str) -> dict[str, list[str]]:
+        """What ``owner`` registered: ``{kind: [names]}`` for every kind."""
+        return {
+            kind: sorted(n for n, r in entries.items() if r.owner == owner)
+            for kind, entries in self._entries.items()
+        }
+
+    def get(self, kind: Kind, name: str) -> Registration:
+        """The registration of ``name``; a :class:`ConfigError` naming the choices if absent."""
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            known = ", ".join(self.names(kind)) or "none (is the plugin installed?)"
+            raise ConfigError(f"unknown {_SINGULAR[kind]} {name!r}; registered: {known}") from None
+
+    def create(self, kind: Kind, name: str, config: FlujoConfig) -> Any:
+        """Call the factory of ``name`` with ``config``; factory errors name the plugin."""
+        reg = self.get(kind, name)
+        try:
+            return reg.factory(config)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                reg.owner, f"could not create {_SINGULAR[kind]} {name!r}: {exc}"
+            ) from exc

@@ -1,0 +1,33 @@
+"""Durable execution state: backends behind :class:`~flujo.domain.interfaces.StateBackend`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flujo.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flujo.config import StateSettings
+    from flujo.domain.interfaces import StateBackend
+
+
+def open_backend(settings: StateSettings, root: Path) -> StateBackend:
+    """The (unopened) backend ``[state] uri`` names; relative SQLite paths resolve from ``root``."""
+    uri = settings.uri
+    if uri.startswith("sqlite://"):
+        from flujo.state.sqlite import SQLiteBackend
+
+        rest = uri[len("sqlite://") :]
+        if not rest.startswith("/"):
+            raise ConfigError(f"[state] uri {uri!r}: expected sqlite:///path/to/file.db")
+        path = rest[1:]
+        if path == ":memory:":
+            return SQLiteBackend(":memory:", synchronous=settings.synchronous)
+        return SQLiteBackend(root / path, synchronous=settings.synchronous)
+    if uri.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"[state] uri {uri.split('@')[-1]!r}: the PostgreSQL backend is not available in this "
+            "version of flujo-core; use sqlite:///path.db"
+        )
+    raise ConfigError(f"[state] uri {uri!r}: unsupported scheme (use sqlite:///path.db)")

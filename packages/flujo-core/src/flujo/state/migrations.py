@@ -1,0 +1,51 @@
+"""The core's own schema, as versioned migrations (plugins add theirs through a hook)."""
+
+from __future__ import annotations
+
+from flujo.domain.interfaces import Migration
+
+CORE_OWNER = "flujo"
+
+
+def core_migrations(dialect: str) -> list[Migration]:
+    """The core tables: ``workflow_state`` (one row per run) and ``step_results``."""
+    real = "DOUBLE PRECISION" if dialect == "postgresql" else "REAL"
+    return [
+        Migration(
+            CORE_OWNER,
+            1,
+            (
+                f"""CREATE TABLE workflow_state (
+                    run_id TEXT PRIMARY KEY,
+                    pipeline_name TEXT NOT NULL,
+                    pipeline_version TEXT NOT NULL,
+                    pipeline_ref TEXT,
+                    status TEXT NOT NULL,
+                    current_step INTEGER NOT NULL DEFAULT 0,
+                    input TEXT,
+                    context TEXT NOT NULL,
+                    last_output TEXT,
+                    output TEXT,
+                    error TEXT,
+                    usage TEXT NOT NULL,
+                    created_at {real} NOT NULL,
+                    updated_at {real} NOT NULL
+                )""",
+                "CREATE INDEX workflow_state_status ON workflow_state (status, created_at)",
+                "CREATE INDEX workflow_state_created ON workflow_state (created_at)",
+                f"""CREATE TABLE step_results (
+                    run_id TEXT NOT NULL REFERENCES workflow_state (run_id) ON DELETE CASCADE,
+                    idx INTEGER NOT NULL,
+                    name TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    output TEXT,
+                    error TEXT,
+                    attempts INTEGER NOT NULL,
+                    latency_ms {real} NOT NULL,
+                    usage TEXT NOT NULL,
+                    created_at {real} NOT NULL,
+                    PRIMARY KEY (run_id, idx)
+                )""",
+            ),
+        )
+    ]

@@ -1,0 +1,224 @@
+"""Conformance suite for :class:`~flujo.domain.interfaces.SandboxProtocol` implementations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from flujo.domain.interfaces import ExecutionResult, SandboxLimits, SandboxProtocol
+
+__all__ = ["SandboxConformance"]
+
+NOTICE_ALLOWANCE = 256
+"""Bytes a truncated stream may exceed ``output_bytes`` by, for a truncation notice."""
+
+
+class SandboxConformance:
+    """Checks that a sandbox runs Python code the way the code interpreter tool relies on.
+
+    Subclass it (the class name must start with ``Test``) and provide a ``sandbox`` fixture::
+
+        from flujo.testing.conformance import SandboxConformance
+
+        class TestMySandbox(SandboxConformance):
+            @pytest.fixture
+            def sandbox(self):
+                return MySandbox()
+
+    Optional fixtures: ``sandbox_timeout_s`` (default ``1.0``), the ``timeout_s`` the
+    infinite-loop check passes; and ``sandbox_guard_s`` (default ``60.0``), how long any one
+    execution may take before the suite gives up on it (a sandbox that ignores its timeout
+    fails instead of hanging the test session).
+
+    A sandbox that keeps files between executions on purpose declares a class or instance
+    attribute ``stateful = True``; the isolation check is then skipped.
+
+    Async checks are marked ``@pytest.mark.asyncio``, so they run in pytest-asyncio's strict
+    and auto modes alike.
+    """
+
+    # ------------------------------------------------------------------ fixtures
+
+    @pytest.fixture
+    def sandbox(self) -> SandboxProtocol:
+        """The sandbox under test. **Required**: override it in your subclass."""
+        pytest.fail(
+            f"{type(self).__name__} must define a `sandbox` fixture returning the sandbox to test"
+        )
+
+    @pytest.fixture
+    def sandbox_timeout_s(self) -> float:
+        """The ``timeout_s`` the infinite-loop check runs with. Default 1 second."""
+        return 1.0
+
+    @pytest.fixture
+    def sandbox_guard_s(self) -> float:
+        """How long one execution may take before the suite fails it. Default 60 seconds."""
+        return 60.0
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    async def _exec(
+        sandbox: SandboxProtocol,
+        code: str,
+        guard_s: float,
+        *,
+        files: Mapping[str, bytes] | None = None,
+        timeout_s: float | None = None,
+        limits: SandboxLimits | None = None,
+    ) -> ExecutionResult:
+        kwargs: dict[str, Any] = {}
+        if files is not None:
+            kwargs["files"] = files
+        if timeout_s is not None:
+            kwargs["timeout_s"] = timeout_s
+        if limits is not None:
+            kwargs["limits"] = limits
+        try:
+            result = await asyncio.wait_for(sandbox.exec_code(code, **kwargs), guard_s)
+        except TimeoutError:
+            pytest.fail(f"the sandbox did not return within {guard_s:g}s (sandbox_guard_s)")
+        assert isinstance(result, ExecutionResult), (
+            f"exec_code must return an ExecutionResult, got {type(result).__name__}"
+        )
+        return result
+
+    # ------------------------------------------------------------------ checks
+
+    @pytest.mark.asyncio
+    async def test_successful_run_is_reported(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """Code that succeeds gives ``exit_code == 0``, ``ok``, its output in ``stdout``, a
+        non-empty ``backend`` name and a non-negative ``duration_ms``. ``lang`` defaults to
+        Python."""
+        result = await self._exec(sandbox, "print('conformance-ok')", sandbox_guard_s)
+        assert result.exit_code == 0, f"exit_code {result.exit_code}, stderr: {result.stderr}"
+        assert result.ok, f"result.ok is False: {result!r}"
+        assert "conformance-ok" in result.stdout, f"stdout: {result.stdout!r}"
+        assert not result.timed_out and not result.truncated
+        assert isinstance(result.backend, str) and result.backend.strip(), (
+            "result.backend must name the backend that ran the code"
+        )
+        assert result.duration_ms >= 0, f"duration_ms is negative: {result.duration_ms}"
+
+    @pytest.mark.asyncio
+    async def test_stdout_and_stderr_are_captured_separately(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """What the code writes to stdout lands in ``stdout`` only and what it writes to
+        stderr in ``stderr`` only, decoded as UTF-8."""
+        code = (
+            "import sys\n"
+            "print('to-stdout ✓')\n"
+            "print('to-stderr ✗', file=sys.stderr)\n"
+        )
+        result = await self._exec(sandbox, code, sandbox_guard_s)
+        assert "to-stdout ✓" in result.stdout, f"stdout: {result.stdout!r}"
+        assert "to-stderr ✗" in result.stderr, f"stderr: {result.stderr!r}"
+        assert "to-stderr" not in result.stdout, "stderr leaked into stdout"
+        assert "to-stdout" not in result.stderr, "stdout leaked into stderr"
+
+    @pytest.mark.asyncio
+    async def test_exit_code_is_propagated(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """The code's exit status is ``exit_code`` (``sys.exit(3)`` gives 3), and ``ok`` is
+        False."""
+        result = await self._exec(sandbox, "import sys\nsys.exit(3)", sandbox_guard_s)
+        assert result.exit_code == 3, f"expected exit_code 3, got {result.exit_code}"
+        assert not result.ok
+        assert not result.timed_out
+
+    @pytest.mark.asyncio
+    async def test_exception_is_a_result_not_a_raise(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """An exception in the code is reported, not raised: a non-zero ``exit_code`` and the
+        Python traceback in ``stderr``."""
+        result = await self._exec(sandbox, "raise ValueError('boom-marker')", sandbox_guard_s)
+        assert result.exit_code is not None and result.exit_code != 0, (
+            f"an uncaught exception must give a non-zero exit_code, got {result.exit_code}"
+        )
+        assert "Traceback" in result.stderr, f"stderr has no traceback: {result.stderr!r}"
+        assert "ValueError" in result.stderr and "boom-marker" in result.stderr, (
+            f"stderr: {result.stderr!r}"
+        )
+        assert not result.ok
+
+    @pytest.mark.asyncio
+    async def test_timeout_stops_an_infinite_loop(
+        self, sandbox: SandboxProtocol, sandbox_timeout_s: float, sandbox_guard_s: float
+    ) -> None:
+        """``timeout_s`` stops code that never ends: the result has ``timed_out=True`` and is
+        not ``ok``, and the sandbox runs the next code normally."""
+        result = await self._exec(
+            sandbox, "while True:\n    pass\n", sandbox_guard_s, timeout_s=sandbox_timeout_s
+        )
+        assert result.timed_out, f"timed_out is False after an infinite loop: {result!r}"
+        assert not result.ok
+        after = await self._exec(sandbox, "print('alive')", sandbox_guard_s)
+        assert after.ok and "alive" in after.stdout, f"the sandbox broke after a timeout: {after!r}"
+
+    @pytest.mark.asyncio
+    async def test_files_are_readable(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """Every entry of ``files`` is readable by the code at its relative path from the
+        working directory, byte for byte."""
+        files = {"input.txt": b"payload-123\n", "blob.bin": bytes([0, 255, 10, 13, 128])}
+        code = (
+            "print(open('input.txt').read().strip())\n"
+            "print(open('blob.bin', 'rb').read().hex())\n"
+        )
+        result = await self._exec(sandbox, code, sandbox_guard_s, files=files)
+        assert result.ok, f"reading the files failed: {result.stderr}"
+        assert "payload-123" in result.stdout, f"stdout: {result.stdout!r}"
+        assert files["blob.bin"].hex() in result.stdout, "binary file content changed"
+
+    @pytest.mark.asyncio
+    async def test_output_over_limit_is_truncated(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """With ``limits=SandboxLimits(output_bytes=n)``, output beyond ``n`` bytes is cut:
+        ``truncated=True`` and ``stdout`` holds at most ``n`` bytes (plus a short notice of at
+        most 256 bytes). Output under the limit is kept whole with ``truncated=False``."""
+        limit = 1024
+        limits = SandboxLimits(output_bytes=limit)
+        big = await self._exec(sandbox, "print('x' * 200_000)", sandbox_guard_s, limits=limits)
+        assert big.truncated, "200 kB of output under output_bytes=1024 must set truncated"
+        size = len(big.stdout.encode())
+        assert size <= limit + NOTICE_ALLOWANCE, f"stdout kept {size} bytes over a {limit} limit"
+        assert "x" in big.stdout, "a truncated stdout must keep the start of the output"
+        small = await self._exec(sandbox, "print('y' * 10)", sandbox_guard_s, limits=limits)
+        assert not small.truncated, "output under the limit must not be marked truncated"
+        assert "y" * 10 in small.stdout
+
+    @pytest.mark.asyncio
+    async def test_executions_do_not_share_files(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """A file written by one execution is absent from the next: every run starts clean.
+        Skipped when the sandbox declares ``stateful = True``."""
+        if getattr(sandbox, "stateful", False) is True:
+            pytest.skip("the sandbox declares stateful = True")
+        name = f"conformance-{uuid.uuid4().hex}.txt"
+        wrote = await self._exec(
+            sandbox, f"open({name!r}, 'w').write('left behind')\nprint('written')", sandbox_guard_s
+        )
+        assert wrote.ok, f"the code could not write to its working directory: {wrote.stderr}"
+        check = await self._exec(
+            sandbox,
+            f"import os\nprint('present' if os.path.exists({name!r}) else 'absent')",
+            sandbox_guard_s,
+        )
+        assert check.ok, f"stderr: {check.stderr}"
+        assert "absent" in check.stdout, (
+            "a file written by one execution was visible to the next; declare "
+            "`stateful = True` if that is intended"
+        )
