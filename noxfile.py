@@ -170,3 +170,23 @@ def bench(session: nox.Session) -> None:
     _install_wheels(session, CORE)
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
         session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python=find_python(PYTHONS[0]))
+def demo(session: nox.Session) -> None:
+    """The offline quickstart: run it, then list and show the stored run."""
+    _install_wheels(session, CORE)
+    session.chdir(ROOT / "examples" / "quickstart")
+    shutil.rmtree(".flujo", ignore_errors=True)
+    session.run(
+        "flujo",
+        "run",
+        "pipeline.py:pipeline",
+        "--input",
+        "Order A-1001 never arrived",
+        "--context",
+        '{"customer": "ana"}',
+    )
+    session.run("flujo", "runs", "list")
+    listed = session.run("flujo", "runs", "list", "--json", silent=True) or "[]"
+    session.run("flujo", "runs", "show", json.loads(listed)[0]["run_id"])

@@ -101,7 +101,11 @@ def test_help_lists_the_command_without_importing_it(tmp_path: Path) -> None:
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=clean, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert "example-hello" in proc.stdout

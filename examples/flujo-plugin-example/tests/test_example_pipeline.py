@@ -145,9 +145,7 @@ def test_found_through_entry_point() -> None:
     assert "deny_words" in pm.registry.names("policies")
 
 
-def test_entry_point_pipeline_run(
-    config_file: Path, pipeline: Pipeline, calls: list[str]
-) -> None:
+def test_entry_point_pipeline_run(config_file: Path, pipeline: Pipeline, calls: list[str]) -> None:
     _require_installed()
     # load_config loads the installed plugins itself when no manager is given.
     config = load_config(config_file, environ={"FLUJO_LOAD_PLUGINS": DIST})

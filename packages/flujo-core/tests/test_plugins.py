@@ -247,3 +247,35 @@ def test_plugin_commands_load_lazily(make_dist: MakeDist, tmp_path: Path) -> Non
     ran = run_cli("hello", "--name", "ana", cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines() == ["IMPORTED", "hello ana"]
+
+
+def test_async_observers_are_rejected_with_a_clear_error() -> None:
+    class AsyncObserver:
+        @hookimpl
+        async def flujo_run_finalized(self, event: object) -> None:
+            raise AssertionError("never awaited")
+
+    info = PluginManager().register(AsyncObserver(), "async-observer")
+    assert info.status == "error"
+    assert "flujo_run_finalized must be a plain function" in str(info.error)
+
+
+def test_a_plugin_failing_to_add_commands_is_withdrawn_entirely() -> None:
+    import click
+
+    class BadCommands:
+        @hookimpl
+        def flujo_register_policies(self, register: object) -> None:
+            register("p", lambda config: object())  # type: ignore[operator]
+
+        @hookimpl
+        def flujo_register_commands(self, cli: click.Group) -> None:
+            raise RuntimeError("no commands today")
+
+    manager = PluginManager()
+    assert manager.register(BadCommands(), "bad-commands").status == "ok"
+    manager.add_commands(click.Group("flujo"))
+    info = next(p for p in manager.plugins if p.name == "bad-commands")
+    assert info.status == "error" and "no commands today" in str(info.error)
+    assert manager.registry.names("policies") == []
+    assert manager.implementations("flujo_register_policies") == []

@@ -31,7 +31,7 @@ from flujo.domain.errors import (
 from flujo.domain.events import PolicyDecided
 from flujo.domain.interfaces import GovernancePolicy, Retriever, StateBackend
 from flujo.domain.models import Pipeline, PipelineResult, RunRecord, RunStatus, Usage, UsageLimits
-from flujo.state import open_backend
+from flujo.state import open_state
 
 T = TypeVar("T")
 # Defaults to PipelineContext, so `Flujo(pipeline)` needs no annotation (PEP 696).
@@ -140,8 +140,11 @@ class Flujo(Generic[ContextT]):
                 from flujo.plugins.manager import PluginManager
 
                 plugins = config.plugin_manager = PluginManager()
-            state = self._state_arg or open_backend(config.state, config.root)
-            await state.open(plugins.migrations(state.dialect))
+            state = self._state_arg
+            if state is None:
+                state = await open_state(config)
+            else:
+                await state.open(plugins.migrations(state.dialect))
             tasks = BackgroundTaskManager(config.run.background_concurrency)
             runtime = Runtime(config, state, tasks, plugins)
             policies = [

@@ -12,13 +12,32 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from flujo.cli._group import FlujoGroup, LazyCommand, lazy_command
 from flujo.domain.errors import FlujoError, UserError
 
-__all__ = ["FlujoGroup", "LazyCommand", "build_cli", "lazy_command", "main"]
+__all__ = ["FlujoGroup", "LazyCommand", "build_cli", "current_config", "lazy_command", "main"]
+
+if TYPE_CHECKING:
+    from flujo.config import FlujoConfig
+
+
+def current_config() -> FlujoConfig:
+    """The validated configuration of the running ``flujo`` command, for plugin commands.
+
+    Loaded once per invocation (with the plugins the command line loaded); a config error is
+    raised here and printed by ``flujo`` as a one-line user error. Pair it with
+    :func:`flujo.state.open_state` to reach the tables your plugin owns.
+    """
+    from flujo.cli._app import CliState
+
+    state = click.get_current_context().find_object(CliState)
+    if state is None:
+        raise RuntimeError("current_config() is only available inside a flujo command")
+    return state.config()
 
 
 def build_cli() -> FlujoGroup:

@@ -96,11 +96,9 @@ def runs() -> None:
 
 
 async def _with_state(state: CliState, fn: Any) -> Any:
-    from flujo.state import open_backend
+    from flujo.state import open_state
 
-    config = state.config()
-    backend: StateBackend = open_backend(config.state, config.root)
-    await backend.open(state.plugins.migrations(backend.dialect))
+    backend: StateBackend = await open_state(state.config())
     try:
         return await fn(backend)
     finally:

@@ -109,7 +109,7 @@ def flujo_register_tools(register: Register) -> None:
 def flujo_register_commands(cli: click.Group) -> None:
     """Add click commands or groups to the ``flujo`` command line.
 
-    Keep startup fast: add a :func:`flujo.cli.lazy_group` that imports your real commands only
+    Keep startup fast: add a :func:`flujo.cli.lazy_command` that imports your real commands only
     when they are invoked.
 
     .. versionadded:: 0.1
@@ -121,7 +121,7 @@ def flujo_config_sections() -> dict[str, type[BaseModel]]:
     """Return the ``flujo.toml`` sections this plugin owns: ``{name: pydantic model}``.
 
     Flujo validates each section strictly against its model (forbid unknown keys in the
-    model's config) and hands it back through ``config.section(name)``.
+    model's config) and hands it back through ``config.section(name, Model)``.
 
     .. versionadded:: 0.1
     """

@@ -12,6 +12,7 @@ applied *before* a plugin is imported:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,23 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
         }
+
+
+OBSERVER_HOOKS = frozenset({"flujo_step_completed", "flujo_run_finalized", "flujo_policy_decided"})
+
+
+def _reject_async_observers(plugin: object, callers: Sequence[Any]) -> None:
+    # An async observer would be called and never awaited: its body would silently not run.
+    for caller in callers:
+        if caller.name not in OBSERVER_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and inspect.iscoroutinefunction(impl.function):
+                raise PluginError(
+                    impl.plugin_name,
+                    f"{caller.name} must be a plain function that schedules async work with "
+                    "runtime.tasks.schedule(...), not an async function",
+                )
 
 
 class _FlujoPluggy(pluggy.PluginManager):
@@ -160,6 +178,7 @@ class PluginManager:
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors vary in type
             return self._fail(info, f"invalid hook implementation: {exc}")
         try:
+            _reject_async_observers(plugin, self.pm.get_hookcallers(plugin) or ())
             unknown = sorted(
                 hc.name for hc in self.pm.get_hookcallers(plugin) or () if hc.spec is None
             )
@@ -170,13 +189,19 @@ class PluginManager:
             info.sections = self._collect_sections(plugin, name)
             info.registered = {k: v for k, v in self.registry.owned_by(name).items() if v}
         except Exception as exc:  # noqa: BLE001 - isolation: any plugin error is recorded
-            self.pm.unregister(plugin)
-            self.registry.remove_owner(name)
-            self._sections = {k: v for k, v in self._sections.items() if v[1] != name}
+            self._withdraw(name)
             message = str(exc) if isinstance(exc, PluginError) else f"failed to register: {exc!r}"
             return self._fail(info, message.removeprefix(f"plugin {name!r}: "))
         self._infos[name] = info
         return info
+
+    def _withdraw(self, name: str) -> None:
+        """Remove a failed plugin entirely: its hooks, its registrations, its sections."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        self.registry.remove_owner(name)
+        self._sections = {k: v for k, v in self._sections.items() if v[1] != name}
 
     def _fail(self, info: PluginInfo, message: str) -> PluginInfo:
         info.status = "error"
@@ -275,6 +300,8 @@ class PluginManager:
             try:
                 self._call(impl, cli=cli)
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                self._withdraw(impl.plugin_name)
                 info = self._infos.get(impl.plugin_name)
                 if info is not None:
+                    info.hooks, info.registered, info.sections = [], {}, []
                     self._fail(info, f"failed to add commands: {exc!r}")

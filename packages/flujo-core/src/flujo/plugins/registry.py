@@ -58,7 +58,7 @@ class Registry:
             raise PluginError(
                 owner,
                 f"{_SINGULAR[kind]} name {name!r} is already registered by {taken.owner!r}; "
-                "ignored",
+                "this plugin was not loaded",
             )
         self._entries[kind][name] = Registration(name, owner, factory)
 

@@ -8,8 +8,20 @@ from typing import TYPE_CHECKING
 from flujo.domain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from flujo.config import StateSettings
+    from flujo.config import FlujoConfig, StateSettings
     from flujo.domain.interfaces import StateBackend
+
+
+async def open_state(config: FlujoConfig) -> StateBackend:
+    """The state backend ``config`` names, opened, with every loaded plugin's migrations applied.
+
+    The caller closes it (``await state.close()``). Plugin commands use this to reach the
+    tables they own.
+    """
+    backend = open_backend(config.state, config.root)
+    plugins = config.plugin_manager
+    await backend.open(plugins.migrations(backend.dialect) if plugins is not None else ())
+    return backend
 
 
 def open_backend(settings: StateSettings, root: Path) -> StateBackend:

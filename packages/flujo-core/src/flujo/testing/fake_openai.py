@@ -112,7 +112,8 @@ class FakeOpenAIServer:
 
     Use it as a context manager; the server runs on a background thread while inside::
 
-        with FakeOpenAIServer(replies=[call_tool("lookup", city="Paris"), "It is sunny."]) as server:
+        replies = [call_tool("lookup", city="Paris"), "It is sunny."]
+        with FakeOpenAIServer(replies) as server:
             os.environ.update(openai_env(server))
             ...  # run an agent on "openai:gpt-4o-mini" or "openai-chat:gpt-4o-mini"
             assert server.requests[0].path == "/v1/responses"
@@ -163,7 +164,11 @@ class FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="fake-openai", daemon=True
+            # A short poll interval: stop() waits for the serving loop to notice the shutdown.
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="fake-openai",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -375,7 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         body = self._read_body()
         number = self.fake._record(
-            RecordedRequest(self.command, path, body, {k.lower(): v for k, v in self.headers.items()})
+            RecordedRequest(
+                self.command, path, body, {k.lower(): v for k, v in self.headers.items()}
+            )
         )
         try:
             if self.command != "POST":

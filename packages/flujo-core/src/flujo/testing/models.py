@@ -22,7 +22,7 @@ A turn is one of:
 - a pydantic-ai ``ModelResponse``: sent as it is, for anything the shorthands cannot say.
 
 Every response reports the same token usage (``input_tokens``/``output_tokens``), so tests can
-assert on usage exactly. The script records what the model was sent in :attr:`ScriptedModel.requests`.
+assert on usage exactly. :attr:`ScriptedModel.requests` records what the model was sent.
 
 :func:`fixed_model` is a thin wrapper around pydantic-ai's ``TestModel``, which calls tools with
 arguments generated from their schemas; handy to check that tools are wired up at all.
@@ -55,7 +55,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
 
-from flujo.testing.fake_openai import ToolCall, call_tool
+from .fake_openai import ToolCall, call_tool
 
 __all__ = [
     "ScriptExhausted",
@@ -73,7 +73,7 @@ Turn = Any
 structured output value, or a ``ModelResponse`` (see the module documentation)."""
 
 
-class ScriptExhausted(AssertionError):  # noqa: N818 - reads as the test failure it is
+class ScriptExhausted(AssertionError):
     """The model was asked for more responses than its script has turns.
 
     An ``AssertionError``: it means the test's script and the agent's behaviour disagree.
@@ -169,11 +169,7 @@ class ScriptedModel(FunctionModel):
             return [TextPart(turn)]
         if isinstance(turn, ToolCall):
             return [self._tool_call(turn.name, turn.args)]
-        if (
-            isinstance(turn, Sequence)
-            and turn
-            and all(isinstance(item, ToolCall) for item in turn)
-        ):
+        if isinstance(turn, Sequence) and turn and all(isinstance(item, ToolCall) for item in turn):
             return [self._tool_call(call.name, call.args) for call in turn]
         value = turn.model_dump(mode="json") if isinstance(turn, BaseModel) else turn
         if info.output_tools:

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-
 from flujo.domain.interfaces import EvaluationResult, Evaluator
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import PolicyViolation
 from flujo.domain.interfaces import GovernancePolicy, PolicyDecision
@@ -102,7 +101,10 @@ class GovernancePolicyConformance:
 
     @pytest.fixture
     def allowed_tool_call(self) -> tuple[str, dict[str, Any]]:
-        """A ``(tool_name, args)`` call the policy must ALLOW. Default ``("search", {"q": "x"})``."""
+        """A ``(tool_name, args)`` call the policy must ALLOW.
+
+        Default ``("search", {"q": "x"})``.
+        """
         return ("search", {"q": "x"})
 
     @pytest.fixture
@@ -165,7 +167,11 @@ class GovernancePolicyConformance:
         try:
             result = await _resolve(policy.inspect_input(pipeline_context, denied_input))
         except PolicyViolation as exc:
-            assert exc.reason, "a PolicyViolation should say why the input was denied"
+            violation: PolicyViolation | None = exc
+        else:
+            violation = None
+        if violation is not None:
+            assert violation.reason, "a PolicyViolation should say why the input was denied"
             return
         decision, data = _check_pair(result, "inspect_input")
         assert decision is not PolicyDecision.ALLOW, f"denied_input {denied_input!r} was allowed"
@@ -175,9 +181,7 @@ class GovernancePolicyConformance:
                     f"REDACT left the sensitive value {sensitive_value!r} in {data!r}"
                 )
             if isinstance(denied_input, str):
-                assert data != denied_input, (
-                    f"REDACT returned the string input unchanged: {data!r}"
-                )
+                assert data != denied_input, f"REDACT returned the string input unchanged: {data!r}"
 
     @pytest.mark.asyncio
     async def test_inspect_tool_call_returns_a_decision(
@@ -285,7 +289,10 @@ class GovernancePolicyConformance:
 
     @pytest.mark.asyncio
     async def test_blocks_a_real_run(
-        self, policy: GovernancePolicy, denied_input: Any, sensitive_value: str | None,
+        self,
+        policy: GovernancePolicy,
+        denied_input: Any,
+        sensitive_value: str | None,
         tmp_path: Path,
     ) -> None:
         """End to end, in a real :class:`flujo.Flujo` run with this policy: a denied input

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits, SandboxProtocol
 
 __all__ = ["SandboxConformance"]
@@ -113,11 +112,7 @@ class SandboxConformance:
     ) -> None:
         """What the code writes to stdout lands in ``stdout`` only and what it writes to
         stderr in ``stderr`` only, decoded as UTF-8."""
-        code = (
-            "import sys\n"
-            "print('to-stdout ✓')\n"
-            "print('to-stderr ✗', file=sys.stderr)\n"
-        )
+        code = "import sys\nprint('to-stdout ✓')\nprint('to-stderr ✗', file=sys.stderr)\n"
         result = await self._exec(sandbox, code, sandbox_guard_s)
         assert "to-stdout ✓" in result.stdout, f"stdout: {result.stdout!r}"
         assert "to-stderr ✗" in result.stderr, f"stderr: {result.stderr!r}"
@@ -173,8 +168,7 @@ class SandboxConformance:
         working directory, byte for byte."""
         files = {"input.txt": b"payload-123\n", "blob.bin": bytes([0, 255, 10, 13, 128])}
         code = (
-            "print(open('input.txt').read().strip())\n"
-            "print(open('blob.bin', 'rb').read().hex())\n"
+            "print(open('input.txt').read().strip())\nprint(open('blob.bin', 'rb').read().hex())\n"
         )
         result = await self._exec(sandbox, code, sandbox_guard_s, files=files)
         assert result.ok, f"reading the files failed: {result.stderr}"

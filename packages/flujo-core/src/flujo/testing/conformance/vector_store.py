@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
-
 from flujo.domain.interfaces import Memory, ScoredMemory, VectorStoreProtocol
 
 __all__ = ["VectorStoreConformance"]
@@ -203,8 +202,10 @@ class VectorStoreConformance:
         rng = self._rng()
         sims = _spread(10)
         await store.add(
-            [Memory(id=f"m{i}", text=f"m{i}", vector=_vector(s, dimension, rng))
-             for i, s in enumerate(sims)]
+            [
+                Memory(id=f"m{i}", text=f"m{i}", vector=_vector(s, dimension, rng))
+                for i, s in enumerate(sims)
+            ]
         )
         top3 = _check_results(await store.search(_query(dimension), 3))
         assert _ids(top3) == ["m9", "m8", "m7"], f"expected the 3 closest, got {_ids(top3)}"
@@ -212,9 +213,7 @@ class VectorStoreConformance:
         assert len(everything) == 10, f"limit 50 over 10 memories returned {len(everything)}"
 
     @pytest.mark.asyncio
-    async def test_add_is_an_upsert_on_id(
-        self, store: VectorStoreProtocol, dimension: int
-    ) -> None:
+    async def test_add_is_an_upsert_on_id(self, store: VectorStoreProtocol, dimension: int) -> None:
         """Adding a memory whose ``id`` is already stored replaces it (text, vector and
         metadata), and adding the same batch twice stores it once."""
         self._check_dimension(dimension)
@@ -230,8 +229,14 @@ class VectorStoreConformance:
             f"adding a batch twice must not duplicate it: {_ids(results)}"
         )
         await store.add(
-            [Memory(id="b0", text="replaced", vector=_vector(-0.9, dimension, rng),
-                    metadata={"version": 2})]
+            [
+                Memory(
+                    id="b0",
+                    text="replaced",
+                    vector=_vector(-0.9, dimension, rng),
+                    metadata={"version": 2},
+                )
+            ]
         )
         results = _check_results(await store.search(_query(dimension), 10))
         assert _ids(results) == ["b1", "b2", "b0"], (
@@ -312,8 +317,10 @@ class VectorStoreConformance:
         self._check_dimension(dimension)
         rng = self._rng()
         await store.add(
-            [Memory(id=f"d{i}", text=f"d{i}", vector=_vector(s, dimension, rng))
-             for i, s in enumerate(_spread(6))]
+            [
+                Memory(id=f"d{i}", text=f"d{i}", vector=_vector(s, dimension, rng))
+                for i, s in enumerate(_spread(6))
+            ]
         )
         assert await store.delete(ids=["d1", "d3"]) == 2
         remaining = _check_results(await store.search(_query(dimension), 10))
@@ -328,8 +335,13 @@ class VectorStoreConformance:
         rng = self._rng()
         await store.add(
             [
-                Memory(id=f"f{i}", text=f"f{i}", vector=_vector(s, dimension, rng),
-                       scope="a" if i % 2 == 0 else "b", metadata={"tier": i % 3})
+                Memory(
+                    id=f"f{i}",
+                    text=f"f{i}",
+                    vector=_vector(s, dimension, rng),
+                    scope="a" if i % 2 == 0 else "b",
+                    metadata={"tier": i % 3},
+                )
                 for i, s in enumerate(_spread(12))
             ]
         )
@@ -351,8 +363,14 @@ class VectorStoreConformance:
         rng = self._rng()
         sims = _spread(100)
         batches = [
-            [Memory(id=f"c{b}-{i}", text=f"c{b}-{i}", vector=_vector(sims[b * 5 + i], dimension, rng))
-             for i in range(5)]
+            [
+                Memory(
+                    id=f"c{b}-{i}",
+                    text=f"c{b}-{i}",
+                    vector=_vector(sims[b * 5 + i], dimension, rng),
+                )
+                for i in range(5)
+            ]
             for b in range(20)
         ]
         await asyncio.gather(*(store.add(batch) for batch in batches))

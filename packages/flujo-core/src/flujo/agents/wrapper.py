@@ -1,0 +1,436 @@
+"""LLM agents for pipeline steps, built on pydantic-ai.
+
+:func:`make_agent_async` builds an :class:`AsyncAgentWrapper`: a pydantic-ai ``Agent`` behind
+flujo's agent protocol (``async run(data, *, context)``). Around every run the wrapper
+
+- routes each tool call the model makes through the step's policies
+  (:meth:`flujo.domain.scope.StepScope.guard_tool_call`) *before* the tool runs; a denial
+  propagates as :class:`~flujo.domain.errors.PolicyViolation` and the step ends ``blocked``;
+- passes the run's remaining usage budget to pydantic-ai and turns its limit errors into
+  :class:`~flujo.domain.errors.UsageLimitExceededError`;
+- records tokens, requests and cost into the step (:func:`flujo.record_usage`), also for runs
+  that fail;
+- turns pydantic-ai's errors into flujo's: invalid output after the retries becomes a
+  :class:`~flujo.domain.errors.StepFailedError` naming the validation problem, a run timeout a
+  :class:`~flujo.domain.errors.StepTimeoutError`, a misconfigured model a
+  :class:`~flujo.domain.errors.ConfigError`.
+
+This module imports pydantic-ai; ``flujo`` imports it only when ``make_agent_async`` is first used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import pydantic_core
+from pydantic_ai import Agent
+from pydantic_ai.exceptions import (
+    AgentRunError,
+    RunTimedOut,
+    UnexpectedModelBehavior,
+    UsageLimitExceeded,
+)
+from pydantic_ai.exceptions import UserError as PydanticAIUserError
+from pydantic_ai.models import Model, parse_model_id
+from pydantic_ai.providers import infer_provider_class
+from pydantic_ai.tools import RunContext, Tool
+from pydantic_ai.toolsets import FunctionToolset, ToolsetTool, WrapperToolset
+from pydantic_ai.usage import RunUsage
+from pydantic_ai.usage import UsageLimits as PydanticAIUsageLimits
+
+from flujo.domain.errors import (
+    ConfigError,
+    PipelineDefinitionError,
+    PluginError,
+    StepFailedError,
+    StepTimeoutError,
+    UsageLimitExceededError,
+)
+from flujo.domain.models import Usage
+from flujo.domain.scope import StepScope, current_step_scope, record_usage
+
+if TYPE_CHECKING:
+    from flujo.config import FlujoConfig
+    from flujo.domain.context import PipelineContext
+
+__all__ = ["DEFAULT_REQUEST_LIMIT", "AsyncAgentWrapper", "ToolSpec", "make_agent_async"]
+
+OutputT = TypeVar("OutputT")
+
+DEFAULT_REQUEST_LIMIT = 50
+"""Model requests one agent run may make when the run has no ``requests`` limit of its own
+(pydantic-ai's default too): a model stuck in a tool loop stops instead of spending forever."""
+
+ToolSpec = Callable[..., Any] | Tool[Any] | str
+"""A tool for :func:`make_agent_async`: an (async) function, a pydantic-ai ``Tool``, or the id of
+a tool a plugin registered through ``flujo_register_tools``."""
+
+
+# --------------------------------------------------------------------------- tool interception
+
+
+@dataclass
+class _PolicyGuardedToolset(WrapperToolset[Any]):
+    """Asks the running step's policies about every tool call before the tool runs.
+
+    A toolset wrapper sees each call after pydantic-ai validated its arguments and right before
+    execution, whatever kind of tool it is; re-wrapping the functions would miss ``Tool``
+    objects and lose their signatures. pydantic-ai lets exceptions other than ``ModelRetry`` and
+    ``ToolFailed`` out of ``call_tool`` unchanged, so a ``PolicyViolation`` ends the run instead
+    of being fed back to the model as a retry.
+    """
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
+    ) -> Any:
+        scope = current_step_scope()
+        if scope is not None:
+            # Policies get plain JSON values (not the validated pydantic objects): they scan,
+            # log and audit them, and must not be able to change what the tool receives.
+            args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
+            await scope.guard_tool_call(name, args)
+        return await super().call_tool(name, tool_args, ctx, tool)
+
+
+def _resolve_tools(
+    tools: Sequence[ToolSpec], config: FlujoConfig | None
+) -> list[Callable[..., Any] | Tool[Any]]:
+    """Replace tool ids by the tools their plugins' factories make.
+
+    The configuration is only discovered when there is an id to resolve: an agent with plain
+    function tools must not read ``flujo.toml`` or load plugins.
+    """
+    resolved: list[Callable[..., Any] | Tool[Any]] = []
+    for spec in tools:
+        if not isinstance(spec, str):
+            if not callable(spec) and not isinstance(spec, Tool):
+                raise PipelineDefinitionError(f"tool {spec!r} is neither a function nor a tool id")
+            resolved.append(spec)
+            continue
+        if config is None:
+            from flujo.config import load_config
+
+            config = load_config()
+        manager = config.plugin_manager
+        if manager is None:
+            raise ConfigError(
+                f"unknown tool {spec!r}: this configuration has no plugins loaded "
+                "(pass config=flujo.load_config())"
+            )
+        tool = manager.registry.create("tools", spec, config)
+        if not callable(tool) and not isinstance(tool, Tool):
+            owner = manager.registry.get("tools", spec).owner
+            raise PluginError(
+                owner, f"tool {spec!r}: factory returned {type(tool).__name__}, not a function"
+            )
+        resolved.append(tool)
+    return resolved
+
+
+# --------------------------------------------------------------------------- usage and limits
+
+
+def _flujo_usage(usage: RunUsage) -> Usage:
+    """pydantic-ai's usage in flujo's terms (cost is 0 when pydantic-ai cannot price the model)."""
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        requests=usage.requests,
+        cost_usd=float(usage.cost) if usage.cost is not None else 0.0,
+    )
+
+
+def _remaining_limits(scope: StepScope | None) -> PydanticAIUsageLimits:
+    """The run's limits minus what the run and this step have spent so far."""
+    limits = scope.limits if scope is not None else None
+    if scope is None or limits is None:
+        return PydanticAIUsageLimits(request_limit=DEFAULT_REQUEST_LIMIT)
+    spent = Usage()
+    spent.add(scope.run_usage)
+    spent.add(scope.usage)
+    return PydanticAIUsageLimits(
+        request_limit=(
+            max(0, limits.requests - spent.requests)
+            if limits.requests is not None
+            else DEFAULT_REQUEST_LIMIT
+        ),
+        total_tokens_limit=(
+            max(0, limits.total_tokens - spent.total_tokens)
+            if limits.total_tokens is not None
+            else None
+        ),
+        cost_limit=(
+            max(Decimal(0), Decimal(str(limits.cost_usd)) - Decimal(str(spent.cost_usd)))
+            if limits.cost_usd is not None
+            else None
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- error translation
+
+
+def _validation_details(exc: BaseException) -> str | None:
+    """The validation problem behind a pydantic-ai retry error, from its cause chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, pydantic_core.ValidationError):
+            problems = []
+            for error in current.errors(include_url=False)[:3]:
+                where = ".".join(str(p) for p in error["loc"])
+                problems.append(f"{where}: {error['msg']}" if where else error["msg"])
+            return "; ".join(problems)
+        current = current.__cause__ or current.__context__
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        return str(cause).strip()
+    return None
+
+
+def _limit_message(
+    exc: UsageLimitExceeded,
+    scope: StepScope | None,
+    budget: PydanticAIUsageLimits,
+    this_run: Usage,
+) -> str:
+    """Say which limit stopped the run, in the terms of the run's limits where possible.
+
+    pydantic-ai's own message speaks of the *remaining* budget this wrapper passed it, and ends
+    with a pointer to its docs.
+    """
+    where = f" in step {scope.step_name!r}" if scope is not None else ""
+    if scope is not None and scope.limits is not None:
+        spent = Usage()
+        spent.add(scope.run_usage)
+        spent.add(scope.usage)
+        spent.add(this_run)
+        crossed = scope.limits.first_crossed(spent)
+        if crossed is not None:
+            return f"usage limit exceeded{where}: {crossed}"
+    detail = str(exc)
+    hint = getattr(UsageLimitExceeded, "_HINT", "")
+    if hint and detail.endswith(hint):
+        detail = detail[: -len(hint)].rstrip(" .")
+    left = {
+        "requests": budget.request_limit,
+        "total_tokens": budget.total_tokens_limit,
+        "cost_usd": budget.cost_limit,
+    }
+    described = ", ".join(f"{k}={v}" for k, v in left.items() if v is not None)
+    return f"usage limit exceeded{where}: {detail} (budget left for this agent run: {described})"
+
+
+# --------------------------------------------------------------------------- the wrapper
+
+
+class AsyncAgentWrapper(Generic[OutputT]):
+    """A pydantic-ai agent behind flujo's agent protocol. Build it with :func:`make_agent_async`.
+
+    ``run(data, context=ctx)`` sends ``data`` to the model (as JSON text unless it is a ``str``),
+    with ``ctx`` as pydantic-ai's ``deps`` so tools can take ``RunContext[YourContext]``, and
+    returns the validated output. Inside a step the tool calls go through the step's policies
+    and the usage counts towards the run; outside one (e.g. in a unit test) it is a plain agent
+    with pydantic-ai's default request limit.
+    """
+
+    input_type: Any = None
+    """Any input is accepted: it becomes the user prompt."""
+
+    def __init__(
+        self,
+        agent: Agent[Any, OutputT],
+        *,
+        output_type: Any,
+        timeout_s: float | None,
+        name: str | None,
+    ) -> None:
+        self._agent = agent
+        self.output_type: Any = output_type
+        """The output type the model's answer is validated against."""
+        self.timeout_s = timeout_s
+        """The limit on one ``run``, in seconds (``None``: no limit)."""
+        self.name = name
+        """The agent's name, used in errors and by pydantic-ai's instrumentation."""
+
+    @property
+    def agent(self) -> Agent[Any, OutputT]:
+        """The underlying pydantic-ai ``Agent`` (e.g. for ``agent.override(model=...))``."""
+        return self._agent
+
+    def __repr__(self) -> str:
+        return f"AsyncAgentWrapper(name={self.name!r}, output_type={self.output_type!r})"
+
+    async def run(self, data: Any, *, context: PipelineContext | None = None) -> OutputT:
+        """Run the agent on ``data`` and return its validated output.
+
+        :raises PolicyViolation: a policy denied one of the model's tool calls (the tool did
+            not run).
+        :raises UsageLimitExceededError: the run's usage limits would be crossed.
+        :raises StepFailedError: the output did not validate after the retries, or the model
+            misbehaved or its API failed.
+        :raises StepTimeoutError: the run took longer than ``timeout_s``.
+        :raises ConfigError: the model is misconfigured (e.g. a missing API key).
+        """
+        scope = current_step_scope()
+        where = scope.step_name if scope is not None else (self.name or "agent")
+        prompt = data if isinstance(data, str) else pydantic_core.to_json(data).decode()
+        # Our own usage object: pydantic-ai adds to it as the run goes, so what a failed run
+        # spent is still known when it raises.
+        usage = RunUsage()
+        budget = _remaining_limits(scope)
+        try:
+            result = await self._agent.run(
+                prompt,
+                deps=context,
+                usage=usage,
+                usage_limits=budget,
+                timeout=self.timeout_s,
+                infer_name=False,
+            )
+        except UsageLimitExceeded as exc:
+            message = _limit_message(exc, scope, budget, _flujo_usage(usage))
+            raise UsageLimitExceededError(message) from exc
+        except RunTimedOut as exc:
+            if self.timeout_s is None:
+                # The deadline was inherited from an enclosing agent run (a tool running this).
+                raise StepFailedError(where, f"model run timed out: {exc}") from exc
+            raise StepTimeoutError(where, self.timeout_s) from exc
+        except UnexpectedModelBehavior as exc:
+            details = _validation_details(exc)
+            message = f"{exc.message}: {details}" if details else exc.message
+            raise StepFailedError(where, f"invalid model output ({message})") from exc
+        except AgentRunError as exc:
+            raise StepFailedError(where, f"model run failed: {exc}") from exc
+        except PydanticAIUserError as exc:
+            raise ConfigError(f"agent {self.name or where!r}: {exc}") from exc
+        finally:
+            record_usage(_flujo_usage(usage))
+        return result.output
+
+
+def _check_model(model: Model | str) -> None:
+    """Reject a model string whose provider is unknown or not installed, at construction.
+
+    The model itself is built at each run (``defer_model_check``), so the provider reads
+    ``OPENAI_BASE_URL``/``OPENAI_API_KEY`` and friends when the agent runs, not when the
+    pipeline module is imported.
+    """
+    if not isinstance(model, str):
+        if not isinstance(model, Model):
+            raise PipelineDefinitionError(
+                f"model must be a 'provider:model' string or a pydantic-ai Model, got {model!r}"
+            )
+        return
+    if model == "test":
+        return
+    provider, name = parse_model_id(model)
+    if provider is None or not name:
+        raise ConfigError(
+            f"model {model!r}: expected 'provider:model-name', e.g. 'openai:gpt-4o-mini'"
+        )
+    try:
+        infer_provider_class(provider)
+    except ValueError:
+        raise ConfigError(f"model {model!r}: unknown provider {provider!r}") from None
+    except ImportError as exc:
+        raise ConfigError(f"model {model!r}: {exc}") from None
+
+
+@overload
+def make_agent_async(
+    model: Model | str,
+    system_prompt: str,
+    *,
+    tools: Sequence[ToolSpec] = (),
+    retries: int = 1,
+    timeout_s: float | None = None,
+    config: FlujoConfig | None = None,
+    name: str | None = None,
+) -> AsyncAgentWrapper[str]: ...
+
+
+@overload
+def make_agent_async(
+    model: Model | str,
+    system_prompt: str,
+    output_type: type[OutputT],
+    *,
+    tools: Sequence[ToolSpec] = (),
+    retries: int = 1,
+    timeout_s: float | None = None,
+    config: FlujoConfig | None = None,
+    name: str | None = None,
+) -> AsyncAgentWrapper[OutputT]: ...
+
+
+@overload
+def make_agent_async(
+    model: Model | str,
+    system_prompt: str,
+    output_type: Any,
+    *,
+    tools: Sequence[ToolSpec] = (),
+    retries: int = 1,
+    timeout_s: float | None = None,
+    config: FlujoConfig | None = None,
+    name: str | None = None,
+) -> AsyncAgentWrapper[Any]: ...
+
+
+def make_agent_async(
+    model: Model | str,
+    system_prompt: str,
+    output_type: Any = str,
+    *,
+    tools: Sequence[ToolSpec] = (),
+    retries: int = 1,
+    timeout_s: float | None = None,
+    config: FlujoConfig | None = None,
+    name: str | None = None,
+) -> AsyncAgentWrapper[Any]:
+    """Build an LLM agent for a pipeline step.
+
+    :param model: a provider string (``"openai:gpt-4o-mini"`` speaks OpenAI's Responses API,
+        ``"openai-chat:..."`` chat completions, ``"anthropic:..."``, ...) or a pydantic-ai
+        ``Model``. OpenAI-compatible servers work through ``OPENAI_BASE_URL``; the provider is
+        created, and reads its environment, each time the agent runs.
+    :param system_prompt: the instructions the model gets with every request.
+    :param output_type: what the answer is validated as (``str``, a pydantic model, ...; any
+        pydantic-ai output spec).
+    :param tools: functions (sync or async; taking ``RunContext[YourContext]`` first to see the
+        pipeline context), pydantic-ai ``Tool`` objects, or ids of tools registered by plugins
+        through ``flujo_register_tools``.
+    :param retries: how often the model may retry an invalid output or tool call within one
+        run (the step's ``max_retries`` re-runs the whole agent on top of this).
+    :param timeout_s: the limit on one agent run, in seconds.
+    :param config: the configuration whose plugins provide tool ids (default: discovered with
+        :func:`flujo.load_config`, only when a tool id is given).
+    :param name: the agent's name, for errors and instrumentation.
+    :raises ConfigError: an unknown tool id or model provider.
+    :raises PipelineDefinitionError: invalid arguments, e.g. two tools with one name.
+    """
+    if retries < 0:
+        raise PipelineDefinitionError("make_agent_async: retries must be >= 0")
+    if timeout_s is not None and timeout_s <= 0:
+        raise PipelineDefinitionError("make_agent_async: timeout_s must be > 0")
+    _check_model(model)
+    resolved = _resolve_tools(tools, config)
+    try:
+        toolsets = [_PolicyGuardedToolset(FunctionToolset(resolved))] if resolved else []
+        agent: Agent[Any, Any] = Agent(
+            model,
+            output_type=output_type,
+            instructions=system_prompt,
+            name=name,
+            retries=retries,
+            toolsets=toolsets,
+            defer_model_check=True,
+        )
+    except PydanticAIUserError as exc:
+        raise PipelineDefinitionError(f"agent {name or model!r}: {exc}") from exc
+    return AsyncAgentWrapper(agent, output_type=output_type, timeout_s=timeout_s, name=name)
