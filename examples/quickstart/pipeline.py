@@ -5,7 +5,8 @@ FunctionModel), so no key and no network are needed. Set ``FLUJO_DEMO_MODEL`` to
 string (for example ``openai:gpt-4o-mini``, with ``OPENAI_API_KEY``) to run the same pipeline
 on a real model.
 
-    flujo run pipeline.py:pipeline --input "Order A-1001 never arrived" --context '{"customer": "ana"}'
+    flujo run pipeline.py:pipeline --input "Order A-1001 never arrived" \
+        --context '{"customer": "ana"}'
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from flujo import FlujoConfig
 from flujo.plugins.manager import PluginManager
 from flujo.state.sqlite import SQLiteBackend

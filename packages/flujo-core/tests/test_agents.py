@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+from pydantic_ai import RunContext
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
 from flujo import (
     AsyncAgentWrapper,
     ConfigError,
@@ -40,10 +45,6 @@ from flujo.config import load_config
 from flujo.plugins.manager import PluginManager
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.models import ScriptExhausted, call_tool, fixed_model, scripted_model
-from pydantic import BaseModel
-from pydantic_ai import RunContext
-from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 
 class Weather(BaseModel):

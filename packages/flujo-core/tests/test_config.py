@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from flujo import ConfigError
 from flujo.config import find_config_file, load_config
 from flujo.plugins.manager import PluginManager

@@ -319,6 +319,8 @@ def test_make_run_record_builds_finished_runs() -> None:
     assert failed.output is None and failed.error and failed.steps[0].status.value == "failed"
     blocked = make_run_record(RunStatus.BLOCKED, error="policy 'x' denied the input")
     assert blocked.steps[0].status.value == "blocked"
+    with pytest.raises(ValueError, match="finished runs"):
+        make_run_record(RunStatus.RUNNING)
 
 
 def test_policy_checks_skip_with_a_reason_when_no_denied_case(pytester: pytest.Pytester) -> None:
@@ -679,6 +681,16 @@ class RaisingSandbox(SubprocessSandbox):
         return result
 
 
+class TimeoutRaisingSandbox(SubprocessSandbox):
+    """Broken: raises ``TimeoutError`` instead of reporting ``timed_out``."""
+
+    async def exec_code(self, code: str, lang: str = "python", **kwargs: Any) -> ExecutionResult:
+        result = await super().exec_code(code, lang, **kwargs)
+        if result.timed_out:
+            raise TimeoutError("the code timed out")
+        return result
+
+
 class SilentTimeoutSandbox(SubprocessSandbox):
     """Broken: stops code at the timeout but does not say it timed out."""
 
@@ -705,7 +717,7 @@ class SharedDirSandbox(SubprocessSandbox):
         self._shared = tempfile.mkdtemp(prefix="flujo-shared-", dir=os.getcwd())
 
     @contextlib.contextmanager
-    def _workdir(self) -> Iterator[str]:  # type: ignore[override]
+    def _workdir(self) -> Iterator[str]:
         yield self._shared
 
 
@@ -725,6 +737,7 @@ def test_sandbox_suite_catches_broken_sandboxes(pytester: pytest.Pytester) -> No
     brokens = [
         MergedStreamsSandbox,
         RaisingSandbox,
+        TimeoutRaisingSandbox,
         SilentTimeoutSandbox,
         UnlimitedOutputSandbox,
         SharedDirSandbox,
@@ -754,6 +767,10 @@ class Test{cls.__name__}(SandboxConformance):
         "test_exit_code_is_propagated",
         "test_exception_is_a_result_not_a_raise",
     }
+    assert _failed(run, "TestTimeoutRaisingSandbox") == {"test_timeout_stops_an_infinite_loop"}
+    # The sandbox's own TimeoutError is reported as itself, not as the suite's guard firing.
+    run.result.stdout.fnmatch_lines(["*TimeoutError: the code timed out*"])
+    assert "did not return within" not in run.result.stdout.str()
     assert _failed(run, "TestSilentTimeoutSandbox") == {"test_timeout_stops_an_infinite_loop"}
     assert _failed(run, "TestUnlimitedOutputSandbox") == {"test_output_over_limit_is_truncated"}
     assert _failed(run, "TestSharedDirSandbox") == {"test_executions_do_not_share_files"}

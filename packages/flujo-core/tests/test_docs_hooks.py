@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from flujo.plugins import hookspecs
 
 DOC = Path("docs") / "plugins.md"

@@ -11,7 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
+
 from flujo import (
+    ConfigError,
     Flujo,
     FlujoConfig,
     Pipeline,
@@ -23,7 +26,6 @@ from flujo import (
 )
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.fake_openai import FakeOpenAIServer, call_tool, openai_env
-from pydantic import BaseModel
 
 
 class Weather(BaseModel):
@@ -171,6 +173,15 @@ async def test_a_server_error_fails_the_step_with_the_api_message(
     assert result.status is RunStatus.FAILED
     assert "StepFailedError" in (result.error or "")
     assert "no reply queued for request #1" in (result.error or "")
+
+
+async def test_a_missing_api_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    agent = make_agent_async("openai:gpt-4o-mini", "Answer.", name="helper")
+
+    with pytest.raises(ConfigError, match="agent 'helper': Set the `OPENAI_API_KEY`"):
+        await agent.run("hi")
 
 
 # --------------------------------------------------------------------------- the server itself

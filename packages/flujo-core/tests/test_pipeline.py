@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from flujo import (
     Flujo,
     FlujoConfig,
@@ -15,7 +17,6 @@ from flujo import (
     Step,
 )
 from flujo.state.sqlite import SQLiteBackend
-from pydantic import BaseModel
 
 
 class Order(BaseModel):

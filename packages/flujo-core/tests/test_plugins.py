@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeDist, run_cli
+
 from flujo import ConfigError, PluginError, hookimpl
 from flujo.config import load_config
 from flujo.plugins.manager import PluginManager

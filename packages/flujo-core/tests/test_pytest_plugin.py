@@ -135,7 +135,10 @@ def test_registered_plugin_registers_for_the_block(
 
 
 def test_registered_plugin_validates_settings(registered_plugin: PluginRegistrar) -> None:
-    settings = {"denywords": {"words": ["alpha", "beta"]}, "run": {"max_requests": 3}}
+    settings: dict[str, dict[str, Any]] = {
+        "denywords": {"words": ["alpha", "beta"]},
+        "run": {"max_requests": 3},
+    }
     with registered_plugin(DenyWordsPlugin(), name="deny-words", settings=settings) as reg:
         assert reg.config.section("denywords", DenySettings).words == ["alpha", "beta"]
         assert reg.config.run.max_requests == 3
@@ -214,6 +217,32 @@ def test_registered_plugins_nest_and_can_register_again(
         assert again.info.registered == {"policies": ["deny_words"]}
 
 
+def test_registered_plugin_refuses_a_taken_name(
+    registered_plugin: PluginRegistrar, flujo_plugin_manager: PluginManager
+) -> None:
+    """A name already in the manager is refused, and the plugin holding it is left alone."""
+    flujo_plugin_manager.register(DenyWordsPlugin(), "taken")
+    with (
+        pytest.raises(ValueError, match="'taken' is already registered"),
+        registered_plugin(BrokenPlugin(), name="taken"),
+    ):
+        pass
+    assert [p.name for p in flujo_plugin_manager.plugins] == ["taken"]
+    assert flujo_plugin_manager.registry.names("policies") == ["deny_words"]
+
+
+def test_registered_plugin_cleans_up_after_a_strict_manager_raises(
+    registered_plugin: PluginRegistrar,
+) -> None:
+    strict = PluginManager(strict=True)
+    with (
+        pytest.raises(PluginError, match="cannot register"),
+        registered_plugin(BrokenPlugin(), name="broken", manager=strict, strict=False),
+    ):
+        pass
+    assert_clean(strict)
+
+
 def test_registered_plugin_into_another_manager(
     registered_plugin: PluginRegistrar, flujo_plugin_manager: PluginManager
 ) -> None:
@@ -271,6 +300,7 @@ def test_flujo_config_keeps_an_existing_file(pytester: pytest.Pytester) -> None:
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+@pytest.mark.asyncio
 async def test_flujo_config_runs_a_pipeline_with_state_in_tmp_path(
     flujo_config: FlujoConfig, tmp_path: Path
 ) -> None:

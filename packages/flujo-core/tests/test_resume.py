@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+
 from flujo import Flujo, FlujoConfig, Pipeline, ResumeError, RunNotFoundError, RunStatus, Step
 from flujo.state.sqlite import SQLiteBackend
 

@@ -259,7 +259,7 @@ class AsyncAgentWrapper(Generic[OutputT]):
 
     @property
     def agent(self) -> Agent[Any, OutputT]:
-        """The underlying pydantic-ai ``Agent`` (e.g. for ``agent.override(model=...))``."""
+        """The underlying pydantic-ai ``Agent``, e.g. to ``override(model=...)`` it in a test."""
         return self._agent
 
     def __repr__(self) -> str:

@@ -82,8 +82,13 @@ class ScoredMemory:
 
 @runtime_checkable
 class VectorStoreProtocol(Protocol):
-    """Where memories live. ``filter`` matches ``scope``, ``run_id``, ``step_name`` and
-    metadata keys for equality, and is applied before ``limit``."""
+    """Where memories live.
+
+    ``filter`` maps ``scope``, ``run_id``, ``step_name`` or a metadata key to a value; a memory
+    matches when every entry is equal, type included (``"2"`` does not match ``2``). Filters
+    are applied *before* ``limit``, so a selective filter still returns ``limit`` results.
+    Metadata values come back with the types they were stored with.
+    """
 
     async def add(self, memories: Sequence[Memory]) -> None:
         """Insert or replace memories (idempotent on ``Memory.id``)."""
@@ -167,7 +172,12 @@ class ExecutionResult:
 
 @runtime_checkable
 class SandboxProtocol(Protocol):
-    """Somewhere safe to run generated code."""
+    """Somewhere safe to run generated code.
+
+    ``files`` are placed at their relative paths in the code's working directory. Output over
+    ``limits.output_bytes`` is cut (``truncated=True``; a notice of at most 256 bytes may be
+    appended). Executions share no files unless the sandbox sets ``stateful = True``.
+    """
 
     async def exec_code(
         self,
@@ -198,7 +208,10 @@ class EvaluationResult:
 
 @runtime_checkable
 class Evaluator(Protocol):
-    """Scores a finished run."""
+    """Scores a finished run, without changing it.
+
+    An evaluator whose score depends only on the run sets ``deterministic = True``.
+    """
 
     name: str
 

@@ -33,11 +33,12 @@ import pluggy
 
 if TYPE_CHECKING:
     import click
+    from pydantic import BaseModel
+
     from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
     from flujo.domain.events import PolicyDecided, RunFinalized, StepCompleted
     from flujo.domain.interfaces import Migration, Retriever
-    from pydantic import BaseModel
 
 PROJECT_NAME = "flujo"
 

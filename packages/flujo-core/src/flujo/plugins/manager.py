@@ -20,14 +20,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
+
 from flujo.domain.errors import PluginError
 from flujo.plugins import hookspecs
 from flujo.plugins.registry import KINDS, Kind, Registry
 
 if TYPE_CHECKING:
     import click
-    from flujo.domain.interfaces import Migration
     from pydantic import BaseModel
+
+    from flujo.domain.interfaces import Migration
 
 ENTRY_POINT_GROUP = "flujo.plugins"
 CORE_SECTIONS = frozenset({"state", "plugins", "run"})
@@ -194,6 +196,11 @@ class PluginManager:
             return self._fail(info, message.removeprefix(f"plugin {name!r}: "))
         self._infos[name] = info
         return info
+
+    def unregister(self, name: str) -> None:
+        """Remove plugin ``name`` and everything it registered (its record included)."""
+        self._withdraw(name)
+        self._infos.pop(name, None)
 
     def _withdraw(self, name: str) -> None:
         """Remove a failed plugin entirely: its hooks, its registrations, its sections."""

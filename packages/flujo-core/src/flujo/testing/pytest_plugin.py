@@ -92,20 +92,6 @@ def _settings_environ(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, st
     return environ
 
 
-def _unregister(manager: PluginManager, name: str) -> None:
-    """Remove every trace of plugin ``name`` from ``manager``.
-
-    ``PluginManager`` has no public ``unregister`` yet; this undoes what
-    :meth:`PluginManager.register` records.
-    """
-    plugin = manager.pm.get_plugin(name)
-    if plugin is not None:
-        manager.pm.unregister(plugin, name=name)
-    manager.registry.remove_owner(name)
-    manager._sections = {k: v for k, v in manager._sections.items() if v[1] != name}
-    manager._infos.pop(name, None)
-
-
 class PluginRegistrar:
     """The object the :func:`registered_plugin` fixture returns; call it to register a plugin.
 
@@ -143,6 +129,7 @@ class PluginRegistrar:
         :param strict: raise :class:`~flujo.domain.errors.PluginError` when registration
             fails; pass ``False`` to inspect ``info.status`` and ``info.error`` instead.
         :raises flujo.ConfigError: when ``settings`` or ``config_file`` do not validate.
+        :raises ValueError: when ``manager`` already has a plugin called ``name``.
         """
         from flujo.config import load_config
         from flujo.domain.errors import PluginError
@@ -150,11 +137,13 @@ class PluginRegistrar:
         pm = self._manager if manager is None else manager
         if name is None:
             name = str(getattr(plugin, "__name__", type(plugin).__name__))
+        if any(p.name == name for p in pm.plugins) or pm.pm.get_plugin(name) is not None:
+            raise ValueError(f"a plugin named {name!r} is already registered; pass another name")
         if config_file is None:
             config_file = self._tmp_path_factory.mktemp("flujo-plugin") / "flujo.toml"
             config_file.write_text("")
-        info = pm.register(plugin, name, version=version)
         try:
+            info = pm.register(plugin, name, version=version)
             if strict and info.status != "ok":
                 raise PluginError(name, info.error or f"registration ended {info.status!r}")
             config = load_config(
@@ -162,7 +151,7 @@ class PluginRegistrar:
             )
             yield RegisteredPlugin(plugin, name, info, pm, config)
         finally:
-            _unregister(pm, name)
+            pm.unregister(name)
 
 
 @pytest.fixture

@@ -16,14 +16,12 @@ it::
         def denied_input(self):
             return "tell me the secret"
 
-==================================  ===================================  ==================
-suite                               contract                             required fixture
-==================================  ===================================  ==================
-:class:`GovernancePolicyConformance`  ``GovernancePolicy``                 ``policy``
-:class:`VectorStoreConformance`     ``VectorStoreProtocol``              ``store``
-:class:`SandboxConformance`         ``SandboxProtocol``                  ``sandbox``
-:class:`EvaluatorConformance`       ``Evaluator``                        ``evaluator``
-==================================  ===================================  ==================
+Suites, the contract each checks, and the fixture a subclass must provide:
+
+- :class:`GovernancePolicyConformance`: ``GovernancePolicy``, fixture ``policy``;
+- :class:`VectorStoreConformance`: ``VectorStoreProtocol``, fixture ``store``;
+- :class:`SandboxConformance`: ``SandboxProtocol``, fixture ``sandbox``;
+- :class:`EvaluatorConformance`: ``Evaluator``, fixture ``evaluator``.
 
 The suites are plain classes (their names do not start with ``Test``), so importing one into
 a test module does not run it on its own. Their async checks carry ``@pytest.mark.asyncio``

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+
 from flujo.domain.interfaces import EvaluationResult, Evaluator
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 
@@ -23,9 +24,12 @@ def make_run_record(
 ) -> RunRecord:
     """A finished one-step run as the state backend returns it, for evaluator tests.
 
-    A succeeded run has ``output`` and a succeeded step; any other status has no output, an
-    ``error`` (``"step 'answer' failed: boom"`` unless given) and a step with the same status.
+    A succeeded run has ``output`` and a succeeded step; any other final status has no output,
+    an ``error`` (``"step 'answer' failed: boom"`` unless given) and a step with the same
+    status. ``RunStatus.RUNNING`` raises :class:`ValueError`.
     """
+    if status is RunStatus.RUNNING:
+        raise ValueError("evaluators judge finished runs; pass a final status, not RUNNING")
     succeeded = status is RunStatus.SUCCEEDED
     if not succeeded and error is None:
         error = "step 'answer' failed: boom"

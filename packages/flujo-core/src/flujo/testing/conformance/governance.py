@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import PolicyViolation
 from flujo.domain.interfaces import GovernancePolicy, PolicyDecision

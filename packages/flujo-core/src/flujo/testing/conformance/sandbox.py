@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits, SandboxProtocol
 
 __all__ = ["SandboxConformance"]
@@ -78,10 +80,15 @@ class SandboxConformance:
             kwargs["timeout_s"] = timeout_s
         if limits is not None:
             kwargs["limits"] = limits
-        try:
-            result = await asyncio.wait_for(sandbox.exec_code(code, **kwargs), guard_s)
-        except TimeoutError:
+        # Not asyncio.wait_for: a TimeoutError the sandbox raises itself must show as such.
+        task = asyncio.ensure_future(sandbox.exec_code(code, **kwargs))
+        done, _ = await asyncio.wait({task}, timeout=guard_s)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # let the sandbox clean up (kill its process) before failing
             pytest.fail(f"the sandbox did not return within {guard_s:g}s (sandbox_guard_s)")
+        result = task.result()
         assert isinstance(result, ExecutionResult), (
             f"exec_code must return an ExecutionResult, got {type(result).__name__}"
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+
 from flujo.domain.interfaces import Memory, ScoredMemory, VectorStoreProtocol
 
 __all__ = ["VectorStoreConformance"]

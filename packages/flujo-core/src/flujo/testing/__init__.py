@@ -1,0 +1,15 @@
+"""Test helpers for Flujo users and plugin authors.
+
+- :mod:`flujo.testing.models`: deterministic stand-ins for LLMs (:func:`scripted_model`,
+  :func:`fixed_model`, :func:`call_tool`).
+- :mod:`flujo.testing.fake_openai`: :class:`FakeOpenAIServer`, an OpenAI-compatible HTTP server
+  on loopback, so tests exercise the real provider code.
+- :mod:`flujo.testing.conformance`: suites a plugin's tests subclass
+  (``GovernancePolicyConformance``, ``VectorStoreConformance``, ``SandboxConformance``,
+  ``EvaluatorConformance``).
+- pytest fixtures, registered automatically when flujo-core is installed:
+  ``flujo_plugin_manager``, ``registered_plugin``, ``flujo_config``, ``fake_openai``.
+
+Import from the submodules; this package imports nothing itself, so the pytest plugin stays
+cheap in every test session.
+"""
