@@ -10,7 +10,6 @@ each plugin with only the flujo-core wheel beside it, then everything together.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -48,21 +47,24 @@ def _runs(exe: str) -> bool:
         return False
 
 
-@functools.cache
-def find_python(version: str) -> str:
-    """An interpreter for ``version``: on PATH, else from pyenv's versions, else uv's."""
-    exe = shutil.which(f"python{version}")
-    if exe and _runs(exe):
-        return exe
+def _expose_pythons(versions: list[str]) -> None:
+    """Put an interpreter for each version on PATH, so sessions can say ``python="3.13"``.
+
+    pyenv installs every version but its shims only run the global ones; we look in pyenv's
+    versions folder (never a hard-coded path) and prepend what we find.
+    """
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    for folder in sorted((pyenv_root / "versions").glob(f"{version}.*"), reverse=True):
-        candidate = folder / "bin" / f"python{version}"
-        if _runs(str(candidate)):
-            return str(candidate)
-    found = subprocess.run(["uv", "python", "find", version], capture_output=True, text=True)
-    if found.returncode == 0 and _runs(found.stdout.strip()):
-        return found.stdout.strip()
-    return version  # let nox report it missing
+    for version in versions:
+        exe = shutil.which(f"python{version}")
+        if exe and _runs(exe):
+            continue
+        for folder in sorted((pyenv_root / "versions").glob(f"{version}.*"), reverse=True):
+            if _runs(str(folder / "bin" / f"python{version}")):
+                os.environ["PATH"] = f"{folder / 'bin'}{os.pathsep}{os.environ['PATH']}"
+                break
+
+
+_expose_pythons(PYTHONS)
 
 
 def _wheel(session: nox.Session, package: Path) -> Path:
@@ -112,14 +114,17 @@ def _pytest(session: nox.Session, *paths: Path) -> None:
     )
 
 
-@nox.session(python=[find_python(v) for v in PYTHONS])
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """flujo-core's tests, from its wheel, on every supported Python."""
     _install_wheels(session, CORE)
+    listed = session.run("flujo", "plugins", "--json", silent=True) or ""
+    if json.loads(listed) != []:
+        session.error(f"flujo plugins --json with no plugin installed: {listed}")
     _pytest(session, CORE / "tests")
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 @nox.parametrize("plugin", [p.name for p in PLUGINS])
 def plugins(session: nox.Session, plugin: str) -> None:
     """One plugin alone with flujo-core: its tests pass and `flujo plugins` lists exactly it."""
@@ -132,7 +137,7 @@ def plugins(session: nox.Session, plugin: str) -> None:
     _pytest(session, package / "tests")
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 def integration(session: nox.Session) -> None:
     """Everything installed together; `flujo plugins` lists every plugin as ok."""
     _install_wheels(session, CORE, *PLUGINS)
@@ -147,7 +152,7 @@ def integration(session: nox.Session) -> None:
     _pytest(session, *tests_dirs)
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
     session.install(DEV_TOOLS[0])
@@ -155,7 +160,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 def types(session: nox.Session) -> None:
     """mypy --strict on every package's src."""
     editable = [arg for p in [CORE, *PLUGINS] for arg in ("-e", str(p))]
@@ -164,7 +169,7 @@ def types(session: nox.Session) -> None:
         session.run("mypy", str(package / "src"))
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
     """Run every benchmark in benchmarks/ (they print figures and a baseline)."""
     _install_wheels(session, CORE)
@@ -172,7 +177,7 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), *session.posargs)
 
 
-@nox.session(python=find_python(PYTHONS[0]))
+@nox.session(python=PYTHONS[0])
 def demo(session: nox.Session) -> None:
     """The offline quickstart: run it, then list and show the stored run."""
     _install_wheels(session, CORE)
