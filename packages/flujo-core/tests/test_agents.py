@@ -204,8 +204,14 @@ async def test_policy_violation_propagates_unchanged_out_of_run(tools: Tools) ->
     from flujo.domain.models import Usage
     from flujo.domain.scope import StepScope, reset_step_scope, set_step_scope
 
-    async def guard(tool_name: str, args: dict[str, Any]) -> None:
-        raise PolicyViolation("p", f"no {tool_name} with {args}", where="tool_call")
+    class Gate:
+        async def guard_tool_call(
+            self, scope: StepScope, tool_name: str, args: dict[str, Any]
+        ) -> None:
+            raise PolicyViolation("p", f"no {tool_name} with {args}", where="tool_call")
+
+        async def inspect_tool_result(self, scope: StepScope, tool_name: str, result: Any) -> Any:
+            return result
 
     agent = make_agent_async(
         scripted_model(call_tool("delete_bookings", everything=True)),
@@ -214,7 +220,7 @@ async def test_policy_violation_propagates_unchanged_out_of_run(tools: Tools) ->
     )
     context = TripContext()
     usage = Usage()
-    token = set_step_scope(StepScope("run", "tidy", context, guard, None, Usage(), usage))
+    token = set_step_scope(StepScope("run", "tidy", context, Gate(), None, Usage(), usage))
     try:
         with pytest.raises(PolicyViolation) as caught:
             await agent.run("clean", context=context)

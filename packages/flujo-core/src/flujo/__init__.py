@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StepFailedError,
         StepTimeoutError,
         TargetError,
+        ToolCallRefused,
         UsageLimitExceededError,
         UserError,
     )
@@ -73,6 +74,7 @@ __all__ = [
     "StepStatus",
     "StepTimeoutError",
     "TargetError",
+    "ToolCallRefused",
     "Usage",
     "UsageLimitExceededError",
     "UsageLimits",
@@ -109,6 +111,7 @@ _LAZY = {
     "StepStatus": "flujo.domain.models",
     "StepTimeoutError": "flujo.domain.errors",
     "TargetError": "flujo.domain.errors",
+    "ToolCallRefused": "flujo.domain.errors",
     "Usage": "flujo.domain.models",
     "UsageLimitExceededError": "flujo.domain.errors",
     "UsageLimits": "flujo.domain.models",

@@ -5,7 +5,10 @@ flujo's agent protocol (``async run(data, *, context)``). Around every run the w
 
 - routes each tool call the model makes through the step's policies
   (:meth:`flujo.domain.scope.StepScope.guard_tool_call`) *before* the tool runs; a denial
-  propagates as :class:`~flujo.domain.errors.PolicyViolation` and the step ends ``blocked``;
+  propagates as :class:`~flujo.domain.errors.PolicyViolation` and the step ends ``blocked``,
+  a refusal (:class:`~flujo.domain.errors.ToolCallRefused`) becomes the tool's result; every
+  result passes :meth:`~flujo.domain.scope.StepScope.inspect_tool_result` before the model sees
+  it;
 - passes the run's remaining usage budget to pydantic-ai and turns its limit errors into
   :class:`~flujo.domain.errors.UsageLimitExceededError`;
 - records tokens, requests and cost into the step (:func:`flujo.record_usage`), also for runs
@@ -47,6 +50,7 @@ from flujo.domain.errors import (
     PluginError,
     StepFailedError,
     StepTimeoutError,
+    ToolCallRefused,
     UsageLimitExceededError,
 )
 from flujo.domain.models import Usage
@@ -87,12 +91,18 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
         scope = current_step_scope()
-        if scope is not None:
-            # Policies get plain JSON values (not the validated pydantic objects): they scan,
-            # log and audit them, and must not be able to change what the tool receives.
-            args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
+        if scope is None or scope.gate is None:
+            return await super().call_tool(name, tool_args, ctx, tool)
+        # Policies get plain JSON values (not the validated pydantic objects): they scan,
+        # log and audit them, and must not be able to change what the tool receives.
+        args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
+        try:
             await scope.guard_tool_call(name, args)
-        return await super().call_tool(name, tool_args, ctx, tool)
+        except ToolCallRefused as refused:
+            # The tool does not run; the model is told why and may choose another way.
+            return refused.tool_result
+        result = await super().call_tool(name, tool_args, ctx, tool)
+        return await scope.inspect_tool_result(name, result)
 
 
 def _resolve_tools(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import to_json
+
+from flujo.application._maybe_await import maybe_await
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.domain.events import RunFinalized, StepCompleted
 from flujo.domain.models import (
@@ -21,6 +26,12 @@ from flujo.domain.models import (
 if TYPE_CHECKING:
     from flujo.application.runtime import Runtime
     from flujo.domain.context import PipelineContext
+
+
+def _methods(policies: Sequence[object], name: str) -> list[Callable[..., Any]]:
+    found = (getattr(p, name, None) for p in policies)
+    return [m for m in found if callable(m)]
+
 
 _RUN_STATUS = {
     StepStatus.FAILED: RunStatus.FAILED,
@@ -47,6 +58,33 @@ class ExecutionManager:
         # Looked up once: with no observers installed the hot path makes no hook calls.
         self._step_observers = plugins.implementations("flujo_step_completed")
         self._run_observers = plugins.implementations("flujo_run_finalized")
+        self._scrubbers = _methods(coordinator.policies, "scrub")
+        self._restorers = _methods(coordinator.policies, "restore")
+
+    async def scrub(self, context: PipelineContext, value: Any) -> Any:
+        """``value`` as it may leave the process: through every active policy's ``scrub``.
+
+        Applied to everything persisted (run input, step outputs and errors, context, final
+        output) and to every payload handed to other plugins. Without scrubbing policies it
+        returns ``value`` itself, at no cost.
+        """
+        for scrub in self._scrubbers:
+            value = await maybe_await(scrub(context, value))
+        return value
+
+    async def _context_json(self, context: PipelineContext) -> str:
+        if not self._scrubbers:
+            return context.model_dump_json()
+        return to_json(await self.scrub(context, context.model_dump(mode="json"))).decode()
+
+    async def _scrubbed_step(self, context: PipelineContext, result: StepResult) -> StepResult:
+        if not self._scrubbers:
+            return result
+        return replace(
+            result,
+            output=await self.scrub(context, result.output),
+            error=await self.scrub(context, result.error),
+        )
 
     async def execute(
         self,
@@ -61,6 +99,7 @@ class ExecutionManager:
         state = self.runtime.state
         usage = run.usage
         steps = list(previous)
+        stored_steps = list(previous)  # what the database holds: scrubbed
         status = RunStatus.SUCCEEDED
         error: str | None = None
         for index in range(start, len(self.pipeline.steps)):
@@ -70,12 +109,24 @@ class ExecutionManager:
             )
             usage.add(result.usage)
             steps.append(result)
+            persisted = await self._scrubbed_step(context, result)
+            stored_steps.append(persisted)
             await state.save_step(
-                run.run_id, index, result, context_json=context.model_dump_json(), usage=usage
+                run.run_id,
+                index,
+                persisted,
+                context_json=await self._context_json(context),
+                usage=usage,
             )
             if self._step_observers:
                 event = StepCompleted(
-                    run.run_id, run.pipeline_name, index, result, data, context, step.tags
+                    run.run_id,
+                    run.pipeline_name,
+                    index,
+                    persisted,
+                    await self.scrub(context, data),
+                    context,
+                    step.tags,
                 )
                 self._observed(
                     self.runtime.plugins.notify(
@@ -88,7 +139,9 @@ class ExecutionManager:
                 break
             data = result.output
         output = data if status is RunStatus.SUCCEEDED else None
-        return await self.persist_and_finalize(run, context, status, output, error, steps, usage)
+        return await self.persist_and_finalize(
+            run, context, status, output, error, steps, stored_steps, usage
+        )
 
     async def persist_and_finalize(
         self,
@@ -98,27 +151,37 @@ class ExecutionManager:
         output: Any,
         error: str | None,
         steps: list[StepResult],
+        stored_steps: list[StepResult],
         usage: Usage,
     ) -> PipelineResult:
-        """Write the final run row, then let plugins observe the finished run."""
+        """Write the final run row, then let plugins observe the finished run.
+
+        What is stored and observed is scrubbed; the caller gets the output back through every
+        active policy's ``restore`` (e.g. pseudonyms swapped back for the original values).
+        """
+        stored_output = await self.scrub(context, output)
+        stored_error = await self.scrub(context, error)
         await self.runtime.state.finalize_run(
             run.run_id,
             status,
-            output=output,
-            error=error,
-            context_json=context.model_dump_json(),
+            output=stored_output,
+            error=stored_error,
+            context_json=await self._context_json(context),
             usage=usage,
         )
         if self._run_observers:
-            run.status, run.output, run.error, run.usage = status, output, error, usage
-            run.context = context.model_dump(mode="json")
-            run.steps = steps
+            run.status, run.output, run.error = status, stored_output, stored_error
+            run.usage = usage
+            run.context = await self.scrub(context, context.model_dump(mode="json"))
+            run.steps = stored_steps
             run.updated_at = time.time()
             self._observed(
                 self.runtime.plugins.notify(
                     self._run_observers, event=RunFinalized(run), runtime=self.runtime
                 )
             )
+        for restore in self._restorers:
+            output = await maybe_await(restore(context, output))
         return PipelineResult(run.run_id, status, output, steps, usage, error)
 
     def _observed(self, errors: list[str]) -> None:

@@ -25,6 +25,7 @@ from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
     InputValidationError,
     PipelineDefinitionError,
+    PluginError,
     ResumeError,
     RunNotFoundError,
 )
@@ -116,6 +117,18 @@ class Flujo(Generic[ContextT]):
     # ------------------------------------------------------------------ lifecycle
 
     @property
+    def services(self) -> Mapping[str, Any]:
+        """What plugins attached to this runner (e.g. ``runner.services["memory"]``).
+
+        Available once the runner has started (after its first run, or ``await start()``).
+        """
+        return self.runtime.services
+
+    async def start(self) -> None:
+        """Open the state database and start plugins now instead of at the first run."""
+        await self._start()
+
+    @property
     def runtime(self) -> Runtime:
         """The started runtime (config, state, background tasks, plugins)."""
         if self._runtime is None:
@@ -160,6 +173,13 @@ class Flujo(Generic[ContextT]):
             coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
             limits = self._limits_arg or config.run.usage_limits()
             self._retriever = plugins.hook.flujo_retriever(runtime=runtime)
+            for impl in plugins.implementations("flujo_runtime_started"):
+                try:
+                    plugins.call(impl, runtime=runtime)
+                except Exception as exc:
+                    raise PluginError(
+                        impl.plugin_name, f"flujo_runtime_started failed: {exc}"
+                    ) from exc
             self._runtime = runtime
             self._manager = ExecutionManager(self.pipeline, runtime, coordinator, limits)
             return self._manager
@@ -169,11 +189,15 @@ class Flujo(Generic[ContextT]):
         if self._closed:
             return None
         self._closed = True
-        if self._runtime is None:
+        runtime = self._runtime
+        if runtime is None:
             return None
-        report = await self._runtime.tasks.drain(self._runtime.config.run.drain_timeout_s)
+        closing = runtime.plugins.implementations("flujo_runtime_closing")
+        for message in runtime.plugins.notify(closing, runtime=runtime):
+            runtime.tasks.record_failure("flujo_runtime_closing", message)
+        report = await runtime.tasks.drain(runtime.config.run.drain_timeout_s)
         if self._state_arg is None:
-            await self._runtime.state.close()
+            await runtime.state.close()
         return report
 
     def close(self) -> DrainReport | None:
@@ -252,10 +276,10 @@ class Flujo(Generic[ContextT]):
             pipeline_version=self.pipeline.version,
             pipeline_ref=self.pipeline_ref,
             status=RunStatus.RUNNING,
-            input=input,
+            input=await manager.scrub(ctx, input),
             output=None,
             error=None,
-            context=ctx.model_dump(mode="json"),
+            context=await manager.scrub(ctx, ctx.model_dump(mode="json")),
             usage=Usage(),
             current_step=0,
             created_at=now,

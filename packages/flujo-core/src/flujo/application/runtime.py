@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ class Runtime:
     state: StateBackend
     tasks: BackgroundTaskManager
     plugins: PluginManager
+    services: dict[str, Any] = field(default_factory=dict)
+    """Long-lived objects plugins attach in ``flujo_runtime_started``, by name."""
 
     def create(self, kind: Kind, name: str) -> Any:
         """Instantiate the registered ``kind`` named ``name`` with this runtime's config."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from flujo.application._maybe_await import maybe_await
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
     InputValidationError,
@@ -21,10 +21,6 @@ from flujo.domain.models import Step, StepResult, StepStatus, Usage, UsageLimits
 from flujo.domain.scope import StepScope, reset_step_scope, set_step_scope
 
 PolicyListener = Callable[[PolicyDecided], None]
-
-
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class StepCoordinator:
@@ -74,7 +70,7 @@ class StepCoordinator:
             if method is None:
                 continue
             try:
-                decision, data = await _resolve(method(scope.context, data))
+                decision, data = await maybe_await(method(scope.context, data))
             except PolicyViolation as exc:
                 self._decided(scope, policy, where, PolicyDecision.DENY, reason=exc.reason)
                 raise
@@ -86,32 +82,53 @@ class StepCoordinator:
                 )
         return data
 
-    def _tool_guard(self, scope_ref: list[StepScope]) -> Callable[[str, dict[str, Any]], Any]:
-        async def guard(tool_name: str, args: dict[str, Any]) -> None:
-            scope = scope_ref[0]
-            for policy in self.policies:
-                try:
-                    decision = PolicyDecision(
-                        await _resolve(policy.inspect_tool_call(scope.context, tool_name, args))
-                    )
-                except PolicyViolation as exc:
-                    self._decided(
-                        scope,
-                        policy,
-                        "tool_call",
-                        PolicyDecision.DENY,
-                        tool_name=tool_name,
-                        reason=exc.reason,
-                    )
-                    raise
-                self._decided(scope, policy, "tool_call", decision, tool_name=tool_name)
-                if decision is not PolicyDecision.ALLOW:
-                    # REDACT has no meaning for a call; refusing it is the safe reading.
-                    raise PolicyViolation(
-                        policy.name, f"tool call {tool_name!r}", where="tool_call"
-                    )
+    async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
+        """Ask every policy about a tool call (:class:`~flujo.domain.scope.ToolGate`)."""
+        for policy in self.policies:
+            try:
+                decision = PolicyDecision(
+                    await maybe_await(policy.inspect_tool_call(scope.context, tool_name, args))
+                )
+            except PolicyViolation as exc:
+                self._decided(
+                    scope,
+                    policy,
+                    "tool_call",
+                    PolicyDecision.DENY,
+                    tool_name=tool_name,
+                    reason=exc.reason,
+                )
+                raise
+            self._decided(scope, policy, "tool_call", decision, tool_name=tool_name)
+            if decision is not PolicyDecision.ALLOW:
+                # REDACT has no meaning for a call; refusing it is the safe reading.
+                raise PolicyViolation(policy.name, f"tool call {tool_name!r}", where="tool_call")
 
-        return guard
+    async def inspect_tool_result(self, scope: StepScope, tool_name: str, result: Any) -> Any:
+        """Let every policy with ``inspect_tool_result`` see (and redact) a tool's result."""
+        for policy in self.policies:
+            method = getattr(policy, "inspect_tool_result", None)
+            if method is None:
+                continue
+            try:
+                decision, result = await maybe_await(method(scope.context, tool_name, result))
+            except PolicyViolation as exc:
+                self._decided(
+                    scope,
+                    policy,
+                    "tool_result",
+                    PolicyDecision.DENY,
+                    tool_name=tool_name,
+                    reason=exc.reason,
+                )
+                raise
+            decision = PolicyDecision(decision)
+            self._decided(scope, policy, "tool_result", decision, tool_name=tool_name)
+            if decision is PolicyDecision.DENY:
+                raise PolicyViolation(
+                    policy.name, f"the result of tool {tool_name!r}", where="tool_result"
+                )
+        return result
 
     async def execute_step(
         self,
@@ -127,11 +144,16 @@ class StepCoordinator:
         started = time.perf_counter()
         usage = Usage()
         attempts = 0
-        holder: list[StepScope] = []
         scope = StepScope(
-            run_id, step.name, context, self._tool_guard(holder), limits, run_usage, usage
+            run_id,
+            step.name,
+            context,
+            self if self.policies else None,
+            limits,
+            run_usage,
+            usage,
+            step.tags,
         )
-        holder.append(scope)
 
         def result(status: StepStatus, output: Any = None, error: str | None = None) -> StepResult:
             return StepResult(

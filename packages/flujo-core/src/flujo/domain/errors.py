@@ -79,6 +79,23 @@ class PolicyViolation(FlujoError):
         self.where = where
 
 
+class ToolCallRefused(PolicyViolation):
+    """A policy refused one tool call but lets the step go on.
+
+    Raised from ``inspect_tool_call``: the tool does not run, the agent receives the refusal as
+    the tool's result, and the model may choose another way. Raise a plain
+    :class:`PolicyViolation` (or return ``DENY``) to block the whole step instead.
+    """
+
+    def __init__(self, policy: str, reason: str) -> None:
+        super().__init__(policy, reason, where="tool_call")
+
+    @property
+    def tool_result(self) -> str:
+        """What the agent is told instead of the tool's result."""
+        return f"Tool call refused by policy {self.policy!r}: {self.reason}"
+
+
 class UsageLimitExceededError(FlujoError):
     """A run crossed one of its :class:`~flujo.domain.models.UsageLimits`."""
 

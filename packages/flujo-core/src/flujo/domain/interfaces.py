@@ -36,8 +36,19 @@ class GovernancePolicy(Protocol):
     Methods may be sync or async. ``inspect_input`` returns the decision and the data to pass on
     (the redacted data for ``REDACT``). ``inspect_tool_call`` runs before every tool the agent
     calls. To deny with a specific reason, raise :class:`~flujo.domain.errors.PolicyViolation`
-    instead of returning ``DENY``. A policy may also define
-    ``inspect_output(context, output) -> (PolicyDecision, output)``.
+    instead of returning ``DENY``; to refuse one tool call and let the step go on, raise
+    :class:`~flujo.domain.errors.ToolCallRefused`.
+
+    Optional methods, used when present:
+
+    - ``inspect_output(context, output) -> (PolicyDecision, output)``: the step's output.
+    - ``inspect_tool_result(context, tool_name, result) -> (PolicyDecision, result)``: a
+      tool's result, before the model sees it.
+    - ``scrub(context, value) -> value``: what may leave the process. The runner passes
+      everything it persists (run input, step outputs and errors, context, final output) and
+      every payload it hands to other plugins (step and run events) through it.
+    - ``restore(context, output) -> output``: the final output handed back to the caller
+      (e.g. pseudonyms replaced by the original values); never persisted.
     """
 
     name: str

@@ -7,19 +7,26 @@ usage budget. Outside a step it is ``None``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flujo.domain.models import Usage, UsageLimits
 
 if TYPE_CHECKING:
     from flujo.domain.context import PipelineContext
 
-ToolCallGuard = Callable[[str, dict[str, Any]], Awaitable[None]]
-"""``await guard(tool_name, args)`` returns when the call may go ahead and raises
-:class:`~flujo.domain.errors.PolicyViolation` when a policy denies it."""
+
+class ToolGate(Protocol):
+    """Where an agent's tool calls are checked: the step coordinator, with its policies."""
+
+    async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
+        """Return when the call may go ahead (see :meth:`StepScope.guard_tool_call`)."""
+        ...
+
+    async def inspect_tool_result(self, scope: StepScope, tool_name: str, result: Any) -> Any:
+        """The result the model may see (see :meth:`StepScope.inspect_tool_result`)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -29,12 +36,34 @@ class StepScope:
     run_id: str
     step_name: str
     context: PipelineContext
-    guard_tool_call: ToolCallGuard
+    gate: ToolGate | None
+    """Checks tool calls; ``None`` when the step has no policies."""
     limits: UsageLimits | None
     run_usage: Usage
     """Usage of the run so far, before this step."""
     usage: Usage
     """Usage of this step so far, all attempts included; agents add to it."""
+    tags: tuple[str, ...] = ()
+    """The step's tags (policies may condition rules on them)."""
+
+    async def guard_tool_call(self, tool_name: str, args: dict[str, Any]) -> None:
+        """Call before running a tool the model asked for.
+
+        Returns when the call may go ahead. Raises
+        :class:`~flujo.domain.errors.ToolCallRefused` when a policy refuses this call (tell the
+        model ``exc.tool_result`` instead of running the tool, and go on), or
+        :class:`~flujo.domain.errors.PolicyViolation` when a policy blocks the step.
+        """
+        if self.gate is not None:
+            await self.gate.guard_tool_call(self, tool_name, args)
+
+    async def inspect_tool_result(self, tool_name: str, result: Any) -> Any:
+        """Call with a tool's result before the model sees it; returns what the model may see
+        (redacted when a policy says so) or raises :class:`~flujo.domain.errors.PolicyViolation`.
+        """
+        if self.gate is None:
+            return result
+        return await self.gate.inspect_tool_result(self, tool_name, result)
 
 
 _current: ContextVar[StepScope | None] = ContextVar("flujo_step_scope", default=None)

@@ -154,6 +154,30 @@ def flujo_retriever(runtime: Runtime) -> Retriever | None:
 
 
 @hookspec
+def flujo_runtime_started(runtime: Runtime) -> None:
+    """A runner started: its config is validated and its state database open.
+
+    Attach long-lived services for this runner to ``runtime.services`` (users reach them as
+    ``runner.services["name"]``), e.g. a memory plugin's index with its ``flush()``. Called
+    once per runner, before its first run; an error here fails the run's start, naming the
+    plugin.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_runtime_closing(runtime: Runtime) -> None:
+    """A runner is closing: schedule final work (flushes) on ``runtime.tasks``.
+
+    Background work is drained right after this hook, up to ``[run] drain_timeout_s``, so what
+    is scheduled here finishes or is recorded as not done.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def flujo_step_completed(event: StepCompleted, runtime: Runtime) -> None:
     """Observe a finished, persisted step. May only schedule background work.
 

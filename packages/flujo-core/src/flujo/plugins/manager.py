@@ -77,7 +77,16 @@ class PluginInfo:
         }
 
 
-OBSERVER_HOOKS = frozenset({"flujo_step_completed", "flujo_run_finalized", "flujo_policy_decided"})
+# Hooks called without awaiting: an async implementation would silently never run.
+OBSERVER_HOOKS = frozenset(
+    {
+        "flujo_step_completed",
+        "flujo_run_finalized",
+        "flujo_policy_decided",
+        "flujo_runtime_started",
+        "flujo_runtime_closing",
+    }
+)
 
 
 def _reject_async_observers(plugin: object, callers: Sequence[Any]) -> None:
@@ -224,14 +233,14 @@ class PluginManager:
         return [impl for impl in caller.get_hookimpls() if impl.plugin is plugin]
 
     @staticmethod
-    def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
-        # Pass only the arguments the implementation asks for (hooks only ever gain arguments).
+    def call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+        """Call one implementation with the arguments it asks for (hooks only gain arguments)."""
         return impl.function(*[kwargs[a] for a in impl.argnames])
 
     def _run_registrations(self, plugin: object, owner: str) -> None:
         for kind in KINDS:
             for impl in self._impls(f"flujo_register_{kind}", plugin):
-                self._call(impl, register=self._registrar(kind, owner))
+                self.call(impl, register=self._registrar(kind, owner))
 
     def _registrar(self, kind: Kind, owner: str) -> Callable[[str, Any], None]:
         def register(name: str, factory: Any) -> None:
@@ -244,7 +253,7 @@ class PluginManager:
 
         owned: list[str] = []
         for impl in self._impls("flujo_config_sections", plugin):
-            sections = self._call(impl) or {}
+            sections = self.call(impl) or {}
             for section, model in dict(sections).items():
                 if not (isinstance(model, type) and issubclass(model, BaseModel)):
                     raise PluginError(owner, f"section [{section}] is not a pydantic model")
@@ -295,7 +304,7 @@ class PluginManager:
         errors: list[str] = []
         for impl in impls:
             try:
-                self._call(impl, **kwargs)
+                self.call(impl, **kwargs)
             except Exception as exc:  # noqa: BLE001 - observers never raise into the run
                 errors.append(f"{impl.plugin_name}.{impl.function.__name__}: {exc!r}")
                 _log.exception("plugin %s observer failed", impl.plugin_name)
@@ -305,7 +314,7 @@ class PluginManager:
         """Let every loaded plugin add its commands to ``cli``; failures are recorded."""
         for impl in self.pm.hook.flujo_register_commands.get_hookimpls():
             try:
-                self._call(impl, cli=cli)
+                self.call(impl, cli=cli)
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
                 self._withdraw(impl.plugin_name)
                 info = self._infos.get(impl.plugin_name)
