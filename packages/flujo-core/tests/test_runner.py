@@ -418,3 +418,34 @@ async def test_policies_by_name_from_config(state: SQLiteBackend) -> None:
         await Flujo(
             Pipeline([Step.from_callable(str.upper, name="up")]), config=bad, state=state
         ).run_async("x")
+
+
+async def test_plugins_may_activate_their_policies_from_their_own_section(
+    state: SQLiteBackend,
+) -> None:
+    from flujo.config import RunSettings
+
+    no_drop, no_rm = _Policy("no_drop", deny="drop"), _Policy("no_rm", deny="rm")
+
+    class Plugin:
+        @hookimpl
+        def flujo_register_policies(self, register: Any) -> None:
+            register("no_drop", lambda config: no_drop)
+            register("no_rm", lambda config: no_rm)
+
+        @hookimpl
+        def flujo_active_policies(self, config: FlujoConfig) -> list[str]:
+            return ["no_drop", "no_rm"]
+
+    manager = PluginManager()
+    manager.register(Plugin(), "p")
+    cfg = FlujoConfig(run=RunSettings(policies=["no_rm"]), plugin_manager=manager)
+    async with Flujo(
+        Pipeline([Step.from_callable(str.upper, name="up")]), config=cfg, state=state
+    ) as runner:
+        dropped = await runner.run_async("drop it")
+        removed = await runner.run_async("rm it")
+    assert dropped.status is RunStatus.BLOCKED and removed.status is RunStatus.BLOCKED
+    # [run] policies first, then the plugin's, each once: no_rm saw both inputs first.
+    assert no_rm.seen == ["drop it", "rm it"]
+    assert no_drop.seen == ["drop it"]

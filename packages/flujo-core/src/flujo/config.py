@@ -73,7 +73,8 @@ class RunSettings(_Section):
     """``[run]``: defaults for every run."""
 
     policies: list[str] = Field(default_factory=list)
-    """Registered governance policies to run before every agent, in this order."""
+    """Registered governance policies to run before every agent, in this order (plugins may
+    add theirs from their own sections, through ``flujo_active_policies``)."""
     max_total_tokens: int | None = Field(default=None, ge=0)
     max_requests: int | None = Field(default=None, ge=0)
     max_cost_usd: float | None = Field(default=None, ge=0)

@@ -160,10 +160,10 @@ class Flujo(Generic[ContextT]):
                 await state.open(plugins.migrations(state.dialect))
             tasks = BackgroundTaskManager(config.run.background_concurrency)
             runtime = Runtime(config, state, tasks, plugins)
-            policies = [
-                *self._policies,
-                *(runtime.create("policies", name) for name in config.run.policies),
-            ]
+            names = list(config.run.policies)
+            for batch in plugins.hook.flujo_active_policies(config=config):
+                names += [n for n in batch or () if n not in names]
+            policies = [*self._policies, *(runtime.create("policies", n) for n in names)]
             listeners = plugins.implementations("flujo_policy_decided")
 
             def on_decision(event: PolicyDecided) -> None:

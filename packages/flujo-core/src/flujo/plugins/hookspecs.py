@@ -63,6 +63,19 @@ def flujo_register_policies(register: Register) -> None:
 
 
 @hookspec
+def flujo_active_policies(config: FlujoConfig) -> Sequence[str]:
+    """Return names of registered policies this plugin turns on from its own section.
+
+    For a plugin whose users configure it in its own section (``[governance] policies =
+    ["pii"]``) rather than in ``[run] policies``. The runner runs ``[run] policies`` first,
+    then these, in plugin load order; a name listed twice runs once.
+
+    .. versionadded:: 0.1
+    """
+    raise NotImplementedError
+
+
+@hookspec
 def flujo_register_vector_stores(register: Register) -> None:
     """Register vector store factories: ``register(name, factory(config) -> VectorStoreProtocol)``.
 
