@@ -170,7 +170,8 @@ def test_bad_config_is_a_user_error_and_debug_shows_the_traceback(project: Path)
     proc = run_cli("runs", "list", cwd=project, env=ENV)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        f"error: {project / 'flujo.toml'}: [state]: unknown key 'url' (allowed: uri, synchronous)"
+        f"error: {project / 'flujo.toml'}: [state]: unknown key 'url' "
+        "(allowed: uri, synchronous, lease_s, pool_size)"
     )
     debug = run_cli("--debug", "runs", "list", cwd=project, env=ENV)
     assert debug.returncode == 2 and "Traceback" in debug.stderr

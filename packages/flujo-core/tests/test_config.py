@@ -38,7 +38,10 @@ def test_discovery_walks_up_from_the_working_directory(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[run\n", r"flujo.toml: not valid TOML"),
-        ("[state]\nurii = 'x'\n", r"\[state\]: unknown key 'urii' \(allowed: uri, synchronous\)"),
+        (
+            "[state]\nurii = 'x'\n",
+            r"\[state\]: unknown key 'urii' \(allowed: uri, synchronous, lease_s, pool_size\)",
+        ),
         (
             "[run]\nmax_requests = 'many'\n",
             r"\[run\]: key 'max_requests': Input should be a valid integer",
@@ -83,6 +86,7 @@ def test_environment_overrides_single_values(tmp_path: Path) -> None:
     assert cfg.run.max_requests == 7
     assert cfg.state.uri == "sqlite:///x.db"
     assert cfg.run.policies == ["a", "b"]
+    assert _load(path, {"FLUJO_STATE_URI": "postgresql://db/x"}).state.uri == "postgresql://db/x"
     with pytest.raises(ConfigError, match="FLUJO__RUN: expected FLUJO__<SECTION>__<KEY>"):
         _load(path, {"FLUJO__RUN": "1"})
     with pytest.raises(ConfigError, match=r"environment: \[run\]: unknown key 'nope'"):

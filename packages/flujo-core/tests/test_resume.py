@@ -59,9 +59,27 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) 
         time.sleep(0.02)
 
 
+def _wait_for_expired_lease(db: Path, run_id: str, timeout_s: float = 30.0) -> None:
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            (expires,) = conn.execute(
+                "SELECT lease_expires_at FROM workflow_state WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        if expires < time.time():
+            return
+        time.sleep(expires - time.time() + 0.01)
+    raise AssertionError("the lease never expired")
+
+
 def test_resume_after_sigkill_continues_at_the_first_unfinished_step(tmp_path: Path) -> None:
     (tmp_path / "pipe.py").write_text(PIPELINE)
-    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///state/flujo.db"\n')
+    # A short lease: the killed worker's run becomes claimable soon after the kill.
+    (tmp_path / "flujo.toml").write_text(
+        '[state]\nuri = "sqlite:///state/flujo.db"\nlease_s = 0.3\n'
+    )
     env = {**os.environ, "HANG": "1", "FLUJO_LOAD_PLUGINS": ""}
     proc = subprocess.Popen(
         [sys.executable, "-m", "flujo", "run", "pipe.py:pipeline", "--input", "in"],
@@ -89,23 +107,21 @@ def test_resume_after_sigkill_continues_at_the_first_unfinished_step(tmp_path: P
     assert row["context"]["trail"] == ["first"]
     assert [s["name"] for s in row["steps"]] == ["first"]
 
-    # Another process resumes it from the CLI, from another folder: the ref is absolute.
+    # Another process claims the stale run and finishes it, from another folder (the ref is
+    # absolute). The dead worker's lease must expire first: that is how death is detected.
+    _wait_for_expired_lease(tmp_path / "state" / "flujo.db", run_id)
     other = tmp_path / "elsewhere"
     other.mkdir()
-    resumed = run_cli(
-        "runs",
-        "resume",
-        run_id,
-        "--json",
-        cwd=other,
-        env={"FLUJO_LOAD_PLUGINS": "", "FLUJO_CONFIG": str(tmp_path / "flujo.toml")},
-    )
+    env2 = {"FLUJO_LOAD_PLUGINS": "", "FLUJO_CONFIG": str(tmp_path / "flujo.toml")}
+    resumed = run_cli("runs", "resume", "--stale", "--json", cwd=other, env=env2)
     assert resumed.returncode == 0, resumed.stderr
-    result = json.loads(resumed.stdout)
+    [result] = json.loads(resumed.stdout)
     assert result["status"] == "succeeded"
     assert result["output"] == "in-1-2-3:first,second"
     assert [s["name"] for s in result["steps"]] == ["first", "second", "third"]
     assert (tmp_path / "first.calls").read_text() == "x\n"  # the finished step did not re-run
+    nothing_left = run_cli("runs", "resume", "--stale", "--json", cwd=other, env=env2)
+    assert json.loads(nothing_left.stdout) == []
 
     again = run_cli("runs", "resume", run_id, cwd=tmp_path, env={"FLUJO_LOAD_PLUGINS": ""})
     assert again.returncode == 2

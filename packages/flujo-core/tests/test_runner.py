@@ -334,10 +334,10 @@ async def test_background_work_is_off_the_hot_path_and_drained(state: SQLiteBack
     # The run returned while its indexing tasks still wait: nothing blocked the hot path.
     assert result.succeeded and observer.indexed == []
     assert observer.finalized == ["succeeded"]
-    assert runner.runtime.tasks.pending == 3  # two indexings and the judge
+    assert runner.runtime.tasks.pending >= 2  # the two indexings wait (the judge may have run)
     observer.release.set()
     report = await runner.aclose()
-    assert report is not None and report.completed == 2 and report.failed == 1
+    assert report is not None and report.completed == 2 and report.cancelled == 0
     assert sorted(observer.indexed) == ["AB", "ab"]
     assert [f.name for f in runner.runtime.tasks.failures] == ["judge"]
     assert "judge unavailable" in runner.runtime.tasks.failures[0].error
@@ -355,7 +355,7 @@ async def test_drain_deadline_cancels_stuck_work(state: SQLiteBackend) -> None:
     )
     await runner.run_async("a")
     report = await runner.aclose()
-    assert report is not None and report.cancelled == 1 and report.failed == 1
+    assert report is not None and report.cancelled == 1 and report.completed == 0
     assert any("cancelled" in f.error for f in runner.runtime.tasks.failures)
 
 

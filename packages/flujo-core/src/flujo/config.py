@@ -12,8 +12,10 @@ Environment overrides, the one place they are defined:
 
 ==============================  ==========================================================
 ``FLUJO_CONFIG``                path of the config file to use
-``FLUJO__<SECTION>__<KEY>``     one value, e.g. ``FLUJO__STATE__URI=sqlite:///tmp/x.db``;
+``FLUJO__<SECTION>__<KEY>``     one value, e.g. ``FLUJO__RUN__MAX_REQUESTS=5``;
                                 parsed as JSON when it parses, else taken as a string
+``FLUJO_STATE_URI``             the state database, the value deployments set most often
+                                (same as ``FLUJO__STATE__URI``)
 ``FLUJO_LOAD_PLUGINS``          allow-list of plugin distributions (empty = none)
 ``FLUJO_DISABLE_PLUGINS``       plugin distributions not to load
 ``FLUJO_STRICT_PLUGINS=1``      a plugin that fails to load is an error, not a warning
@@ -61,6 +63,11 @@ class StateSettings(_Section):
     """``sqlite:///relative/or/absolute.db`` (relative to the config file's folder)."""
     synchronous: Literal["normal", "full"] = "normal"
     """SQLite fsync policy. ``normal`` survives a killed process; ``full`` also a power cut."""
+    lease_s: float = Field(default=30.0, gt=0)
+    """How long a worker's lease on a running run lasts without a heartbeat (renewed every
+    third of it). A run whose worker died can be resumed by another once it expires."""
+    pool_size: int = Field(default=10, ge=1)
+    """Connections per process (PostgreSQL)."""
 
 
 class PluginsSettings(_Section):
@@ -173,6 +180,9 @@ def read_config_file(path: Path | None) -> dict[str, Any]:
 
 def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    environ = dict(environ)
+    if "FLUJO_STATE_URI" in environ:
+        environ.setdefault("FLUJO__STATE__URI", environ["FLUJO_STATE_URI"])
     for key, value in environ.items():
         if not key.startswith("FLUJO__"):
             continue

@@ -24,6 +24,7 @@ from flujo.domain.models import (
 )
 
 if TYPE_CHECKING:
+    from flujo.application.lease import Heartbeat
     from flujo.application.runtime import Runtime
     from flujo.domain.context import PipelineContext
 
@@ -94,8 +95,13 @@ class ExecutionManager:
         start: int,
         data: Any,
         previous: list[StepResult],
+        lease: Heartbeat | None = None,
     ) -> PipelineResult:
-        """Run steps ``start..`` of the pipeline on ``data`` and finalize the run."""
+        """Run steps ``start..`` of the pipeline on ``data`` and finalize the run.
+
+        With a ``lease``, a run whose lease was lost to another worker stops before its next
+        step (raising :class:`~flujo.application.lease.LeaseLostError`) and is not finalized.
+        """
         state = self.runtime.state
         usage = run.usage
         steps = list(previous)
@@ -103,6 +109,8 @@ class ExecutionManager:
         status = RunStatus.SUCCEEDED
         error: str | None = None
         for index in range(start, len(self.pipeline.steps)):
+            if lease is not None:
+                lease.check()
             step = self.pipeline.steps[index]
             result = await self.coordinator.execute_step(
                 step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits

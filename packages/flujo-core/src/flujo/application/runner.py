@@ -17,6 +17,7 @@ from typing_extensions import TypeVar
 
 from flujo.application.background import BackgroundTaskManager, DrainReport
 from flujo.application.execution_manager import ExecutionManager
+from flujo.application.lease import Heartbeat, new_worker_id
 from flujo.application.runtime import Runtime
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.application.targets import locate_pipeline
@@ -27,11 +28,21 @@ from flujo.domain.errors import (
     PipelineDefinitionError,
     PluginError,
     ResumeError,
+    RunFinishedError,
+    RunLeasedError,
     RunNotFoundError,
 )
 from flujo.domain.events import PolicyDecided
 from flujo.domain.interfaces import GovernancePolicy, Retriever, StateBackend
-from flujo.domain.models import Pipeline, PipelineResult, RunRecord, RunStatus, Usage, UsageLimits
+from flujo.domain.models import (
+    Pipeline,
+    PipelineResult,
+    RunRecord,
+    RunStatus,
+    StepResult,
+    Usage,
+    UsageLimits,
+)
 from flujo.state import open_state
 
 T = TypeVar("T")
@@ -107,6 +118,8 @@ class Flujo(Generic[ContextT]):
         self._policies = list(policies)
         self._limits_arg = usage_limits
         self.pipeline_ref = pipeline_ref or locate_pipeline(pipeline)
+        self.worker_id = new_worker_id()
+        """Who holds the leases of this runner's runs (host:pid:random)."""
         self._runtime: Runtime | None = None
         self._manager: ExecutionManager | None = None
         self._start_lock: asyncio.Lock | None = None
@@ -285,8 +298,31 @@ class Flujo(Generic[ContextT]):
             created_at=now,
             updated_at=now,
         )
-        await manager.runtime.state.create_run(run)
-        return await manager.execute(run, ctx, start=0, data=input, previous=[])
+        lease_s = manager.runtime.config.state.lease_s
+        await manager.runtime.state.create_run(run, owner=self.worker_id, lease_s=lease_s)
+        return await self._execute(manager, run, ctx, start=0, data=input, previous=[])
+
+    async def _execute(
+        self,
+        manager: ExecutionManager,
+        run: RunRecord,
+        ctx: PipelineContext,
+        *,
+        start: int,
+        data: Any,
+        previous: list[StepResult],
+    ) -> PipelineResult:
+        runtime = manager.runtime
+        heartbeat = Heartbeat(
+            runtime.state, run.run_id, self.worker_id, runtime.config.state.lease_s
+        )
+        heartbeat.start()
+        try:
+            return await manager.execute(
+                run, ctx, start=start, data=data, previous=previous, lease=heartbeat
+            )
+        finally:
+            await heartbeat.stop()
 
     def run(
         self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
@@ -301,7 +337,7 @@ class Flujo(Generic[ContextT]):
         if run is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         if run.status is RunStatus.SUCCEEDED:
-            raise ResumeError(f"run {run_id} already succeeded; nothing to resume")
+            raise RunFinishedError(f"run {run_id} already succeeded; nothing to resume")
         if run.pipeline_version != self.pipeline.version:
             raise ResumeError(
                 f"run {run_id} was made by pipeline version {run.pipeline_version} "
@@ -314,13 +350,48 @@ class Flujo(Generic[ContextT]):
         self._bind(ctx, run_id)
         start = run.current_step
         data = run.input if start == 0 else run.last_output
-        previous = [s for s in run.steps[:start]]
-        await manager.runtime.state.mark_running(run_id)
-        return await manager.execute(run, ctx, start=start, data=data, previous=previous)
+        previous = run.steps[:start]
+        state = manager.runtime.state
+        if not await state.acquire_lease(
+            run_id, self.worker_id, manager.runtime.config.state.lease_s
+        ):
+            raise RunLeasedError(
+                f"run {run_id} is running on another worker (its lease has not expired); "
+                "resume it once that worker is gone, e.g. with `flujo runs resume --stale`"
+            )
+        return await self._execute(manager, run, ctx, start=start, data=data, previous=previous)
 
     def resume(self, run_id: str) -> PipelineResult:
         """Sync :meth:`resume_async`."""
         return self._sync(self.resume_async(run_id))
+
+    async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
+        """Claim runs of this pipeline whose worker died (expired lease) and finish them.
+
+        Each stale run is claimed by exactly one worker, however many call this at once
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Returns the resumed runs' results.
+        """
+        manager = await self._start()
+        state = manager.runtime.state
+        lease_s = manager.runtime.config.state.lease_s
+        results: list[PipelineResult] = []
+        # One claim at a time: a claimed run starts at once, so its lease never idles out
+        # while this worker is busy with another one.
+        while len(results) < limit:
+            claimed = await state.claim_stale(
+                self.worker_id, lease_s, limit=1, pipeline_version=self.pipeline.version
+            )
+            if not claimed:
+                break
+            try:
+                results.append(await self.resume_async(claimed[0]))
+            except (RunLeasedError, RunFinishedError):
+                continue  # another worker took it over between claim and start: theirs now
+        return results
+
+    def resume_stale(self, *, limit: int = 100) -> list[PipelineResult]:
+        """Sync :meth:`resume_stale_async`."""
+        return self._sync(self.resume_stale_async(limit=limit))
 
 
 def _ref_name(ref: str | None) -> str:

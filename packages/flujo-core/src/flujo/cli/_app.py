@@ -83,6 +83,9 @@ def make_app() -> FlujoGroup:
     cli.add_command(
         lazy_command("runs", "flujo.cli._runs:runs", help="List, show and resume stored runs.")
     )
+    cli.add_command(
+        lazy_command("state", "flujo.cli._state:state", help="Manage the state database.")
+    )
     cli.add_command(plugins_command)
     cli.add_command(
         lazy_command("config", "flujo.cli._config:config", help="Show the effective configuration.")

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flujo.cli._app import CliState, dump_json, echo_json
-from flujo.domain.errors import InputValidationError, RunNotFoundError, TargetError
+from flujo.domain.errors import (
+    FlujoError,
+    InputValidationError,
+    RunFinishedError,
+    RunLeasedError,
+    RunNotFoundError,
+    TargetError,
+)
 
 if TYPE_CHECKING:
     from flujo.domain.interfaces import StateBackend
@@ -105,6 +112,13 @@ async def _with_state(state: CliState, fn: Any) -> Any:
         await backend.close()
 
 
+def _get_run(state: CliState, run_id: str) -> RunRecord:
+    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
+    if record is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    return record
+
+
 @runs.command("list")
 @click.option(
     "--status",
@@ -144,9 +158,7 @@ def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) ->
 @click.pass_obj
 def show_run(state: CliState, run_id: str, as_json: bool) -> None:
     """Show one run with its steps."""
-    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
-    if record is None:
-        raise RunNotFoundError(f"no run with id {run_id!r}")
+    record = _get_run(state, run_id)
     if as_json:
         echo_json(record.to_dict())
         return
@@ -166,27 +178,79 @@ def show_run(state: CliState, run_id: str, as_json: bool) -> None:
 
 
 @runs.command("resume")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.argument("run_id", required=False)
+@click.option("--stale", is_flag=True, help="Claim and finish every run whose worker died.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="With --stale: how many runs to claim.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run(s) as JSON.")
 @click.pass_obj
-def resume_run(state: CliState, run_id: str, as_json: bool) -> None:
-    """Continue a run at its first unfinished step, in this process."""
+def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_json: bool) -> None:
+    """Continue RUN_ID at its first unfinished step, or with --stale every abandoned run.
+
+    A run is abandoned when its worker stopped renewing its lease ([state] lease_s). Each one
+    is claimed by exactly one worker, however many run this at once.
+    """
+    if stale == (run_id is not None):
+        raise click.UsageError("give either RUN_ID or --stale")
+    if run_id is not None:
+        _report(_resume_one(state, _get_run(state, run_id), worker_id=None), as_json)
+        return
+    from flujo.application.lease import new_worker_id
+
+    worker = new_worker_id()
+    lease_s = state.config().state.lease_s
+    results: list[PipelineResult] = []
+    failures = 0
+    # One claim at a time: a claimed run starts at once, so its lease never idles out while
+    # this worker is busy with another one.
+    while len(results) + failures < limit:
+        claimed: list[str] = asyncio.run(
+            _with_state(state, lambda b: b.claim_stale(worker, lease_s, limit=1))
+        )
+        if not claimed:
+            break
+        try:
+            result = _resume_one(state, _get_run(state, claimed[0]), worker_id=worker)
+        except (RunLeasedError, RunFinishedError):
+            continue  # another worker took it over between claim and start: theirs now
+        except FlujoError as exc:
+            failures += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        results.append(result)
+        failures += not result.succeeded
+        if not as_json:
+            click.echo(f"run {result.run_id}: {result.status.value}")
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+    elif not results and not failures:
+        click.echo("no stale runs")
+    if failures:
+        sys.exit(1)
+
+
+def _resume_one(state: CliState, record: RunRecord, *, worker_id: str | None) -> PipelineResult:
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
-    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
-    if record is None:
-        raise RunNotFoundError(f"no run with id {run_id!r}")
     if not record.pipeline_ref:
         raise TargetError(
-            f"run {run_id} does not record where its pipeline is defined (it was not a "
+            f"run {record.run_id} does not record where its pipeline is defined (it was not a "
             "module-level attribute); resume it from Python with Flujo(pipeline).resume(run_id)"
         )
     try:
         pipeline = load_target(record.pipeline_ref)
     except TargetError as exc:
-        raise TargetError(f"run {run_id}: its pipeline can no longer be loaded: {exc}") from None
+        raise TargetError(
+            f"run {record.run_id}: its pipeline can no longer be loaded: {exc}"
+        ) from None
     runner: Flujo[Any] = Flujo(pipeline, config=state.config(), pipeline_ref=record.pipeline_ref)
+    if worker_id is not None:
+        runner.worker_id = worker_id  # the claim's lease is ours: resume under it
     with runner:
-        result = runner.resume(run_id)
-    _report(result, as_json)
+        return runner.resume(record.run_id)

@@ -40,6 +40,14 @@ class ResumeError(UserError):
     """A run cannot be resumed (finished already, or its pipeline cannot be found)."""
 
 
+class RunFinishedError(ResumeError):
+    """The run already succeeded: there is nothing to resume."""
+
+
+class RunLeasedError(ResumeError):
+    """The run is being executed by another live worker (it holds the run's lease)."""
+
+
 class MissingPluginError(UserError):
     """A feature needs a plugin that is not installed or not enabled."""
 

@@ -264,8 +264,27 @@ class StateBackend(Protocol):
         """Release connections. Idempotent."""
         ...
 
-    async def create_run(self, run: RunRecord) -> None:
-        """Insert a new run (status ``running``)."""
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
+        """Insert a new run (status ``running``), leased to worker ``owner`` for ``lease_s``."""
+        ...
+
+    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        """Start working on an existing run: mark it ``running`` and lease it to ``owner``.
+
+        Succeeds (``True``) when the run is not running, its lease has expired, or ``owner``
+        holds it already; ``False`` when another live worker holds it.
+        """
+        ...
+
+    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        """Extend ``owner``'s lease (the heartbeat); ``False`` if ``owner`` lost it."""
+        ...
+
+    async def claim_stale(
+        self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
+    ) -> list[str]:
+        """Lease up to ``limit`` running runs whose lease expired to ``owner``; each stale run
+        is claimed by exactly one caller, however many call at once."""
         ...
 
     async def save_step(
@@ -285,11 +304,7 @@ class StateBackend(Protocol):
         context_json: str,
         usage: Usage,
     ) -> None:
-        """Write the run's final status and output."""
-        ...
-
-    async def mark_running(self, run_id: str) -> None:
-        """Set a run back to ``running`` (on resume)."""
+        """Write the run's final status and output, and release its lease."""
         ...
 
     async def get_run(self, run_id: str) -> RunRecord | None:

@@ -38,8 +38,15 @@ def open_backend(settings: StateSettings, root: Path) -> StateBackend:
             return SQLiteBackend(":memory:", synchronous=settings.synchronous)
         return SQLiteBackend(root / path, synchronous=settings.synchronous)
     if uri.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"[state] uri {uri.split('@')[-1]!r}: the PostgreSQL backend is not available in this "
-            "version of flujo-core; use sqlite:///path.db"
-        )
-    raise ConfigError(f"[state] uri {uri!r}: unsupported scheme (use sqlite:///path.db)")
+        try:
+            from flujo.state.postgres import PostgresBackend
+        except ImportError as exc:
+            raise ConfigError(
+                "[state] uri is postgresql://... but psycopg is not installed: "
+                "pip install 'flujo-core[postgres]'"
+            ) from exc
+
+        return PostgresBackend(uri, pool_size=settings.pool_size)
+    raise ConfigError(
+        f"[state] uri {uri!r}: unsupported scheme (use sqlite:///path.db or postgresql://...)"
+    )

@@ -29,9 +29,12 @@ def core_migrations(dialect: str) -> list[Migration]:
                     error TEXT,
                     usage TEXT NOT NULL,
                     created_at {real} NOT NULL,
-                    updated_at {real} NOT NULL
+                    updated_at {real} NOT NULL,
+                    lease_owner TEXT,
+                    lease_expires_at {real}
                 )""",
                 "CREATE INDEX workflow_state_status ON workflow_state (status, created_at)",
+                "CREATE INDEX workflow_state_lease ON workflow_state (status, lease_expires_at)",
                 "CREATE INDEX workflow_state_created ON workflow_state (created_at)",
                 f"""CREATE TABLE step_results (
                     run_id TEXT NOT NULL REFERENCES workflow_state (run_id) ON DELETE CASCADE,

@@ -3,32 +3,25 @@
 Statements run inline on the event loop: a WAL commit with ``synchronous=NORMAL`` takes tens
 of microseconds, far less than handing it to a thread would cost. ``NORMAL`` keeps every
 committed step through a killed process; ``[state] synchronous = "full"`` also survives a
-power cut, at the price of an fsync per step.
+power cut, at the price of an fsync per step. Several processes on one machine may share the
+file: leases and stale-run claims are serialized by ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic_core import to_json
-
 from flujo.domain.errors import StateError
 from flujo.domain.interfaces import Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+from flujo.state._rows import RUN_COLUMNS, STEP_COLUMNS, dumps, run_from_row, step_from_row
 from flujo.state.migrations import core_migrations
 
-
-def _dumps(value: Any) -> str:
-    return to_json(value, serialize_unknown=True).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+_RUNNING = RunStatus.RUNNING.value
 
 
 class SQLiteBackend:
@@ -57,7 +50,7 @@ class SQLiteBackend:
             conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA foreign_keys=ON")
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open state database {self.path}: {exc}") from exc
@@ -72,8 +65,7 @@ class SQLiteBackend:
         )
         for mig in sorted(migrations, key=lambda m: (m.owner != "flujo", m.owner, m.version)):
             # BEGIN IMMEDIATE serializes processes that start at once; re-check inside it.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate(f"migration {mig.owner} v{mig.version}"):
                 done = conn.execute(
                     "SELECT 1 FROM flujo_migrations WHERE owner = ? AND version = ?",
                     (mig.owner, mig.version),
@@ -85,23 +77,19 @@ class SQLiteBackend:
                         "INSERT INTO flujo_migrations VALUES (?, ?, ?)",
                         (mig.owner, mig.version, time.time()),
                     )
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StateError(
-                    f"migration {mig.owner} v{mig.version} failed on {self.path}: {exc}"
-                ) from exc
+
+    def _immediate(self, what: str) -> _Transaction:
+        return _Transaction(self.conn, what, immediate=True)
 
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    async def create_run(self, run: RunRecord) -> None:
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
         self.conn.execute(
-            "INSERT INTO workflow_state (run_id, pipeline_name, pipeline_version, pipeline_ref, "
-            "status, current_step, input, context, usage, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?)",
             (
                 run.run_id,
                 run.pipeline_name,
@@ -109,25 +97,70 @@ class SQLiteBackend:
                 run.pipeline_ref,
                 run.status.value,
                 run.current_step,
-                _dumps(run.input),
-                _dumps(run.context),
-                _dumps(run.usage.to_dict()),
+                dumps(run.input),
+                dumps(run.context),
+                dumps(run.usage.to_dict()),
                 run.created_at,
                 run.updated_at,
+                owner,
+                time.time() + lease_s,
             ),
         )
+
+    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        now = time.time()
+        cur = self.conn.execute(
+            "UPDATE workflow_state SET status = ?, output = NULL, error = NULL, "
+            "lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE run_id = ? AND "
+            "(status != ? OR lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+            (_RUNNING, owner, now + lease_s, now, run_id, _RUNNING, owner, now),
+        )
+        return cur.rowcount == 1
+
+    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        cur = self.conn.execute(
+            "UPDATE workflow_state SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? "
+            "AND status = ?",
+            (time.time() + lease_s, run_id, owner, _RUNNING),
+        )
+        return cur.rowcount == 1
+
+    async def claim_stale(
+        self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
+    ) -> list[str]:
+        now = time.time()
+        version_filter = "AND pipeline_version = ?" if pipeline_version else ""
+        params: tuple[Any, ...] = (
+            _RUNNING,
+            now,
+            *((pipeline_version,) if pipeline_version else ()),
+        )
+        with self._immediate("claiming stale runs"):
+            ids = [
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT run_id FROM workflow_state WHERE status = ? AND lease_expires_at < ? "
+                    f"{version_filter} ORDER BY lease_expires_at LIMIT ?",
+                    (*params, limit),
+                )
+            ]
+            self.conn.executemany(
+                "UPDATE workflow_state SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?",
+                [(owner, now + lease_s, run_id) for run_id in ids],
+            )
+        return ids
 
     async def save_step(
         self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
     ) -> None:
         now = time.time()
-        output = _dumps(step.output)
-        usage_json = _dumps(usage.to_dict())
+        output = dumps(step.output)
+        usage_json = dumps(usage.to_dict())
         conn = self.conn
-        conn.execute("BEGIN")
-        try:
+        with _Transaction(conn, f"saving step {step.name!r} of run {run_id}"):
             conn.execute(
-                "INSERT OR REPLACE INTO step_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     index,
@@ -137,7 +170,7 @@ class SQLiteBackend:
                     step.error,
                     step.attempts,
                     step.latency_ms,
-                    _dumps(step.usage.to_dict()),
+                    dumps(step.usage.to_dict()),
                     now,
                 ),
             )
@@ -153,10 +186,6 @@ class SQLiteBackend:
                     "WHERE run_id = ?",
                     (context_json, usage_json, now, run_id),
                 )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StateError(f"cannot save step {step.name!r} of run {run_id}: {exc}") from exc
 
     async def finalize_run(
         self,
@@ -170,72 +199,32 @@ class SQLiteBackend:
     ) -> None:
         self.conn.execute(
             "UPDATE workflow_state SET status = ?, output = ?, error = ?, context = ?, "
-            "usage = ?, updated_at = ? WHERE run_id = ?",
+            "usage = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
+            "WHERE run_id = ?",
             (
                 status.value,
-                _dumps(output),
+                dumps(output),
                 error,
                 context_json,
-                _dumps(usage.to_dict()),
+                dumps(usage.to_dict()),
                 time.time(),
                 run_id,
             ),
         )
 
-    async def mark_running(self, run_id: str) -> None:
-        self.conn.execute(
-            "UPDATE workflow_state SET status = ?, output = NULL, error = NULL, updated_at = ? "
-            "WHERE run_id = ?",
-            (RunStatus.RUNNING.value, time.time(), run_id),
-        )
-
-    _RUN_COLUMNS = (
-        "run_id, pipeline_name, pipeline_version, pipeline_ref, status, current_step, input, "
-        "context, output, last_output, error, usage, created_at, updated_at"
-    )
-
-    @staticmethod
-    def _run_from_row(row: Sequence[Any]) -> RunRecord:
-        return RunRecord(
-            run_id=row[0],
-            pipeline_name=row[1],
-            pipeline_version=row[2],
-            pipeline_ref=row[3],
-            status=RunStatus(row[4]),
-            current_step=row[5],
-            input=_loads(row[6]),
-            context=_loads(row[7]) or {},
-            output=_loads(row[8]),
-            last_output=_loads(row[9]),
-            error=row[10],
-            usage=Usage.from_dict(_loads(row[11]) or {}),
-            created_at=row[12],
-            updated_at=row[13],
-        )
-
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = self.conn.execute(
-            f"SELECT {self._RUN_COLUMNS} FROM workflow_state WHERE run_id = ?", (run_id,)
+            f"SELECT {RUN_COLUMNS} FROM workflow_state WHERE run_id = ?", (run_id,)
         ).fetchone()
         if row is None:
             return None
-        run = self._run_from_row(row)
-        for s in self.conn.execute(
-            "SELECT name, status, output, error, attempts, latency_ms, usage FROM step_results "
-            "WHERE run_id = ? ORDER BY idx",
-            (run_id,),
-        ):
-            run.steps.append(
-                StepResult(
-                    name=s[0],
-                    status=StepStatus(s[1]),
-                    output=_loads(s[2]),
-                    error=s[3],
-                    attempts=s[4],
-                    latency_ms=s[5],
-                    usage=Usage.from_dict(_loads(s[6]) or {}),
-                )
+        run = run_from_row(row)
+        run.steps = [
+            step_from_row(s)
+            for s in self.conn.execute(
+                f"SELECT {STEP_COLUMNS} FROM step_results WHERE run_id = ? ORDER BY idx", (run_id,)
             )
+        ]
         return run
 
     async def list_runs(
@@ -243,11 +232,11 @@ class SQLiteBackend:
     ) -> list[RunRecord]:
         where, params = ("WHERE status = ?", (status.value,)) if status else ("", ())
         rows = self.conn.execute(
-            f"SELECT {self._RUN_COLUMNS} FROM workflow_state {where} "
+            f"SELECT {RUN_COLUMNS} FROM workflow_state {where} "
             "ORDER BY created_at DESC, run_id LIMIT ?",
             (*params, limit),
         ).fetchall()
-        return [self._run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         try:
@@ -264,3 +253,24 @@ class SQLiteBackend:
             raise StateError(f"state query failed: {exc}") from exc
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class _Transaction:
+    """``with _Transaction(conn, what):`` — BEGIN (IMMEDIATE), COMMIT, or ROLLBACK and raise
+    a :class:`StateError` saying what failed."""
+
+    def __init__(self, conn: sqlite3.Connection, what: str, *, immediate: bool = False) -> None:
+        self.conn, self.what, self.immediate = conn, what, immediate
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            self.conn.execute("COMMIT")
+            return
+        self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StateError(f"{self.what} failed on the state database: {exc}") from exc

@@ -1,0 +1,275 @@
+"""PostgreSQL state backend, for many workers on many machines (``flujo-core[postgres]``).
+
+Same schema and behaviour as SQLite. Connections come from a psycopg 3 async pool. Migrations
+run under a transaction-scoped advisory lock, so any number of workers may start at once.
+Lease times use the database's clock, so workers' clocks need not agree. Plugin SQL uses the
+same named ``:param`` placeholders as on SQLite; they are translated for psycopg here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from flujo.domain.errors import StateError
+from flujo.domain.interfaces import Migration
+from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+from flujo.state._rows import RUN_COLUMNS, STEP_COLUMNS, dumps, run_from_row, step_from_row
+from flujo.state.migrations import core_migrations
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+_RUNNING = RunStatus.RUNNING.value
+_NOW = "extract(epoch from clock_timestamp())"
+_MIGRATION_LOCK = 0x666C756A6F  # "flujo": one advisory lock key for every flujo database
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def translate_params(sql: str) -> str:
+    """``:name`` placeholders to psycopg's ``%(name)s`` (``::casts`` are left alone)."""
+    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
+
+class PostgresBackend:
+    """:class:`~flujo.domain.interfaces.StateBackend` on PostgreSQL."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConnection[Any]]:
+        """The open connection pool (raises :class:`StateError` before :meth:`open`)."""
+        if self._pool is None:
+            raise StateError("the PostgreSQL state backend is not open")
+        return self._pool
+
+    async def open(self, migrations: Sequence[Migration] = ()) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+            self.dsn, min_size=1, max_size=self.pool_size, open=False, timeout=30
+        )
+        try:
+            await pool.open(wait=True, timeout=30)
+        except psycopg.Error as exc:  # PoolTimeout is one too
+            await pool.close()
+            raise StateError(
+                f"cannot connect to the state database {redact_dsn(self.dsn)}: {exc}"
+            ) from exc
+        self._pool = pool
+        await self._migrate([*core_migrations(self.dialect), *migrations])
+
+    async def _migrate(self, migrations: Sequence[Migration]) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            # Held until commit: workers starting together apply each migration once.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS flujo_migrations (owner TEXT NOT NULL, "
+                "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
+                "PRIMARY KEY (owner, version))"
+            )
+            cur = await conn.execute("SELECT owner, version FROM flujo_migrations")
+            done = {(row[0], row[1]) for row in await cur.fetchall()}
+            ordered = sorted(migrations, key=lambda m: (m.owner != "flujo", m.owner, m.version))
+            for mig in ordered:
+                if (mig.owner, mig.version) in done:
+                    continue
+                try:
+                    for statement in mig.statements:
+                        await conn.execute(statement)
+                except psycopg.Error as exc:
+                    raise StateError(
+                        f"migration {mig.owner} v{mig.version} failed on "
+                        f"{redact_dsn(self.dsn)}: {exc}"
+                    ) from exc
+                await conn.execute(
+                    f"INSERT INTO flujo_migrations VALUES (%s, %s, {_NOW})",
+                    (mig.owner, mig.version),
+                )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, %s, %s, "
+                f"{_NOW} + %s)",
+                (
+                    run.run_id,
+                    run.pipeline_name,
+                    run.pipeline_version,
+                    run.pipeline_ref,
+                    run.status.value,
+                    run.current_step,
+                    dumps(run.input),
+                    dumps(run.context),
+                    dumps(run.usage.to_dict()),
+                    run.created_at,
+                    run.updated_at,
+                    owner,
+                    lease_s,
+                ),
+            )
+
+    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE workflow_state SET status = %s, output = NULL, error = NULL, "
+                f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW} "
+                "WHERE run_id = %s AND (status != %s OR lease_owner IS NULL OR "
+                f"lease_owner = %s OR lease_expires_at < {_NOW})",
+                (_RUNNING, owner, lease_s, run_id, _RUNNING, owner),
+            )
+            return cur.rowcount == 1
+
+    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE workflow_state SET lease_expires_at = {_NOW} + %s "
+                "WHERE run_id = %s AND lease_owner = %s AND status = %s",
+                (lease_s, run_id, owner, _RUNNING),
+            )
+            return cur.rowcount == 1
+
+    async def claim_stale(
+        self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
+    ) -> list[str]:
+        version_filter = "AND pipeline_version = %s" if pipeline_version else ""
+        params: tuple[Any, ...] = (
+            owner,
+            lease_s,
+            _RUNNING,
+            *((pipeline_version,) if pipeline_version else ()),
+            limit,
+        )
+        async with self.pool.connection() as conn:
+            # SKIP LOCKED: concurrent claimers each take different rows, none waits.
+            cur = await conn.execute(
+                f"UPDATE workflow_state SET lease_owner = %s, lease_expires_at = {_NOW} + %s "
+                "WHERE run_id IN (SELECT run_id FROM workflow_state WHERE status = %s AND "
+                f"lease_expires_at < {_NOW} {version_filter} ORDER BY lease_expires_at "
+                "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id",
+                params,
+            )
+            return [row[0] for row in await cur.fetchall()]
+
+    async def save_step(
+        self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
+    ) -> None:
+        output = dumps(step.output)
+        usage_json = dumps(usage.to_dict())
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}) "
+                "ON CONFLICT (run_id, idx) DO UPDATE SET name = EXCLUDED.name, "
+                "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+                "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
+                "usage = EXCLUDED.usage, created_at = EXCLUDED.created_at",
+                (
+                    run_id,
+                    index,
+                    step.name,
+                    step.status.value,
+                    output,
+                    step.error,
+                    step.attempts,
+                    step.latency_ms,
+                    dumps(step.usage.to_dict()),
+                ),
+            )
+            if step.status is StepStatus.SUCCEEDED:
+                await conn.execute(
+                    "UPDATE workflow_state SET current_step = %s, context = %s, "
+                    f"last_output = %s, usage = %s, updated_at = {_NOW} WHERE run_id = %s",
+                    (index + 1, context_json, output, usage_json, run_id),
+                )
+            else:
+                await conn.execute(
+                    f"UPDATE workflow_state SET context = %s, usage = %s, updated_at = {_NOW} "
+                    "WHERE run_id = %s",
+                    (context_json, usage_json, run_id),
+                )
+
+    async def finalize_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        output: Any,
+        error: str | None,
+        context_json: str,
+        usage: Usage,
+    ) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE workflow_state SET status = %s, output = %s, error = %s, context = %s, "
+                f"usage = %s, updated_at = {_NOW}, lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE run_id = %s",
+                (status.value, dumps(output), error, context_json, dumps(usage.to_dict()), run_id),
+            )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM workflow_state WHERE run_id = %s", (run_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            run = run_from_row(row)
+            cur = await conn.execute(
+                f"SELECT {STEP_COLUMNS} FROM step_results WHERE run_id = %s ORDER BY idx",
+                (run_id,),
+            )
+            run.steps = [step_from_row(s) for s in await cur.fetchall()]
+            return run
+
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        where, params = ("WHERE status = %s", (status.value,)) if status else ("", ())
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM workflow_state {where} "
+                "ORDER BY created_at DESC, run_id LIMIT %s",
+                (*params, limit),
+            )
+            return [run_from_row(r) for r in await cur.fetchall()]
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(translate_params(sql), dict(params or {}))
+                return cur.rowcount
+        except psycopg.Error as exc:
+            raise StateError(f"state statement failed: {exc}") from exc
+
+    async def fetch_all(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(translate_params(sql), dict(params or {}))
+                names = [d.name for d in cur.description or ()]
+                return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+        except psycopg.Error as exc:
+            raise StateError(f"state query failed: {exc}") from exc
