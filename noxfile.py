@@ -105,6 +105,8 @@ def _pytest(session: nox.Session, *paths: Path) -> None:
         "pytest",
         "-p",
         "no:cacheprovider",
+        # Packages' tests may share file names (test_cli.py): import them without clashing.
+        "--import-mode=importlib",
         "--rootdir",
         str(ROOT),
         "-c",
@@ -163,8 +165,11 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def types(session: nox.Session) -> None:
     """mypy --strict on every package's src."""
-    editable = [arg for p in [CORE, *PLUGINS] for arg in ("-e", str(p))]
-    session.install(*DEV_TOOLS, "pytest", *editable)
+    # Every package with the extras its code imports, so mypy sees their types.
+    editable = ["-e", f"{CORE}[postgres,test]"]
+    for package in PLUGINS:
+        editable += ["-e", f"{package}[test]" if _has_extra(package, "test") else str(package)]
+    session.install(*DEV_TOOLS, *editable)
     for package in [CORE, *PLUGINS]:
         session.run("mypy", str(package / "src"))
 
@@ -172,7 +177,8 @@ def types(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
     """Run every benchmark in benchmarks/ (they print figures and a baseline)."""
-    _install_wheels(session, CORE)
+    _install_wheels(session, CORE, *PLUGINS)
+    session.install(f"{_wheel(session, CORE)}[postgres]")
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
         session.run("python", str(script), *session.posargs)
 

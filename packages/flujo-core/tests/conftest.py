@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -28,9 +27,6 @@ def config() -> FlujoConfig:
     return FlujoConfig(plugin_manager=PluginManager())
 
 
-MakeDist = Callable[..., Path]
-
-
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder on sys.path (and PYTHONPATH, for subprocesses) to install fake dists into."""
@@ -42,7 +38,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def make_dist(site: Path) -> MakeDist:
+def make_dist(site: Path) -> Callable[..., Path]:
     """Install a fake distribution with a ``flujo.plugins`` entry point into ``site``.
 
     ``make_dist("flujo-x", "flujo_x", "<module source>")`` writes ``flujo_x.py`` and a
@@ -58,22 +54,6 @@ def make_dist(site: Path) -> MakeDist:
         return site / f"{module}.py"
 
     return make
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m flujo ARGS`` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=full_env,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def postgres_dsn() -> str | None:

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+
+from flujo.testing.cli import run_flujo as run_cli
 
 PIPE = """
 from pydantic import BaseModel

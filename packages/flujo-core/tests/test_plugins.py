@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeDist, run_cli
 
 from flujo import ConfigError, PluginError, hookimpl
 from flujo.config import load_config
 from flujo.plugins.manager import PluginManager
+from flujo.testing.cli import run_flujo as run_cli
+
+MakeDist = Callable[..., Path]
 
 GOOD = """
 from flujo import hookimpl
@@ -280,3 +283,25 @@ def test_a_plugin_failing_to_add_commands_is_withdrawn_entirely() -> None:
     assert info.status == "error" and "no commands today" in str(info.error)
     assert manager.registry.names("policies") == []
     assert manager.implementations("flujo_register_policies") == []
+
+
+def test_a_plugin_command_exit_code_is_the_process_exit_code(
+    make_dist: MakeDist, tmp_path: Path
+) -> None:
+    make_dist(
+        "flujo-gate",
+        "flujo_gate",
+        """
+        import click
+
+        @click.command("gate")
+        @click.pass_context
+        def gate(ctx):
+            ctx.exit(3)
+
+        def flujo_register_commands(cli):
+            cli.add_command(gate)
+    """,
+    )
+    proc = run_cli("gate", cwd=tmp_path, env={"FLUJO_LOAD_PLUGINS": "flujo-gate"})
+    assert proc.returncode == 3, proc.stderr

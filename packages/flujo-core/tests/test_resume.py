@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from flujo import Flujo, FlujoConfig, Pipeline, ResumeError, RunNotFoundError, RunStatus, Step
+from flujo.application.targets import load_target
 from flujo.state.sqlite import SQLiteBackend
+from flujo.testing.cli import run_flujo as run_cli
 
 PIPELINE = """
 import os, pathlib
@@ -165,7 +166,9 @@ async def test_resume_a_failed_run_from_python(tmp_path: Path) -> None:
     flaky_calls.clear()
     state = SQLiteBackend(tmp_path / "s.db")
     async with Flujo(resumable, config=FlujoConfig(), state=state) as runner:
-        assert runner.pipeline_ref == "test_resume:resumable"
+        assert runner.pipeline_ref is not None
+        assert runner.pipeline_ref.endswith("test_resume:resumable")
+        assert load_target(runner.pipeline_ref) is resumable  # another process finds it too
         failed = await runner.run_async("in")
         assert failed.status is RunStatus.FAILED
         resumed = await runner.resume_async(failed.run_id)

@@ -286,7 +286,7 @@ async def test_copy_state_moves_runs_steps_and_plugin_tables(
 
 
 def test_state_migrate_cli(pg_schema_uri: str, tmp_path: Path) -> None:
-    from conftest import run_cli
+    from flujo.testing.cli import run_flujo as run_cli
 
     env = {"FLUJO_LOAD_PLUGINS": ""}
     (tmp_path / "pipe.py").write_text(

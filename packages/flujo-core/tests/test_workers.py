@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import run_cli
+from flujo.testing.cli import run_flujo as run_cli
 
 PIPELINE = """
 import asyncio, os, pathlib

@@ -31,6 +31,7 @@ from flujo.domain.errors import (
     RunFinishedError,
     RunLeasedError,
     RunNotFoundError,
+    UserError,
 )
 from flujo.domain.events import PolicyDecided
 from flujo.domain.interfaces import GovernancePolicy, Retriever, StateBackend
@@ -189,6 +190,8 @@ class Flujo(Generic[ContextT]):
             for impl in plugins.implementations("flujo_runtime_started"):
                 try:
                     plugins.call(impl, runtime=runtime)
+                except UserError:
+                    raise  # a misconfiguration the user must fix: one line, exit 2
                 except Exception as exc:
                     raise PluginError(
                         impl.plugin_name, f"flujo_runtime_started failed: {exc}"

@@ -140,10 +140,12 @@ class StepCoordinator:
         run_usage: Usage,
         limits: UsageLimits | None = None,
     ) -> StepResult:
-        """Run ``step`` on ``data`` and report the outcome; never raises for step failures."""
+        """Run ``step`` on ``data`` and report the outcome; never raises for step failures.
+
+        The step's :class:`~flujo.domain.scope.StepScope` is current for the whole chain, so
+        policies and agents alike can see the step's name and tags.
+        """
         started = time.perf_counter()
-        usage = Usage()
-        attempts = 0
         scope = StepScope(
             run_id,
             step.name,
@@ -151,76 +153,75 @@ class StepCoordinator:
             self if self.policies else None,
             limits,
             run_usage,
-            usage,
+            Usage(),
             step.tags,
         )
+        token = set_step_scope(scope)
+        try:
+            status, output, error, attempts = await self._chain(step, data, scope)
+        finally:
+            reset_step_scope(token)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return StepResult(step.name, status, output, error, attempts, latency_ms, scope.usage)
 
-        def result(status: StepStatus, output: Any = None, error: str | None = None) -> StepResult:
-            return StepResult(
-                step.name,
-                status,
-                output,
-                error,
-                attempts,
-                (time.perf_counter() - started) * 1000.0,
-                usage,
-            )
-
+    async def _chain(
+        self, step: Step, data: Any, scope: StepScope
+    ) -> tuple[StepStatus, Any, str | None, int]:
+        """The middleware chain: ``(status, output, error, attempts)``."""
         try:
             if self.policies:
                 data = await self._inspect(scope, "input", data)
             data = step.validate_input(data)
         except PolicyViolation as exc:
-            return result(StepStatus.BLOCKED, error=str(exc))
+            return StepStatus.BLOCKED, None, str(exc), 0
         except InputValidationError as exc:
-            return result(StepStatus.FAILED, error=str(exc))
+            return StepStatus.FAILED, None, str(exc), 0
         except Exception as exc:  # noqa: BLE001 - a broken policy fails the step (fail closed)
-            return result(StepStatus.FAILED, error=f"policy error: {type(exc).__name__}: {exc}")
+            return StepStatus.FAILED, None, f"policy error: {type(exc).__name__}: {exc}", 0
 
-        last_error = ""
+        attempts, last_error = 0, ""
         while attempts <= step.max_retries:
             attempts += 1
-            token = set_step_scope(scope)
             try:
-                if step.timeout_s is None:
-                    output = await step.agent.run(data, context=context)
-                else:
-                    try:
-                        output = await asyncio.wait_for(
-                            step.agent.run(data, context=context), step.timeout_s
-                        )
-                    except TimeoutError:
-                        raise StepTimeoutError(step.name, step.timeout_s) from None
+                output = await self._attempt(step, data, scope.context)
             except PolicyViolation as exc:
-                return result(StepStatus.BLOCKED, error=str(exc))
+                return StepStatus.BLOCKED, None, str(exc), attempts
             except UsageLimitExceededError as exc:
-                return result(StepStatus.LIMIT_EXCEEDED, error=str(exc))
+                return StepStatus.LIMIT_EXCEEDED, None, str(exc), attempts
             except Exception as exc:  # noqa: BLE001 - any agent error is retried, then recorded
                 last_error = f"{type(exc).__name__}: {exc}"
+                # What a failed attempt spent counts too: no retry past the run's budget.
+                if (crossed := self._crossed(scope)) is not None:
+                    return StepStatus.LIMIT_EXCEEDED, None, crossed, attempts
                 continue
-            finally:
-                reset_step_scope(token)
-            if limits is not None:
-                total = Usage(
-                    run_usage.input_tokens,
-                    run_usage.output_tokens,
-                    run_usage.requests,
-                    run_usage.cost_usd,
-                )
-                total.add(usage)
-                crossed = limits.first_crossed(total)
-                if crossed is not None:
-                    return result(
-                        StepStatus.LIMIT_EXCEEDED, output, f"usage limit exceeded: {crossed}"
-                    )
+            if (crossed := self._crossed(scope)) is not None:
+                return StepStatus.LIMIT_EXCEEDED, output, crossed, attempts
             if self.policies:
                 try:
                     output = await self._inspect(scope, "output", output)
                 except PolicyViolation as exc:
-                    return result(StepStatus.BLOCKED, error=str(exc))
+                    return StepStatus.BLOCKED, None, str(exc), attempts
                 except Exception as exc:  # noqa: BLE001 - fail closed, as for inputs
-                    return result(
-                        StepStatus.FAILED, error=f"policy error: {type(exc).__name__}: {exc}"
-                    )
-            return result(StepStatus.SUCCEEDED, output)
-        return result(StepStatus.FAILED, error=last_error)
+                    error = f"policy error: {type(exc).__name__}: {exc}"
+                    return StepStatus.FAILED, None, error, attempts
+            return StepStatus.SUCCEEDED, output, None, attempts
+        return StepStatus.FAILED, None, last_error, attempts
+
+    @staticmethod
+    async def _attempt(step: Step, data: Any, context: PipelineContext) -> Any:
+        if step.timeout_s is None:
+            return await step.agent.run(data, context=context)
+        try:
+            return await asyncio.wait_for(step.agent.run(data, context=context), step.timeout_s)
+        except TimeoutError:
+            raise StepTimeoutError(step.name, step.timeout_s) from None
+
+    @staticmethod
+    def _crossed(scope: StepScope) -> str | None:
+        if scope.limits is None:
+            return None
+        total = Usage()
+        total.add(scope.run_usage)
+        total.add(scope.usage)
+        crossed = scope.limits.first_crossed(total)
+        return None if crossed is None else f"usage limit exceeded: {crossed}"

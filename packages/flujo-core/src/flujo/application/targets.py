@@ -88,8 +88,19 @@ def locate_pipeline(pipeline: Pipeline) -> str | None:
         return None
     for attr, value in vars(module).items():
         if value is pipeline:
+            if _importable(module.__name__):
+                return f"{module.__name__}:{attr}"
+            # __main__, a file loaded by path, or a module imported under a name another
+            # process cannot import: refer to the file instead.
             file = getattr(module, "__file__", None)
-            if module.__name__ == "__main__" or module.__name__.startswith("_flujo_target_"):
-                return f"{Path(file).resolve()}:{attr}" if file else None
-            return f"{module.__name__}:{attr}"
+            return f"{Path(file).resolve()}:{attr}" if file else None
     return None
+
+
+def _importable(name: str) -> bool:
+    if name == "__main__" or name.startswith("_flujo_target_"):
+        return False
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

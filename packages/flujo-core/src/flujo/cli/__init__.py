@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         cli = build_cli()
-        cli.main(args=args, prog_name="flujo", standalone_mode=False)
+        # Without standalone mode click returns a command's `ctx.exit(code)` instead of exiting.
+        code = cli.main(args=args, prog_name="flujo", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -83,4 +84,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True
         )
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

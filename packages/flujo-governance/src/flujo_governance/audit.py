@@ -1,0 +1,170 @@
+"""The ``policy_decisions`` table: every DENY and REDACT, with rule and entity counts.
+
+Policies attach details (the rule that decided, the kinds and counts of PII found — never the
+values) with :func:`attach`; the ``flujo_policy_decided`` hook pairs them with the core's
+:class:`~flujo.domain.events.PolicyDecided` event and schedules the insert on the runner's
+background tasks, so auditing adds no latency to the run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flujo.domain.interfaces import Migration, PolicyDecision
+
+if TYPE_CHECKING:
+    from flujo.application.runtime import Runtime
+    from flujo.domain.events import PolicyDecided
+    from flujo.domain.interfaces import StateBackend
+
+__all__ = [
+    "OWNER",
+    "TABLE",
+    "Detail",
+    "attach",
+    "fetch_decisions",
+    "forget_run",
+    "migrations",
+    "record",
+    "take",
+]
+
+OWNER = "flujo-governance"
+TABLE = "policy_decisions"
+
+
+def migrations(dialect: str) -> list[Migration]:
+    """The audit table, for ``sqlite`` or ``postgresql``."""
+    if dialect == "postgresql":
+        id_column, real = "id BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION"
+    else:
+        id_column, real = "id INTEGER PRIMARY KEY AUTOINCREMENT", "REAL"
+    return [
+        Migration(
+            OWNER,
+            1,
+            (
+                f"""CREATE TABLE {TABLE} (
+                    {id_column},
+                    run_id TEXT NOT NULL,
+                    step TEXT NOT NULL,
+                    policy TEXT NOT NULL,
+                    stage TEXT NOT NULL,
+                    tool TEXT,
+                    decision TEXT NOT NULL,
+                    rule TEXT,
+                    reason TEXT,
+                    entities TEXT NOT NULL,
+                    created_at {real} NOT NULL
+                )""",
+                f"CREATE INDEX {TABLE}_run ON {TABLE} (run_id, created_at)",
+            ),
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """What a policy adds to one decision: the rule and the PII kinds with counts."""
+
+    rule: str | None = None
+    entities: Mapping[str, int] = field(default_factory=dict)
+
+
+_Key = tuple[str, str, str, str | None]
+_MAX_KEYS = 4096
+_pending: OrderedDict[_Key, deque[Detail]] = OrderedDict()
+_lock = threading.Lock()
+
+
+def attach(run_id: str, policy: str, stage: str, tool: str | None, detail: Detail) -> None:
+    """Remember ``detail`` for the next decision event of this run, policy, stage and tool.
+
+    Bounded: details nobody takes (a policy used without the plugin's hooks) are dropped,
+    oldest first.
+    """
+    key = (run_id, policy, stage, tool)
+    with _lock:
+        queue = _pending.get(key)
+        if queue is None:
+            queue = _pending[key] = deque(maxlen=64)
+        queue.append(detail)
+        _pending.move_to_end(key)
+        while len(_pending) > _MAX_KEYS:
+            _pending.popitem(last=False)
+
+
+def take(run_id: str, policy: str, stage: str, tool: str | None) -> Detail | None:
+    """The detail attached for this decision, if any (removed)."""
+    key = (run_id, policy, stage, tool)
+    with _lock:
+        queue = _pending.get(key)
+        if not queue:
+            return None
+        detail = queue.popleft()
+        if not queue:
+            del _pending[key]
+        return detail
+
+
+def forget_run(run_id: str) -> None:
+    """Drop details left for ``run_id``."""
+    with _lock:
+        for key in [k for k in _pending if k[0] == run_id]:
+            del _pending[key]
+
+
+def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bool:
+    """Schedule the row for ``event``; ``False`` when it is not recorded (an ALLOW)."""
+    detail = take(event.run_id, event.policy, event.where, event.tool_name) or Detail()
+    if event.decision is PolicyDecision.ALLOW and not include_allow:
+        return False
+    reason = event.reason
+    if reason is not None:
+        from flujo_governance.pii import redact_text
+
+        reason = redact_text(reason)
+    params = {
+        "run_id": event.run_id,
+        "step": event.step_name,
+        "policy": event.policy,
+        "stage": event.where,
+        "tool": event.tool_name,
+        "decision": str(event.decision.value),
+        "rule": detail.rule,
+        "reason": reason,
+        "entities": json.dumps(dict(sorted(detail.entities.items()))),
+        "created_at": time.time(),
+    }
+    state = runtime.state
+
+    async def insert() -> None:
+        await state.execute(
+            f"INSERT INTO {TABLE} (run_id, step, policy, stage, tool, decision, rule, reason, "
+            "entities, created_at) VALUES (:run_id, :step, :policy, :stage, :tool, :decision, "
+            ":rule, :reason, :entities, :created_at)",
+            params,
+        )
+
+    return runtime.tasks.schedule("flujo-governance.audit", insert)
+
+
+async def fetch_decisions(
+    state: StateBackend, *, run_id: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Audit rows, oldest first (of one run when ``run_id`` is given); ``entities`` decoded."""
+    where = "WHERE run_id = :run_id " if run_id is not None else ""
+    rows = await state.fetch_all(
+        f"SELECT run_id, step, policy, stage, tool, decision, rule, reason, entities, created_at "
+        f"FROM {TABLE} {where}ORDER BY created_at, id LIMIT :limit",
+        {"run_id": run_id, "limit": limit} if run_id is not None else {"limit": limit},
+    )
+    for row in rows:
+        row["entities"] = json.loads(row["entities"] or "{}")
+    return rows

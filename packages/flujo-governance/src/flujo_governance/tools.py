@@ -1,0 +1,172 @@
+"""The ``tool_allowlist`` policy: which tools an agent may call, and when."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
+from flujo_governance import audit
+from flujo_governance._scope import StepInfo, step_info
+from flujo_governance.settings import Condition, OnDeny, ToolRule, ToolsSettings
+
+if TYPE_CHECKING:
+    from flujo import PipelineContext
+
+__all__ = ["ToolAllowlistPolicy", "ToolVerdict"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolVerdict:
+    """The outcome for one call: allowed or not, which rule decided, why and how to deny."""
+
+    allowed: bool
+    rule: str | None = None
+    reason: str = ""
+    on_deny: OnDeny = "refuse"
+
+
+def _glob_any(value: str, globs: Iterable[str]) -> str | None:
+    return next((g for g in globs if fnmatch.fnmatchcase(value, g)), None)
+
+
+def _lookup(context: Any, dotted: str) -> Any:
+    value = context
+    for part in dotted.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part, _MISSING)
+        else:
+            value = getattr(value, part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return actual is expected
+    return bool(actual == expected)
+
+
+def _arg_matches(actual: Any, globs: list[str]) -> bool:
+    values = actual if isinstance(actual, list | tuple) else [actual]
+    if not values:
+        return False
+    for value in values:
+        if isinstance(value, dict | list | tuple) or value is None:
+            return False
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if _glob_any(text, globs) is None:
+            return False
+    return True
+
+
+def condition_holds(when: Condition, context: Any, step: StepInfo, args: Mapping[str, Any]) -> bool:
+    """Whether every part of ``when`` holds for this call."""
+    for key, expected in when.context.items():
+        actual = _lookup(context, key)
+        if actual is _MISSING:
+            return False
+        options = expected if isinstance(expected, list) else [expected]
+        if not any(_equal(actual, option) for option in options):
+            return False
+    if when.tags and not all(tag in step.tags for tag in when.tags):
+        return False
+    if when.steps and (step.name is None or _glob_any(step.name, when.steps) is None):
+        return False
+    for name, glob in when.args.items():
+        actual = args.get(name, _MISSING)
+        if actual is _MISSING or not _arg_matches(
+            actual, [glob] if isinstance(glob, str) else glob
+        ):
+            return False
+    return True
+
+
+class ToolAllowlistPolicy:
+    """Allows or denies each tool call by name (globs), lists and conditional rules.
+
+    Order of evaluation for a call: the ``deny`` list; ``deny`` rules whose condition holds;
+    ``allow`` rules for the tool (when a tool has any, it is allowed only when one of them
+    holds); the ``allow`` list (when set, anything not on it is denied). Per-step overrides
+    replace the lists for the steps they name or tag. A denied call is refused (the model is
+    told, the step goes on) or fails the step, per rule or ``on_deny``.
+    """
+
+    name = "tool_allowlist"
+
+    def __init__(self, settings: ToolsSettings | None = None) -> None:
+        self.settings = settings or ToolsSettings()
+
+    def _lists(self, step: StepInfo) -> tuple[list[str] | None, list[str]]:
+        allow, deny = self.settings.allow, self.settings.deny
+        for override in self.settings.overrides:
+            named = step.name is not None and _glob_any(step.name, override.steps) is not None
+            if named or any(tag in step.tags for tag in override.tags):
+                allow = override.allow if override.allow is not None else allow
+                deny = override.deny if override.deny is not None else deny
+        return allow, deny
+
+    def _deny(self, rule: ToolRule | None, label: str, reason: str) -> ToolVerdict:
+        on_deny = (rule.on_deny if rule is not None else None) or self.settings.on_deny
+        if rule is not None and rule.reason:
+            reason = rule.reason
+        return ToolVerdict(False, label, reason, on_deny)
+
+    def verdict(
+        self, context: Any, tool_name: str, args: Mapping[str, Any], step: StepInfo
+    ) -> ToolVerdict:
+        """The decision for one call, without raising."""
+        allow, deny = self._lists(step)
+        denied_by = _glob_any(tool_name, deny)
+        if denied_by is not None:
+            return self._deny(None, f"deny:{denied_by}", f"tool {tool_name!r} is denied")
+        rules = [r for r in self.settings.rules if fnmatch.fnmatchcase(tool_name, r.tool)]
+        for rule in rules:
+            if rule.effect == "deny" and condition_holds(rule.when, context, step, args):
+                return self._deny(rule, rule.label, f"rule {rule.label!r} denies {tool_name!r}")
+        allow_rules = [r for r in rules if r.effect == "allow"]
+        if allow_rules:
+            for rule in allow_rules:
+                if condition_holds(rule.when, context, step, args):
+                    return ToolVerdict(True, rule.label)
+            first = allow_rules[0]
+            return self._deny(
+                first,
+                first.label,
+                f"the conditions for calling {tool_name!r} do not hold",
+            )
+        if allow is not None:
+            allowed_by = _glob_any(tool_name, allow)
+            if allowed_by is None:
+                return self._deny(None, "allow-list", f"tool {tool_name!r} is not allowed")
+            return ToolVerdict(True, f"allow:{allowed_by}")
+        return ToolVerdict(True)
+
+    def inspect_input(self, context: PipelineContext, data: Any) -> tuple[PolicyDecision, Any]:
+        """Inputs are not this policy's concern: always ALLOW, unchanged."""
+        return PolicyDecision.ALLOW, data
+
+    def inspect_tool_call(
+        self, context: PipelineContext, tool_name: str, args: dict[str, Any]
+    ) -> PolicyDecision:
+        """ALLOW, or raise :class:`~flujo.ToolCallRefused` (``refuse``) /
+        :class:`~flujo.PolicyViolation` (``fail``)."""
+        verdict = self.verdict(context, tool_name, args, step_info())
+        if verdict.allowed:
+            if verdict.rule is not None:
+                audit.attach(
+                    context.run_id, self.name, "tool_call", tool_name, audit.Detail(verdict.rule)
+                )
+            return PolicyDecision.ALLOW
+        audit.attach(context.run_id, self.name, "tool_call", tool_name, audit.Detail(verdict.rule))
+        if verdict.on_deny == "refuse":
+            raise ToolCallRefused(self.name, verdict.reason)
+        raise PolicyViolation(self.name, verdict.reason, where="tool_call")
+
+    def __repr__(self) -> str:
+        return f"ToolAllowlistPolicy({self.settings!r})"

@@ -1,0 +1,78 @@
+"""Pseudonymize: stable per-run placeholders across steps and tools, restored for the caller,
+never persisted, and forgotten when the run ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gov_testkit import database_bytes, make_config
+
+from flujo import Flujo, Pipeline, RunStatus, Step, make_agent_async
+from flujo.testing.models import call_tool, scripted_model
+from flujo_governance.pii import PIIScrubbingPolicy
+from flujo_governance.settings import PIISettings
+
+EMAIL = "ana.lopez@example.com"
+OTHER = "bob@example.org"
+CARD = "4111 1111 1111 1111"
+
+
+def contact(customer: str) -> str:
+    """How to reach a customer."""
+    return f"{customer}: write to {EMAIL} or {OTHER}"
+
+
+async def test_round_trip(tmp_path: Path) -> None:
+    policy = PIIScrubbingPolicy(PIISettings(mode="pseudonymize"))
+    model = scripted_model(
+        call_tool("contact", customer="<EMAIL_1>"),
+        "Wrote to <EMAIL_1> and <EMAIL_2> about <CREDIT_CARD_1>.",
+    )
+    agent = make_agent_async(model, "Help.", tools=[contact])
+
+    def second(text: str) -> str:
+        return f"{text} Also {EMAIL}."  # the same value again, in another step
+
+    pipeline = Step("agent", agent) >> Step.from_callable(second, name="second")
+    config = make_config(tmp_path, "")
+    async with Flujo(pipeline, config=config, policies=[policy]) as runner:
+        result = await runner.run_async(f"Customer {EMAIL} paid with {CARD}.")
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    # What the model saw: pseudonyms, the same one for the same value in input and tool result.
+    assert model.requests[0].user_prompt == "Customer <EMAIL_1> paid with <CREDIT_CARD_1>."
+    assert model.requests[1].tool_returns["contact"] == (
+        "<EMAIL_1>: write to <EMAIL_1> or <EMAIL_2>"
+    )
+    # The second step received the pseudonyms and added the raw value back: same pseudonym.
+    assert result.steps[1].output == (
+        f"Wrote to <EMAIL_1> and <EMAIL_2> about <CREDIT_CARD_1>. Also {EMAIL}."
+    )
+    # The caller gets the originals back...
+    assert result.output == f"Wrote to {EMAIL} and {OTHER} about {CARD}. Also {EMAIL}."
+    # ...the database holds only pseudonyms...
+    raw = database_bytes(tmp_path)
+    for secret in (EMAIL, OTHER, CARD):
+        assert secret.encode() not in raw
+    assert b"<EMAIL_1>" in raw and b"<CREDIT_CARD_1>" in raw
+    # ...and the vault of the finished run is gone.
+    assert result.run_id not in policy.vaults
+
+
+async def test_runs_do_not_share_pseudonyms(tmp_path: Path) -> None:
+    policy = PIIScrubbingPolicy(PIISettings(mode="pseudonymize"))
+    seen: list[str] = []
+
+    def echo(text: str) -> str:
+        seen.append(text)
+        return text
+
+    config = make_config(tmp_path, "")
+    steps = Pipeline([Step.from_callable(echo)])
+    async with Flujo(steps, config=config, policies=[policy]) as runner:
+        first = await runner.run_async(f"{OTHER} and {EMAIL}")
+        second = await runner.run_async(f"{EMAIL}")
+    assert seen == ["<EMAIL_1> and <EMAIL_2>", "<EMAIL_1>"]
+    assert first.output == f"{OTHER} and {EMAIL}"
+    assert second.output == EMAIL
+    assert json.dumps([first.run_id, second.run_id])  # distinct runs, distinct vaults

@@ -1,0 +1,164 @@
+"""``flujo memory ...``: imported only when the command runs (see ``plugin.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from flujo_memory.errors import MemoryUserError
+
+T = TypeVar("T")
+
+
+def _pairs(values: tuple[str, ...], option: str, *, typed: bool) -> dict[str, Any]:
+    """``k=v`` options as a dict; with ``typed``, values that parse as JSON keep that type."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise MemoryUserError(f"{option} {item!r}: expected KEY=VALUE")
+        value: Any = raw
+        if typed:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            if isinstance(value, (dict, list)) or value is None:
+                value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _run(work: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the state database and a :class:`MemoryService`, run ``work(service)``, close."""
+    from flujo.cli import current_config
+    from flujo.state import open_state
+    from flujo_memory.service import MemoryService
+
+    config = current_config()
+
+    async def main() -> T:
+        state = await open_state(config)
+        registry = config.plugin_manager.registry if config.plugin_manager else None
+        service = MemoryService(config, state, registry=registry)
+        try:
+            service.validate_names()
+            return await work(service)
+        finally:
+            try:
+                await service.close()
+            finally:
+                await state.close()
+
+    return asyncio.run(main())
+
+
+_SCOPE_HELP = "Scope field value, KEY=VALUE (repeat for each [memory] scope_fields entry)."
+
+
+@click.group("memory")
+def memory() -> None:
+    """Long-term memory: add, search, forget, stats, reindex (flujo-memory)."""
+
+
+@memory.command("add")
+@click.argument("text")
+@click.option("--scope", "scope", multiple=True, metavar="KEY=VALUE", help=_SCOPE_HELP)
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (JSON-typed).")
+def add(text: str, scope: tuple[str, ...], meta: tuple[str, ...]) -> None:
+    """Remember TEXT now (embedded and stored at once)."""
+    scope_d = _pairs(scope, "--scope", typed=False)
+    meta_d = _pairs(meta, "--meta", typed=True)
+    stored = _run(lambda s: s.add(text, scope=scope_d, metadata=meta_d))
+    click.echo(stored.id)
+
+
+@memory.command("search")
+@click.argument("query")
+@click.option("--scope", "scope", multiple=True, metavar="KEY=VALUE", help=_SCOPE_HELP)
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata filter.")
+@click.option("--limit", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def search(
+    query: str, scope: tuple[str, ...], meta: tuple[str, ...], limit: int, as_json: bool
+) -> None:
+    """Find the memories closest to QUERY within a scope."""
+    scope_d = _pairs(scope, "--scope", typed=False)
+    filter_d = _pairs(meta, "--meta", typed=True)
+    hits = _run(lambda s: s.search(query, scope=scope_d, limit=limit, filter=filter_d))
+    if as_json:
+        rows = [
+            {
+                "id": h.memory.id,
+                "score": h.score,
+                "text": h.memory.text,
+                "scope": h.memory.scope,
+                "run_id": h.memory.run_id,
+                "step_name": h.memory.step_name,
+                "metadata": h.memory.metadata,
+                "created_at": h.memory.created_at,
+            }
+            for h in hits
+        ]
+        click.echo(json.dumps(rows, ensure_ascii=False, default=str))
+        return
+    if not hits:
+        click.echo("no memories found")
+    for h in hits:
+        text = h.memory.text.replace("\n", " ")
+        click.echo(f"{h.score:.3f}  {h.memory.id[:12]}  {text[:100]}")
+
+
+@memory.command("forget")
+@click.option("--scope", "scope", multiple=True, metavar="KEY=VALUE", help="Scope (partial ok).")
+@click.option("--run", "run_id", default=None, metavar="RUN_ID", help="Every memory of a run.")
+@click.option("--id", "ids", multiple=True, metavar="ID", help="Memory ids.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def forget(scope: tuple[str, ...], run_id: str | None, ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete memories (store and outbox) by scope, run or ids; print the counts."""
+    chosen = sum(bool(x) for x in (scope, run_id, ids))
+    if chosen != 1:
+        raise MemoryUserError("flujo memory forget: give exactly one of --scope, --run, --id")
+    scope_d = _pairs(scope, "--scope", typed=False)
+    report = _run(lambda s: s.forget(scope=scope_d or None, run_id=run_id, ids=list(ids) or None))
+    if as_json:
+        click.echo(json.dumps({"store": report.store, "outbox": report.outbox}))
+    else:
+        click.echo(f"forgot {report.store} stored and {report.outbox} queued memories")
+
+
+@memory.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(as_json: bool) -> None:
+    """Store, embedder, collection record, memory and outbox counts."""
+    data = _run(lambda s: s.stats())
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    for key, value in data.items():
+        click.echo(f"{key:18} {value}")
+
+
+@memory.command("reindex")
+def reindex() -> None:
+    """Re-embed every memory with the configured embedder (after changing it)."""
+
+    async def work(service: Any) -> int:
+        make_bar: Any = click.progressbar
+        bar: Any = make_bar(length=1, label="re-embedding", file=sys.stderr)
+        with bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            count: int = await service.reindex(progress)
+        return count
+
+    total = _run(work)
+    click.echo(f"re-embedded {total} memories")

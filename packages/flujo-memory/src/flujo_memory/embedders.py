@@ -1,0 +1,192 @@
+"""Embedders: ``hashing`` (offline), ``openai`` (any OpenAI-compatible ``/v1/embeddings``) and
+``fastembed`` (local ONNX, the ``flujo-memory[fastembed]`` extra).
+
+Each has ``dimension`` and ``identity`` (``"name:model:dimension"``, recorded in the collection
+so a collection is never searched with vectors from another model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import math
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from flujo_memory.errors import EmbedderConfigError, EmbedderError, ExtraNotInstalledError
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Deterministic feature hashing of words and word bigrams into ``dimension`` buckets.
+
+    No model and no network: for tests and air-gapped smoke runs. Similarity is lexical (shared
+    words), not semantic. Vectors are L2-normalised; an empty text embeds to a zero vector.
+    """
+
+    def __init__(self, dimension: int = 384) -> None:
+        if dimension < 2:
+            raise EmbedderConfigError(f"hashing embedder: dimension must be >= 2, got {dimension}")
+        self.dimension = dimension
+        self.identity = f"hashing:v1:{dimension}"
+
+    def embed_one(self, text: str) -> list[float]:
+        """The vector of one text (synchronous)."""
+        vec = [0.0] * self.dimension
+        words = [w.lower() for w in _TOKEN.findall(text)]
+        features = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        for feature in features:
+            digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.dimension
+            sign = 1.0 if digest[4] & 1 else -1.0
+            vec[bucket] += sign * (1.0 if " " not in feature else 0.5)
+        norm = math.sqrt(sum(x * x for x in vec))
+        return [x / norm for x in vec] if norm > 0 else vec
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order (large batches are hashed in a worker thread)."""
+        if len(texts) > 32:
+            return await asyncio.to_thread(lambda: [self.embed_one(t) for t in texts])
+        return [self.embed_one(t) for t in texts]
+
+
+_KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible ``POST {base_url}/embeddings`` (OpenAI, Ollama, vLLM, TEI).
+
+    ``dimension`` is ``dimensions`` when given, else the model's known size, else learnt from the
+    first response (``0`` until then). HTTP failures raise :class:`EmbedderError`; the indexer
+    retries them.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self.dimensions = dimensions
+        self.timeout_s = timeout_s
+        self.dimension = dimensions or _KNOWN_DIMENSIONS.get(model, 0)
+        self._client: Any = None
+
+    @property
+    def identity(self) -> str:
+        """``openai:<model>:<dimension>``."""
+        return f"openai:{self.model}:{self.dimension}"
+
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, headers=headers)
+        return self._client
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order, from one HTTP request."""
+        if not texts:
+            return []
+        import httpx
+
+        body: dict[str, Any] = {"model": self.model, "input": list(texts)}
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        url = f"{self.base_url}/embeddings"
+        try:
+            response = await self._http().post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise EmbedderError(f"embeddings request to {url} failed: {exc!r}") from exc
+        if response.status_code != 200:
+            raise EmbedderError(
+                f"embeddings request to {url} returned HTTP {response.status_code}: "
+                f"{response.text[:200]}"
+            )
+        try:
+            items = sorted(response.json()["data"], key=lambda d: d["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedderError(f"unexpected embeddings response from {url}: {exc!r}") from exc
+        if len(vectors) != len(texts):
+            raise EmbedderError(f"{url} returned {len(vectors)} embeddings for {len(texts)} texts")
+        sizes = {len(v) for v in vectors}
+        if len(sizes) != 1:
+            raise EmbedderError(f"{url} returned embeddings of different sizes: {sorted(sizes)}")
+        size = sizes.pop()
+        if self.dimension and size != self.dimension:
+            raise EmbedderError(
+                f"{url} returned {size}-dimension embeddings; expected {self.dimension} "
+                f"for model {self.model!r}"
+            )
+        self.dimension = size
+        return vectors
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class FastEmbedEmbedder:
+    """Local ONNX embeddings through ``fastembed`` (``pip install 'flujo-memory[fastembed]'``).
+
+    The model is downloaded from the Hugging Face hub on first use (and cached); without network
+    access that fails with :class:`EmbedderConfigError`.
+    """
+
+    def __init__(self, model: str = "BAAI/bge-small-en-v1.5") -> None:
+        try:
+            from fastembed import TextEmbedding  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise ExtraNotInstalledError(
+                "the 'fastembed' embedder needs the extra: pip install 'flujo-memory[fastembed]'"
+            ) from exc
+        try:
+            self._model = TextEmbedding(model_name=model)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise EmbedderConfigError(
+                f"fastembed could not load model {model!r} (it is downloaded on first use; "
+                f"is the network reachable?): {exc}"
+            ) from exc
+        self.model = model
+        probe = list(self._model.embed(["dimension probe"]))
+        self.dimension = len(probe[0])
+        self.identity = f"fastembed:{model}:{self.dimension}"
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, computed in a worker thread."""
+
+        def run() -> list[list[float]]:
+            return [[float(x) for x in v] for v in self._model.embed(list(texts))]
+
+        return await asyncio.to_thread(run)
+
+
+def identity_of(embedder: Any, name: str) -> str:
+    """What a collection records about ``embedder`` (registered ``name`` if it has no
+    ``identity``)."""
+    identity = getattr(embedder, "identity", None)
+    return str(identity) if identity else f"{name}:{getattr(embedder, 'dimension', '?')}"
+
+
+def env_value(name: str) -> str | None:
+    """An environment variable's value, ``None`` when unset or empty."""
+    value = os.environ.get(name, "")
+    return value or None

@@ -1,0 +1,512 @@
+"""``qdrant``: Qdrant, embedded on disk (qdrant-edge) or a server/cluster (qdrant-client).
+
+Embedded (no ``[memory] url``): one Qdrant Edge shard per collection under ``[memory] path``
+(``.flujo/memory/<collection>``), searched exactly (SIMD brute force over the shard's
+segments, with keyword payload indexes on ``scope``, ``run_id`` and ``step_name`` for the
+pre-filter). A shard is opened by one process at a time.
+
+Server (``[memory] url = "http://qdrant:6333"``): the same payload layout and filters through
+``qdrant_client.AsyncQdrantClient``; ``scope`` gets a tenant keyword index.
+
+Both record the collection's embedder and dimension: the embedded store in
+``<collection>.flujo.json`` beside the shard, the server in the collection's metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flujo.domain.interfaces import Memory, ScoredMemory
+from flujo_memory.errors import StoreUnavailableError
+from flujo_memory.stores._common import (
+    CORE_KEYS,
+    check_query,
+    check_vectors,
+    filter_terms,
+    from_payload,
+    point_id,
+    to_payload,
+)
+
+if TYPE_CHECKING:
+    import qdrant_edge
+    from qdrant_client import AsyncQdrantClient
+    from qdrant_client import models as qm
+
+_WRITE_CHUNK = 2048
+_SCROLL_PAGE = 1024
+
+
+# ====================================================================== embedded (qdrant-edge)
+
+
+class QdrantEdgeStore:
+    """The embedded ``qdrant`` store: a Qdrant Edge shard on disk, exact search."""
+
+    def __init__(self, path: Path | str, collection: str = "flujo") -> None:
+        self.root = Path(path)
+        self.collection = collection
+        self.shard_path = self.root / collection
+        self.info_path = self.root / f"{collection}.flujo.json"
+        self._lock = threading.Lock()
+        self._shard: qdrant_edge.EdgeShard | None = None
+        self._dimension: int | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self, dimension: int | None) -> qdrant_edge.EdgeShard | None:
+        """The open shard; created with ``dimension`` when given and absent. Lock held."""
+        if self._shard is not None:
+            return self._shard
+        import qdrant_edge as qe
+
+        try:
+            info = self._read_info()
+            if info is not None and "dimension" in info:
+                self._dimension = int(info["dimension"])
+            if self.shard_path.is_dir() and any(self.shard_path.iterdir()):
+                self._shard = qe.EdgeShard.load(str(self.shard_path))
+            elif dimension is not None or self._dimension is not None:
+                self._shard = self._create(qe, self._dimension or dimension or 0)
+                if info is None:
+                    self._write_info({"dimension": self._dimension})
+            else:
+                return None
+        except StoreUnavailableError:
+            raise
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot open the embedded memory store at {self.shard_path}: {exc}"
+            ) from exc
+        except Exception as exc:
+            if "WouldBlock" in str(exc) or "lock" in str(exc).lower():
+                raise StoreUnavailableError(
+                    f"the embedded memory store at {self.shard_path} is open in another process "
+                    "(a running flujo runner?); stop it, or set [memory] url to a Qdrant server "
+                    "to share memory between processes"
+                ) from exc
+            raise StoreUnavailableError(
+                f"cannot open the embedded memory store at {self.shard_path}: {exc}"
+            ) from exc
+        if self._dimension is None and dimension is not None:
+            self._dimension = dimension
+        return self._shard
+
+    def _create(self, qe: Any, dimension: int) -> qdrant_edge.EdgeShard:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
+        )
+        shard: qdrant_edge.EdgeShard = qe.EdgeShard.create(str(self.shard_path), config)
+        for key in CORE_KEYS:
+            shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+        self._dimension = dimension
+        return shard
+
+    def _read_info(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.info_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreUnavailableError(f"cannot read {self.info_path}: {exc}") from exc
+        return dict(data) if isinstance(data, dict) else None
+
+    def _filter(self, filter: Mapping[str, Any] | None, ids: Sequence[str] | None = None) -> Any:
+        import qdrant_edge as qe
+
+        must: list[Any] = [
+            qe.FieldCondition(path, match=qe.MatchValue(value))
+            for path, value in filter_terms(filter)
+        ]
+        if ids is not None:
+            must.append(qe.HasIdCondition({point_id(i) for i in ids}))
+        return qe.Filter(must=must) if must else None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(self._locked, fn, *args)
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self._lock:
+            return fn(*args)
+
+    # ------------------------------------------------------------------ protocol
+
+    async def add(self, memories: Sequence[Memory]) -> None:
+        """Insert or replace ``memories`` (idempotent on ``Memory.id``)."""
+        if memories:
+            await self._call(self._add, list(memories))
+
+    def _add(self, memories: list[Memory]) -> None:
+        import qdrant_edge as qe
+
+        shard = self._open(check_vectors(memories, self._dimension))
+        assert shard is not None
+        if self._dimension is not None:
+            check_vectors(memories[:1], self._dimension)
+        for start in range(0, len(memories), _WRITE_CHUNK):
+            points = [
+                qe.Point(point_id(m.id), list(m.vector or ()), to_payload(m))
+                for m in memories[start : start + _WRITE_CHUNK]
+            ]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+
+    async def search(
+        self, query_vector: Sequence[float], limit: int, *, filter: Mapping[str, Any] | None = None
+    ) -> list[ScoredMemory]:
+        """The ``limit`` closest memories matching ``filter`` (filter applied before limit)."""
+        if limit <= 0:
+            return []
+        result: list[ScoredMemory] = await self._call(
+            self._search, list(query_vector), limit, filter
+        )
+        return result
+
+    def _search(
+        self, query: list[float], limit: int, filter: Mapping[str, Any] | None
+    ) -> list[ScoredMemory]:
+        import qdrant_edge as qe
+
+        shard = self._open(None)
+        if shard is None or self._dimension is None:
+            return []
+        check_query(query, self._dimension)
+        hits = shard.search(
+            qe.SearchRequest(
+                query=qe.Query.Nearest(query),
+                limit=limit,
+                filter=self._filter(filter),
+                params=qe.SearchParams(exact=True),
+                with_payload=True,
+            )
+        )
+        return [ScoredMemory(from_payload(h.payload or {}), float(h.score)) for h in hits]
+
+    async def delete(
+        self, *, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete memories by id and/or filter; return how many were deleted."""
+        if ids is None and filter is None:
+            return 0
+        if ids is not None and not ids:
+            return 0
+        deleted: int = await self._call(self._delete, ids, filter)
+        return deleted
+
+    def _delete(self, ids: Sequence[str] | None, filter: Mapping[str, Any] | None) -> int:
+        import qdrant_edge as qe
+
+        shard = self._open(None)
+        if shard is None:
+            return 0
+        flt = self._filter(filter, ids)
+        found = shard.count(qe.CountRequest(exact=True, filter=flt))
+        if found:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+        return int(found)
+
+    # ------------------------------------------------------------------ managed
+
+    async def get_info(self) -> dict[str, Any] | None:
+        """The collection record (``embedder``, ``dimension``), ``None`` if never written."""
+        result: dict[str, Any] | None = await self._call(self._read_info)
+        return result
+
+    async def set_info(self, info: Mapping[str, Any]) -> None:
+        """Create the shard for ``info["dimension"]`` (if needed) and write the record."""
+        await self._call(self._set_info, dict(info))
+
+    def _set_info(self, info: dict[str, Any]) -> None:
+        self._open(int(info["dimension"]))
+        self._write_info(info)
+
+    def _write_info(self, info: Mapping[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.info_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(info), sort_keys=True))
+        tmp.replace(self.info_path)
+
+    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """How many memories match ``filter``."""
+        result: int = await self._call(self._count, filter)
+        return result
+
+    def _count(self, filter: Mapping[str, Any] | None) -> int:
+        import qdrant_edge as qe
+
+        shard = self._open(None)
+        if shard is None:
+            return 0
+        return int(shard.count(qe.CountRequest(exact=True, filter=self._filter(filter))))
+
+    async def scan(self, filter: Mapping[str, Any] | None = None) -> list[Memory]:
+        """Every memory matching ``filter``, without vectors."""
+        result: list[Memory] = await self._call(self._scan, filter)
+        return result
+
+    def _scan(self, filter: Mapping[str, Any] | None) -> list[Memory]:
+        import qdrant_edge as qe
+
+        shard = self._open(None)
+        if shard is None:
+            return []
+        out: list[Memory] = []
+        offset: Any = None
+        while True:
+            records, offset = shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset,
+                    limit=_SCROLL_PAGE,
+                    filter=self._filter(filter),
+                    with_payload=True,
+                    with_vector=False,
+                )
+            )
+            out.extend(from_payload(r.payload or {}) for r in records)
+            if offset is None:
+                return out
+
+    async def reset(self) -> None:
+        """Delete the shard and its record."""
+        await self._call(self._reset)
+
+    def _reset(self) -> None:
+        self._close()
+        shutil.rmtree(self.shard_path, ignore_errors=True)
+        self.info_path.unlink(missing_ok=True)
+        self._dimension = None
+
+    async def close(self) -> None:
+        """Flush and close the shard (another process may open it afterwards)."""
+        await self._call(self._close)
+
+    def _close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+
+# ====================================================================== server (qdrant-client)
+
+
+class QdrantServerStore:
+    """The ``qdrant`` store against a Qdrant server or cluster, through the async client.
+
+    ``client`` may be given directly (tests pass ``AsyncQdrantClient(location=":memory:")``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        collection: str = "flujo",
+        client: AsyncQdrantClient | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if client is None:
+            from qdrant_client import AsyncQdrantClient
+
+            client = AsyncQdrantClient(
+                url=url, api_key=api_key, timeout=int(timeout_s), check_compatibility=False
+            )
+        self.client = client
+        self.url = url or "(client)"
+        self.collection = collection
+        self._dimension: int | None = None
+        self._ready = False
+        self._create_lock = asyncio.Lock()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"cannot reach the Qdrant server at {self.url} ([memory] url): "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    async def _guard(self, coro: Any) -> Any:
+        import httpx
+        from qdrant_client.http.exceptions import ResponseHandlingException
+
+        try:
+            return await coro
+        except (ResponseHandlingException, httpx.TransportError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _exists(self) -> bool:
+        if self._ready:
+            return True
+        exists = bool(await self._guard(self.client.collection_exists(self.collection)))
+        if exists:
+            info = await self.get_info()
+            if info is not None and "dimension" in info:
+                self._dimension = int(info["dimension"])
+            else:
+                col = await self._guard(self.client.get_collection(self.collection))
+                vectors = col.config.params.vectors
+                self._dimension = int(getattr(vectors, "size", 0)) or None
+            self._ready = True
+        return exists
+
+    async def _ensure(self, dimension: int, info: Mapping[str, Any] | None = None) -> None:
+        async with self._create_lock:
+            if await self._exists():
+                return
+            from qdrant_client import models as qm
+
+            await self._guard(
+                self.client.create_collection(
+                    self.collection,
+                    vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
+                    metadata=dict(info) if info is not None else None,
+                )
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # local mode: indexes are no-ops
+                for key in CORE_KEYS:
+                    schema: Any = (
+                        qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True)
+                        if key == "scope"
+                        else qm.PayloadSchemaType.KEYWORD
+                    )
+                    await self._guard(
+                        self.client.create_payload_index(
+                            self.collection, key, field_schema=schema, wait=True
+                        )
+                    )
+            self._dimension = dimension
+            self._ready = True
+
+    def _filter(
+        self, filter: Mapping[str, Any] | None, ids: Sequence[str] | None = None
+    ) -> qm.Filter | None:
+        from qdrant_client import models as qm
+
+        must: list[Any] = [
+            qm.FieldCondition(key=path, match=qm.MatchValue(value=value))
+            for path, value in filter_terms(filter)
+        ]
+        if ids is not None:
+            must.append(qm.HasIdCondition(has_id=[point_id(i) for i in ids]))
+        return qm.Filter(must=must) if must else None
+
+    async def add(self, memories: Sequence[Memory]) -> None:
+        """Insert or replace ``memories`` (idempotent on ``Memory.id``)."""
+        if not memories:
+            return
+        from qdrant_client import models as qm
+
+        dimension = check_vectors(memories, self._dimension)
+        await self._ensure(dimension)
+        check_vectors(memories, self._dimension)
+        for start in range(0, len(memories), _WRITE_CHUNK):
+            points = [
+                qm.PointStruct(
+                    id=point_id(m.id), vector=list(m.vector or ()), payload=to_payload(m)
+                )
+                for m in memories[start : start + _WRITE_CHUNK]
+            ]
+            await self._guard(self.client.upsert(self.collection, points=points, wait=True))
+
+    async def search(
+        self, query_vector: Sequence[float], limit: int, *, filter: Mapping[str, Any] | None = None
+    ) -> list[ScoredMemory]:
+        """The ``limit`` closest memories matching ``filter`` (filter applied before limit)."""
+        if limit <= 0 or not await self._exists() or self._dimension is None:
+            return []
+        check_query(query_vector, self._dimension)
+        response = await self._guard(
+            self.client.query_points(
+                self.collection,
+                query=list(query_vector),
+                limit=limit,
+                query_filter=self._filter(filter),
+                with_payload=True,
+            )
+        )
+        return [
+            ScoredMemory(from_payload(p.payload or {}), float(p.score)) for p in response.points
+        ]
+
+    async def delete(
+        self, *, ids: Sequence[str] | None = None, filter: Mapping[str, Any] | None = None
+    ) -> int:
+        """Delete memories by id and/or filter; return how many were deleted."""
+        if (ids is None and filter is None) or (ids is not None and not ids):
+            return 0
+        if not await self._exists():
+            return 0
+        from qdrant_client import models as qm
+
+        flt = self._filter(filter, ids)
+        assert flt is not None  # ids or filter was given
+        found = await self.count_filter(flt)
+        if found:
+            await self._guard(
+                self.client.delete(
+                    self.collection, points_selector=qm.FilterSelector(filter=flt), wait=True
+                )
+            )
+        return found
+
+    async def count_filter(self, flt: qm.Filter | None) -> int:
+        """Exact count of points matching a native filter."""
+        result = await self._guard(self.client.count(self.collection, count_filter=flt, exact=True))
+        return int(result.count)
+
+    async def get_info(self) -> dict[str, Any] | None:
+        """The collection record kept in the collection's metadata."""
+        exists = bool(await self._guard(self.client.collection_exists(self.collection)))
+        if not exists:
+            return None
+        col = await self._guard(self.client.get_collection(self.collection))
+        metadata = getattr(col.config, "metadata", None)
+        return dict(metadata) if metadata else None
+
+    async def set_info(self, info: Mapping[str, Any]) -> None:
+        """Create the collection (if needed) and record ``info`` in its metadata."""
+        await self._ensure(int(info["dimension"]), info)
+        await self._guard(self.client.update_collection(self.collection, metadata=dict(info)))
+
+    async def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """How many memories match ``filter``."""
+        if not await self._exists():
+            return 0
+        return await self.count_filter(self._filter(filter))
+
+    async def scan(self, filter: Mapping[str, Any] | None = None) -> list[Memory]:
+        """Every memory matching ``filter``, without vectors."""
+        if not await self._exists():
+            return []
+        out: list[Memory] = []
+        offset: Any = None
+        while True:
+            records, offset = await self._guard(
+                self.client.scroll(
+                    self.collection,
+                    scroll_filter=self._filter(filter),
+                    limit=_SCROLL_PAGE,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=False,
+                )
+            )
+            out.extend(from_payload(r.payload or {}) for r in records)
+            if offset is None:
+                return out
+
+    async def reset(self) -> None:
+        """Drop the collection."""
+        await self._guard(self.client.delete_collection(self.collection))
+        self._ready, self._dimension = False, None
+
+    async def close(self) -> None:
+        """Close the client."""
+        await self.client.close()

@@ -1,0 +1,143 @@
+"""``flujo memory ...`` as a user runs it (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DIST = "flujo-memory"
+
+
+def flujo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+    return subprocess.run(
+        [sys.executable, "-m", "flujo", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_plugins_lists_memory(tmp_path: Path) -> None:
+    proc = flujo("plugins", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entry: dict[str, Any] = {e["name"]: e for e in json.loads(proc.stdout)}[DIST]
+    assert entry["status"] == "ok", entry["error"]
+    assert entry["registered"] == {
+        "vector_stores": ["chroma", "memory", "qdrant"],
+        "embedders": ["fastembed", "hashing", "openai"],
+    }
+    assert entry["sections"] == ["memory"]
+
+
+def test_add_search_stats_forget_reindex(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config_file(scope_fields=["tenant"])
+    added = flujo(
+        "memory",
+        "add",
+        "the vpn needs mfa",
+        "--scope",
+        "tenant=acme",
+        "--meta",
+        "source=wiki",
+        "--meta",
+        "page=3",
+        cwd=tmp_path,
+    )
+    assert added.returncode == 0, added.stderr
+    memory_id = added.stdout.strip()
+    flujo("memory", "add", "globex vpn is open", "--scope", "tenant=globex", cwd=tmp_path)
+
+    found = flujo("memory", "search", "vpn", "--scope", "tenant=acme", "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    [hit] = json.loads(found.stdout)
+    assert hit["id"] == memory_id and hit["text"] == "the vpn needs mfa"
+    assert hit["metadata"] == {"source": "wiki", "page": 3, "scope.tenant": "acme"}
+    filtered = flujo(
+        "memory",
+        "search",
+        "vpn",
+        "--scope",
+        "tenant=acme",
+        "--meta",
+        "page=4",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert json.loads(filtered.stdout) == []
+    plain = flujo("memory", "search", "vpn", "--scope", "tenant=acme", cwd=tmp_path)
+    assert "the vpn needs mfa" in plain.stdout
+
+    stats = flujo("memory", "stats", "--json", cwd=tmp_path)
+    data = json.loads(stats.stdout)
+    assert data["memories"] == 2 and data["recorded_embedder"] == "hashing:v1:384"
+
+    reindexed = flujo("memory", "reindex", cwd=tmp_path)
+    assert reindexed.returncode == 0, reindexed.stderr
+    assert "re-embedded 2 memories" in reindexed.stdout
+
+    gone = flujo("memory", "forget", "--scope", "tenant=acme", "--json", cwd=tmp_path)
+    assert json.loads(gone.stdout) == {"store": 1, "outbox": 0}
+    again = flujo("memory", "search", "vpn", "--scope", "tenant=acme", "--json", cwd=tmp_path)
+    assert json.loads(again.stdout) == []
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config_file(scope_fields=["tenant"])
+    cases = [
+        (["memory", "search", "vpn"], "no value for scope field 'tenant'"),
+        (["memory", "search", "vpn", "--scope", "team=x"], "unknown scope field(s) team"),
+        (["memory", "add", "x", "--scope", "tenant"], "expected KEY=VALUE"),
+        (["memory", "forget"], "exactly one of --scope, --run, --id"),
+        (["memory", "add", "   ", "--scope", "tenant=a"], "cannot remember an empty text"),
+    ]
+    for args, message in cases:
+        proc = flujo(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+    config_file(store="nope")
+    proc = flujo("memory", "stats", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown vector store 'nope'" in proc.stderr
+
+    config_file(bogus=1)
+    proc = flujo("memory", "stats", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown key 'bogus'" in proc.stderr
+
+    config_file(url="http://127.0.0.1:9")
+    proc = flujo("memory", "stats", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot reach the Qdrant server" in proc.stderr
+
+
+def test_help_does_not_import_the_commands(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from flujo.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('flujo_memory.commands', 'numpy', 'qdrant_client', 'qdrant_edge')"
+        " if m in sys.modules]\n"
+        "sys.stderr.write(repr(heavy))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "memory" in proc.stdout
+    assert proc.stderr.endswith("[]"), proc.stderr

@@ -1,0 +1,143 @@
+"""Embedders: the OpenAI-compatible one over real HTTP to a loopback server, and hashing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memtest_pipelines import learn_only, recall_only
+
+from flujo import Flujo, RunStatus
+from flujo_memory.embedders import HashingEmbedder, OpenAIEmbedder
+from flujo_memory.errors import EmbedderError, ExtraNotInstalledError
+
+
+class EmbeddingsServer:
+    """A loopback ``POST /v1/embeddings`` server (vectors from the hashing embedder)."""
+
+    def __init__(self, dimension: int = 16) -> None:
+        self.embedder = HashingEmbedder(dimension)
+        self.requests: list[dict[str, Any]] = []
+        self.fail_next = 0
+        self.headers: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                server.headers.append(self.headers.get("Authorization"))
+                if self.path != "/v1/embeddings":
+                    self._send(404, {"error": "not found"})
+                elif server.fail_next > 0:
+                    server.fail_next -= 1
+                    self._send(503, {"error": "overloaded"})
+                else:
+                    texts = body["input"]
+                    data = [
+                        {
+                            "object": "embedding",
+                            "index": i,
+                            "embedding": server.embedder.embed_one(t),
+                        }
+                        for i, t in reversed(list(enumerate(texts)))
+                    ]
+                    self._send(200, {"object": "list", "data": data, "model": body["model"]})
+
+            def _send(self, code: int, payload: dict[str, Any]) -> None:
+                raw = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> EmbeddingsServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[EmbeddingsServer]:
+    with EmbeddingsServer() as srv:
+        yield srv
+
+
+async def test_openai_embedder_over_http(server: EmbeddingsServer) -> None:
+    embedder = OpenAIEmbedder(base_url=server.url, model="tiny", api_key="sk-test")
+    assert embedder.dimension == 0  # unknown model: learnt from the first response
+    vectors = await embedder.embed(["alpha beta", "gamma"])
+    await embedder.aclose()
+    assert vectors == [server.embedder.embed_one("alpha beta"), server.embedder.embed_one("gamma")]
+    assert embedder.dimension == 16 and embedder.identity == "openai:tiny:16"
+    assert server.requests == [{"model": "tiny", "input": ["alpha beta", "gamma"]}]
+    assert server.headers == ["Bearer sk-test"]
+
+
+async def test_openai_embedder_errors_are_embedder_errors(server: EmbeddingsServer) -> None:
+    server.fail_next = 1
+    embedder = OpenAIEmbedder(base_url=server.url, model="tiny", dimensions=16)
+    with pytest.raises(EmbedderError, match="HTTP 503"):
+        await embedder.embed(["x"])
+    assert server.requests[-1]["dimensions"] == 16
+    wrong = OpenAIEmbedder(base_url=server.url, model="tiny", dimensions=8)
+    with pytest.raises(EmbedderError, match="expected 8"):
+        await wrong.embed(["x"])
+    await embedder.aclose()
+    await wrong.aclose()
+
+
+async def test_pipeline_indexes_through_the_http_embedder_with_retries(
+    tmp_path: Path, server: EmbeddingsServer, config_file: Callable[..., Path]
+) -> None:
+    server.fail_next = 2  # the first two embeddings requests fail; the indexer retries
+    cfg = config_file(
+        index_steps=["learn"],
+        embedder="openai",
+        openai_base_url=server.url,
+        openai_model="tiny",
+        retry_base_s=0.01,
+    )
+    async with Flujo(learn_only, config=cfg) as runner:
+        first = await runner.run_async("the deploy freeze starts friday")
+        report = await runner.services["memory"].flush()
+    assert first.status is RunStatus.SUCCEEDED
+    assert report.pending == 0
+    async with Flujo(recall_only, config=cfg) as runner:
+        second = await runner.run_async("fact: deploy freeze")
+    assert second.output == ["fact: the deploy freeze starts friday"]
+
+
+def test_hashing_embedder_is_deterministic_and_normalised() -> None:
+    embedder = HashingEmbedder(64)
+    a, b = embedder.embed_one("Tea with milk"), embedder.embed_one("tea with MILK")
+    assert a == b and len(a) == 64
+    assert abs(sum(x * x for x in a) - 1.0) < 1e-9
+    assert embedder.embed_one("") == [0.0] * 64
+
+
+def test_fastembed_without_the_extra_names_it() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("fastembed") is not None:
+        pytest.skip("fastembed is installed; this checks the error without it")
+    from flujo_memory.embedders import FastEmbedEmbedder
+
+    with pytest.raises(ExtraNotInstalledError, match=r"flujo-memory\[fastembed\]"):
+        FastEmbedEmbedder()

@@ -1,0 +1,287 @@
+"""Reading a spec: files and URLs, JSON and YAML, external ``$ref``s bundled into one document.
+
+:func:`load_spec` returns one self-contained document whose ``$ref``s are all local
+(``#/...``). References to other files (or, with ``allow_remote``, URLs) are bundled: a
+referenced *schema* becomes a named schema of the document (``components/schemas`` or, for
+Swagger 2.0, ``definitions``), anything else (a parameter, a response, ...) is inlined.
+Circular references between files work because each external schema is added once, under
+one name, before its own references are followed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+from flujo_openapi.errors import InvalidSpecError, RefResolutionError, SpecLoadError
+
+__all__ = ["LoadedSpec", "escape_pointer", "load_spec", "resolve_pointer"]
+
+# Keys whose value is a schema, and keys whose value maps names to schemas.
+_SCHEMA_KEYS = frozenset(
+    {
+        "schema",
+        "items",
+        "additionalProperties",
+        "not",
+        "contains",
+        "propertyNames",
+        "if",
+        "then",
+        "else",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "additionalItems",
+    }
+)
+_SCHEMA_LIST_KEYS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SCHEMA_MAP_KEYS = frozenset(
+    {"properties", "patternProperties", "definitions", "$defs", "dependentSchemas"}
+)
+
+
+@dataclass
+class LoadedSpec:
+    """A spec read from ``source`` with every external reference bundled in."""
+
+    document: dict[str, Any]
+    """The bundled document (only local ``$ref``s)."""
+    source: str
+    """The path or URL it was read from."""
+    raw: bytes
+    """The bytes of the root file, as read."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Every other file or URL read for external references: location -> bytes."""
+
+
+def escape_pointer(token: str) -> str:
+    """Escape one JSON pointer token (``~`` -> ``~0``, ``/`` -> ``~1``)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def resolve_pointer(document: Any, pointer: str) -> Any:
+    """The value at JSON ``pointer`` (``"/a/b"`` or ``""``) in ``document``.
+
+    :raises KeyError: nothing is there.
+    """
+    if pointer in ("", "/"):
+        return document
+    if not pointer.startswith("/"):
+        raise KeyError(pointer)
+    node = document
+    for raw in pointer[1:].split("/"):
+        token = unquote(raw).replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise KeyError(pointer)
+    return node
+
+
+def _is_url(location: str) -> bool:
+    return urlsplit(location).scheme in ("http", "https")
+
+
+def _parse(data: bytes, location: str) -> Any:
+    text = data.decode("utf-8-sig", errors="replace")
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            if location.endswith(".json"):
+                raise SpecLoadError(
+                    f"{location}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+                ) from None
+    import yaml  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        # The C loader when available (much faster on big specs), else the Python one.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecLoadError(f"{location}: not valid JSON or YAML{where}: {problem}") from None
+
+
+def _fetch(location: str, timeout_s: float) -> bytes:
+    if _is_url(location):
+        import httpx
+
+        try:
+            response = httpx.get(location, timeout=timeout_s, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise SpecLoadError(f"cannot fetch {location}: {exc or type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise SpecLoadError(f"cannot fetch {location}: HTTP {response.status_code}")
+        return response.content
+    path = Path(location)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SpecLoadError(f"no such file: {location}") from None
+    except OSError as exc:
+        raise SpecLoadError(f"cannot read {location}: {exc.strerror or exc}") from None
+
+
+class _Bundler:
+    def __init__(self, root: dict[str, Any], source: str, *, allow_remote: bool, timeout_s: float):
+        self.root = root
+        self.source = source
+        self.allow_remote = allow_remote
+        self.timeout_s = timeout_s
+        self.docs: dict[str, Any] = {}
+        self.raw: dict[str, bytes] = {}
+        self.swagger2 = "swagger" in root
+        self.hoisted: dict[tuple[str, str], str] = {}
+        home = root.get("definitions") if self.swagger2 else root.get("components", {})
+        if home is not None and not isinstance(home, dict):
+            raise InvalidSpecError(
+                "/definitions" if self.swagger2 else "/components", "must be an object"
+            )
+        existing = (home or {}) if self.swagger2 else (home or {}).get("schemas") or {}
+        if not isinstance(existing, dict):
+            raise InvalidSpecError("/components/schemas", "must be an object")
+        self.existing: set[str] = set(existing)
+        self.extra: dict[str, Any] = {}
+        """Schemas bundled from other files, by the name they get in the document."""
+        self.prefix = "#/definitions/" if self.swagger2 else "#/components/schemas/"
+
+    def _doc(self, location: str, referrer: str, pointer: str) -> Any:
+        if location == self.source:
+            return self.root
+        if location not in self.docs:
+            if _is_url(location) and not self.allow_remote:
+                raise RefResolutionError(
+                    f"remote $ref {location!r} at {pointer} (in {referrer}): remote references "
+                    "are off; pass --allow-remote-refs to fetch them"
+                )
+            try:
+                data = _fetch(location, self.timeout_s)
+            except SpecLoadError as exc:
+                raise RefResolutionError(
+                    f"unresolvable $ref at {pointer} (in {referrer}): {exc}"
+                ) from None
+            self.raw[location] = data
+            self.docs[location] = _parse(data, location)
+        return self.docs[location]
+
+    def _target(self, ref: str, base: str, pointer: str) -> tuple[str, str]:
+        file_part, _, fragment = ref.partition("#")
+        location = base
+        if file_part:
+            location = (
+                urljoin(base, file_part)
+                if _is_url(base) or _is_url(file_part)
+                else str((Path(base).parent / unquote(file_part)).resolve())
+            )
+        return location, fragment
+
+    def _name_for(self, location: str, fragment: str) -> str:
+        stem = fragment.rstrip("/").rsplit("/", 1)[-1] if fragment.strip("/") else ""
+        if not stem:
+            stem = Path(urlsplit(location).path).stem
+        base = re.sub(r"[^A-Za-z0-9_.]", "_", unquote(stem)) or "Schema"
+        name, n = base, 2
+        taken = self.existing | set(self.hoisted.values())
+        while name in taken:
+            name, n = f"{base}{n}", n + 1
+        return name
+
+    def walk(self, node: Any, base: str, in_schema: bool, pointer: str) -> Any:
+        if isinstance(node, list):
+            return [
+                self.walk(item, base, in_schema, f"{pointer}/{i}") for i, item in enumerate(node)
+            ]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            resolved = self._ref(ref, base, in_schema, pointer)
+            if resolved is not None:
+                if isinstance(resolved, dict) and "$ref" in resolved and len(node) > 1:
+                    merged = {k: v for k, v in node.items() if k != "$ref"}
+                    merged["$ref"] = resolved["$ref"]
+                    return merged
+                if len(node) > 1 and isinstance(resolved, dict):
+                    siblings = {k: v for k, v in node.items() if k != "$ref"}
+                    return {**resolved, **siblings}
+                return resolved
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            child = f"{pointer}/{escape_pointer(str(key))}"
+            if key in _SCHEMA_MAP_KEYS and isinstance(value, dict):
+                out[key] = {
+                    k: self.walk(v, base, True, f"{child}/{escape_pointer(k)}")
+                    for k, v in value.items()
+                }
+            elif key in _SCHEMA_KEYS or key in _SCHEMA_LIST_KEYS:
+                out[key] = self.walk(value, base, True, child)
+            elif key == "schemas" and pointer.endswith("/components") and isinstance(value, dict):
+                out[key] = {
+                    k: self.walk(v, base, True, f"{child}/{escape_pointer(k)}")
+                    for k, v in value.items()
+                }
+            else:
+                out[key] = self.walk(value, base, in_schema, child)
+        return out
+
+    def _ref(self, ref: str, base: str, in_schema: bool, pointer: str) -> Any:
+        """The replacement for a ``$ref`` node, or ``None`` to keep a local root reference."""
+        location, fragment = self._target(ref, base, pointer)
+        if location == self.source:
+            if base == self.source and ref.startswith("#"):
+                return None
+            return {"$ref": "#" + fragment}
+        doc = self._doc(location, base, pointer)
+        key = (location, fragment)
+        try:
+            target = resolve_pointer(doc, fragment)
+        except KeyError:
+            raise RefResolutionError(
+                f"unresolvable $ref {ref!r} at {pointer} (in {base}): "
+                f"{fragment or '/'} not found in {location}"
+            ) from None
+        if in_schema:
+            if key not in self.hoisted:
+                name = self._name_for(location, fragment)
+                self.hoisted[key] = name
+                self.extra[name] = self.walk(
+                    copy.deepcopy(target), location, True, f"{location}#{fragment}"
+                )
+            return {"$ref": self.prefix + escape_pointer(self.hoisted[key])}
+        if key in self.hoisted:  # pragma: no cover - a non-schema reached again as a schema
+            return {"$ref": self.prefix + escape_pointer(self.hoisted[key])}
+        return self.walk(copy.deepcopy(target), location, False, f"{location}#{fragment}")
+
+
+def load_spec(source: str, *, allow_remote: bool = False, timeout_s: float = 30.0) -> LoadedSpec:
+    """Read the spec at ``source`` (a path or an http(s) URL) and bundle its references.
+
+    :raises SpecLoadError: the file or URL cannot be read or parsed.
+    :raises RefResolutionError: an external ``$ref`` cannot be resolved, or is remote while
+        ``allow_remote`` is off.
+    :raises InvalidSpecError: the document is not a JSON/YAML object.
+    """
+    location = source if _is_url(source) else str(Path(source).resolve())
+    raw = _fetch(location if _is_url(source) else source, timeout_s)
+    document = _parse(raw, source)
+    if not isinstance(document, dict):
+        raise InvalidSpecError("", f"the document must be an object, not {type(document).__name__}")
+    bundler = _Bundler(document, location, allow_remote=allow_remote, timeout_s=timeout_s)
+    bundled = bundler.walk(document, location, False, "")
+    if bundler.extra:
+        if bundler.swagger2:
+            bundled.setdefault("definitions", {}).update(bundler.extra)
+        else:
+            bundled.setdefault("components", {}).setdefault("schemas", {}).update(bundler.extra)
+    return LoadedSpec(bundled, source, raw, dict(sorted(bundler.raw.items())))

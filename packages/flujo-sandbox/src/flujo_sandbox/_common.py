@@ -1,0 +1,335 @@
+"""Pieces every backend shares: file validation, output truncation, artifacts, JSON shapes."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from flujo.domain.interfaces import ExecutionResult, SandboxLimits
+from flujo_sandbox.errors import SandboxFileError, SandboxLimitError, UnsupportedLanguageError
+
+__all__ = [
+    "OutputBuffer",
+    "collect_artifacts",
+    "effective_limits",
+    "result_from_json",
+    "result_to_json",
+    "truncate_text",
+    "validate_files",
+    "validate_language",
+    "write_files",
+]
+
+NOTICE = "\n[... {n} bytes truncated ...]\n"
+"""Put between the kept head and tail of a truncated stream (well under 256 bytes)."""
+
+
+def validate_language(lang: str, supported: tuple[str, ...], backend: str) -> str:
+    """``lang`` normalised (``py`` -> ``python``, ``sh`` -> ``bash``), or raise."""
+    aliases = {"py": "python", "python3": "python", "sh": "bash", "shell": "bash"}
+    name = aliases.get(lang.strip().lower(), lang.strip().lower())
+    if name not in supported:
+        raise UnsupportedLanguageError(
+            f"the {backend} sandbox does not run {lang!r}; it runs: {', '.join(supported)}"
+        )
+    return name
+
+
+def validate_files(
+    files: Mapping[str, bytes] | None, *, max_files: int, max_bytes: int
+) -> dict[str, bytes]:
+    """Check the names and sizes of input files; return them keyed by normalised path.
+
+    Rejected: absolute paths, ``..`` segments, empty or ``.`` segments, backslashes, NUL,
+    names under ``out/`` are allowed. A name that is a prefix folder of another name is a
+    conflict.
+    """
+    if not files:
+        return {}
+    if len(files) > max_files:
+        raise SandboxFileError(f"{len(files)} files given; at most {max_files} are allowed")
+    total = 0
+    clean: dict[str, bytes] = {}
+    for name, content in files.items():
+        if not isinstance(name, str) or not name:
+            raise SandboxFileError(f"invalid file name {name!r}")
+        if not isinstance(content, bytes | bytearray):
+            raise SandboxFileError(f"file {name!r}: content must be bytes")
+        if "\x00" in name or "\\" in name:
+            raise SandboxFileError(f"file {name!r}: NUL and backslash are not allowed")
+        if name.startswith("/"):
+            raise SandboxFileError(f"file {name!r}: absolute paths are not allowed")
+        parts = name.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise SandboxFileError(
+                f"file {name!r}: '..', '.' and empty path segments are not allowed"
+            )
+        total += len(content)
+        if total > max_bytes:
+            raise SandboxFileError(f"the files are over the {max_bytes}-byte cap")
+        clean[str(PurePosixPath(*parts))] = bytes(content)
+    names = set(clean)
+    for name in clean:
+        for parent in PurePosixPath(name).parents:
+            if str(parent) in names:
+                raise SandboxFileError(f"file {name!r} is inside file {str(parent)!r}")
+    return clean
+
+
+def write_files(root: Path, files: Mapping[str, bytes]) -> None:
+    """Write validated ``files`` under ``root`` without following any symlink."""
+    for name, content in files.items():
+        parts = name.split("/")
+        folder = root
+        for part in parts[:-1]:
+            folder = folder / part
+            try:
+                folder.mkdir(mode=0o755)
+            except FileExistsError:
+                # Only a real folder we made may be entered; a symlink would lead elsewhere.
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    raise SandboxFileError(f"file {name!r}: {part!r} is not a folder") from None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(folder / parts[-1], flags, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ELOOP):
+                raise SandboxFileError(f"file {name!r} given twice or is a symlink") from None
+            raise
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+
+
+def collect_artifacts(
+    out_dir: Path, *, max_count: int, max_bytes: int
+) -> tuple[dict[str, bytes], list[str]]:
+    """Regular files under ``out_dir`` (never through symlinks), within the caps.
+
+    Returns the artifacts by relative POSIX path and notes about what was left out. The
+    folder was written by untrusted code: every entry is ``lstat``-ed, opened with
+    ``O_NOFOLLOW | O_NONBLOCK`` and checked to be a regular file *after* opening, so a
+    symlink, a FIFO or a device swapped in cannot make this (possibly root) process read a
+    host file or block.
+    """
+    notes: list[str] = []
+    artifacts: dict[str, bytes] = {}
+    try:
+        if not stat.S_ISDIR(os.lstat(out_dir).st_mode):
+            return {}, ["out is not a folder; no artifacts collected"]
+    except FileNotFoundError:
+        return {}, []
+    total = 0
+    for folder, dirs, names in os.walk(out_dir, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            rel = path.relative_to(out_dir).as_posix()
+            if len(artifacts) >= max_count:
+                notes.append(f"more than {max_count} artifacts; the rest were left out")
+                return artifacts, notes
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(path, flags)
+            except OSError:
+                notes.append(f"{rel}: not a regular file; skipped")
+                continue
+            with os.fdopen(fd, "rb") as fh:
+                info = os.fstat(fh.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    notes.append(f"{rel}: not a regular file; skipped")
+                    continue
+                if total + info.st_size > max_bytes:
+                    notes.append(f"{rel}: over the {max_bytes}-byte artifact cap; skipped")
+                    continue
+                data = fh.read(max_bytes - total + 1)
+            if total + len(data) > max_bytes:
+                notes.append(f"{rel}: over the {max_bytes}-byte artifact cap; skipped")
+                continue
+            total += len(data)
+            artifacts[rel] = data
+    return artifacts, notes
+
+
+def _cut_utf8_start(data: bytes) -> bytes:
+    """Drop continuation bytes at the start so decoding does not begin mid-character."""
+    i = 0
+    while i < len(data) and i < 4 and (data[i] & 0xC0) == 0x80:
+        i += 1
+    return data[i:]
+
+
+def _cut_utf8_end(data: bytes) -> bytes:
+    """Drop an incomplete multi-byte character at the end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if (byte & 0xC0) == 0x80:
+            continue
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if need > back:
+                return data[:-back]
+        return data
+    return data
+
+
+class OutputBuffer:
+    """Collects a stream keeping at most ``limit`` bytes: the first half and the last half.
+
+    Memory stays bounded however much the code prints, so 50 MB of output costs 2 * limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._head_cap = limit // 2
+        self._tail_cap = limit - self._head_cap
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Add ``chunk`` to the stream."""
+        self.total += len(chunk)
+        room = self._head_cap - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self._tail += chunk
+            if len(self._tail) > self._tail_cap:
+                del self._tail[: len(self._tail) - self._tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        """True when more than ``limit`` bytes were fed."""
+        return self.total > self.limit
+
+    def text(self) -> str:
+        """The kept output as text (UTF-8, invalid bytes replaced), with a notice if cut."""
+        if not self.truncated:
+            return (bytes(self._head) + bytes(self._tail)).decode("utf-8", errors="replace")
+        head = _cut_utf8_end(bytes(self._head)).decode("utf-8", errors="replace")
+        tail = _cut_utf8_start(bytes(self._tail)).decode("utf-8", errors="replace")
+        return head + NOTICE.format(n=self.total - self.limit) + tail
+
+
+def truncate_text(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` cut to ``limit`` UTF-8 bytes the way :class:`OutputBuffer` cuts a stream."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return text, False
+    buffer = OutputBuffer(limit)
+    buffer.feed(data)
+    return buffer.text(), True
+
+
+def effective_limits(requested: SandboxLimits | None, defaults: SandboxLimits) -> SandboxLimits:
+    """``requested`` with each unset (``None``) field taken from ``defaults``; checks ranges."""
+    if requested is None:
+        merged = defaults
+    else:
+        merged = SandboxLimits(
+            memory_mb=requested.memory_mb
+            if requested.memory_mb is not None
+            else defaults.memory_mb,
+            cpu_s=requested.cpu_s if requested.cpu_s is not None else defaults.cpu_s,
+            pids=requested.pids if requested.pids is not None else defaults.pids,
+            output_bytes=(
+                requested.output_bytes
+                if requested.output_bytes is not None
+                else defaults.output_bytes
+            ),
+            network=requested.network,
+        )
+    for name in ("memory_mb", "cpu_s", "pids", "output_bytes"):
+        value = getattr(merged, name)
+        if value is not None and value <= 0:
+            raise SandboxLimitError(f"limit {name} must be positive, got {value}")
+    return merged
+
+
+def result_to_json(result: ExecutionResult, *, sandbox_id: str | None = None) -> dict[str, Any]:
+    """The wire shape of a result (the remote contract plus flujo-sandbox's extra fields)."""
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "truncated": result.truncated,
+        "error": result.error,
+        "sandbox_id": sandbox_id,
+        "artifacts": {
+            name: {"base64": base64.b64encode(data).decode("ascii")}
+            for name, data in result.artifacts.items()
+        },
+        "duration_ms": result.duration_ms,
+        "limits": dict(result.limits),
+        "backend": result.backend,
+    }
+
+
+def result_from_json(data: Mapping[str, Any], *, backend: str) -> ExecutionResult:
+    """Read :func:`result_to_json`'s shape back (artifacts must already be bytes-decoded by the
+    caller when they are not ``{"base64": ...}`` entries)."""
+    artifacts: dict[str, bytes] = {}
+    for name, value in dict(data.get("artifacts") or {}).items():
+        if isinstance(value, dict) and isinstance(value.get("base64"), str):
+            artifacts[str(name)] = base64.b64decode(value["base64"])
+    exit_code = data.get("exit_code")
+    return ExecutionResult(
+        stdout=str(data.get("stdout") or ""),
+        stderr=str(data.get("stderr") or ""),
+        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+        timed_out=bool(data.get("timed_out", False)),
+        truncated=bool(data.get("truncated", False)),
+        artifacts=artifacts,
+        duration_ms=float(data.get("duration_ms") or 0.0),
+        limits=dict(data.get("limits") or {}),
+        backend=backend,
+        error=data.get("error") if isinstance(data.get("error"), str) else None,
+    )
+
+
+def limits_to_json(limits: SandboxLimits) -> dict[str, Any]:
+    """A :class:`SandboxLimits` as a JSON object."""
+    return {
+        "memory_mb": limits.memory_mb,
+        "cpu_s": limits.cpu_s,
+        "pids": limits.pids,
+        "output_bytes": limits.output_bytes,
+        "network": limits.network,
+    }
+
+
+def limits_from_json(data: Any) -> SandboxLimits | None:
+    """A JSON object as :class:`SandboxLimits` (``None`` for ``None``); raises on bad types."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise SandboxLimitError("limits must be an object")
+    unknown = set(data) - {"memory_mb", "cpu_s", "pids", "output_bytes", "network"}
+    if unknown:
+        raise SandboxLimitError(f"unknown limit(s): {', '.join(sorted(unknown))}")
+
+    def num(key: str, kind: type) -> Any:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SandboxLimitError(f"limit {key} must be a number")
+        return kind(value)
+
+    network = data.get("network", False)
+    if not isinstance(network, bool):
+        raise SandboxLimitError("limit network must be true or false")
+    return SandboxLimits(
+        memory_mb=num("memory_mb", int),
+        cpu_s=num("cpu_s", float),
+        pids=num("pids", int),
+        output_bytes=num("output_bytes", int),
+        network=network,
+    )

@@ -1,0 +1,248 @@
+"""``flujo sandbox exec | serve | doctor`` (imported only when ``flujo sandbox`` runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from flujo.cli import current_config
+from flujo.domain.errors import UserError
+from flujo_sandbox._common import result_to_json
+from flujo_sandbox.errors import SandboxUnavailableError
+from flujo_sandbox.factory import build_sandbox, sandbox_settings
+
+__all__ = ["sandbox"]
+
+BACKEND_CHOICE = click.Choice(["local", "remote", "docker", "e2b"])
+
+
+class CliUsageError(UserError):
+    """A bad command-line value (printed as one line, exit 2)."""
+
+
+@click.group("sandbox")
+def sandbox() -> None:
+    """Run code in a sandbox, serve the sandbox sidecar, check backends."""
+
+
+@sandbox.command("exec")
+@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--backend", type=BACKEND_CHOICE, help="Backend (default: [sandbox] backend).")
+@click.option("--lang", default="python", show_default=True, help="python or bash.")
+@click.option("--timeout", "timeout_s", type=float, help="Seconds (default: [sandbox] timeout_s).")
+@click.option("--json", "as_json", is_flag=True, help="Print the ExecutionResult as JSON.")
+def exec_(
+    source: str, backend: str | None, lang: str, timeout_s: float | None, as_json: bool
+) -> None:
+    """Run the code in SOURCE (a file, or - for stdin) and exit with its exit status."""
+    if timeout_s is not None and timeout_s <= 0:
+        raise CliUsageError("--timeout must be positive")
+    try:
+        if source == "-":
+            code = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as fh:
+                code = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliUsageError(f"cannot read {source}: {exc}") from None
+    settings = sandbox_settings(current_config())
+    box = build_sandbox(settings, backend)  # type: ignore[arg-type]
+    result = asyncio.run(_exec_once(box, code, lang, timeout_s))
+    if as_json:
+        click.echo(json.dumps(result_to_json(result), indent=2))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.write(result.stderr)
+        if result.timed_out:
+            sys.stderr.write(f"\n[sandbox] timed out after {result.limits.get('timeout_s')}s\n")
+        if result.error:
+            sys.stderr.write(f"\n[sandbox] error: {result.error}\n")
+        sys.stderr.flush()
+    if result.timed_out:
+        raise SystemExit(124)  # the status `timeout(1)` uses
+    if result.exit_code is None:
+        raise SystemExit(1)
+    raise SystemExit(result.exit_code if 0 <= result.exit_code < 256 else 1)
+
+
+async def _exec_once(box: Any, code: str, lang: str, timeout_s: float | None) -> Any:
+    try:
+        return await box.exec_code(code, lang, timeout_s=timeout_s)
+    finally:
+        # Backends holding connections or sessions (remote, e2b) release them before the
+        # loop closes.
+        close = getattr(box, "aclose", None)
+        if close is not None:
+            await close()
+
+
+@sandbox.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8787, show_default=True, type=int, help="Port (0: any free).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "docker", "e2b"]),
+    default="local",
+    show_default=True,
+    help="Backend that runs the code.",
+)
+@click.option(
+    "--token-env",
+    help="Environment variable holding the bearer token callers must send "
+    "(default: [sandbox] token_env, if that variable is set).",
+)
+@click.option("--max-concurrency", default=4, show_default=True, type=int, help="Then 429.")
+def serve(host: str, port: int, backend: str, token_env: str | None, max_concurrency: int) -> None:
+    """Serve the remote sandbox contract (POST /execute, GET /healthz) over a local backend."""
+    from flujo_sandbox.local import probe
+    from flujo_sandbox.server import ServerConfig
+
+    if max_concurrency < 1:
+        raise CliUsageError("--max-concurrency must be at least 1")
+    settings = sandbox_settings(current_config())
+    token: str | None
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            # Fail closed: asked for a token and none is there; never serve without one.
+            raise CliUsageError(f"--token-env {token_env}: the variable is not set or empty")
+    else:
+        token = os.environ.get(settings.token_env) or None
+    if token is None and not _is_loopback(host):
+        # Anyone who can reach the port could run code: never without a token off loopback.
+        raise CliUsageError(
+            f"refusing to serve on {host} without a bearer token: set --token-env "
+            "(or [sandbox] token_env's variable), or bind 127.0.0.1"
+        )
+    if backend == "local":
+        report = probe(settings)
+        if not report.ok:
+            raise SandboxUnavailableError(
+                "local sandbox unavailable: " + "; ".join(report.problems)
+            )
+    box = build_sandbox(settings, backend)  # type: ignore[arg-type]
+    ceilings = None
+    if backend == "local":
+        from flujo_sandbox.local import LocalSandbox
+
+        ceilings = LocalSandbox(settings).default_limits()
+    config = ServerConfig(
+        ceilings=ceilings,
+        max_concurrency=max_concurrency,
+        token=token,
+        max_timeout_s=settings.max_timeout_s,
+        default_timeout_s=settings.timeout_s,
+    )
+    asyncio.run(_serve(box, config, host, port, backend))
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(box: Any, config: Any, host: str, port: int, backend: str) -> None:
+    from flujo_sandbox.server import SandboxServer
+
+    server = SandboxServer(box, config, backend=backend)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        raise CliUsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    shown = f"[{host}]" if ":" in host else host
+    auth = "bearer token required" if config.token else "no token"
+    click.echo(
+        f"flujo sandbox serving {backend} on http://{shown}:{server.port} "
+        f"(max concurrency {config.max_concurrency}, {auth})",
+    )
+    sys.stdout.flush()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+@sandbox.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(as_json: bool) -> None:
+    """Report which backends can run on this machine, and why (not)."""
+    settings = sandbox_settings(current_config())
+    report = _doctor_report(settings)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"configured backend: {settings.backend}")
+    for name, entry in report["backends"].items():
+        status = "available" if entry["available"] else "unavailable"
+        click.echo(f"{name:8} {status}")
+        for line in entry["notes"]:
+            click.echo(f"         - {line}")
+
+
+def _doctor_report(settings: Any) -> dict[str, Any]:
+    import importlib.util
+
+    from flujo_sandbox.local import probe
+
+    local = probe(settings, refresh=True)
+    notes = list(local.problems)
+    if local.ok:
+        d = local.details
+        uid_note = (
+            f"bubblewrap starts as uid {d['run_as_uid']} via setpriv (host runs as root)"
+            if d["euid"] == 0
+            else f"bubblewrap runs as uid {d['euid']}"
+        )
+        notes += [
+            f"bubblewrap {d['bwrap']}; languages: {', '.join(local.languages)}",
+            uid_note + "; process, memory, CPU and file-size limits bind",
+            f"python inside the sandbox: {d['python']}",
+            (
+                f"totals per execution (memory, processes): {d['cgroups_note']}"
+                if d.get("cgroups")
+                else f"no totals per execution, per-process rlimits only: {d.get('cgroups_note')}"
+            ),
+        ]
+    backends: dict[str, Any] = {
+        "local": {"available": local.ok, "notes": notes, "details": local.details}
+    }
+    if settings.api_url:
+        backends["remote"] = {"available": True, "notes": [f"api_url {settings.api_url}"]}
+    else:
+        backends["remote"] = {"available": False, "notes": ["[sandbox] api_url is not set"]}
+    docker_lib = importlib.util.find_spec("docker") is not None
+    backends["docker"] = {
+        "available": docker_lib,
+        "notes": [
+            "docker SDK installed; needs a reachable Docker daemon at run time"
+            if docker_lib
+            else "pip install 'flujo-sandbox[docker]'"
+        ],
+    }
+    e2b_lib = importlib.util.find_spec("e2b_code_interpreter") is not None
+    key = bool(os.environ.get(settings.e2b_api_key_env))
+    backends["e2b"] = {
+        "available": e2b_lib and key,
+        "notes": [
+            ("e2b-code-interpreter installed" if e2b_lib else "pip install 'flujo-sandbox[e2b]'"),
+            (f"{settings.e2b_api_key_env} is set" if key else f"{settings.e2b_api_key_env} unset"),
+        ],
+    }
+    return {"configured": settings.backend, "backends": backends}
