@@ -5,7 +5,8 @@ each plugin with only the flujo-core wheel beside it, then everything together.
 
     nox                       # tests (3.11, 3.13), plugin packaging, integration, lint, types
     nox -s bench              # benchmarks: print figures, assert nothing
-    nox -s demo               # the offline example
+    nox -s demo               # the offline support-desk demo (every plugin)
+    nox -s quickstart         # the smallest offline example (flujo-core only)
 """
 
 from __future__ import annotations
@@ -185,6 +186,36 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def demo(session: nox.Session) -> None:
+    """The offline support-desk demo: every plugin at work on one ticket, run twice.
+
+    The second run recalls the first from memory. Then the commands to look deeper. The
+    quickstart has its own session: ``nox -s quickstart``.
+    """
+    _install_wheels(session, CORE, *PLUGINS)
+    example = ROOT / "examples" / "support_desk"
+    session.chdir(example)
+    # The committed tool package is exactly what `flujo dev import-openapi` makes from the spec.
+    session.run(
+        "flujo", "dev", "import-openapi", "order_service.yaml", "--output-dir", "generated",
+        "--package-name", "order_service", "--check", "-q",
+    )  # fmt: skip
+    session.log("support desk, run 1 of 2 (fresh state)")
+    session.run("python", "demo.py", "--fresh")
+    session.log("support desk, run 2 of 2: the same customer writes again")
+    session.run("python", "demo.py")
+    run_id = json.loads(session.run("flujo", "runs", "list", "--json", silent=True) or "[]")[0][
+        "run_id"
+    ]
+    session.run("flujo", "runs", "show", run_id)
+    session.run("flujo", "governance", "audit", "--run", run_id)
+    session.run("flujo", "evals", "list")
+    session.run(
+        "flujo", "memory", "search", "charged twice order A-1001", "--scope", "customer_id=cus_1042"
+    )
+
+
+@nox.session(python=PYTHONS[0])
+def quickstart(session: nox.Session) -> None:
     """The offline quickstart: run it, then list and show the stored run."""
     _install_wheels(session, CORE)
     session.chdir(ROOT / "examples" / "quickstart")

@@ -1,0 +1,260 @@
+"""The README's demo, end to end: examples/support_desk run twice with every plugin installed.
+
+Checks the printed report and the stored state: no personal data reaches the model or anything
+stored, the refused ``delete_customer`` call, the sandbox result, the evaluation rows, and the
+second run recalling the first. Needs bubblewrap for the local sandbox: skips with the reason
+locally when it cannot run, fails when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support_desk"
+EMAIL = "ana.garcia@example.com"
+CARDS = ["4111 1111 1111 1111", "4111111111111111"]
+
+
+def _require_sandbox() -> None:
+    from flujo_sandbox.local import probe
+
+    report = probe()
+    if not report.ok:
+        reason = "local sandbox unavailable: " + "; ".join(report.problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FLUJO") and k not in {"OPENAI_API_KEY", "OPENAI_BASE_URL"}
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _run(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "demo.py", *args],
+        cwd=folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _section(report: str, number: int) -> str:
+    start = report.index(f"\n{number}. ")
+    end = report.find(f"\n{number + 1}. ", start)
+    return report[start : end if end != -1 else None]
+
+
+def _rows(db: Path, sql: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(sql)]
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the example, without any state a local run left behind."""
+    folder = tmp_path_factory.mktemp("support_desk") / "support_desk"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns(".flujo", "__pycache__"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reports(desk: Path) -> tuple[str, str]:
+    """The reports of two runs of the demo, the first from a fresh state."""
+    _require_sandbox()
+    first = _run(desk, "--fresh")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _run(desk)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return first.stdout, second.stdout
+
+
+def _run_id(report: str) -> str:
+    match = re.search(r"\n8\. Run ([0-9a-f]{32}): succeeded", report)
+    assert match, report
+    return match.group(1)
+
+
+def test_the_model_receives_pseudonyms_and_the_reply_gets_the_values_back(
+    reports: tuple[str, str],
+) -> None:
+    for report in reports:
+        assert "models: scripted (deterministic, offline)" in report
+        received = _section(report, 2)
+        assert "<EMAIL_1>" in received and "<CREDIT_CARD_1>" in received
+        assert EMAIL not in received and not any(card in received for card in CARDS)
+        assert "redacted CREDIT_CARD:1, EMAIL:1" in received
+        reply = _section(report, 6)
+        assert EMAIL in reply and CARDS[0] in reply and "<EMAIL_1>" not in reply
+
+
+def test_delete_customer_is_refused_by_policy_and_never_reaches_the_service(
+    reports: tuple[str, str],
+) -> None:
+    for report in reports:
+        calls = _section(report, 4)
+        assert re.search(
+            r"delete_customer\s+pii ALLOW, tool_allowlist DENY \(privacy-team-only", calls
+        )
+        assert re.search(r"get_order\s+pii ALLOW, tool_allowlist ALLOW", calls)
+        assert "the order service received: GET /orders/A-1001\n" in calls + "\n"
+        assert "DELETE" not in calls
+
+
+def test_the_refund_is_computed_in_the_sandbox(reports: tuple[str, str]) -> None:
+    first, second = (_section(report, 5) for report in reports)
+    assert 'stdout: {"refund": 59.9, "overcharge": 59.9}   exit code: 0   backend: local' in first
+    assert "refunded 59.90 EUR" in _section(reports[0], 6)
+    # The second run remembers the first refund, so the sandbox computes nothing more to refund.
+    assert 'stdout: {"refund": 0.0, "overcharge": 59.9}   exit code: 0   backend: local' in second
+    assert "already refunded: 59.90 EUR" in _section(reports[1], 6)
+
+
+def test_the_second_run_recalls_the_first(reports: tuple[str, str]) -> None:
+    first, second = reports
+    assert "none: this customer's first ticket here" in _section(first, 3)
+    recalled = _section(second, 3)
+    first_run = _run_id(first)[:12]
+    assert f"run {first_run}: refunded 59.90 EUR for order A-1001" in recalled
+    assert f"run {first_run}: cus_1042 reports order A-1001 charged 2 times" in recalled
+    assert "now a priority" in _section(second, 6)
+
+
+def test_each_run_gets_a_shadow_evaluation(reports: tuple[str, str], desk: Path) -> None:
+    for report in reports:
+        assert "evaluator python (judge.py:judge_reply): scored, score 1.00, good" in report
+    rows = _rows(
+        desk / ".flujo" / "flujo.db",
+        "SELECT run_id, evaluator, status, score, sample_weight FROM evaluations ORDER BY run_id",
+    )
+    assert sorted(row["run_id"] for row in rows) == sorted(_run_id(r) for r in reports)
+    assert all(
+        (row["evaluator"], row["status"], row["score"], row["sample_weight"])
+        == ("python", "scored", 1.0, 1.0)
+        for row in rows
+    )
+
+
+def test_stored_state_holds_no_pii_and_the_audit_log_has_the_refusal(
+    reports: tuple[str, str], desk: Path
+) -> None:
+    state = desk / ".flujo"
+    files = [path for path in state.rglob("*") if path.is_file()]
+    assert any(path.name == "flujo.db" for path in files)
+    assert any("memory" in path.parts for path in files)  # the embedded vector store
+    for path in files:
+        data = path.read_bytes()
+        for needle in [EMAIL, *CARDS]:
+            assert needle.encode() not in data, f"{needle!r} stored in {path}"
+    db = state / "flujo.db"
+    runs = _rows(db, "SELECT run_id, status, input FROM workflow_state")
+    assert {row["status"] for row in runs} == {"succeeded"} and len(runs) == 2
+    assert all("<EMAIL_1>" in row["input"] for row in runs)
+    refusals = _rows(
+        db,
+        "SELECT run_id FROM policy_decisions WHERE tool = 'delete_customer' "
+        "AND decision = 'deny' AND rule = 'privacy-team-only'",
+    )
+    assert sorted(row["run_id"] for row in refusals) == sorted(_run_id(r) for r in reports)
+    for report in reports:
+        for command in ("flujo runs show", "flujo governance audit", "flujo evals list"):
+            assert f"{command} " in report
+        assert "flujo memory search" in report
+
+
+def test_without_a_sandbox_the_demo_fails_closed(desk: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "support_desk"
+    shutil.copytree(desk, folder, ignore=shutil.ignore_patterns(".flujo", "__pycache__"))
+    script = (
+        "import sys; sys.argv = ['demo.py', '--fresh']; import demo\n"
+        "demo.sandbox_problems = lambda: ['bubblewrap (bwrap) is not installed: apt-get install "
+        "bubblewrap']\n"
+        "sys.exit(demo.main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "bubblewrap (bwrap) is not installed" in done.stderr
+    assert "flujo sandbox doctor" in done.stderr and "Nothing was run" in done.stderr
+    assert done.stdout == "" and not (folder / ".flujo").exists()
+
+
+def test_a_provider_model_runs_the_same_pipeline_and_never_sees_pii(
+    desk: Path, tmp_path: Path
+) -> None:
+    """``FLUJO_DEMO_MODEL=openai:gpt-4o-mini`` on a fake OpenAI server: the real provider code."""
+    from flujo.testing.fake_openai import FakeOpenAIServer, call_tool, openai_env
+
+    _require_sandbox()
+    folder = tmp_path / "support_desk"
+    shutil.copytree(desk, folder, ignore=shutil.ignore_patterns(".flujo", "__pycache__"))
+    triage = {
+        "customer_id": "cus_1042",
+        "order_id": "A-1001",
+        "issue": "double_charge",
+        "contact": "<EMAIL_1>",
+        "card": "<CREDIT_CARD_1>",
+        "currency": "EUR",
+        "order_total": 59.9,
+        "charges": [59.9, 59.9],
+        "deletion_requested": True,
+        "summary": "order A-1001 was charged twice",
+    }
+    code = "print(round(59.9 * 2 - 59.9, 2))"
+    replies = [
+        call_tool("recall_earlier_tickets", query="charged twice A-1001"),
+        call_tool("get_order", input={"order_id": "A-1001"}),
+        call_tool("delete_customer", input={"customer_id": "cus_1042"}),
+        triage,
+        call_tool("code_interpreter", code=code),
+        {"order_id": "A-1001", "amount": 59.9, "currency": "EUR", "rationale": "one extra charge"},
+        {"score": 0.75, "label": "good", "reasoning": "refund stated"},  # the judge
+    ]
+    with FakeOpenAIServer(replies) as server:
+        env = {**_env(), **openai_env(server), "FLUJO_DEMO_MODEL": "openai:gpt-4o-mini"}
+        done = subprocess.run(
+            [sys.executable, "demo.py", "--fresh"],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        sent = [json.dumps(request.body) for request in server.requests]
+        paths = {request.path for request in server.requests}
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = done.stdout
+    assert "models: openai:gpt-4o-mini" in report
+    assert len(sent) == len(replies) and paths == {"/v1/responses"}
+    assert "<EMAIL_1>" in sent[0] and "<CREDIT_CARD_1>" in sent[0]
+    for body in sent:  # nothing that left for the provider carries the personal data
+        assert EMAIL not in body and not any(card in body for card in CARDS)
+    assert re.search(r"delete_customer\s+pii ALLOW, tool_allowlist DENY", _section(report, 4))
+    assert "stdout: 59.9   exit code: 0   backend: local" in _section(report, 5)
+    assert EMAIL in _section(report, 6) and "refunded 59.90 EUR" in _section(report, 6)
+    assert "scored, score 0.75, good" in _section(report, 7)
