@@ -2,10 +2,13 @@
 
 For each store that can run here, at 10k and 100k memories of 384 dimensions: memories
 indexed per second (``store.add`` in batches of 1,000, payload included), query p50/p95
-(top 10, no filter), p50 with a scope pre-filter (1 tenant of 10), and recall@10 against
-exact (numpy brute-force) search. Stores: ``qdrant`` (the default: Qdrant Edge embedded on
-disk), ``memory`` (numpy), ``chroma`` (when installed), and qdrant-client's own local mode
-(``path=``) at 10k only, for comparison (at 100k it takes minutes to load).
+(top 10, no filter) and p50/p95 with a scope pre-filter (1 tenant of 10), and recall@10
+against exact (numpy brute-force) search, without and with the scope filter. Stores: ``qdrant`` (the
+default: Qdrant Edge embedded on disk), ``memory`` (numpy), ``chroma`` (when installed),
+``pgvector`` (when ``flujo-memory[pgvector]`` is installed: on ``FLUJO_BENCH_PGVECTOR_DSN``, or
+on a throwaway ``pgserver`` PostgreSQL when that package is installed; the note under the
+table says how its filtered searches ran), and qdrant-client's own local mode (``path=``) at
+10k only, for comparison (at 100k it takes minutes to load).
 
 Vectors: a Gaussian mixture (1,000 clusters with random centres, points spread around them,
 normalised), not uniform noise: embeddings of real text cluster by topic, and recall of
@@ -13,7 +16,7 @@ approximate indexes depends on that structure. Queries are fresh draws from the 
 Target (issue #6) for the default store: >= 5,000 memories/s, p50 <= 10 ms at 100k,
 recall@10 >= 0.95. Prints figures, asserts nothing.
 
-    python benchmarks/memory.py [--sizes 10000,100000] [--queries 200] [--stores chroma]
+    python benchmarks/memory.py [--sizes 10000,100000] [--queries 200] [--stores pgvector]
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+import warnings
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +77,18 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(samples, q))
 
 
+def exact_top10(data: np.ndarray, queries: np.ndarray, tenant: int | None = None) -> list[set[str]]:
+    """Ids of each query's 10 nearest memories (within ``tenant`` when given), by numpy."""
+    ids = np.arange(data.shape[0])
+    if tenant is not None:
+        ids = ids[ids % TENANTS == tenant]
+    top = np.argsort(-(queries @ data[ids].T), axis=1)[:, :10]
+    return [{f"m{ids[i]}" for i in row} for row in top]
+
+
 async def measure(
     make: Callable[[Path], Any], data: np.ndarray, queries: np.ndarray, truth: list[set[str]]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="flujo-mem-bench-"))
     store = make(folder)
     try:
@@ -91,25 +106,58 @@ async def measure(
             plain.append((time.perf_counter() - t) * 1000)
             hits += len({f.memory.id for f in found} & expected)
         scoped: list[float] = []
-        for j, q in enumerate(queries[: max(20, len(queries) // 4)]):
+        scoped_hits = 0
+        scoped_queries = queries[: max(20, len(queries) // 4)]
+        for j, q in enumerate(scoped_queries):
+            tenant = j % TENANTS
             t = time.perf_counter()
-            await store.search(q.tolist(), 10, filter={"scope": f"tenant-{j % TENANTS}"})
+            found = await store.search(q.tolist(), 10, filter={"scope": f"tenant-{tenant}"})
             scoped.append((time.perf_counter() - t) * 1000)
+            expected = exact_top10(data, q[None, :], tenant)[0]
+            scoped_hits += len({f.memory.id for f in found} & expected)
+        describe = getattr(store, "describe", None)
         return {
             "index_per_s": len(items) / index_s,
             "p50": pct(plain, 50),
             "p95": pct(plain, 95),
             "p50_scoped": pct(scoped, 50),
+            "p95_scoped": pct(scoped, 95),
             "recall": hits / (10 * len(queries)),
+            "recall_scoped": scoped_hits / (10 * len(scoped_queries)),
+            "note": (await describe())["filtered_search"] if describe is not None else None,
         }
     finally:
+        reset = getattr(store, "reset", None)
+        if reset is not None and getattr(store, "dsn", None):  # a server: drop the table
+            await reset()
         close = getattr(store, "close", None)
         if close is not None:
             await close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def stores(size: int) -> list[tuple[str, Callable[[Path], Any]]]:
+def pgvector_dsn() -> Generator[str | None, None, None]:
+    """``FLUJO_BENCH_PGVECTOR_DSN``, else a throwaway pgserver (stopped and deleted after),
+    else ``None`` (pgvector rows are skipped)."""
+    given = os.environ.get("FLUJO_BENCH_PGVECTOR_DSN")
+    if given or importlib.util.find_spec("pgvector") is None:
+        yield given
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # platformdirs: XDG_RUNTIME_DIR unset
+        try:
+            from pgserver.postgres_server import get_server
+        except ImportError:
+            yield None
+            return
+        server = get_server(tempfile.mkdtemp(prefix="flujo-bench-pg-"), "delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def stores(size: int, pg_dsn: str | None) -> list[tuple[str, Callable[[Path], Any]]]:
     from flujo_memory.stores.qdrant import QdrantEdgeStore, QdrantServerStore
 
     found: list[tuple[str, Callable[[Path], Any]]] = [
@@ -120,6 +168,12 @@ def stores(size: int) -> list[tuple[str, Callable[[Path], Any]]]:
         from flujo_memory.stores.chroma import ChromaStore
 
         found.append(("chroma", lambda p: ChromaStore(p, "bench")))
+    if pg_dsn is not None:
+        from flujo_memory.stores.pgvector import PgVectorStore
+
+        found.append(
+            ("pgvector (hnsw)", lambda p: PgVectorStore(pg_dsn, f"bench_{uuid.uuid4().hex[:8]}"))
+        )
     if size <= 10_000:
 
         def local(p: Path) -> Any:
@@ -142,27 +196,42 @@ async def main() -> None:
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     print(f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}")
     print("vectors: Gaussian mixture, 1,000 clusters, 384-d, normalised; top 10; cosine\n")
+    print(f"scoped: filter to 1 tenant of {TENANTS}; recall scoped = against exact within it\n")
     header = (
         f"{'store':30} {'memories':>9} {'index/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p50 scoped':>10} {'recall@10':>9}"
+        f"{'p50 scoped':>10} {'p95 scoped':>10} {'recall@10':>9} {'scoped':>7}"
     )
     print(header)
     print("-" * len(header))
-    for size in (int(s) for s in args.sizes.split(",")):
-        data = mixture(size, rng, centres)
-        queries = mixture(args.queries, rng, centres)
-        scores = queries @ data.T
-        top = np.argsort(-scores, axis=1)[:, :10]
-        truth = [{f"m{i}" for i in row} for row in top]
-        for name, make in stores(size):
-            if args.stores not in name:
-                continue
-            r = await measure(make, data, queries, truth)
-            print(
-                f"{name:30} {size:>9,} {r['index_per_s']:>9,.0f} {r['p50']:>8.2f} "
-                f"{r['p95']:>8.2f} {r['p50_scoped']:>10.2f} {r['recall']:>9.3f}",
-                flush=True,
-            )
+    notes: set[str] = set()
+    pg = pgvector_dsn()
+    pg_dsn = next(pg)
+    if pg_dsn is None:
+        notes.add(
+            "pgvector: skipped (install flujo-memory[pgvector] and pgserver, or set "
+            "FLUJO_BENCH_PGVECTOR_DSN)"
+        )
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            data = mixture(size, rng, centres)
+            queries = mixture(args.queries, rng, centres)
+            truth = exact_top10(data, queries)
+            for name, make in stores(size, pg_dsn):
+                if args.stores not in name:
+                    continue
+                r = await measure(make, data, queries, truth)
+                if r["note"]:
+                    notes.add(f"{name}: filtered searches ran as {r['note']}")
+                print(
+                    f"{name:30} {size:>9,} {r['index_per_s']:>9,.0f} {r['p50']:>8.2f} "
+                    f"{r['p95']:>8.2f} {r['p50_scoped']:>10.2f} {r['p95_scoped']:>10.2f} "
+                    f"{r['recall']:>9.3f} {r['recall_scoped']:>7.3f}",
+                    flush=True,
+                )
+    finally:
+        pg.close()
+    for note in sorted(notes):
+        print(note)
 
 
 if __name__ == "__main__":

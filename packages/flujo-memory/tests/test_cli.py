@@ -31,7 +31,7 @@ def test_plugins_lists_memory(tmp_path: Path) -> None:
     entry: dict[str, Any] = {e["name"]: e for e in json.loads(proc.stdout)}[DIST]
     assert entry["status"] == "ok", entry["error"]
     assert entry["registered"] == {
-        "vector_stores": ["chroma", "memory", "qdrant"],
+        "vector_stores": ["chroma", "memory", "pgvector", "qdrant"],
         "embedders": ["fastembed", "hashing", "openai"],
     }
     assert entry["sections"] == ["memory"]

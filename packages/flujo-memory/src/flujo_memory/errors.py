@@ -30,6 +30,11 @@ class StoreUnavailableError(MemoryUserError):
     """The vector store cannot be opened or reached (server down, embedded store locked)."""
 
 
+class PgVectorExtensionError(StoreUnavailableError):
+    """The ``pgvector`` store's server lacks the ``vector`` extension, or the role may not
+    create it."""
+
+
 class EmbedderConfigError(MemoryUserError):
     """An embedder is misconfigured or its optional dependency or model is missing."""
 

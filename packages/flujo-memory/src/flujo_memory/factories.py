@@ -44,6 +44,17 @@ def chroma_store(config: FlujoConfig) -> Any:
     return ChromaStore(config.root / s.path / "chroma", s.collection)
 
 
+def pgvector_store(config: FlujoConfig) -> Any:
+    """``pgvector``: PostgreSQL with pgvector at ``[memory] dsn`` (extra ``[pgvector]``)."""
+    from flujo.domain.errors import ConfigError
+    from flujo_memory.stores.pgvector import PgVectorStore
+
+    s = _settings(config)
+    if not s.dsn:
+        raise ConfigError('[memory] store = "pgvector" needs [memory] dsn = "postgresql://..."')
+    return PgVectorStore(s.dsn, s.collection, ef_search=s.pgvector_ef_search)
+
+
 def hashing_embedder(config: FlujoConfig) -> Any:
     """``hashing``: deterministic feature hashing (``[memory] hashing_dimension``)."""
     from flujo_memory.embedders import HashingEmbedder

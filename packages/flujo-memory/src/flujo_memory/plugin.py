@@ -34,12 +34,13 @@ def flujo_config_sections() -> dict[str, type[BaseModel]]:
 
 @hookimpl
 def flujo_register_vector_stores(register: Register) -> None:
-    """Register the ``qdrant``, ``memory`` and ``chroma`` stores."""
+    """Register the ``qdrant``, ``memory``, ``chroma`` and ``pgvector`` stores."""
     from flujo_memory import factories
 
     register("qdrant", factories.qdrant_store)
     register("memory", factories.memory_store)
     register("chroma", factories.chroma_store)
+    register("pgvector", factories.pgvector_store)
 
 
 @hookimpl

@@ -560,9 +560,11 @@ class MemoryService:
             f"SELECT last_error FROM {outbox.TABLE} WHERE last_error IS NOT NULL "
             "ORDER BY next_attempt_at DESC LIMIT 1"
         )
+        described = await store.describe() if hasattr(store, "describe") else {}
         return {
             "store": self.settings.store,
             "location": self.settings.url or self.settings.path,
+            **described,
             "collection": self.settings.collection,
             "embedder": self.settings.embedder,
             "recorded_embedder": (info or {}).get("embedder"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 SECTION = "memory"
 
@@ -20,7 +20,8 @@ class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     store: str = "qdrant"
-    """Registered vector store: ``qdrant`` (default), ``memory``, ``chroma`` or a plugin's."""
+    """Registered vector store: ``qdrant`` (default), ``memory``, ``chroma``, ``pgvector`` or a
+    plugin's."""
     embedder: str = "hashing"
     """Registered embedder: ``hashing`` (default, lexical, offline), ``openai``, ``fastembed``."""
     collection: str = Field(default="flujo", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -39,6 +40,14 @@ class MemorySettings(BaseModel):
     """Qdrant server or cluster URL (``http://qdrant:6333``); unset = embedded on disk."""
     api_key_env: str = "QDRANT_API_KEY"
     """Environment variable holding the Qdrant API key (read only when ``url`` is set)."""
+    dsn: str | None = Field(default=None, validate_default=True)
+    """PostgreSQL URI of the ``pgvector`` store (``postgresql://user@host:5432/db``); required
+    when ``store = "pgvector"``. May be the state database's server: memories get their own
+    tables. Leave the password out and use ``PGPASSWORD`` or ``~/.pgpass``, or set the whole
+    value in ``FLUJO__MEMORY__DSN``."""
+    pgvector_ef_search: int = Field(default=200, ge=1, le=1000)
+    """``pgvector``: HNSW candidate list of index scans (``hnsw.ef_search``); higher = better
+    recall, slower unfiltered queries."""
     exact: bool = True
     """Embedded ``qdrant``: exact (brute-force SIMD) search. ``false`` builds an HNSW index."""
 
@@ -78,6 +87,19 @@ class MemorySettings(BaseModel):
         if len(set(fields)) != len(fields):
             raise ValueError("scope fields must not repeat")
         return fields
+
+    @field_validator("dsn")
+    @classmethod
+    def _valid_dsn(cls, dsn: str | None, info: ValidationInfo) -> str | None:
+        if dsn is None:
+            if info.data.get("store") == "pgvector":
+                raise ValueError(
+                    'store = "pgvector" needs dsn = "postgresql://user@host:5432/database"'
+                )
+            return None
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a PostgreSQL URI starting with postgresql://")
+        return dsn
 
     @field_validator("index_steps")
     @classmethod
