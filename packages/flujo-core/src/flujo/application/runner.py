@@ -44,6 +44,7 @@ from flujo.domain.models import (
     Usage,
     UsageLimits,
 )
+from flujo.plugins.manager import PluginManager
 from flujo.state import open_state
 
 T = TypeVar("T")
@@ -164,41 +165,50 @@ class Flujo(Generic[ContextT]):
                 config = load_config(config)
             plugins = config.plugin_manager
             if plugins is None:
-                from flujo.plugins.manager import PluginManager
-
                 plugins = config.plugin_manager = PluginManager()
             state = self._state_arg
             if state is None:
                 state = await open_state(config)
             else:
                 await state.open(plugins.migrations(state.dialect))
-            tasks = BackgroundTaskManager(config.run.background_concurrency)
-            runtime = Runtime(config, state, tasks, plugins)
-            names = list(config.run.policies)
-            for batch in plugins.hook.flujo_active_policies(config=config):
-                names += [n for n in batch or () if n not in names]
-            policies = [*self._policies, *(runtime.create("policies", n) for n in names)]
-            listeners = plugins.implementations("flujo_policy_decided")
-
-            def on_decision(event: PolicyDecided) -> None:
-                for message in plugins.notify(listeners, event=event, runtime=runtime):
-                    tasks.record_failure("observer", message)
-
-            coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
+            try:
+                runtime, coordinator = self._wire(config, plugins, state)
+            except BaseException:
+                # A start that fails (a bad policy name, a plugin's service) leaves nothing open.
+                if self._state_arg is None:
+                    await state.close()
+                raise
             limits = self._limits_arg or config.run.usage_limits()
-            self._retriever = plugins.hook.flujo_retriever(runtime=runtime)
-            for impl in plugins.implementations("flujo_runtime_started"):
-                try:
-                    plugins.call(impl, runtime=runtime)
-                except UserError:
-                    raise  # a misconfiguration the user must fix: one line, exit 2
-                except Exception as exc:
-                    raise PluginError(
-                        impl.plugin_name, f"flujo_runtime_started failed: {exc}"
-                    ) from exc
             self._runtime = runtime
             self._manager = ExecutionManager(self.pipeline, runtime, coordinator, limits)
             return self._manager
+
+    def _wire(
+        self, config: FlujoConfig, plugins: PluginManager, state: StateBackend
+    ) -> tuple[Runtime, StepCoordinator]:
+        """The runtime and the policy chain for this runner; plugins' services start here."""
+        tasks = BackgroundTaskManager(config.run.background_concurrency)
+        runtime = Runtime(config, state, tasks, plugins)
+        names = list(config.run.policies)
+        for batch in plugins.hook.flujo_active_policies(config=config):
+            names += [n for n in batch or () if n not in names]
+        policies = [*self._policies, *(runtime.create("policies", n) for n in names)]
+        listeners = plugins.implementations("flujo_policy_decided")
+
+        def on_decision(event: PolicyDecided) -> None:
+            for message in plugins.notify(listeners, event=event, runtime=runtime):
+                tasks.record_failure("observer", message)
+
+        coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
+        self._retriever = plugins.hook.flujo_retriever(runtime=runtime)
+        for impl in plugins.implementations("flujo_runtime_started"):
+            try:
+                plugins.call(impl, runtime=runtime)
+            except UserError:
+                raise  # a misconfiguration the user must fix: one line, exit 2
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"flujo_runtime_started failed: {exc}") from exc
+        return runtime, coordinator
 
     async def aclose(self) -> DrainReport | None:
         """Drain background work (up to ``[run] drain_timeout_s``) and close the state."""
