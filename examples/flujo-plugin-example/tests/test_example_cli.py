@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flujo.testing.cli import help_imports, run_flujo
 
 DIST = "flujo-plugin-example"
 
@@ -18,16 +17,7 @@ def flujo(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m flujo ARGS`` in ``cwd`` with no FLUJO_* variables from the outside."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_flujo(*args, cwd=cwd, env=env)
 
 
 def listed(stdout: str) -> dict[str, dict[str, Any]]:
@@ -90,24 +80,7 @@ def test_example_hello_gone_when_disabled(tmp_path: Path) -> None:
 
 
 def test_help_lists_the_command_without_importing_it(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "from flujo.cli import main\n"
-        "try:\n"
-        "    main(['--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "sys.stderr.write(str('flujo_plugin_example.commands' in sys.modules))\n"
-    )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "example-hello" in proc.stdout
-    assert "Print a greeting" in proc.stdout
-    assert proc.stderr.endswith("False"), proc.stderr
+    out, imported = help_imports(["flujo_plugin_example.commands"], cwd=tmp_path)
+    assert "example-hello" in out
+    assert "Print a greeting" in out
+    assert imported == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,36 +56,10 @@ def make_dist(site: Path) -> Callable[..., Path]:
     return make
 
 
-def postgres_dsn() -> str | None:
-    """The test server's DSN (``FLUJO_TEST_POSTGRES_DSN``); in CI its absence is a failure."""
-    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN")
-    if not dsn and os.environ.get("CI") == "true":
-        pytest.fail("CI=true but FLUJO_TEST_POSTGRES_DSN is not set: .ci/run starts PostgreSQL")
-    return dsn
-
-
-@pytest.fixture
-def pg_schema_uri() -> Iterator[str]:
-    """A PostgreSQL URI whose search_path is a fresh schema, dropped after the test."""
-    import uuid
-
-    dsn = postgres_dsn()
-    if not dsn:
-        pytest.skip("no PostgreSQL: set FLUJO_TEST_POSTGRES_DSN (.ci/run does)")
-    psycopg = pytest.importorskip("psycopg", reason="pip install 'flujo-core[postgres]'")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in dsn else "?"
-    yield f"{dsn}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The state database URI for each backend: the suite runs against both."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"
-    uri: str = request.getfixturevalue("pg_schema_uri")
+    uri: str = request.getfixturevalue("flujo_postgres_uri")
     return uri

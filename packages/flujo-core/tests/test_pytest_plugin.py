@@ -440,3 +440,11 @@ def test_a_plugin_authors_test_suite(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=10, skipped=2)
+
+
+def test_help_imports_reports_what_flujo_help_imported(tmp_path: Path) -> None:
+    from flujo.testing.cli import help_imports
+
+    out, imported = help_imports(["flujo.cli._runs", "json"], cwd=tmp_path)
+    assert "Commands:" in out
+    assert imported == ["json"]  # lazy core commands stay unimported; json is used by the probe

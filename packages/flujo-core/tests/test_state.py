@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,17 @@ async def test_a_worker_that_lost_its_lease_stops_before_the_next_step(
         state=StateSettings(uri=state_uri, lease_s=0.1), plugin_manager=PluginManager()
     )
     ran_second: list[Any] = []
+    lost = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class LeaseLostSeen(logging.Handler):
+        # The heartbeat logs the loss: an event to wait on, not a guess at how long it takes.
+        def emit(self, record: logging.LogRecord) -> None:
+            if "lease lost" in record.getMessage():
+                loop.call_soon_threadsafe(lost.set)
+
+    handler = LeaseLostSeen()
+    logging.getLogger("flujo.lease").addHandler(handler)
 
     async def first(x: int, context: PipelineContext) -> int:
         # Another worker takes the run over (as after this one stalled past its lease)...
@@ -242,8 +254,8 @@ async def test_a_worker_that_lost_its_lease_stops_before_the_next_step(
             )
         finally:
             await thief.close()
-        # ...and this worker's heartbeat (every lease_s / 3) notices on its next beat.
-        await asyncio.sleep(0.2)
+        # ...and this worker's heartbeat notices on its next beat.
+        await asyncio.wait_for(lost.wait(), timeout=30)
         return x
 
     def second(x: int) -> int:
@@ -251,14 +263,17 @@ async def test_a_worker_that_lost_its_lease_stops_before_the_next_step(
         return x
 
     pipeline = Pipeline([Step.from_callable(first), Step.from_callable(second)])
-    async with Flujo(pipeline, config=config) as runner:
-        with pytest.raises(LeaseLostError, match="another worker took it over"):
-            await runner.run_async(1)
+    try:
+        async with Flujo(pipeline, config=config) as runner:
+            with pytest.raises(LeaseLostError, match="another worker took it over"):
+                await runner.run_async(1)
+    finally:
+        logging.getLogger("flujo.lease").removeHandler(handler)
     assert ran_second == []
 
 
 async def test_copy_state_moves_runs_steps_and_plugin_tables(
-    pg_schema_uri: str, tmp_path: Path
+    flujo_postgres_uri: str, tmp_path: Path
 ) -> None:
     from flujo.state.transfer import copy_state
 
@@ -268,7 +283,7 @@ async def test_copy_state_moves_runs_steps_and_plugin_tables(
         results = [await runner.run_async(i) for i in range(3)]
     source = await _open(sqlite_uri, tmp_path, (PLUGIN_TABLE,))
     await source.execute("INSERT INTO audit_rows VALUES ('x', 1)")
-    dest = await _open(pg_schema_uri, tmp_path, (PLUGIN_TABLE,))
+    dest = await _open(flujo_postgres_uri, tmp_path, (PLUGIN_TABLE,))
     try:
         report = await copy_state(source, dest)
         assert report.copied == {"workflow_state": 3, "step_results": 3, "audit_rows": 1}
@@ -285,7 +300,7 @@ async def test_copy_state_moves_runs_steps_and_plugin_tables(
         await dest.close()
 
 
-def test_state_migrate_cli(pg_schema_uri: str, tmp_path: Path) -> None:
+def test_state_migrate_cli(flujo_postgres_uri: str, tmp_path: Path) -> None:
     from flujo.testing.cli import run_flujo as run_cli
 
     env = {"FLUJO_LOAD_PLUGINS": ""}
@@ -301,7 +316,7 @@ def test_state_migrate_cli(pg_schema_uri: str, tmp_path: Path) -> None:
         "--from",
         "sqlite:///.flujo/flujo.db",
         "--to",
-        pg_schema_uri,
+        flujo_postgres_uri,
         "--json",
         cwd=tmp_path,
         env=env,
@@ -314,7 +329,7 @@ def test_state_migrate_cli(pg_schema_uri: str, tmp_path: Path) -> None:
         run_id,
         "--json",
         cwd=tmp_path,
-        env={**env, "FLUJO__STATE__URI": pg_schema_uri},
+        env={**env, "FLUJO__STATE__URI": flujo_postgres_uri},
     )
     assert json.loads(shown.stdout)["output"] == "hi"
     again = run_cli(
@@ -323,7 +338,7 @@ def test_state_migrate_cli(pg_schema_uri: str, tmp_path: Path) -> None:
         "--from",
         "sqlite:///.flujo/flujo.db",
         "--to",
-        pg_schema_uri,
+        flujo_postgres_uri,
         cwd=tmp_path,
         env=env,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from flujo.config import StateSettings
+from flujo.state import open_backend
 from flujo.testing.cli import run_flujo as run_cli
 
 PIPELINE = """
@@ -89,6 +92,19 @@ def _runs(tmp_path: Path, env: dict[str, str]) -> list[dict[str, object]]:
     return runs
 
 
+async def _until_leases_expire(uri: str, root: Path) -> None:
+    state = open_backend(StateSettings(uri=uri), root)
+    await state.open()
+    try:
+        rows = await state.fetch_all(
+            "SELECT MAX(lease_expires_at) AS last FROM workflow_state WHERE status = 'running'"
+        )
+    finally:
+        await state.close()
+    # Leases are wall-clock by nature; on PostgreSQL they use the server's clock (same host).
+    await asyncio.sleep(max(0.0, float(rows[0]["last"]) - time.time()) + 0.05)
+
+
 def test_many_workers_lose_and_duplicate_nothing(state_uri: str, tmp_path: Path) -> None:
     workers, per_worker = (8, 250) if state_uri.startswith("postgresql") else (4, 100)
     env = _project(tmp_path, state_uri, lease_s=30)
@@ -134,8 +150,8 @@ def test_stale_runs_of_a_killed_worker_are_finished_exactly_once(
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=30)
 
-    # The dead worker's leases expire (0.5 s); until then nothing is stale.
-    time.sleep(0.7)
+    # Until the dead worker's leases expire nothing is stale: wait for exactly that.
+    asyncio.run(_until_leases_expire(state_uri, tmp_path))
     recoverers = [
         subprocess.Popen(
             [sys.executable, "-m", "flujo", "runs", "resume", "--stale", "--json"],

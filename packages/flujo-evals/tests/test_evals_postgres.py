@@ -6,8 +6,6 @@ and a failure in CI (``CI=true``) when it is missing.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,26 +21,14 @@ from flujo_evals.summary import summarize
 
 
 @pytest.fixture
-async def pg_state() -> AsyncIterator[Any]:
-    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN")
-    if not dsn:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but FLUJO_TEST_POSTGRES_DSN is not set: .ci/run starts it")
-        pytest.skip("no PostgreSQL: set FLUJO_TEST_POSTGRES_DSN (.ci/run does)")
-    psycopg = pytest.importorskip("psycopg", reason="pip install 'flujo-core[postgres]'")
+async def pg_state(flujo_postgres_uri: str) -> AsyncIterator[Any]:
     postgres = pytest.importorskip("flujo.state.postgres")
-    schema = f"evals_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in dsn else "?"
-    backend = postgres.PostgresBackend(f"{dsn}{sep}options=-csearch_path%3D{schema}")
+    backend = postgres.PostgresBackend(flujo_postgres_uri)
     await backend.open(storage.migrations("postgresql"))
     try:
         yield backend
     finally:
         await backend.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 async def test_statements_work_on_postgresql(pg_state: Any, kit: Kit) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from flujo import Flujo, Pipeline, Step
 from flujo.config import load_config
+from flujo.testing.cli import run_flujo
 
 DIST = "flujo-governance"
 
@@ -32,16 +33,7 @@ def _require_installed() -> None:
 
 def flujo(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     _require_installed()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=clean,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_flujo(*args, cwd=cwd, input=stdin)
 
 
 def test_plugins_lists_governance(tmp_path: Path) -> None:

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from flujo.testing.cli import help_imports, run_flujo
 
 DIST = "flujo-memory"
 
 
 def flujo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_flujo(*args, cwd=cwd)
 
 
 def test_plugins_lists_memory(tmp_path: Path) -> None:
@@ -119,25 +111,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, config_file: Callable[
 
 
 def test_help_does_not_import_the_commands(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "from flujo.cli import main\n"
-        "try:\n"
-        "    main(['--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "heavy = [m for m in ('flujo_memory.commands', 'numpy', 'qdrant_client', 'qdrant_edge')"
-        " if m in sys.modules]\n"
-        "sys.stderr.write(repr(heavy))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "memory" in proc.stdout
-    assert proc.stderr.endswith("[]"), proc.stderr
+    heavy = ["flujo_memory.commands", "numpy", "qdrant_client", "qdrant_edge"]
+    out, imported = help_imports(heavy, cwd=tmp_path)
+    assert "memory" in out
+    assert imported == []

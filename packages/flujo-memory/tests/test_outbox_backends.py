@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,31 +18,13 @@ from flujo_memory.service import MemoryService
 from flujo_memory.stores.memory import InMemoryStore
 
 
-def postgres_dsn() -> str | None:
-    """``FLUJO_TEST_POSTGRES_DSN``; in CI (``CI=true``) its absence is a failure."""
-    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN")
-    if not dsn and os.environ.get("CI") == "true":
-        pytest.fail("CI=true but FLUJO_TEST_POSTGRES_DSN is not set: .ci/run starts PostgreSQL")
-    return dsn
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A state database URI per backend (PostgreSQL: a fresh schema, dropped afterwards)."""
+def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A state database URI per backend (PostgreSQL: flujo's throwaway-schema fixture)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-        return
-    dsn = postgres_dsn()
-    if not dsn:
-        pytest.skip("no PostgreSQL: set FLUJO_TEST_POSTGRES_DSN (.ci/run does)")
-    psycopg = pytest.importorskip("psycopg", reason="pip install 'flujo-core[postgres]'")
-    schema = f"m_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in dsn else "?"
-    yield f"{dsn}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    uri: str = request.getfixturevalue("flujo_postgres_uri")
+    return uri
 
 
 async def test_memory_across_runs_on_each_state_backend(

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from openapi_testlib import SPECS, LoopbackAPI, Recorded, require_corpus
 
+from flujo.testing.cli import run_flujo
+
 PETSTORE = SPECS / "oas30" / "petstore.json"
 
 
@@ -47,15 +49,7 @@ def flujo(
 
 def flujo_process(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m flujo ARGS`` as a real process."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_flujo(*args, cwd=cwd, timeout=180)
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:

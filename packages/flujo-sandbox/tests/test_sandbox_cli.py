@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flujo.testing.cli import help_imports, run_flujo
 from flujo_sandbox.local import LocalSandbox
 
 
@@ -20,17 +21,7 @@ def flujo(
     *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m flujo ARGS`` in ``cwd`` with no FLUJO_* variables from outside."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "flujo", *args],
-        cwd=cwd,
-        env=clean,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_flujo(*args, cwd=cwd, env=env, input=stdin)
 
 
 def test_exec_from_stdin_and_file(tmp_path: Path, local_sandbox: LocalSandbox) -> None:
@@ -159,21 +150,9 @@ def test_plugins_lists_the_sandbox(tmp_path: Path) -> None:
 
 
 def test_help_lists_sandbox_without_importing_it(tmp_path: Path) -> None:
-    code = (
-        "import sys\nfrom flujo.cli import main\ntry:\n    main(['--help'])\n"
-        "except SystemExit:\n    pass\nsys.stderr.write(str('flujo_sandbox.cli' in sys.modules))\n"
-    )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "sandbox" in proc.stdout
-    assert proc.stderr.endswith("False"), proc.stderr
+    out, imported = help_imports(["flujo_sandbox.cli"], cwd=tmp_path)
+    assert "sandbox" in out
+    assert imported == []
 
 
 def test_exec_through_the_sidecar(tmp_path: Path, sidecar: Any) -> None:

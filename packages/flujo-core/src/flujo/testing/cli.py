@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+
+def _environ(env: Mapping[str, str] | None) -> dict[str, str]:
+    # The developer's own FLUJO_* settings never leak into a test; it passes what it needs.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+    return {**clean, **(env or {})}
 
 
 def run_flujo(
@@ -18,16 +25,50 @@ def run_flujo(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m flujo ARGS`` in ``cwd`` and return what it printed and its exit code.
 
-    ``env`` is added to this process's environment (set ``FLUJO_LOAD_PLUGINS`` in it to
-    choose which installed plugins load). Uses the current interpreter, so the subprocess sees
-    the same installed packages as the test.
+    The subprocess gets this process's environment without its ``FLUJO_*`` variables, plus
+    ``env`` (set ``FLUJO_LOAD_PLUGINS`` there to choose which installed plugins load). It uses
+    the current interpreter, so it sees the same installed packages as the test.
     """
     return subprocess.run(
         [sys.executable, "-m", "flujo", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=_environ(env),
         input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+_HELP_PROBE = """
+import json, sys
+from flujo.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+sys.stderr.write("\\n" + json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))
+"""
+
+
+def help_imports(
+    modules: Sequence[str], *, cwd: Path | str, env: Mapping[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """``flujo --help``'s output, and which of ``modules`` it imported.
+
+    A plugin whose commands load lazily expects ``[]``: listing commands must not import them
+    (or anything heavy they need).
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE.format(modules=list(modules))],
+        cwd=cwd,
+        env=_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        imported = json.loads(proc.stderr.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise AssertionError(f"flujo --help failed: {proc.stderr}") from None
+    return proc.stdout, [str(m) for m in imported]

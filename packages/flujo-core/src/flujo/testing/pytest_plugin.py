@@ -205,3 +205,31 @@ def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         yield server
+
+
+@pytest.fixture
+def flujo_postgres_uri() -> Iterator[str]:
+    """A PostgreSQL URI whose ``search_path`` is a fresh schema, dropped after the test.
+
+    The server is ``FLUJO_TEST_POSTGRES_DSN`` (``.ci/run`` starts one). Without it the test
+    skips with the reason, except in CI (``CI=true``), where a missing server is a failure.
+    Needs psycopg (``flujo-core[postgres]``).
+    """
+    import os
+    import uuid
+
+    dsn = os.environ.get("FLUJO_TEST_POSTGRES_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but FLUJO_TEST_POSTGRES_DSN is not set: .ci/run starts PostgreSQL")
+        pytest.skip("no PostgreSQL: set FLUJO_TEST_POSTGRES_DSN (.ci/run does)")
+    psycopg = pytest.importorskip("psycopg", reason="pip install 'flujo-core[postgres]'")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
