@@ -72,9 +72,13 @@ def test_compatible_and_unknown_types_are_accepted() -> None:
     def as_dict(text: str) -> dict[str, Any]:
         return {"id": 1, "amount": float(len(text))}
 
-    Step.from_callable(count) >> Step.from_callable(half)  # int feeds float
-    Step.from_callable(count) >> Step.from_callable(anything) >> Step.from_callable(shout)
-    Step.from_callable(as_dict) >> Step.from_callable(total)  # a dict may validate as Order
+    widened = Step.from_callable(count) >> Step.from_callable(half)  # int feeds float
+    untyped = Step.from_callable(count) >> Step.from_callable(anything) >> Step.from_callable(shout)
+    as_model = Step.from_callable(as_dict) >> Step.from_callable(total)  # a dict may be an Order
+    assert [s.name for s in widened.steps] == ["count", "half"]
+    assert [s.name for s in untyped.steps] == ["count", "anything", "shout"]
+    assert [s.name for s in as_model.steps] == ["as_dict", "total"]
+    assert (widened.steps[0].output_type, widened.steps[1].input_type) == (int, float)
 
 
 def test_duplicate_step_names_and_bad_agents_are_rejected() -> None:

@@ -33,14 +33,21 @@ def test_positive_is_removed(kind: str, value: str, sentence: str) -> None:
     assert any(f"<{k}>" in out for k in kinds), out
 
 
-@pytest.mark.parametrize(("label", "token", "sentence"), NEGATIVES)
-def test_negative_survives(label: str, token: str, sentence: str) -> None:
-    if (label, token) in KNOWN_FALSE_POSITIVES:
-        pytest.xfail("documented false positive (phone-shaped id)")
-    assert token in scrub(sentence)
-
-
 KNOWN_FALSE_POSITIVES = {("id", "100-200-3000")}
+
+
+@pytest.mark.parametrize(
+    ("label", "token", "sentence"),
+    [
+        # A strict xfail: the assertion still runs, and the day it passes the test says so.
+        pytest.param(*case, marks=pytest.mark.xfail(reason="documented false positive"))
+        if case[:2] in KNOWN_FALSE_POSITIVES
+        else case
+        for case in NEGATIVES
+    ],
+)
+def test_negative_survives(label: str, token: str, sentence: str) -> None:
+    assert token in scrub(sentence)
 
 
 def corpus_rates() -> tuple[float, float]:

@@ -3,9 +3,13 @@ sidecar, and each test asserts the attack was contained and the host is unchange
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import subprocess
+import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -97,12 +101,31 @@ async def test_no_network_egress_by_ip(box: Any) -> None:
                     print("BLOCKED", host, exc)
             """
         )
+        # The control: the same code outside the sandbox reaches the loopback listener, so a
+        # BLOCKED inside is the sandbox's doing, not a runner without network.
+        control = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+        )
         result = await box.exec_code(code, timeout_s=20)
     finally:
         listener.close()
+    assert "CONNECTED 127.0.0.1" in control.stdout, control.stdout + control.stderr
     assert result.exit_code == 0, result.stderr
     assert "CONNECTED" not in result.stdout, result.stdout
     assert result.stdout.count("BLOCKED") == 3
+
+
+async def test_no_network_interface_but_loopback(box: Any) -> None:
+    """Egress is impossible by construction, whatever the runner's own network: the sandbox's
+    network namespace has no interface but ``lo`` (the DNS and IP tests above cannot tell a
+    sandbox from a runner without network for outside addresses; this can)."""
+    code = "print(open('/proc/net/dev').read())"
+    result = await box.exec_code(code, timeout_s=20)
+    assert result.exit_code == 0, result.stderr
+    names = {
+        line.split(":", 1)[0].strip() for line in result.stdout.splitlines()[2:] if ":" in line
+    }
+    assert names == {"lo"}, result.stdout
 
 
 async def test_no_network_egress_by_dns(box: Any) -> None:
@@ -270,7 +293,16 @@ async def test_no_process_survives_a_timeout(box: Any) -> None:
             pass
         """
     )
-    result = await box.exec_code(code, timeout_s=1.5)
+    execution = asyncio.ensure_future(box.exec_code(code, timeout_s=3))
+    # Prove the attack happened: the detached sleepers exist (seen from the host) before the
+    # timeout; otherwise "none survived" would pass for an attack that never started.
+    deadline = time.monotonic() + 10
+    seen: list[int] = []
+    while not seen and time.monotonic() < deadline and not execution.done():
+        seen = _host_pids_with(marker)
+        await asyncio.sleep(0.05)
+    result = await execution
+    assert seen, "the sandboxed code never spawned its detached grandchildren"
     assert result.timed_out
     assert _host_pids_with(marker) == [], "a sandboxed process outlived its timeout"
 

@@ -1,15 +1,17 @@
-"""``docker`` and ``e2b`` backends, tested with mocks of their client libraries.
+"""The wiring of the ``docker`` and ``e2b`` backends, tested against fakes of their client
+libraries: what the backends ask of the libraries, never a real container or cloud sandbox.
 
 No Docker daemon runs here and E2B's cloud is unreachable from tests, so these fakes stand in
 for ``docker.DockerClient`` and ``e2b_code_interpreter.AsyncSandbox``: they check what the
 backends ask of the libraries (hardening options, no image pull, limits, cleanup) and how they
 read the answers. The bootstrap the docker backend runs inside a container is executed for
-real, locally, by ``test_docker_bootstrap_runs``.
+real, locally, by ``test_docker_bootstrap_runs_for_real_in_a_temp_folder``.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import os
 import subprocess
@@ -101,7 +103,7 @@ class FakeDocker:
         return container
 
 
-async def test_docker_container_is_hardened_and_removed() -> None:
+async def test_docker_wiring_container_is_hardened_and_removed() -> None:
     fake = FakeDocker()
     box = DockerSandbox(SandboxSettings(backend="docker"), client=fake)
     result = await box.exec_code("print('hello')", files={"in.txt": b"x"}, timeout_s=5)
@@ -120,21 +122,21 @@ async def test_docker_container_is_hardened_and_removed() -> None:
     assert not fake.pulled
 
 
-async def test_docker_timeout_kills_and_removes() -> None:
+async def test_docker_wiring_timeout_kills_and_removes() -> None:
     fake = FakeDocker(hang=True)
     result = await DockerSandbox(client=fake).exec_code("while True: pass", timeout_s=1)
     assert result.timed_out and not result.ok
     assert fake.created[0].events == ["start", "wait 1", "kill", "remove"]
 
 
-async def test_docker_missing_image_is_never_pulled() -> None:
+async def test_docker_wiring_missing_image_is_never_pulled() -> None:
     fake = FakeDocker(image_present=False)
     with pytest.raises(SandboxUnavailableError, match="docker pull"):
         await DockerSandbox(client=fake).exec_code("print(1)")
     assert not fake.pulled and fake.created == []
 
 
-async def test_docker_limits_and_payload_caps() -> None:
+async def test_docker_wiring_limits_and_payload_caps() -> None:
     fake = FakeDocker(status=3, stdout=b"z" * 5000)
     result = await DockerSandbox(client=fake).exec_code(
         "x", limits=SandboxLimits(memory_mb=64, pids=8, output_bytes=1000, network=True)
@@ -146,11 +148,22 @@ async def test_docker_limits_and_payload_caps() -> None:
         await DockerSandbox(client=fake).exec_code("x", files={"big": os.urandom(200_000)})
 
 
-def test_docker_constructor_touches_nothing() -> None:
-    DockerSandbox(SandboxSettings(backend="docker"))  # no client, no daemon, no pull
+def test_docker_wiring_constructor_touches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the backend imports no SDK and reaches no daemon: that waits for first use."""
+    imported: list[str] = []
+    real_import = importlib.import_module
+
+    def recording_import(name: str, package: str | None = None) -> Any:
+        imported.append(name)
+        return real_import(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", recording_import)
+    sandbox = DockerSandbox(SandboxSettings(backend="docker"))
+    assert imported == []
+    assert sandbox._client is None
 
 
-def test_docker_bootstrap_runs(tmp_path: Path) -> None:
+def test_docker_bootstrap_runs_for_real_in_a_temp_folder(tmp_path: Path) -> None:
     """The in-container bootstrap, run here with /work replaced by a temp folder."""
     payload = {
         "code": "import sys\nprint(open('in/x.txt').read())\nimport os\nos.makedirs('out')\n"
@@ -244,7 +257,7 @@ def _e2b(
     return E2BSandbox(SandboxSettings(backend="e2b", **settings), create=create), made, kwargs_seen
 
 
-async def test_e2b_runs_and_kills_its_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_e2b_wiring_runs_and_kills_its_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     box, made, kwargs = _e2b(None, monkeypatch)
     result = await box.exec_code("print('hi')", files={"in.txt": b"x"}, timeout_s=3)
     assert result.ok and result.stdout == "hi\n" and result.artifacts == {"a.txt": b"A"}
@@ -253,7 +266,7 @@ async def test_e2b_runs_and_kills_its_sandbox(monkeypatch: pytest.MonkeyPatch) -
     assert kwargs[0]["allow_internet_access"] is False and kwargs[0]["api_key"] == "k"
 
 
-async def test_e2b_exit_codes_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_e2b_wiring_exit_codes_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     box, _, _ = _e2b(CommandExitException("o", "Traceback", 3), monkeypatch)
     result = await box.exec_code("import sys; sys.exit(3)")
     assert result.exit_code == 3 and result.stderr == "Traceback"
@@ -262,7 +275,7 @@ async def test_e2b_exit_codes_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> N
     assert result.timed_out and made[0].killed
 
 
-async def test_e2b_fails_closed_on_limits_it_cannot_enforce(
+async def test_e2b_wiring_fails_closed_on_limits_it_cannot_enforce(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     box, made, _ = _e2b(None, monkeypatch)
@@ -271,7 +284,9 @@ async def test_e2b_fails_closed_on_limits_it_cannot_enforce(
     assert made == []
 
 
-async def test_e2b_stateful_session_reuses_one_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_e2b_wiring_stateful_session_reuses_one_sandbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     box, made, _ = _e2b(None, monkeypatch, e2b_stateful=True)
     assert box.stateful
     await box.exec_code("print(1)")
@@ -281,7 +296,7 @@ async def test_e2b_stateful_session_reuses_one_sandbox(monkeypatch: pytest.Monke
     assert made[0].killed
 
 
-async def test_e2b_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_e2b_wiring_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("E2B_API_KEY", raising=False)
 
     async def create(**kwargs: Any) -> Any:
