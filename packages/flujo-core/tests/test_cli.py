@@ -176,8 +176,11 @@ def test_bad_config_is_a_user_error_and_debug_shows_the_traceback(project: Path)
     )
     debug = run_cli("--debug", "runs", "list", cwd=project, env=ENV)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
-    # Listing plugins and help still work with a broken config.
-    assert run_cli("plugins", "--json", cwd=project, env=ENV).returncode == 0
+    # Listing plugins still works with a broken config, and reports it; help just works.
+    listed = run_cli("plugins", "--json", cwd=project, env=ENV)
+    assert listed.returncode == 2
+    assert {p["status"] for p in json.loads(listed.stdout)} <= {"disabled"}
+    assert listed.stderr.startswith(f"error: {project / 'flujo.toml'}: [state]")
     assert run_cli("--help", cwd=project, env=ENV).returncode == 0
 
 
@@ -195,3 +198,53 @@ def test_version_and_config_show(project: Path) -> None:
     assert data["config"]["run"]["max_requests"] == 9
     text = run_cli("config", "show", cwd=project, env=ENV)
     assert 'uri = "sqlite:///runs.db"' in text.stdout and "# max_requests is unset" in text.stdout
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"[run]\nmax_requests = 'caf\xe9'\n",
+        b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+        b"[" + b".".join([b"a"] * 3000) + b"]\n",
+        b"[state\n",
+        b"[plugins]\ndisable = 3\n",
+    ],
+    ids=["not-utf8", "deep-arrays", "deep-tables", "not-toml", "bad-plugins-table"],
+)
+def test_a_hostile_config_is_one_line_exit_2_and_help_still_works(
+    project: Path, content: bytes
+) -> None:
+    """Every command that needs the config names the file; --help lists the core commands and
+    says why plugins are missing; `flujo plugins` lists them (none imported: the disable list
+    could not be read) and ends with the error, exit 2."""
+    path = project / "flujo.toml"
+    path.write_bytes(content)
+    env = {"FLUJO_LOAD_PLUGINS": "flujo-memory"}
+    for args in (["runs", "list"], ["config", "show"], ["memory", "stats"]):
+        proc = run_cli(*args, cwd=project, env=env)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), (args, proc.stderr)
+        assert "internal error" not in proc.stderr
+    shown = run_cli("--help", cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "runs " in shown.stdout and "Plugins not loaded:" in shown.stdout
+    assert shown.stderr == ""
+    listed = run_cli("plugins", "--json", cwd=project, env=env)
+    assert listed.returncode == 2
+    assert listed.stderr.startswith(f"error: {path}") and len(listed.stderr.splitlines()) == 1
+    memory = [p for p in json.loads(listed.stdout) if p["name"] == "flujo-memory"]
+    assert memory == [
+        {**memory[0], "status": "disabled", "error": "not loaded: the configuration cannot be read"}
+    ]
+
+
+def test_flujo_config_pointing_nowhere_or_at_a_folder(project: Path) -> None:
+    for target, message in (
+        (project / "nowhere.toml", f"error: FLUJO_CONFIG={project / 'nowhere.toml'}: no such file"),
+        (project, f"error: {project}: is a directory, not a config file"),
+    ):
+        proc = run_cli("runs", "list", cwd=project, env={**ENV, "FLUJO_CONFIG": str(target)})
+        assert (proc.returncode, proc.stderr.strip()) == (2, message)
+        assert run_cli("--help", cwd=project, env={"FLUJO_CONFIG": str(target)}).returncode == 0
+    assert not (project / "runs.db").exists()

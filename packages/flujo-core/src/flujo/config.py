@@ -8,6 +8,11 @@ it declares through the ``flujo_config_sections`` hook. Validation is strict: an
 a wrong type or a section no installed plugin owns is a :class:`ConfigError` naming the file,
 section and key.
 
+Whatever the file holds, a problem with it is one :class:`ConfigError` naming the file (and
+the line, or the section and key): it must be a regular UTF-8 file of at most
+:data:`MAX_CONFIG_BYTES`, valid TOML nested at most :data:`MAX_CONFIG_DEPTH` levels, with no NUL
+in a string, and floats must be finite. A bad environment override names its variable.
+
 Environment overrides, the one place they are defined:
 
 ==============================  ==========================================================
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,7 +59,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan pass `gt=0`-style bounds (nan fails them, inf does not): a lease or a
+    # timeout of inf is never what was meant.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StateSettings(_Section):
@@ -149,59 +157,188 @@ class FlujoConfig:
 def find_config_file(
     start: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Path | None:
-    """``FLUJO_CONFIG``, else the nearest ``flujo.toml`` from ``start`` (the cwd) upwards."""
+    """``FLUJO_CONFIG``, else the nearest ``flujo.toml`` from ``start`` (the cwd) upwards.
+
+    Anything *named* ``flujo.toml`` counts, so a directory or a dangling link by that name is
+    reported by :func:`read_config_file` instead of silently giving way to a parent's file.
+    """
     env = os.environ if environ is None else environ
     explicit = env.get("FLUJO_CONFIG")
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
+        if not os.path.lexists(explicit):
             raise ConfigError(f"FLUJO_CONFIG={explicit}: no such file")
-        return path.resolve()
-    here = (start or Path.cwd()).resolve()
+        return _resolve(Path(explicit), f"FLUJO_CONFIG={explicit}")
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError as exc:  # the working directory was removed under us
+        raise ConfigError(f"cannot look for {CONFIG_FILENAME}: {exc.strerror}") from None
     for folder in (here, *here.parents):
         candidate = folder / CONFIG_FILENAME
-        if candidate.is_file():
+        # lexists, not is_file: it never raises (an unreadable parent just stops nothing).
+        if os.path.lexists(candidate):
             return candidate
     return None
 
 
+def _resolve(path: Path, label: str) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:  # 3.11 raises RuntimeError on a symlink loop
+        raise ConfigError(f"{label}: cannot resolve the path: {exc}") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused rather than read into memory."""
+MAX_CONFIG_DEPTH = 32
+"""Tables and arrays nested deeper than this are refused (no setting needs more)."""
+
+
 def read_config_file(path: Path | None) -> dict[str, Any]:
-    """The raw TOML tables of ``path`` (``{}`` when ``path`` is ``None``)."""
+    """The raw TOML tables of ``path`` (``{}`` when ``path`` is ``None``).
+
+    Whatever the file holds, the only error is a one-line :class:`ConfigError` naming the
+    file (and the line, when known): not a regular file, unreadable, too large, not UTF-8,
+    not TOML, nested too deeply, or a string holding a NUL character.
+    """
     if path is None:
         return {}
+    data = _read_bounded(path)
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: line {line}, column {column}: not valid UTF-8 "
+            f"(byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    try:
+        # An editor's byte-order mark is not content.
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: not valid TOML: arrays or tables nested too deeply "
+            f"(at most {MAX_CONFIG_DEPTH} levels)"
+        ) from None
+    _check_values(raw, str(path))
+    return raw
+
+
+def _read_bounded(path: Path) -> bytes:
+    # O_NONBLOCK: a FIFO named flujo.toml must not block the command before fstat refuses it.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (a dangling link?)") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: is a directory, not a config file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {info.st_size} bytes; a config file may be at most "
+                f"{MAX_CONFIG_BYTES} bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:  # the file may grow after fstat
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    return b"".join(chunks)
 
 
-def _apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _check_values(value: Any, label: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_CONFIG_DEPTH` and strings holding a NUL.
+
+    Iterative, so a hostile document cannot exhaust the stack here or (once accepted) in
+    validation and ``config show`` further on; a NUL would reach paths and URIs, where it is
+    an ``internal error`` instead of a config one.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, where = stack.pop()
+        if len(where) > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{label}: {_dotted(where[:4])}...: nested more than {MAX_CONFIG_DEPTH} levels"
+            )
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if "\0" in key:
+                    raise ConfigError(f"{label}: key {_dotted((*where, key))!r}: contains NUL")
+                stack.append((sub, (*where, key)))
+        elif isinstance(item, list):
+            stack.extend((sub, (*where, f"[{i}]")) for i, sub in enumerate(item))
+        elif isinstance(item, str) and "\0" in item:
+            raise ConfigError(f"{label}: key {_dotted(where)!r}: a string contains NUL")
+
+
+def _dotted(where: tuple[str, ...]) -> str:
+    return ".".join(where).replace(".[", "[")
+
+
+def _apply_env_overrides(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[tuple[str, str], str]]:
+    """``raw`` with the ``FLUJO__SECTION__KEY`` values merged in, and for each value set that
+    way, ``{(section, key): variable}`` so an invalid one is reported by its variable."""
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    origins: dict[tuple[str, str], str] = {}
     environ = dict(environ)
-    if "FLUJO_STATE_URI" in environ:
-        environ.setdefault("FLUJO__STATE__URI", environ["FLUJO_STATE_URI"])
-    for key, value in environ.items():
+    aliases: dict[str, str] = {}
+    if "FLUJO_STATE_URI" in environ and "FLUJO__STATE__URI" not in environ:
+        environ["FLUJO__STATE__URI"] = environ["FLUJO_STATE_URI"]
+        aliases["FLUJO__STATE__URI"] = "FLUJO_STATE_URI"
+    for key, value in sorted(environ.items()):
         if not key.startswith("FLUJO__"):
             continue
         parts = key[len("FLUJO__") :].lower().split("__")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(f"environment variable {key}: expected FLUJO__<SECTION>__<KEY>")
         section, name = parts
+        variable = aliases.get(key, key)
+        try:
+            value.encode("utf-8")  # undecodable bytes arrive as lone surrogates
+        except UnicodeEncodeError:
+            raise ConfigError(f"environment variable {variable}: not valid UTF-8") from None
         try:
             parsed: Any = json.loads(value)
         except ValueError:
             parsed = value
+        except RecursionError:
+            raise ConfigError(
+                f"environment variable {variable}: JSON nested too deeply "
+                f"(at most {MAX_CONFIG_DEPTH} levels)"
+            ) from None
+        _check_values(parsed, f"environment variable {variable}")
         table = merged.setdefault(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"environment variable {key}: [{section}] is not a table")
         table[name] = parsed
-    return merged
+        origins[(section, name)] = variable
+    return merged, origins
 
 
-def _validate_section(model: type[M], data: Any, where: str) -> M:
+def _validate_section(
+    model: type[M], data: Any, where: str, env: Mapping[str, str] | None = None
+) -> M:
+    """``data`` validated as ``model``; ``env`` maps keys set by environment variables to the
+    variable, which the error then names instead of the file."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
     try:
@@ -209,10 +346,17 @@ def _validate_section(model: type[M], data: Any, where: str) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "?"
+        variable = (env or {}).get(str(first["loc"][0])) if first["loc"] else None
+        if variable is not None:
+            where = f"environment variable {variable}: {where.rpartition(': ')[2]}"
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(model.model_fields) or "none"
             raise ConfigError(f"{where}: unknown key {key!r} (allowed: {allowed})") from None
         raise ConfigError(f"{where}: key {key!r}: {first['msg']}") from None
+
+
+def _env_keys(origins: Mapping[tuple[str, str], str], section: str) -> dict[str, str]:
+    return {key: var for (sec, key), var in origins.items() if sec == section}
 
 
 def load_config(
@@ -228,13 +372,17 @@ def load_config(
     validate against plugins you registered yourself (tests do).
     """
     env = os.environ if environ is None else environ
-    file = Path(path).resolve() if path is not None else find_config_file(environ=env)
-    if file is not None and path is not None and not file.is_file():
-        raise ConfigError(f"{file}: no such config file")
-    raw = _apply_env_overrides(read_config_file(file), env)
+    if path is not None and not os.path.lexists(path):
+        raise ConfigError(f"{Path(path).absolute()}: no such config file")
+    file = _resolve(Path(path), str(path)) if path is not None else find_config_file(environ=env)
+    from_file = read_config_file(file)
+    raw, origins = _apply_env_overrides(from_file, env)
     label = str(file) if file is not None else "environment"
 
-    plugins = _validate_section(PluginsSettings, raw.get("plugins", {}), f"{label}: [plugins]")
+    def validate(model: type[M], name: str, data: Any) -> M:
+        return _validate_section(model, data, f"{label}: [{name}]", _env_keys(origins, name))
+
+    plugins = validate(PluginsSettings, "plugins", raw.get("plugins", {}))
     if plugin_manager is None:
         from flujo.plugins.manager import PluginManager
 
@@ -242,16 +390,19 @@ def load_config(
         plugin_manager.load_entry_points(disable=plugins.disable, environ=env)
 
     config = FlujoConfig(path=file, plugins=plugins, plugin_manager=plugin_manager)
-    config.state = _validate_section(StateSettings, raw.get("state", {}), f"{label}: [state]")
-    config.run = _validate_section(RunSettings, raw.get("run", {}), f"{label}: [run]")
+    config.state = validate(StateSettings, "state", raw.get("state", {}))
+    config.run = validate(RunSettings, "run", raw.get("run", {}))
     owned = plugin_manager.config_sections()
     disabled = plugin_manager.disabled
     for name, data in raw.items():
         if name in _CORE_MODELS:
             continue
         where = f"{label}: [{name}]"
+        if name not in from_file:  # the section exists only through environment variables
+            variable = min(var for (sec, _), var in origins.items() if sec == name)
+            where = f"environment variable {variable}: [{name}]"
         if name in owned:
-            config.sections[name] = _validate_section(owned[name][0], data, where)
+            config.sections[name] = validate(owned[name][0], name, data)
             continue
         package = FIRST_PARTY_SECTIONS.get(name)
         if package is not None and package in disabled:

@@ -40,6 +40,7 @@ def _load_plugins() -> CliState:
 
     disable: list[str] = []
     error: Exception | None = None
+    path = None
     try:
         path = find_config_file()
         raw = read_config_file(path).get("plugins", {})
@@ -47,8 +48,15 @@ def _load_plugins() -> CliState:
     except ConfigError as exc:
         # Keep going so --help and `flujo plugins` work; commands needing config re-raise it.
         error = exc
+    except Exception as exc:  # noqa: BLE001 - `flujo --help` must work whatever the file holds
+        error = ConfigError(f"{path or 'flujo.toml'}: cannot read: {type(exc).__name__}: {exc}")
     manager = PluginManager()
-    manager.load_entry_points(disable=disable)
+    # Without a readable [plugins] table we cannot know which plugins the user disabled:
+    # importing one anyway would run code they turned off (failing open), so none is loaded.
+    manager.load_entry_points(
+        disable=disable,
+        hold=None if error is None else "not loaded: the configuration cannot be read",
+    )
     return CliState(manager, error)
 
 
@@ -79,6 +87,7 @@ def make_app() -> FlujoGroup:
         ctx.obj = state
 
     assert isinstance(cli, FlujoGroup)
+    cli.startup_error = state.startup_error
     cli.add_command(lazy_command("run", "flujo.cli._runs:run", help="Run a pipeline."))
     cli.add_command(
         lazy_command("runs", "flujo.cli._runs:runs", help="List, show and resume stored runs.")
@@ -99,7 +108,24 @@ def make_app() -> FlujoGroup:
 @click.option("--hook", "hook", default=None, help="Only plugins implementing this hook.")
 @click.pass_obj
 def plugins_command(state: CliState, as_json: bool, hook: str | None) -> None:
-    """List installed plugins: loaded, broken or disabled (exits 0 even if one is broken)."""
+    """List installed plugins: loaded, broken or disabled (exits 0 even if one is broken).
+
+    An invalid configuration is printed after the listing as one ``error:`` line, exit 2.
+    """
+    from flujo.domain.errors import ConfigError
+
+    try:
+        state.config()
+        problem = None
+    except ConfigError as exc:
+        problem = str(exc)
+    _list_plugins(state, as_json, hook)
+    if problem is not None:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(2)
+
+
+def _list_plugins(state: CliState, as_json: bool, hook: str | None) -> None:
     infos = state.plugins.plugins
     if hook is not None:
         infos = [i for i in infos if hook in i.hooks]

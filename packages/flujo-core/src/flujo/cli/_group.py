@@ -44,10 +44,19 @@ def lazy_command(name: str, target: str, *, help: str) -> LazyCommand:
 
 
 class FlujoGroup(click.Group):
-    """A group that resolves :class:`LazyCommand` entries when they are looked up to run."""
+    """A group that resolves :class:`LazyCommand` entries when they are looked up to run.
+
+    ``startup_error``: why plugins (and so their commands) were not loaded. A command that
+    is not found raises it, so ``flujo memory ...`` with a broken flujo.toml names the file
+    instead of saying there is no ``memory`` command; ``--help`` shows it below the list.
+    """
+
+    startup_error: Exception | None = None
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
+        if command is None and self.startup_error is not None:
+            raise self.startup_error
         if isinstance(command, LazyCommand):
             command = command.resolve()
             self.commands[cmd_name] = command
@@ -63,3 +72,6 @@ class FlujoGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+        if self.startup_error is not None:
+            with formatter.section("Plugins not loaded"):
+                formatter.write_text(str(self.startup_error))

@@ -138,9 +138,17 @@ class PluginManager:
         return self.pm.hook
 
     def load_entry_points(
-        self, *, disable: Sequence[str] = (), environ: Mapping[str, str] | None = None
+        self,
+        *,
+        disable: Sequence[str] = (),
+        environ: Mapping[str, str] | None = None,
+        hold: str | None = None,
     ) -> None:
-        """Load every installed plugin that the allow/deny lists let through."""
+        """Load every installed plugin that the allow/deny lists let through.
+
+        ``hold``: import none; list each one that would have loaded as disabled, with this
+        reason (the CLI does so when flujo.toml, and so its disable list, cannot be read).
+        """
         from importlib_metadata import entry_points
 
         env = os.environ if environ is None else environ
@@ -161,6 +169,11 @@ class PluginManager:
                 name = f"{name}:{ep.name}"
             if (allow is not None and name not in allow) or name in deny:
                 self._infos[name] = PluginInfo(name, version, ep.value, status="disabled")
+                continue
+            if hold is not None:
+                self._infos[name] = PluginInfo(
+                    name, version, ep.value, status="disabled", error=hold
+                )
                 continue
             try:
                 plugin = ep.load()
