@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -207,12 +208,26 @@ def report(result: PipelineResult, agents: Agents, order_requests: list[str]) ->
         else f"    PII FOUND in stored state: {', '.join(leaks)}"
     )
 
-    say("\nLook deeper (from examples/support_desk):")
-    say(f"    flujo runs show {run_id}")
-    say(f"    flujo governance audit --run {run_id}")
-    say(f"    flujo evals list --run {run_id}")
-    say(f'    flujo memory search "{MEMORY_QUERY}" --scope customer_id={CUSTOMER}')
+    say("\nLook deeper (paste into any shell: the flujo of the environment this demo ran in):")
+    for command in look_deeper_commands(run_id):
+        say(f"    {command}")
     return "\n".join(out)
+
+
+def look_deeper_commands(run_id: str) -> list[str]:
+    """Commands that work as printed, from any shell and folder.
+
+    ``nox -s demo`` runs in its own virtualenv, whose ``flujo`` is not on the user's PATH: name
+    it by its absolute path, and run from this folder (where the state is).
+    """
+    flujo = shlex.quote(str(Path(sys.executable).parent / "flujo"))
+    where = f"cd {shlex.quote(str(HERE))} && {flujo}"
+    return [
+        f"{where} runs show {run_id}",
+        f"{where} governance audit --run {run_id}",
+        f"{where} evals list --run {run_id}",
+        f"{where} memory search {shlex.quote(MEMORY_QUERY)} --scope customer_id={CUSTOMER}",
+    ]
 
 
 def main() -> int:

@@ -258,3 +258,26 @@ def test_a_provider_model_runs_the_same_pipeline_and_never_sees_pii(
     assert "stdout: 59.9   exit code: 0   backend: local" in _section(report, 5)
     assert EMAIL in _section(report, 6) and "refunded 59.90 EUR" in _section(report, 6)
     assert "scored, score 0.75, good" in _section(report, 7)
+
+
+def test_the_look_deeper_commands_work_as_printed_from_another_folder(
+    reports: tuple[str, str], tmp_path: Path
+) -> None:
+    """Pasted into a shell whose PATH has no flujo, in another folder, each command works."""
+    commands = reports[1].split("\nLook deeper", 1)[1].splitlines()[1:]
+    commands = [line.strip() for line in commands if line.strip()]
+    assert len(commands) == 4, reports[1]
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)
+    assert shutil.which("flujo", path=path) != str(Path(bin_dir) / "flujo")
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env={**_env(), "PATH": path},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+        assert done.stdout.strip(), f"{command} printed nothing"
