@@ -7,6 +7,7 @@ each plugin with only the flujo-core wheel beside it, then everything together.
     nox -s bench              # benchmarks: print figures, assert nothing
     nox -s demo               # the offline support-desk demo (every plugin)
     nox -s quickstart         # the smallest offline example (flujo-core only)
+    nox -s wheels             # build every package's wheel into dist/ (to install elsewhere)
 """
 
 from __future__ import annotations
@@ -173,6 +174,13 @@ def types(session: nox.Session) -> None:
     session.install(*DEV_TOOLS, *editable)
     for package in [CORE, *PLUGINS]:
         session.run("mypy", str(package / "src"))
+
+
+@nox.session(python=False)
+def wheels(session: nox.Session) -> None:
+    """Build the wheel of every package (the core, each plugin, the example) into dist/."""
+    built = [_wheel(session, package) for package in [CORE, *PLUGINS]]
+    session.log("built:\n" + "\n".join(f"  {wheel.relative_to(ROOT)}" for wheel in built))
 
 
 @nox.session(python=PYTHONS[0])
