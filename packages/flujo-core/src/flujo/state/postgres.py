@@ -19,6 +19,7 @@ from flujo.domain.errors import StateError
 from flujo.domain.interfaces import Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import RUN_COLUMNS, STEP_COLUMNS, dumps, run_from_row, step_from_row
+from flujo.state.dsn import redact_dsn
 from flujo.state.migrations import core_migrations
 
 if TYPE_CHECKING:
@@ -33,11 +34,6 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 def translate_params(sql: str) -> str:
     """``:name`` placeholders to psycopg's ``%(name)s`` (``::casts`` are left alone)."""
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
 class PostgresBackend:

@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from flujo.domain.interfaces import Memory, ScoredMemory
+from flujo.state.dsn import redact_dsn
 from flujo_memory.errors import (
     DimensionMismatchError,
     ExtraNotInstalledError,
@@ -71,12 +72,6 @@ _WRITE_CHUNK = 250
 _COLUMNS = "id, text, scope, run_id, step_name, metadata, created_at"
 
 SearchMode = Literal["hnsw", "iterative", "exact"]
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password (URI ``user:secret@`` or ``password=secret``)."""
-    out = re.sub(r"(//[^:/@?#]*):[^@/?#]*@", r"\1:***@", dsn)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", out)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
