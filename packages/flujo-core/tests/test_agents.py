@@ -602,3 +602,19 @@ def test_importing_flujo_does_not_import_pydantic_ai() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_provider_package_names_flujo_cores_extra() -> None:
+    from flujo.agents.wrapper import _install_hint
+
+    missing_openai = ImportError(
+        "Please install the `openai` package to use the OpenAI provider, you can use the "
+        '`openai` optional group — `pip install "pydantic-ai-slim[openai]"`'
+    )
+    assert _install_hint("openai", missing_openai) == (
+        "the 'openai' provider needs flujo-core's 'openai' extra: "
+        'pip install "flujo-core[openai]"'
+    )
+    # A provider flujo-core has no extra for keeps pydantic-ai's own advice.
+    missing_other = ImportError('`pip install "pydantic-ai-slim[anthropic]"`')
+    assert _install_hint("anthropic", missing_other) == str(missing_other)

@@ -34,6 +34,8 @@ def make_pipeline():
     return Pipeline([Step.from_callable(reply)])
 
 not_a_pipeline = 42
+
+lone_step = Step.from_callable(reply, name="lone")
 """
 
 ENV = {"FLUJO_LOAD_PLUGINS": ""}
@@ -132,7 +134,12 @@ def test_failed_run_exits_1_and_is_listed_by_status(project: Path) -> None:
             ["run", "pipe.py:nope", "--input", "x"],
             "error: target 'pipe.py:nope': pipe.py has no attribute 'nope'",
         ),
-        (["run", "pipe.py:not_a_pipeline", "--input", "x"], "is a int, not a Pipeline"),
+        (["run", "pipe.py:not_a_pipeline", "--input", "x"], "is a int, not a Pipeline or a Step"),
+        (
+            # JSON text that is not a Ticket: the message names the missing field.
+            ["run", "pipe.py:make_pipeline", "--input", '{"priority": 2}'],
+            "error: input to step 'reply' does not validate as Ticket: subject: Field required",
+        ),
         (
             ["run", "no_such_module:p", "--input", "x"],
             "error: target 'no_such_module:p': no module named 'no_such_module'",
@@ -248,3 +255,43 @@ def test_flujo_config_pointing_nowhere_or_at_a_folder(project: Path) -> None:
         assert (proc.returncode, proc.stderr.strip()) == (2, message)
         assert run_cli("--help", cwd=project, env={"FLUJO_CONFIG": str(target)}).returncode == 0
     assert not (project / "runs.db").exists()
+
+
+def test_a_bare_step_runs_as_a_one_step_pipeline(project: Path) -> None:
+    proc = run_cli(
+        "run", "pipe.py:lone_step", "--input", '{"subject": "hi"}', "--json", cwd=project, env=ENV
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["status"], result["output"]) == ("succeeded", "re: hi (p1)")
+    assert [s["name"] for s in result["steps"]] == ["lone"]
+
+
+def test_a_missing_api_key_is_a_config_error_before_anything_is_stored(project: Path) -> None:
+    (project / "agent_pipe.py").write_text(
+        "from flujo import Step, make_agent_async\n"
+        "pipeline = Step('draft', make_agent_async('openai:gpt-4o-mini', 'Be brief.'))\n"
+    )
+    proc = run_cli(
+        "run",
+        "agent_pipe.py:pipeline",
+        "--input",
+        "hi",
+        cwd=project,
+        env={**ENV, "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: agent 'draft': ") and "OPENAI_API_KEY" in lines[0]
+    assert proc.stdout == ""
+    assert not (project / "runs.db").exists(), "a run was stored for a configuration error"
+
+
+def test_plugins_hook_filter_names_unknown_hooks_and_empty_results(project: Path) -> None:
+    unknown = run_cli("plugins", "--hook", "nope", cwd=project, env=ENV)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("error: --hook: no hook named 'nope' (hooks: ")
+    assert "flujo_retriever" in unknown.stderr
+    none = run_cli("plugins", "--hook", "flujo_retriever", cwd=project, env=ENV)
+    assert (none.returncode, none.stdout.strip()) == (0, "no plugin implements flujo_retriever")

@@ -19,18 +19,12 @@ from flujo import Flujo, FlujoConfig, Pipeline, PipelineContext, PolicyDecision,
 from flujo.application.runtime import Runtime
 from flujo.domain.events import PolicyDecided, RunFinalized, StepCompleted
 from flujo.domain.interfaces import Memory, Migration, ScoredMemory
-from flujo.plugins import hookspecs
-from flujo.plugins.manager import PluginManager
+from flujo.plugins.manager import PluginManager, hook_names
 from flujo.state.sqlite import SQLiteBackend
 
 
 def _spec_names() -> set[str]:
-    marker = f"{hookspecs.PROJECT_NAME}_spec"
-    return {
-        name
-        for name in dir(hookspecs)
-        if name.startswith("flujo_") and hasattr(getattr(hookspecs, name), marker)
-    }
+    return set(hook_names())
 
 
 class _Section(BaseModel):

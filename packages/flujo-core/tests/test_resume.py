@@ -162,6 +162,24 @@ def _count_first(x: str) -> str:
 resumable = Step.from_callable(_count_first) >> Step.from_callable(_flaky_second)
 
 
+lone_flaky = Step.from_callable(_flaky_second, name="lone_flaky")
+
+
+async def test_a_bare_step_is_a_one_step_pipeline_that_resumes(tmp_path: Path) -> None:
+    flaky_calls.clear()
+    async with Flujo(lone_flaky, state=SQLiteBackend(tmp_path / "s.db")) as runner:
+        assert [s.name for s in runner.pipeline.steps] == ["lone_flaky"]
+        assert runner.pipeline_ref is not None
+        assert runner.pipeline_ref.endswith("test_resume:lone_flaky")
+        loaded = load_target(runner.pipeline_ref)  # what another process resumes with
+        assert [s.name for s in loaded.steps] == ["lone_flaky"]
+        assert loaded.version == runner.pipeline.version
+        failed = await runner.run_async("x")
+        assert failed.status is RunStatus.FAILED
+        resumed = await runner.resume_async(failed.run_id)
+    assert (resumed.status, resumed.output) == (RunStatus.SUCCEEDED, "x-2")
+
+
 async def test_resume_a_failed_run_from_python(tmp_path: Path) -> None:
     flaky_calls.clear()
     state = SQLiteBackend(tmp_path / "s.db")

@@ -23,6 +23,7 @@ This module imports pydantic-ai; ``flujo`` imports it only when ``make_agent_asy
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,7 +38,7 @@ from pydantic_ai.exceptions import (
     UsageLimitExceeded,
 )
 from pydantic_ai.exceptions import UserError as PydanticAIUserError
-from pydantic_ai.models import Model, parse_model_id
+from pydantic_ai.models import Model, infer_model, parse_model_id
 from pydantic_ai.providers import infer_provider_class
 from pydantic_ai.tools import RunContext, Tool
 from pydantic_ai.toolsets import FunctionToolset, ToolsetTool, WrapperToolset
@@ -267,6 +268,27 @@ class AsyncAgentWrapper(Generic[OutputT]):
         self.name = name
         """The agent's name, used in errors and by pydantic-ai's instrumentation."""
 
+    def check_ready(self, where: str) -> None:
+        """Build the model as a run would, without calling it.
+
+        The runner calls this when it starts, so a provider that cannot be built (a missing
+        API key, a provider setting) is a :class:`ConfigError` before any run is stored,
+        rather than a failed run. Model objects (not strings) are the caller's own and are
+        taken as they are.
+        """
+        model = self._agent.model
+        if not isinstance(model, str) or model == "test":
+            return
+        try:
+            infer_model(model)
+        except PydanticAIUserError as exc:
+            raise ConfigError(f"agent {self.name or where!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - each provider SDK has its own error types
+            # e.g. openai's OpenAIError for an empty OPENAI_API_KEY: still the user's config.
+            raise ConfigError(
+                f"agent {self.name or where!r}: {type(exc).__name__}: {exc}"
+            ) from None
+
     @property
     def agent(self) -> Agent[Any, OutputT]:
         """The underlying pydantic-ai ``Agent``, e.g. to ``override(model=...)`` it in a test."""
@@ -348,7 +370,23 @@ def _check_model(model: Model | str) -> None:
     except ValueError:
         raise ConfigError(f"model {model!r}: unknown provider {provider!r}") from None
     except ImportError as exc:
-        raise ConfigError(f"model {model!r}: {exc}") from None
+        raise ConfigError(f"model {model!r}: {_install_hint(provider, exc)}") from None
+
+
+# The pydantic-ai extras flujo-core re-exports as its own: name ours, so users install the
+# package they depend on (pydantic-ai's own message names pydantic-ai-slim's extra).
+_CORE_EXTRAS = frozenset({"openai"})
+
+
+def _install_hint(provider: str, exc: ImportError) -> str:
+    found = re.search(r"pydantic-ai-slim\[([\w-]+)\]", str(exc))
+    if found is None or found.group(1) not in _CORE_EXTRAS:
+        return str(exc)
+    extra = found.group(1)
+    return (
+        f"the {provider!r} provider needs flujo-core's {extra!r} extra: "
+        f'pip install "flujo-core[{extra}]"'
+    )
 
 
 @overload

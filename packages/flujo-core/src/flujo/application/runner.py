@@ -40,9 +40,11 @@ from flujo.domain.models import (
     PipelineResult,
     RunRecord,
     RunStatus,
+    Step,
     StepResult,
     Usage,
     UsageLimits,
+    describe_validation_error,
 )
 from flujo.plugins.manager import PluginManager
 from flujo.state import open_state
@@ -100,7 +102,7 @@ class Flujo(Generic[ContextT]):
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Pipeline | Step,
         *,
         context_model: type[ContextT] | None = None,
         config: FlujoConfig | str | Path | None = None,
@@ -109,9 +111,12 @@ class Flujo(Generic[ContextT]):
         usage_limits: UsageLimits | None = None,
         pipeline_ref: str | None = None,
     ) -> None:
+        defined_as = pipeline
+        if isinstance(pipeline, Step):
+            pipeline = Pipeline([pipeline])  # a single step is a one-step pipeline
         if not isinstance(pipeline, Pipeline):
             raise PipelineDefinitionError(
-                f"Flujo() needs a Pipeline, got {type(pipeline).__name__}"
+                f"Flujo() needs a Pipeline or a Step, got {type(pipeline).__name__}"
             )
         self.pipeline = pipeline
         self.context_model: type[PipelineContext] = context_model or _infer_context_model(pipeline)
@@ -119,7 +124,7 @@ class Flujo(Generic[ContextT]):
         self._state_arg = state
         self._policies = list(policies)
         self._limits_arg = usage_limits
-        self.pipeline_ref = pipeline_ref or locate_pipeline(pipeline)
+        self.pipeline_ref = pipeline_ref or locate_pipeline(pipeline, defined_as)
         self.worker_id = new_worker_id()
         """Who holds the leases of this runner's runs (host:pid:random)."""
         self._runtime: Runtime | None = None
@@ -163,6 +168,12 @@ class Flujo(Generic[ContextT]):
             config = self._config_arg
             if not isinstance(config, FlujoConfig):
                 config = load_config(config)
+            for step in self.pipeline.steps:
+                # A model that cannot be built (no API key) is a config error now, not a
+                # stored failed run later.
+                check_ready = getattr(step.agent, "check_ready", None)
+                if check_ready is not None:
+                    check_ready(step.name)
             plugins = config.plugin_manager
             if plugins is None:
                 plugins = config.plugin_manager = PluginManager()
@@ -273,10 +284,9 @@ class Flujo(Generic[ContextT]):
                 return self.context_model.model_validate(context.model_dump())
             return self.context_model.model_validate(dict(context or {}))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            key = ".".join(str(p) for p in first["loc"]) or "context"
             raise InputValidationError(
-                f"context does not validate as {self.context_model.__name__}: {key}: {first['msg']}"
+                f"context does not validate as {self.context_model.__name__}: "
+                f"{describe_validation_error(exc, 'context')}"
             ) from None
 
     def _bind(self, context: PipelineContext, run_id: str) -> None:

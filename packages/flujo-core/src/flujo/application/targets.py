@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from flujo.domain.errors import TargetError
-from flujo.domain.models import Pipeline
+from flujo.domain.models import Pipeline, Step
 
 
 def _load_file(path: Path) -> ModuleType:
@@ -68,26 +68,33 @@ def load_target(ref: str) -> Pipeline:
         obj = getattr(module, attr)
     except AttributeError:
         raise TargetError(f"target {ref!r}: {where} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Pipeline):
+    if callable(obj) and not isinstance(obj, Pipeline | Step):
         try:
             obj = obj()
         except TypeError as exc:
             raise TargetError(f"target {ref!r}: calling {attr}() failed: {exc}") from exc
+    if isinstance(obj, Step):
+        return Pipeline([obj])  # a single step is a one-step pipeline
     if not isinstance(obj, Pipeline):
         raise TargetError(
-            f"target {ref!r}: {attr} is a {type(obj).__name__}, not a Pipeline "
+            f"target {ref!r}: {attr} is a {type(obj).__name__}, not a Pipeline or a Step "
             "(or a function returning one)"
         )
     return obj
 
 
-def locate_pipeline(pipeline: Pipeline) -> str | None:
-    """A reference that loads ``pipeline`` again, if it is a module-level attribute."""
+def locate_pipeline(pipeline: Pipeline, defined_as: Pipeline | Step | None = None) -> str | None:
+    """A reference that loads ``pipeline`` again, if it is a module-level attribute.
+
+    ``defined_as`` is the object the module holds when that is not ``pipeline`` itself (a bare
+    Step the runner wrapped in a one-step pipeline).
+    """
     module = sys.modules.get(pipeline.defined_in or "")
     if module is None:
         return None
+    wanted = pipeline if defined_as is None else defined_as
     for attr, value in vars(module).items():
-        if value is pipeline:
+        if value is wanted:
             if _importable(module.__name__):
                 return f"{module.__name__}:{attr}"
             # __main__, a file loaded by path, or a module imported under a name another

@@ -128,12 +128,18 @@ def plugins_command(state: CliState, as_json: bool, hook: str | None) -> None:
 def _list_plugins(state: CliState, as_json: bool, hook: str | None) -> None:
     infos = state.plugins.plugins
     if hook is not None:
+        from flujo.domain.errors import UserError
+        from flujo.plugins.manager import hook_names
+
+        known = hook_names()
+        if hook not in known:
+            raise UserError(f"--hook: no hook named {hook!r} (hooks: {', '.join(sorted(known))})")
         infos = [i for i in infos if hook in i.hooks]
     if as_json:
         echo_json([i.to_dict() for i in infos])
         return
     if not infos:
-        click.echo("no plugins installed")
+        click.echo(f"no plugin implements {hook}" if hook else "no plugins installed")
         return
     rows = [("NAME", "VERSION", "STATUS", "REGISTERED / ERROR")]
     for info in infos:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from flujo.domain.errors import InputValidationError, PipelineDefinitionError
 
 if TYPE_CHECKING:
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
     from flujo.domain.context import PipelineContext
 
@@ -345,16 +345,19 @@ class Step:
         try:
             return self._adapter.validate_python(data)
         except ValidationError as exc:
+            error = exc
             if isinstance(data, str | bytes):
                 # Text from a CLI or a queue may hold JSON for a structured input type.
-                with contextlib.suppress(ValidationError):
+                try:
                     return self._adapter.validate_json(data)
-
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "input"
+                except ValidationError as json_exc:
+                    # Text that is JSON: what is wrong with that JSON is the cause to report
+                    # ("amount: Field required"), not that text is not an Order.
+                    if json_exc.errors()[0]["type"] != "json_invalid":
+                        error = json_exc
             raise InputValidationError(
                 f"input to step {self.name!r} does not validate as {_type_name(tp)}: "
-                f"{where}: {first['msg']}"
+                f"{describe_validation_error(error, 'input')}"
             ) from exc
 
     def __rshift__(self, other: Step | Pipeline) -> Pipeline:
@@ -362,6 +365,20 @@ class Step:
 
     def __repr__(self) -> str:
         return f"Step({self.name!r})"
+
+
+def describe_validation_error(exc: ValidationError, whole: str, limit: int = 3) -> str:
+    """``"amount: Field required; id: ..."``: where and what, for the first ``limit`` errors.
+
+    ``whole`` names the value itself when an error has no location (the input, the context).
+    """
+    errors = exc.errors()
+    parts = [
+        f"{'.'.join(str(p) for p in error['loc']) or whole}: {error['msg']}"
+        for error in errors[:limit]
+    ]
+    more = len(errors) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _type_hints(fn: Callable[..., Any], localns: dict[str, Any] | None) -> dict[str, Any]:

@@ -43,6 +43,16 @@ def normalize_name(name: str) -> str:
     return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
+def hook_names() -> frozenset[str]:
+    """The name of every hook a plugin may implement (the specs in ``flujo.plugins.hookspecs``)."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"  # the attribute pluggy's HookspecMarker sets
+    return frozenset(
+        name
+        for name, value in vars(hookspecs).items()
+        if name.startswith("flujo_") and hasattr(value, marker)
+    )
+
+
 def _env_list(environ: Mapping[str, str], key: str) -> list[str] | None:
     raw = environ.get(key)
     if raw is None:
