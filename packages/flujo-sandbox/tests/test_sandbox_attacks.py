@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -79,6 +81,67 @@ async def test_host_environment_is_not_visible(box: Any, monkeypatch: pytest.Mon
     assert "FLUJO_SANDBOX_TEST_SECRET" not in result.stdout
     # Nothing of the host's environment at all, only what the sandbox sets.
     assert "OPENAI" not in result.stdout and "VIRTUAL_ENV" not in result.stdout
+
+
+@pytest.mark.parametrize("cgroups", ["auto", "off"])
+async def test_nothing_of_the_host_process_is_visible(
+    cgroups: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Every process the code can see (its own, bubblewrap's pid 1, ``env``) shows only the
+    sandbox's environment: not the host's working folder, variables or temp folder names.
+
+    Real bubblewrap, with and without the per-execution cgroup (whose ``sh`` join step would
+    otherwise export the host's ``PWD`` into pid 1's environment).
+    """
+    from flujo_sandbox.local import LocalSandbox
+    from flujo_sandbox.settings import SandboxSettings
+
+    from .conftest import require_local
+
+    require_local()
+    host_cwd = tmp_path / "host-cwd-marker-7f3a"
+    host_cwd.mkdir()
+    # Under /tmp, not tmp_path: pytest's folders are 0700, and bubblewrap runs as another uid
+    # on a root host.
+    work_root = Path(tempfile.mkdtemp(prefix="work-root-marker-91c2-"))
+    work_root.chmod(0o711)
+    request.addfinalizer(lambda: shutil.rmtree(work_root, ignore_errors=True))
+    monkeypatch.chdir(host_cwd)
+    monkeypatch.setenv("FLUJO_SANDBOX_HOST_MARKER", "host-env-marker-5d1e")
+    box = LocalSandbox(
+        SandboxSettings(backend="local", cgroups=cgroups, work_root=str(work_root))  # type: ignore[arg-type]
+    )
+    code = textwrap.dedent(
+        """
+        import os, subprocess
+        def show(path):
+            try:
+                with open(path, "rb") as fh:
+                    print(path, fh.read())
+            except OSError as exc:
+                print(path, "unreadable", type(exc).__name__)
+        for pid in ["self"] + [p for p in os.listdir("/proc") if p.isdigit()]:
+            show(f"/proc/{pid}/environ")
+            show(f"/proc/{pid}/cmdline")
+            for link in ("cwd", "root", "exe"):
+                try:
+                    print(pid, link, os.readlink(f"/proc/{pid}/{link}"))
+                except OSError as exc:
+                    print(pid, link, "unreadable", type(exc).__name__)
+        print("getcwd", os.getcwd())
+        print("env", subprocess.run(["env"], capture_output=True, text=True).stdout)
+        """
+    )
+    result = await box.exec_code(code, timeout_s=20)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "host-cwd-marker-7f3a" not in out, out
+    assert "host-env-marker-5d1e" not in out and "FLUJO_SANDBOX_HOST_MARKER" not in out
+    # The per-execution folder's host path (under work_root) is not in any command line.
+    assert "work-root-marker-91c2" not in out, out
+    assert "VIRTUAL_ENV" not in out and "HOSTNAME" not in out
+    # pid 1 (bubblewrap's init) has exactly the environment bubblewrap was started with.
+    assert "/proc/1/environ b'PATH=/usr/bin:/bin\\x00'" in out, out
 
 
 async def test_no_network_egress_by_ip(box: Any) -> None:
@@ -368,3 +431,30 @@ async def test_work_folder_is_removed_even_when_the_code_locks_it(box: Any) -> N
     # Other processes may run sandboxes meanwhile: look for this execution's folder only.
     left = [p for p in set(glob.glob(pattern)) - before if os.path.lexists(f"{p}/work/locked")]
     assert left == [], "an execution's folder was left on the host"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"limits": SandboxLimits(memory_mb=float("nan"))}, "memory_mb"),  # type: ignore[arg-type]
+        ({"limits": SandboxLimits(cpu_s=float("inf"))}, "cpu_s"),
+        ({"limits": SandboxLimits(pids=2.5)}, "pids"),  # type: ignore[arg-type]
+        ({"limits": SandboxLimits(output_bytes=-1)}, "output_bytes"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"timeout_s": "5"}, "timeout_s"),
+        ({"code": "print('\ud800')"}, "the code"),
+        ({"arguments": ["a\x00b"]}, "argument 1"),
+        ({"arguments": ["\udfff"]}, "argument 1"),
+        ({"environment": {"A": "\ud800"}}, "environment variable A"),
+    ],
+)
+async def test_local_refuses_unrepresentable_requests(
+    local_sandbox: Any, kwargs: dict[str, Any], error: str
+) -> None:
+    """Straight to the backend (the sidecar checks these too): a clear user error naming
+    the field, never a crash deep in process spawning."""
+    from flujo.domain.errors import UserError
+
+    call = {"code": "print(1)", **kwargs}
+    with pytest.raises(UserError, match=error):
+        await local_sandbox.exec_code(call.pop("code"), **call)

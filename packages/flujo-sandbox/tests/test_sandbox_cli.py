@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +136,174 @@ def test_serve_refuses_a_missing_token(tmp_path: Path, local_sandbox: LocalSandb
 
 
 def test_serve_refuses_an_open_port_without_token(tmp_path: Path) -> None:
-    proc = flujo("sandbox", "serve", "--host", "0.0.0.0", "--port", "0", cwd=tmp_path)
+    proc = flujo("sandbox", "serve", "--host", "0.0.0.0", "--port", "0", "--no-token", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "without a bearer token" in proc.stderr
+    assert "refusing --no-token on 0.0.0.0" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--no-token", "--token-env", "X"], "contradict"),
+        (["--allow-origin", "evil.example"], "--allow-origin"),
+        (["--max-concurrency", "8", "--max-connections", "2"], "--max-connections"),
+    ],
+)
+def test_serve_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = flujo("sandbox", "serve", "--port", "0", *args, cwd=tmp_path, env={"X": "t"})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+class Served:
+    """``flujo sandbox serve`` running as a real subprocess; stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flujo", "sandbox", "serve", "--port", "0", *args],
+            cwd=tmp_path,
+            env={**clean, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if " on http://" not in line:
+            self.stop()
+            raise AssertionError(f"serve did not start: {line!r} {self.stderr}")
+        self.first_line = line
+        self.url = line.split(" on ", 1)[1].split()[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.stderr = ""
+
+    def readline(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, self.stderr = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate(timeout=30)
+        return self.proc.returncode
+
+
+def test_serve_generates_and_prints_a_token_by_default(
+    tmp_path: Path, local_sandbox: LocalSandbox
+) -> None:
+    served = Served(tmp_path)
+    try:
+        assert "bearer token required" in served.first_line
+        notice = served.readline()
+        assert notice.startswith("generated bearer token (callers set FLUJO_SANDBOX_TOKEN=")
+        token = notice.split("FLUJO_SANDBOX_TOKEN=", 1)[1].split(";", 1)[0]
+        assert len(token) >= 32
+        denied = httpx.post(f"{served.url}/execute", json={"code": "print(1)"})
+        assert denied.status_code == 401
+        # The documented client side: the variable [sandbox] token_env names.
+        proc = flujo(
+            "sandbox",
+            "exec",
+            "-",
+            cwd=tmp_path,
+            env={"FLUJO__SANDBOX__API_URL": served.url, "FLUJO_SANDBOX_TOKEN": token},
+            stdin="print(6*7)",
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "42\n"
+    finally:
+        assert served.stop() == 0, served.stderr
+    assert token not in served.stderr
+
+
+def test_serve_without_a_token_only_when_asked_and_loudly(
+    tmp_path: Path, local_sandbox: LocalSandbox
+) -> None:
+    served = Served(tmp_path, "--no-token")
+    try:
+        assert "NO TOKEN" in served.first_line
+        answer = httpx.post(f"{served.url}/execute", json={"code": "print(6*7)"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["stdout"] == "42\n"
+        # Still no web page: a browser's cross-origin request carries an Origin.
+        page = httpx.post(
+            f"{served.url}/execute",
+            json={"code": "print(1)"},
+            headers={"Origin": "http://evil.example"},
+        )
+        assert page.status_code == 403
+    finally:
+        assert served.stop() == 0
+    assert "WARNING: --no-token" in served.stderr
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} for pid {pid}")
+
+
+def test_clients_without_the_token_cannot_grow_the_servers_memory(
+    tmp_path: Path, local_sandbox: LocalSandbox
+) -> None:
+    """16 clients without a token each declare and push a 32 MiB body (the issue's attack:
+    it raised the server from 40 MB to 536 MB). The server answers 401 from the headers and
+    never buffers a body: its peak RSS (VmHWM) grows by far less than one body."""
+    served = Served(tmp_path, "--token-env", "MY_TOKEN", env={"MY_TOKEN": "tok-123"})
+    body = 32 * 1024 * 1024
+    chunk = b"x" * (1024 * 1024)
+    answers: list[bytes] = []
+
+    def attack() -> None:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /execute HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\n" + f"Content-Length: {body}\r\n\r\n".encode()
+            )
+            try:
+                for _ in range(body // len(chunk)):
+                    sock.sendall(chunk)
+            except OSError:
+                pass  # refused and closed before the body was through: what we want
+            try:
+                answers.append(sock.recv(4096))
+            except OSError:
+                answers.append(b"")
+
+    try:
+        assert httpx.get(f"{served.url}/healthz").status_code == 200
+        before = _vm_kib(served.proc.pid, "VmHWM")
+        threads = [threading.Thread(target=attack) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads)
+        peak = _vm_kib(served.proc.pid, "VmHWM")
+        # Still serving, and the right caller still gets in.
+        ok = httpx.post(
+            f"{served.url}/execute",
+            json={"code": "print(6*7)"},
+            headers={"Authorization": "Bearer tok-123"},
+            timeout=60,
+        )
+        assert ok.status_code == 200 and ok.json()["stdout"] == "42\n"
+    finally:
+        assert served.stop() == 0, served.stderr
+    growth_mib = (peak - before) / 1024
+    print(f"server peak RSS {before / 1024:.1f} MiB -> {peak / 1024:.1f} MiB")
+    assert growth_mib < 24, f"peak RSS grew by {growth_mib:.0f} MiB"
+    # Those that read an answer read a 401 (a client still pushing may see a reset instead).
+    assert all(a == b"" or a.startswith(b"HTTP/1.1 401") for a in answers), answers
+    assert any(a.startswith(b"HTTP/1.1 401") for a in answers)
 
 
 def test_plugins_lists_the_sandbox(tmp_path: Path) -> None:
@@ -169,4 +336,7 @@ def test_exec_through_the_sidecar(tmp_path: Path, sidecar: Any) -> None:
         env={**env, "FLUJO_SANDBOX_TOKEN": "bad"},
         stdin="print(1)",
     )
-    assert proc.returncode == 1 and "bearer token" in proc.stderr
+    # A wrong token is a configuration error: one line naming the variable, exit 2.
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bearer token" in lines[0] and "FLUJO_SANDBOX_TOKEN" in lines[0]

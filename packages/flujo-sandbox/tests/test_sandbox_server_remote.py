@@ -331,15 +331,20 @@ async def test_callers_can_only_tighten_the_sidecar_limits() -> None:
 
 
 async def test_connection_cap() -> None:
+    """At the cap an idle connection gives way to a new one (it cannot lock callers out)."""
     server = SandboxServer(FakeBackend(), ServerConfig(max_connections=1))
     await server.start("127.0.0.1", 0)
     try:
-        _idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
-        while not server._connections:
-            await asyncio.sleep(0.01)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await reader.read() == b"", "a connection over the cap is closed at once"
-        writer.close()
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        async with asyncio.timeout(10):
+            while not server.connections:
+                await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+        assert answer.status_code == 200
+        async with asyncio.timeout(10):
+            assert await idle_reader.read() == b"", "the idle connection was dropped"
+        assert server.connections <= 1
         idle_writer.close()
     finally:
         await server.close()

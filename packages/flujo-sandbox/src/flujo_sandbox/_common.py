@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -11,10 +12,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
-from flujo_sandbox.errors import SandboxFileError, SandboxLimitError, UnsupportedLanguageError
+from flujo_sandbox.errors import (
+    SandboxFileError,
+    SandboxLimitError,
+    SandboxRequestError,
+    UnsupportedLanguageError,
+)
 
 __all__ = [
+    "LIMIT_FIELDS",
     "OutputBuffer",
+    "check_limit",
+    "check_text",
     "collect_artifacts",
     "effective_limits",
     "result_from_json",
@@ -227,29 +236,72 @@ def truncate_text(text: str, limit: int) -> tuple[str, bool]:
     return buffer.text(), True
 
 
+LIMIT_FIELDS: dict[str, type] = {
+    "memory_mb": int,
+    "cpu_s": float,
+    "pids": int,
+    "output_bytes": int,
+}
+"""The numeric fields of :class:`SandboxLimits` and the type each is enforced as."""
+
+LIMIT_MAX = 2**53
+"""Larger limits are refused rather than lowered: no machine has them, and past 2**53 a float
+no longer holds every integer, so the value a caller sent may not be the one enforced."""
+
+
+def check_limit(name: str, value: Any) -> Any:
+    """``value`` checked as limit ``name``: ``None``, or a finite positive number (a whole one
+    for integer limits) up to :data:`LIMIT_MAX`, returned as the field's type.
+
+    NaN, infinities (JSON ``1e999`` parses as one), booleans, strings, fractions of a
+    process: each is a :class:`SandboxLimitError` naming the limit, never a crash later.
+    """
+    if value is None:
+        return None
+    kind = LIMIT_FIELDS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SandboxLimitError(f"limit {name} must be a number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SandboxLimitError(f"limit {name} must be a finite number, got {value}")
+    if value <= 0:
+        raise SandboxLimitError(f"limit {name} must be positive, got {value}")
+    if value > LIMIT_MAX:
+        raise SandboxLimitError(f"limit {name} is too large ({value:.3g}; at most 2**53)")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise SandboxLimitError(f"limit {name} must be a whole number, got {value}")
+        return int(value)
+    return float(value)
+
+
+def check_text(value: Any, what: str, *, nul: bool = True) -> str:
+    """``value`` if it is a string that can be written as UTF-8 (no lone surrogate) and, unless
+    ``nul`` allows it, has no NUL byte (nothing that reaches a command line can hold one)."""
+    if not isinstance(value, str):
+        raise SandboxRequestError(f"{what} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SandboxRequestError(
+            f"{what} is not valid text (a lone surrogate at position {exc.start})"
+        ) from None
+    if not nul and "\x00" in value:
+        raise SandboxRequestError(f"{what} contains a NUL byte")
+    return value
+
+
 def effective_limits(requested: SandboxLimits | None, defaults: SandboxLimits) -> SandboxLimits:
-    """``requested`` with each unset (``None``) field taken from ``defaults``; checks ranges."""
-    if requested is None:
-        merged = defaults
-    else:
-        merged = SandboxLimits(
-            memory_mb=requested.memory_mb
-            if requested.memory_mb is not None
-            else defaults.memory_mb,
-            cpu_s=requested.cpu_s if requested.cpu_s is not None else defaults.cpu_s,
-            pids=requested.pids if requested.pids is not None else defaults.pids,
-            output_bytes=(
-                requested.output_bytes
-                if requested.output_bytes is not None
-                else defaults.output_bytes
-            ),
-            network=requested.network,
-        )
-    for name in ("memory_mb", "cpu_s", "pids", "output_bytes"):
-        value = getattr(merged, name)
-        if value is not None and value <= 0:
-            raise SandboxLimitError(f"limit {name} must be positive, got {value}")
-    return merged
+    """``requested`` with each unset (``None``) field taken from ``defaults``, every value
+    checked by :func:`check_limit` (so ``memory_mb=256.0`` is enforced as ``256``, and NaN or
+    ``inf`` raise :class:`SandboxLimitError`)."""
+    chosen = requested or defaults
+    values = {}
+    for name in LIMIT_FIELDS:
+        value = getattr(chosen, name)
+        values[name] = check_limit(name, value if value is not None else getattr(defaults, name))
+    if not isinstance(chosen.network, bool):
+        raise SandboxLimitError("limit network must be true or false")
+    return SandboxLimits(network=chosen.network, **values)
 
 
 def result_to_json(result: ExecutionResult, *, sandbox_id: str | None = None) -> dict[str, Any]:
@@ -311,25 +363,20 @@ def limits_from_json(data: Any) -> SandboxLimits | None:
         return None
     if not isinstance(data, dict):
         raise SandboxLimitError("limits must be an object")
-    unknown = set(data) - {"memory_mb", "cpu_s", "pids", "output_bytes", "network"}
+    unknown = set(data) - {*LIMIT_FIELDS, "network"}
     if unknown:
-        raise SandboxLimitError(f"unknown limit(s): {', '.join(sorted(unknown))}")
-
-    def num(key: str, kind: type) -> Any:
-        value = data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SandboxLimitError(f"limit {key} must be a number")
-        return kind(value)
+        shown = ", ".join(sorted(repr(key)[:40] for key in unknown)[:5])
+        raise SandboxLimitError(f"unknown limit(s): {shown}")
 
     network = data.get("network", False)
+    if network is None:
+        network = False
     if not isinstance(network, bool):
         raise SandboxLimitError("limit network must be true or false")
     return SandboxLimits(
-        memory_mb=num("memory_mb", int),
-        cpu_s=num("cpu_s", float),
-        pids=num("pids", int),
-        output_bytes=num("output_bytes", int),
+        memory_mb=check_limit("memory_mb", data.get("memory_mb")),
+        cpu_s=check_limit("cpu_s", data.get("cpu_s")),
+        pids=check_limit("pids", data.get("pids")),
+        output_bytes=check_limit("output_bytes", data.get("output_bytes")),
         network=network,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 from typing import Any
@@ -95,32 +96,91 @@ async def _exec_once(box: Any, code: str, lang: str, timeout_s: float | None) ->
 )
 @click.option(
     "--token-env",
-    help="Environment variable holding the bearer token callers must send "
-    "(default: [sandbox] token_env, if that variable is set).",
+    help="Environment variable holding the bearer token callers must send (default: "
+    "[sandbox] token_env, if that variable is set; otherwise a token is generated and printed).",
+)
+@click.option(
+    "--no-token",
+    is_flag=True,
+    help="Accept callers without a token (loopback only): any local process can then run code.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also accept this Host name (repeatable; '*' for any). Loopback names and the "
+    "bound address are always accepted.",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let web pages from this origin (scheme://host[:port]) call (repeatable). Requests "
+    "from other web pages are refused.",
 )
 @click.option("--max-concurrency", default=4, show_default=True, type=int, help="Then 429.")
-def serve(host: str, port: int, backend: str, token_env: str | None, max_concurrency: int) -> None:
-    """Serve the remote sandbox contract (POST /execute, GET /healthz) over a local backend."""
+@click.option(
+    "--max-connections",
+    default=256,
+    show_default=True,
+    type=int,
+    help="Open connections at once (idle ones give way to new ones).",
+)
+def serve(
+    host: str,
+    port: int,
+    backend: str,
+    token_env: str | None,
+    no_token: bool,
+    allow_hosts: tuple[str, ...],
+    allow_origins: tuple[str, ...],
+    max_concurrency: int,
+    max_connections: int,
+) -> None:
+    """Serve the remote sandbox contract (POST /execute, GET /healthz) over a local backend.
+
+    A bearer token is always required unless --no-token: from --token-env, else from the
+    variable [sandbox] token_env names (FLUJO_SANDBOX_TOKEN), else a new one printed at start.
+    """
     from flujo_sandbox.local import probe
     from flujo_sandbox.server import ServerConfig
 
     if max_concurrency < 1:
         raise CliUsageError("--max-concurrency must be at least 1")
+    if max_connections < max_concurrency:
+        raise CliUsageError("--max-connections must be at least --max-concurrency")
+    for origin in allow_origins:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise CliUsageError(
+                f"--allow-origin {origin!r}: expected scheme://host[:port], e.g. "
+                "http://localhost:3000"
+            )
     settings = sandbox_settings(current_config())
     token: str | None
-    if token_env is not None:
+    generated = False
+    if no_token:
+        if token_env is not None:
+            raise CliUsageError("--no-token and --token-env contradict each other")
+        if not _is_loopback(host):
+            # Anyone who can reach the port could run code: never without a token off loopback.
+            raise CliUsageError(
+                f"refusing --no-token on {host}: without a token anyone who can reach the "
+                "port runs code; bind 127.0.0.1 or drop --no-token"
+            )
+        token = None
+    elif token_env is not None:
         token = os.environ.get(token_env)
         if not token:
             # Fail closed: asked for a token and none is there; never serve without one.
             raise CliUsageError(f"--token-env {token_env}: the variable is not set or empty")
     else:
         token = os.environ.get(settings.token_env) or None
-    if token is None and not _is_loopback(host):
-        # Anyone who can reach the port could run code: never without a token off loopback.
-        raise CliUsageError(
-            f"refusing to serve on {host} without a bearer token: set --token-env "
-            "(or [sandbox] token_env's variable), or bind 127.0.0.1"
-        )
+        if token is None:
+            # Like notebook servers: secure by default, and the token is shown once.
+            token = secrets.token_urlsafe(32)
+            generated = True
     if backend == "local":
         report = probe(settings)
         if not report.ok:
@@ -136,11 +196,20 @@ def serve(host: str, port: int, backend: str, token_env: str | None, max_concurr
     config = ServerConfig(
         ceilings=ceilings,
         max_concurrency=max_concurrency,
+        max_connections=max_connections,
         token=token,
         max_timeout_s=settings.max_timeout_s,
         default_timeout_s=settings.timeout_s,
+        allowed_hosts=frozenset(allow_hosts),
+        allowed_origins=frozenset(allow_origins),
     )
-    asyncio.run(_serve(box, config, host, port, backend))
+    notice = None
+    if generated:
+        notice = (
+            f"generated bearer token (callers set {settings.token_env}={token}; "
+            f"to choose your own, set {settings.token_env} or pass --token-env)"
+        )
+    asyncio.run(_serve(box, config, host, port, backend, notice))
 
 
 def _is_loopback(host: str) -> bool:
@@ -154,7 +223,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _serve(box: Any, config: Any, host: str, port: int, backend: str) -> None:
+async def _serve(
+    box: Any, config: Any, host: str, port: int, backend: str, notice: str | None
+) -> None:
     from flujo_sandbox.server import SandboxServer
 
     server = SandboxServer(box, config, backend=backend)
@@ -163,11 +234,19 @@ async def _serve(box: Any, config: Any, host: str, port: int, backend: str) -> N
     except OSError as exc:
         raise CliUsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     shown = f"[{host}]" if ":" in host else host
-    auth = "bearer token required" if config.token else "no token"
+    auth = "bearer token required" if config.token else "NO TOKEN"
     click.echo(
         f"flujo sandbox serving {backend} on http://{shown}:{server.port} "
         f"(max concurrency {config.max_concurrency}, {auth})",
     )
+    if notice is not None:
+        click.echo(notice)
+    if config.token is None:
+        click.echo(
+            "WARNING: --no-token: every process on this machine can run code through this "
+            "sidecar (web pages are still refused by the Host/Origin checks)",
+            err=True,
+        )
     sys.stdout.flush()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

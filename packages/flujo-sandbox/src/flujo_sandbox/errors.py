@@ -17,6 +17,7 @@ __all__ = [
     "SandboxFileError",
     "SandboxLimitError",
     "SandboxRemoteError",
+    "SandboxRequestError",
     "SandboxUnavailableError",
     "UnsupportedLanguageError",
 ]
@@ -49,6 +50,12 @@ class SandboxFileError(SandboxError, UserError, ValueError):
 
 class UnsupportedLanguageError(SandboxError, UserError, ValueError):
     """The backend does not run this language; the message lists those it does."""
+
+
+class SandboxRequestError(SandboxError, UserError, ValueError):
+    """The request cannot be run as given: code, an argument or a variable that is not
+    representable text (a NUL byte in an argument, a lone surrogate), or a field of the wrong
+    type. The message names the field."""
 
 
 class SandboxRemoteError(SandboxError):

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     OutputBuffer,
+    check_text,
     collect_artifacts,
     effective_limits,
     validate_files,
@@ -179,9 +180,18 @@ def _probe_uncached(settings: SandboxSettings) -> LocalProbe:
         layout = _Layout.create(top, settings, tools)
         (layout.code / "main.py").write_text(check, encoding="utf-8")
         limits = DEFAULT_LIMITS
-        cmd = _command(tools, settings, layout, "python", limits, {}, (), timeout_s=10)
+        command = _command(tools, settings, layout, "python", limits, {}, (), timeout_s=10)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20, env=_BWRAP_ENV)
+            with _launch(command) as (argv, fd):
+                proc = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    env=_BWRAP_ENV,
+                    cwd="/",
+                    pass_fds=(fd,),
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return LocalProbe(False, [f"running bubblewrap failed: {exc}"], details)
     if proc.returncode != 0:
@@ -281,7 +291,12 @@ class _Cgroup:
         return group
 
     def join_prefix(self) -> list[str]:
-        script = 'm="$1"; p="$2"; shift 2; echo $$ > "$m" && echo $$ > "$p" && exec "$@"'
+        # `unset PWD`: the shell exports its working folder, and what it execs (bubblewrap,
+        # pid 1 of the sandbox) would show it in /proc/1/environ.
+        script = (
+            'unset PWD OLDPWD; m="$1"; p="$2"; shift 2; '
+            'echo $$ > "$m" && echo $$ > "$p" && exec "$@"'
+        )
         return [
             "/bin/sh",
             "-c",
@@ -345,6 +360,42 @@ def _system_binds() -> list[str]:
     return args
 
 
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """One execution's command, in three parts.
+
+    ``options`` (bubblewrap's, which name host folders) are handed to bubblewrap through a
+    file descriptor (``--args FD``) instead of its command line: bubblewrap's pid 1 stays
+    visible inside the sandbox in ``/proc/1/cmdline``, and host paths there would tell the
+    code where it runs. bubblewrap closes the descriptor after reading it.
+    """
+
+    launcher: list[str]
+    """``setpriv ...`` (on a root host) and bubblewrap itself."""
+    options: list[str]
+    """bubblewrap's options (mounts, environment, namespaces)."""
+    program: list[str]
+    """``prlimit ... python /code/main.py ARGS``: what runs inside."""
+
+    def with_prefix(self, prefix: list[str]) -> _Command:
+        """The same command started through ``prefix`` (e.g. joining a cgroup)."""
+        return _Command(prefix + self.launcher, self.options, self.program)
+
+
+@contextlib.contextmanager
+def _launch(command: _Command) -> Iterator[tuple[list[str], int]]:
+    """The argv to start and the descriptor holding bubblewrap's options (pass it on)."""
+    data = b"".join(os.fsencode(option) + b"\0" for option in command.options)
+    # A memfd never touches the disk; a pipe could block on large option lists.
+    fd = os.memfd_create("flujo-sandbox-args", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield [*command.launcher, "--args", str(fd), "--", *command.program], fd
+    finally:
+        os.close(fd)
+
+
 def _command(
     tools: _Tools,
     settings: SandboxSettings,
@@ -355,10 +406,10 @@ def _command(
     arguments: Sequence[str],
     *,
     timeout_s: float,
-) -> list[str]:
-    cmd: list[str] = []
+) -> _Command:
+    launcher: list[str] = []
     if layout.uid is not None and tools.setpriv is not None:
-        cmd += [
+        launcher += [
             tools.setpriv,
             f"--reuid={layout.uid}",
             f"--regid={layout.uid}",
@@ -368,8 +419,8 @@ def _command(
             "--no-new-privs",
             "--",
         ]
-    cmd += [
-        tools.bwrap,
+    launcher.append(tools.bwrap)
+    options = [
         "--unshare-user",
         "--unshare-pid",
         "--unshare-net",
@@ -385,19 +436,19 @@ def _command(
         "ALL",
     ]
     if "--disable-userns" in tools.bwrap_flags:
-        cmd.append("--disable-userns")
-    cmd += _system_binds()
+        options.append("--disable-userns")
+    options += _system_binds()
     python_real = os.path.realpath(tools.python)
     if lang == "python" and not python_real.startswith("/usr/"):
         # An interpreter outside /usr (pyenv, a build): expose its installation only.
         prefix = str(Path(python_real).parents[1])
-        cmd += ["--ro-bind", prefix, prefix]
-    cmd += ["--proc", "/proc", "--dev", "/dev"]
+        options += ["--ro-bind", prefix, prefix]
+    options += ["--proc", "/proc", "--dev", "/dev"]
     if "--size" in tools.bwrap_flags:
-        cmd += ["--size", str(TMP_BYTES)]
-    cmd += ["--tmpfs", "/tmp"]
-    cmd += ["--bind", str(layout.work), "/work", "--ro-bind", str(layout.code), "/code"]
-    cmd += ["--chdir", "/work"]
+        options += ["--size", str(TMP_BYTES)]
+    options += ["--tmpfs", "/tmp"]
+    options += ["--bind", str(layout.work), "/work", "--ro-bind", str(layout.code), "/code"]
+    options += ["--chdir", "/work"]
     env = {
         "PATH": _SANDBOX_PATH,
         "HOME": "/work",
@@ -409,13 +460,12 @@ def _command(
     }
     env.update(environment)
     for key, value in env.items():
-        cmd += ["--setenv", key, value]
+        options += ["--setenv", key, value]
     memory = (limits.memory_mb or 0) * 1024 * 1024
     cpu = math.ceil(limits.cpu_s or timeout_s)
     # +1 process: bubblewrap's init (pid 1 of the namespace) counts against the limit too.
     pids = (limits.pids or 1) + 1
-    cmd += [
-        "--",
+    program = [
         tools.prlimit,
         f"--nproc={pids}",
         f"--as={memory}",
@@ -426,10 +476,10 @@ def _command(
         "--",
     ]
     if lang == "python":
-        cmd += [tools.python, "-s", "/code/main.py", *arguments]
+        program += [tools.python, "-s", "/code/main.py", *arguments]
     else:
-        cmd += [tools.bash or "/bin/bash", "/code/main.sh", *arguments]
-    return cmd
+        program += [tools.bash or "/bin/bash", "/code/main.sh", *arguments]
+    return _Command(launcher, options, program)
 
 
 def _remove_tree(path: Path) -> None:
@@ -529,19 +579,28 @@ class LocalSandbox:
                 "the local sandbox cannot grant network access (network=True); use another "
                 "backend or leave network off"
             )
+        if timeout_s is not None and (
+            isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float)
+        ):
+            raise SandboxLimitError(f"timeout_s must be a number, got {type(timeout_s).__name__}")
         timeout = min(
             timeout_s if timeout_s is not None else self.settings.timeout_s,
             self.settings.max_timeout_s,
         )
-        if timeout <= 0:
+        if not timeout > 0:  # also refuses NaN, which no comparison would
             raise SandboxLimitError(f"timeout_s must be positive, got {timeout_s}")
         clean_files = validate_files(
             files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
         )
+        check_text(code, "the code")
         env = dict(environment or {})
         for key, value in env.items():
-            if not _ENV_NAME.match(key) or "\x00" in value:
+            if not isinstance(key, str) or not _ENV_NAME.match(key):
                 raise SandboxLimitError(f"invalid environment variable {key!r}")
+            check_text(value, f"environment variable {key}", nul=False)
+        arguments = [
+            check_text(arg, f"argument {i + 1}", nul=False) for i, arg in enumerate(arguments)
+        ]
         tools, _ = _find_tools(self.settings)
         assert tools is not None  # the probe above succeeded with the same settings
 
@@ -557,7 +616,7 @@ class LocalSandbox:
                         os.lchown(os.path.join(folder, entry), layout.uid, layout.uid)
             script = "main.py" if lang == "python" else "main.sh"
             (layout.code / script).write_text(code, encoding="utf-8")
-            cmd = _command(
+            command = _command(
                 tools, self.settings, layout, lang, enforced, env, arguments, timeout_s=timeout
             )
             if self.settings.cgroups != "off" and report.details.get("cgroups"):
@@ -572,8 +631,8 @@ class LocalSandbox:
                         raise SandboxLimitError(f"cannot create the cgroup: {exc}") from None
                     _log.warning("no cgroup for this execution, rlimits only: %s", exc)
             if cgroup is not None:
-                cmd = cgroup.join_prefix() + cmd
-            result = await self._run(cmd, enforced, timeout)
+                command = command.with_prefix(cgroup.join_prefix())
+            result = await self._run(command, enforced, timeout)
             if cgroup is not None and (killed := cgroup.oom_kills()):
                 result.stderr += (
                     f"\n[sandbox] out of memory: {killed} process(es) killed "
@@ -607,20 +666,27 @@ class LocalSandbox:
         }
         return result
 
-    async def _run(self, cmd: list[str], limits: SandboxLimits, timeout: float) -> ExecutionResult:
+    async def _run(
+        self, command: _Command, limits: SandboxLimits, timeout: float
+    ) -> ExecutionResult:
         output_limit = limits.output_bytes or DEFAULT_LIMITS.output_bytes or 1_000_000
         out, err = OutputBuffer(output_limit), OutputBuffer(output_limit)
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            # bubblewrap's own processes (the namespace's pid 1 among them) keep the
-            # environment they were started with, readable in /proc/1/environ from inside:
-            # start them with nothing of the host's.
-            env=_BWRAP_ENV,
-        )
+        with _launch(command) as (argv, fd):
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                # bubblewrap's own processes (the namespace's pid 1 among them) keep the
+                # environment and command line they were started with, readable in /proc/1
+                # from inside: start them with nothing of the host's, from "/" (a shell on
+                # the way, the cgroup join step, would export the host's working folder as
+                # PWD).
+                env=_BWRAP_ENV,
+                cwd="/",
+                pass_fds=(fd,),
+            )
         pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
         timed_out = False
         try:

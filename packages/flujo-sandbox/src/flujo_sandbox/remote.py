@@ -36,6 +36,7 @@ from flujo_sandbox.errors import (
     SandboxFileError,
     SandboxLimitError,
     SandboxRemoteError,
+    SandboxRequestError,
     UnsupportedLanguageError,
 )
 from flujo_sandbox.settings import SandboxSettings
@@ -218,6 +219,23 @@ class RemoteSandbox:
                 return 0, None, str(exc)
         if response.status_code == 429:
             return 429, None, "the sandbox service is busy (HTTP 429); try again later"
+        if response.status_code in (401, 403):
+            # Refused for who we are, not for what we sent: a configuration problem the
+            # caller must fix (wrong token, or a Host/Origin the service does not accept).
+            try:
+                reason = " ".join(str(json.loads(raw).get("error") or "refused").split())[:300]
+            except (ValueError, AttributeError, RecursionError):
+                reason = "refused"
+            hint = (
+                f"; set {self.settings.token_env} (the variable [sandbox] token_env names) "
+                "to the token `flujo sandbox serve` printed or was given"
+                if response.status_code == 401
+                else ""
+            )
+            raise SandboxConfigError(
+                f"the sandbox service at {self.api_url} refused the request "
+                f"(HTTP {response.status_code}: {reason}){hint}"
+            )
         try:
             data = json.loads(raw)
         except ValueError:
@@ -234,6 +252,7 @@ class RemoteSandbox:
             error_type = {
                 "file": SandboxFileError,
                 "limit": SandboxLimitError,
+                "request": SandboxRequestError,
                 "language": UnsupportedLanguageError,
             }.get(str(data.get("error_type")))
             if response.status_code == 422 and error_type is not None:

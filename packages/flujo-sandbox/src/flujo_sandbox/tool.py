@@ -6,7 +6,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from flujo_sandbox.errors import SandboxFileError, SandboxLimitError, UnsupportedLanguageError
+from flujo_sandbox.errors import (
+    SandboxFileError,
+    SandboxLimitError,
+    SandboxRequestError,
+    UnsupportedLanguageError,
+)
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
@@ -63,7 +68,12 @@ def make_code_interpreter(
         """
         try:
             result = await sandbox.exec_code(code, language, timeout_s=timeout_s)
-        except (UnsupportedLanguageError, SandboxFileError, SandboxLimitError) as exc:
+        except (
+            UnsupportedLanguageError,
+            SandboxFileError,
+            SandboxLimitError,
+            SandboxRequestError,
+        ) as exc:
             # The model chose these arguments: tell it, so it can try again.
             return json.dumps({"error": str(exc), "exit_code": None})
         return json.dumps(result_for_model(result))
