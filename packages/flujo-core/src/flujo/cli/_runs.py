@@ -113,7 +113,13 @@ async def _with_state(state: CliState, fn: Any) -> Any:
 
 
 def _get_run(state: CliState, run_id: str) -> RunRecord:
-    record: RunRecord | None = asyncio.run(_with_state(state, lambda b: b.get_run(run_id)))
+    """The run ``run_id`` names: its full id or a unique prefix."""
+    from flujo.state.run_ids import resolve_run_id
+
+    async def get(backend: StateBackend) -> RunRecord | None:
+        return await backend.get_run(await resolve_run_id(backend, run_id))
+
+    record: RunRecord | None = asyncio.run(_with_state(state, get))
     if record is None:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     return record
