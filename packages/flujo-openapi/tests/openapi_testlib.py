@@ -22,8 +22,11 @@ import pytest
 from flujo_openapi.generator import GeneratedFiles, Options, generate, write_output
 
 HERE = Path(__file__).resolve().parent
-SPECS = (HERE / "../../../../shared/openapi-specs").resolve()
-"""The shared corpus: ``<repo>/../shared/openapi-specs`` (the same layout in CI)."""
+SPECS = Path(
+    os.environ.get("FLUJO_OPENAPI_SPECS") or (HERE / "../../../../shared/openapi-specs")
+).resolve()
+"""The shared corpus: ``<repo>/../shared/openapi-specs`` (the same layout in CI), or
+``$FLUJO_OPENAPI_SPECS`` (a git worktree elsewhere)."""
 
 
 LOCAL_SPECS = sorted((HERE / "specs").glob("*.yaml"))

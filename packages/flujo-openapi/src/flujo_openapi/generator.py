@@ -12,9 +12,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import itertools
 import json
 import re
-import textwrap
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +25,7 @@ from typing import Any
 from flujo_openapi.errors import GenerationError, InvalidSpecError, OutputDirError
 from flujo_openapi.loader import load_spec
 from flujo_openapi.naming import env_name, snake, unique
+from flujo_openapi.pysource import check_generated, py_docstring, py_lit, py_split, py_str
 from flujo_openapi.spec import IO_MODULE, Plan, plan, validate
 
 __all__ = [
@@ -210,43 +211,13 @@ def _names_in(expr: str) -> set[str]:
 # --------------------------------------------------------------------------- code emission
 
 
-def _lit(value: str, indent: int = 0, width: int = 72) -> str:
-    """A Python string literal for ``value``, split over lines when long."""
-    if len(value) <= width:
-        return json.dumps(value, ensure_ascii=False)
-    chunks: list[str] = []
-    rest = value
-    while rest:
-        cut = width
-        if len(rest) > width:
-            space = rest.rfind(" ", 0, width)
-            cut = space + 1 if space > width // 2 else width
-            # Never split a surrogate-free string inside a multi-character escape: json.dumps
-            # escapes each chunk separately, so any cut is safe.
-        chunks.append(rest[:cut])
-        rest = rest[cut:]
-    pad = " " * (indent + 4)
-    inner = "\n".join(pad + json.dumps(c, ensure_ascii=False) for c in chunks)
-    return "(\n" + inner + "\n" + " " * indent + ")"
+def _lit(value: str, indent: int = 0) -> str:
+    return py_lit(value, indent)
 
 
 def _docstring(text: str, indent: int) -> str:
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').strip() or "No description."
-    pad = " " * indent
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        wrapped = textwrap.wrap(paragraph, width=max(40, LINE_LENGTH - 4 - indent)) or [""]
-        lines.extend(wrapped)
-    lines = [ln.rstrip() for ln in lines]
-    while lines and not lines[-1]:
-        lines.pop()
-    if len(lines) == 1:
-        one = lines[0]
-        if one.endswith('"'):
-            one += " "
-        return f'{pad}"""{one}"""\n'
-    body = "\n".join((pad + ln) if ln else "" for ln in lines[1:])
-    return f'{pad}"""{lines[0]}\n{body}\n{pad}"""\n'
+    """An indented docstring statement (with its newline) for ``text``: escaped, inert."""
+    return " " * indent + py_docstring(text, indent, LINE_LENGTH) + "\n"
 
 
 _RESERVED = {
@@ -357,29 +328,27 @@ def _emit_operations(
                 raise GenerationError(f"{op.input_class} has no field for {p.key!r}")
             extra = ""
             if p.location == "query" and (p.style, p.explode) != ("form", True):
-                extra = f", style={json.dumps(p.style)}, explode={p.explode}"
+                extra = f", style={py_str(p.style)}, explode={p.explode}"
             elif p.location in ("path", "header") and p.style != "simple":
-                extra = f", style={json.dumps(p.style)}"
+                extra = f", style={py_str(p.style)}"
             params.append(
-                f"        {json.dumps(p.key, ensure_ascii=False)}: Param("
-                f"{json.dumps(p.location)}, {json.dumps(p.wire_name, ensure_ascii=False)}{extra}),"
+                f"        {py_str(p.key)}: Param("
+                f"{py_str(p.location)}, {py_str(p.wire_name)}{extra}),"
             )
         params_code = "{\n" + "\n".join(params) + "\n    }" if params else "{}"
-        errors_code = (
-            "{" + ", ".join(f"{json.dumps(code)}: {tp}" for code, tp in errors.items()) + "}"
-        )
-        security = _tuple([_tuple([json.dumps(n) for n in alt]) for alt in op.security])
-        media = json.dumps(op.media_type) if op.media_type else "None"
+        errors_code = "{" + ", ".join(f"{py_str(code)}: {tp}" for code, tp in errors.items()) + "}"
+        security = _tuple([_tuple([py_str(n) for n in alt]) for alt in op.security])
+        media = py_str(op.media_type) if op.media_type else "None"
         output_type = output if op.output_kind == "json" else "None"
         lines = [
             f"{constant} = Endpoint(",
             f"    operation_id={_lit(op.operation_id, 4)},",
-            f"    method={json.dumps(op.method)},",
+            f"    method={py_str(op.method)},",
             f"    path={_lit(op.path, 4)},",
             f"    params={params_code},",
             f"    media_type={media},",
             f"    output_type={output_type},",
-            f"    output_kind={json.dumps(op.output_kind)},",
+            f"    output_kind={py_str(op.output_kind)},",
             f"    errors={errors_code},",
             f"    security={security},",
             ")",
@@ -407,10 +376,10 @@ def _emit_operations(
         else:
             block += f"    return cast({output}, {call})\n"
         blocks.append(block)
-        tags = _tuple([json.dumps(t, ensure_ascii=False) for t in op.tags])
+        tags = _tuple([py_str(t) for t in op.tags])
         registry.append(
-            f"    {json.dumps(op.name)}: Operation(\n"
-            f"        name={json.dumps(op.name)},\n"
+            f"    {py_str(op.name)}: Operation(\n"
+            f"        name={py_str(op.name)},\n"
             f"        function={op.function},\n"
             f"        input_model={op.input_class},\n"
             f"        output_type={output},\n"
@@ -423,7 +392,11 @@ def _emit_operations(
         progress(total, total)
     head = [
         HEADER.rstrip("\n"),
-        f'"""The operations of {package_title}: typed async functions and ``OPERATIONS``."""',
+        py_docstring(
+            f"The operations of {package_title}: typed async functions and ``OPERATIONS``.",
+            0,
+            LINE_LENGTH,
+        ),
         "",
         "from __future__ import annotations",
         "",
@@ -461,7 +434,7 @@ def _emit_operations(
         else "OPERATIONS: dict[str, Operation] = {}\n"
     )
     doc_all = ", ".join(
-        json.dumps(n) for n in ["OPERATIONS", *(o.function for o in generated.operations)]
+        py_str(n) for n in ["OPERATIONS", *(o.function for o in generated.operations)]
     )
     text = "\n".join(head) + "\n".join(_wrap_import(i) for i in import_lines) + "\n\n"
     text += (
@@ -470,7 +443,7 @@ def _emit_operations(
         else (
             "__all__ = [\n"
             + "".join(
-                f"    {json.dumps(n)},\n"
+                f"    {py_str(n)},\n"
                 for n in ["OPERATIONS", *(o.function for o in generated.operations)]
             )
             + "]\n"
@@ -538,29 +511,29 @@ def _wrap_import(line: str) -> str:
 def _emit_config(generated: Plan, package: str, env_prefix: str, spec_name: str) -> str:
     schemes = []
     for scheme in generated.schemes.values():
-        args = [json.dumps(scheme.name), json.dumps(scheme.kind)]
+        args = [py_str(scheme.name), py_str(scheme.kind)]
         if scheme.param_name:
-            args.append(f"param_name={json.dumps(scheme.param_name)}")
+            args.append(f"param_name={py_str(scheme.param_name)}")
         if scheme.kind == "apiKey":
-            args.append(f"location={json.dumps(scheme.location)}")
+            args.append(f"location={py_str(scheme.location)}")
         if scheme.token_url:
             args.append(f"token_url={_lit(scheme.token_url, 8)}")
         if scheme.scopes:
             args.append(
                 "scopes=("
-                + ", ".join(json.dumps(s) for s in scheme.scopes)
+                + ", ".join(py_str(s) for s in scheme.scopes)
                 + ("," if len(scheme.scopes) == 1 else "")
                 + ")"
             )
         if scheme.env:
             args.append(
                 "env=("
-                + ", ".join(json.dumps(e) for e in scheme.env)
+                + ", ".join(py_str(e) for e in scheme.env)
                 + ("," if len(scheme.env) == 1 else "")
                 + ")"
             )
         inner = "".join(f"        {a},\n" for a in args)
-        schemes.append(f"    {json.dumps(scheme.name)}: SecurityScheme(\n{inner}    ),")
+        schemes.append(f"    {py_str(scheme.name)}: SecurityScheme(\n{inner}    ),")
     schemes_code = "{\n" + "\n".join(schemes) + "\n}" if schemes else "{}"
     env_doc = [f"- ``{env_prefix}_BASE_URL``: the base URL (default: the spec's first server)."]
     for scheme in generated.schemes.values():
@@ -588,7 +561,7 @@ def _emit_config(generated: Plan, package: str, env_prefix: str, spec_name: str)
         "from flujo_openapi.runtime import ApiClient, AuthArg, SecurityScheme\n"
         "from flujo_openapi.runtime import make_client as _make_client\n\n"
         f"TITLE = {_lit(generated.title)}\n"
-        f"ENV_PREFIX = {json.dumps(env_prefix)}\n"
+        f"ENV_PREFIX = {py_str(env_prefix)}\n"
         f"DEFAULT_BASE_URL: str | None = {default}\n"
         f"SECURITY_SCHEMES: dict[str, SecurityScheme] = {schemes_code}\n\n\n"
         "def make_client(\n"
@@ -640,8 +613,8 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
     tags_code = (
         "{\n"
         + "".join(
-            f"    {json.dumps(tag, ensure_ascii=False)}: (\n"
-            + "".join(f"        {json.dumps(n)},\n" for n in generated.tags[tag])
+            f"    {py_str(tag)}: (\n"
+            + "".join(f"        {py_str(n)},\n" for n in generated.tags[tag])
             + "    ),\n"
             for tag in sorted(generated.tags)
         )
@@ -680,7 +653,7 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
         "    from flujo.agents import AsyncAgentWrapper\n"
         "    from flujo.domain.models import Step\n"
         "    from pydantic_ai.models import Model\n\n"
-        "__all__ = [\n" + "".join(f"    {json.dumps(n)},\n" for n in names) + "]\n\n"
+        "__all__ = [\n" + "".join(f"    {py_str(n)},\n" for n in names) + "]\n\n"
         f"SYSTEM_PROMPT = {_lit(prompt)}\n"
         '"""The default instructions of the agents."""\n'
         f"TAGS: dict[str, tuple[str, ...]] = {tags_code}\n"
@@ -703,7 +676,7 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
         "        system_prompt=system_prompt or SYSTEM_PROMPT,\n"
         "        output_type=output_type,\n"
         "        include=include,\n"
-        f"        name=name or {json.dumps(package)},\n"
+        f"        name=name or {py_str(package)},\n"
         "    )\n"
     )
     for tag, fn in tag_functions:
@@ -717,7 +690,7 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
                 "them); otherwise like ``make_agent``.",
                 4,
             )
-            + f"    tagged = TAGS[{json.dumps(tag, ensure_ascii=False)}]\n"
+            + f"    tagged = TAGS[{py_str(tag)}]\n"
             "    chosen = tagged if include is None else [n for n in include if n in tagged]\n"
             "    return make_agent(\n"
             "        model,\n"
@@ -727,7 +700,7 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
             "        output_type=output_type,\n"
             "        include=chosen,\n"
             "        http_client=http_client,\n"
-            f"        name=name or {json.dumps(fn.removeprefix('make_'))},\n"
+            f"        name=name or {py_str(fn.removeprefix('make_'))},\n"
             "    )\n"
         )
     text += (
@@ -753,111 +726,105 @@ def _emit_init(generated: Plan, package: str, spec_name: str) -> str:
     return text
 
 
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    if ch in _ESCAPES:
-        return _ESCAPES[ch]
-    if 32 <= code < 127:
-        return ch
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _split_literal(text: str, width: int = 60) -> str:
-    """``text`` as a parenthesized implicit concatenation of short ASCII literals."""
-    chunks: list[str] = []
-    current: list[str] = []
-    size = 0
-    last_space = -1
-    for ch in text:
-        piece = _escape_char(ch)
-        current.append(piece)
-        size += len(piece)
-        if ch == " ":
-            last_space = len(current)
-        if size >= width:
-            cut = last_space if last_space > len(current) // 2 else len(current)
-            chunks.append("".join(current[:cut]))
-            current = current[cut:]
-            size = sum(len(p) for p in current)
-            last_space = -1
-    if current or not chunks:
-        chunks.append("".join(current))
-    literals = [f'"{c}"' for c in chunks]
-    return literals[0] if len(literals) == 1 else "(" + " ".join(literals) + ")"
-
-
-def _docstring_literal(value: str, indent: int) -> str:
-    """A triple-quoted, ASCII-only docstring for ``value``, wrapped to the line length."""
-    pad = " " * indent
-    width = max(30, LINE_LENGTH - indent - 4)
-    lines: list[str] = []
-    for paragraph in inspect.cleandoc(value).split("\n"):
-        escaped = "".join(
-            ch if ch in ('"', "\t") else _escape_char(ch) for ch in paragraph
-        ).replace('"""', '\\"\\"\\"')
-        wrapped = textwrap.wrap(escaped, width=width, break_on_hyphens=False)
-        lines.extend(wrapped or [""])
-    while lines and not lines[-1]:
-        lines.pop()
-    lines = lines or [""]
-    if len(lines) == 1 and len(lines[0]) + indent + 6 <= LINE_LENGTH:
-        one = lines[0] + (" " if lines[0].endswith('"') else "")
-        return '"""' + one + '"""'
-    body = "\n".join((pad + line) if line else "" for line in lines)
-    return '"""\n' + body + "\n" + pad + '"""'
+def _plain(text: str) -> bool:
+    """Only printable ASCII (and newlines): nothing a reader or a tool could misread."""
+    return all(32 <= ord(ch) < 127 or ch == "\n" for ch in text)
 
 
 def _tidy_strings(code: str) -> str:
-    """Rewrite string literals that are too long for a line or hold non-ASCII characters.
+    """Rewrite string literals that are too long for a line or hold other than printable ASCII.
 
     The models keep the spec's descriptions verbatim, which gives long lines (E501) and
     look-alike characters (RUF001/RUF002); ruff format does not split strings. Each such
-    literal becomes an implicit concatenation of short ASCII-escaped literals, laid out by
+    literal -- or run of adjacent literals (one implicit concatenation, which must be
+    replaced as a whole: a parenthesized piece followed by another literal is not Python) --
+    becomes one parenthesized concatenation of short ASCII-escaped literals, laid out by
     ``ruff format`` afterwards. The values are unchanged (long docstrings are re-wrapped).
     """
     import io
     import tokenize
 
-    lines = code.splitlines(keepends=True)
+    # Offsets by "\n" only, as the tokenizer counts lines (str.splitlines would also split
+    # at U+2028, form feeds etc. and shift every edit after them).
     starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    edits: list[tuple[int, int, str]] = []
+    for line in code.split("\n"):
+        starts.append(starts[-1] + len(line) + 1)
+    line_lengths = [b - a - 1 for a, b in itertools.pairwise(starts)]
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
     except (tokenize.TokenError, SyntaxError) as exc:
         raise GenerationError(f"generated code does not tokenize: {exc}") from exc
+    groups: list[list[tokenize.TokenInfo]] = []
+    previous_string = False
     for tok in tokens:
-        if tok.type != tokenize.STRING:
+        if tok.type == tokenize.STRING:
+            if previous_string:
+                groups[-1].append(tok)
+            else:
+                groups.append([tok])
+            previous_string = True
+        elif tok.type not in (tokenize.NL, tokenize.COMMENT):
+            previous_string = False
+    edits: list[tuple[int, int, str]] = []
+    for group in groups:
+        texts = [tok.string for tok in group]
+        prefixes = [t[: len(t) - len(t.lstrip("rRbBuUfF"))].lower() for t in texts]
+        if any("f" in p or "b" in p for p in prefixes):
             continue
-        text = tok.string
-        prefix = text[: len(text) - len(text.lstrip("rRbBuUfF"))].lower()
-        if "f" in prefix or "b" in prefix:
+        rows = range(group[0].start[0], group[-1].end[0] + 1)
+        long_line = any(line_lengths[r - 1] > LINE_LENGTH for r in rows)
+        if not long_line and all(_plain(t) for t in texts):
             continue
-        rows = range(tok.start[0], tok.end[0] + 1)
-        long_line = any(len(lines[r - 1].rstrip("\r\n")) > LINE_LENGTH for r in rows)
-        if not long_line and text.isascii():
-            continue
-        value = ast.literal_eval(text)
-        if not isinstance(value, str):
-            continue
-        start = starts[tok.start[0] - 1] + tok.start[1]
-        end = starts[tok.end[0] - 1] + tok.end[1]
-        if text.lstrip("rRuU").startswith(('"""', "'''")):
-            replacement = _docstring_literal(value, tok.start[1])
+        value = "".join(ast.literal_eval(t) for t in texts)
+        start = starts[group[0].start[0] - 1] + group[0].start[1]
+        end = starts[group[-1].end[0] - 1] + group[-1].end[1]
+        if len(group) == 1 and texts[0].lstrip("rRuU").startswith(('"""', "'''")):
+            indent = group[0].start[1]
+            replacement = py_docstring(inspect.cleandoc(value), indent, LINE_LENGTH)
         else:
-            replacement = _split_literal(value)
+            replacement = py_split(value)
         edits.append((start, end, replacement))
     for start, end, replacement in reversed(edits):
         code = code[:start] + replacement + code[end:]
     return code
+
+
+def _prepare_source(sources: dict[str, str]) -> dict[str, bytes]:
+    """Tidy the literals of each module, verify it is valid and inert, and encode it.
+
+    After this the code is valid Python on its own; ruff only lays it out.
+    """
+    out: dict[str, bytes] = {}
+    for rel, code in sources.items():
+        code = _tidy_strings(code)
+        check_generated(code, rel)
+        try:
+            out[rel] = code.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate outside a literal
+            raise GenerationError(
+                f"generated {rel} holds a character that cannot be encoded ({exc.reason})"
+            ) from None
+    return out
+
+
+def _ruff_error(proc_output: str, root: Path, files: dict[str, bytes]) -> str:
+    """ruff's own error message, with the generated line it points at."""
+    lines = [ln for ln in proc_output.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()] or lines
+    message = errors[0].strip() if errors else "no output"
+    match = re.search(r"([^\s:]+\.py):(\d+):(\d+)", message)
+    if match:
+        rel = match.group(1).removeprefix(str(root)).lstrip("/\\")
+        data = files.get(rel)
+        if data is not None:
+            source = data.decode(errors="replace").split("\n")
+            number = int(match.group(2))
+            # At the end of the file ruff points past the last line: show the last one.
+            while number > 1 and (number > len(source) or not source[number - 1].strip()):
+                number -= 1
+            if 0 < number <= len(source):
+                message += f"; line {number}: {source[number - 1].strip()[:160]!r}"
+    return message
 
 
 def _format_with_ruff(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -874,15 +841,12 @@ def _format_with_ruff(files: dict[str, bytes]) -> dict[str, bytes]:
         str(LINE_LENGTH),
         "--target-version",
         "py311",
-        "--quiet",
-    ]
+    ]  # not --quiet: it hides ruff's own error messages too
     with tempfile.TemporaryDirectory(prefix="flujo-openapi-") as tmp:
         root = Path(tmp)
         for rel, data in files.items():
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            if rel.endswith(".py"):
-                data = _tidy_strings(data.decode()).encode()
             target.write_bytes(data)
         for args in (
             ["check", "--fix-only", "--select", "I,F401,W291,W292,W293,RUF022,UP", *common, "."],
@@ -892,10 +856,9 @@ def _format_with_ruff(files: dict[str, bytes]) -> dict[str, bytes]:
                 [ruff, *args], cwd=root, capture_output=True, text=True, check=False
             )
             if proc.returncode != 0:
-                message = (proc.stderr or proc.stdout).strip().splitlines()
                 raise GenerationError(
                     f"ruff {args[0]} failed on the generated code: "
-                    f"{message[0] if message else proc.returncode}"
+                    + _ruff_error(proc.stderr + "\n" + proc.stdout, root, files)
                 )
         return {rel: (root / rel).read_bytes() for rel in files}
 
@@ -1009,16 +972,16 @@ def generate(
     mark = time.perf_counter()
     say(f"writing {len(planned.operations)} operation(s)")
     spec_name = Path(spec.split("?")[0]).name or spec
-    files: dict[str, bytes] = {}
+    sources: dict[str, str] = {}
     for path, code in sorted(modules.items()):
-        files["/".join((package, "models", *path))] = code.encode()
-    files[f"{package}/operations.py"] = _emit_operations(
+        sources["/".join((package, "models", *path))] = code
+    sources[f"{package}/operations.py"] = _emit_operations(
         planned, io, planned.title, operation_progress
-    ).encode()
-    files[f"{package}/_config.py"] = _emit_config(planned, package, env_prefix, spec_name).encode()
-    files[f"{package}/__init__.py"] = _emit_init(planned, package, spec_name).encode()
+    )
+    sources[f"{package}/_config.py"] = _emit_config(planned, package, env_prefix, spec_name)
+    sources[f"{package}/__init__.py"] = _emit_init(planned, package, spec_name)
     say("formatting (ruff)")
-    files = _format_with_ruff(files)
+    files = _format_with_ruff(_prepare_source(sources))
     files[f"{package}/py.typed"] = b""
     timings["operations"] = time.perf_counter() - mark
     versions = _versions()

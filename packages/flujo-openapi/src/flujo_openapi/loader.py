@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,11 +86,138 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
     return node
 
 
+MAX_DEPTH = 100
+"""Deepest nesting a document may have (Stripe's spec: 23). Deeper is refused, not a
+RecursionError somewhere later."""
+MAX_NODES = 2_000_000
+"""Most values a document may have once YAML aliases are expanded (Stripe's: about 80,000).
+A YAML alias bomb is refused here, after a walk proportional to its *unexpanded* size."""
+
+
+class _Normalizer:
+    """One file's parsed data made plain JSON data, within the limits above.
+
+    YAML (1.1, as PyYAML reads it) has values JSON has not: timestamps and dates (an
+    unquoted ``example: 2020-07-28T18:00:00Z``), binary, sets, non-string keys (``200:``),
+    non-finite floats. Each becomes the JSON value its text meant: an ISO 8601 string,
+    base64 text, a list, a string key (as JSON would write it), a string. Lone surrogates
+    (``"\\ud800"`` in JSON) become U+FFFD: they cannot be encoded, so no file could hold them.
+    """
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.done: dict[int, Any] = {}
+        """id of a container -> its normalized copy (aliases stay shared: no expansion)."""
+        self.sizes: dict[int, int] = {}
+        """id of a container -> its expanded size."""
+        self.active: set[int] = set()
+        self.keep: list[Any] = []
+
+    def fail(self, problem: str, pointer: str) -> SpecLoadError:
+        shown = pointer if len(pointer) <= 120 else pointer[:117] + "..."
+        return SpecLoadError(f"{self.location}: {problem} at {shown or '/'}")
+
+    def grow(self, size: int, more: int, pointer: str) -> int:
+        size += more
+        if size > MAX_NODES:
+            raise self.fail(
+                f"more than {MAX_NODES:,} values once YAML aliases are expanded (an alias bomb?)",
+                pointer,
+            )
+        return size
+
+    def run(self, value: Any) -> Any:
+        return self.value(value, 0, "")[0]
+
+    def value(self, value: Any, depth: int, pointer: str) -> tuple[Any, int]:
+        if isinstance(value, str):
+            return (_clean_str(value), 1)
+        if isinstance(value, bool) or value is None or isinstance(value, int):
+            return (value, 1)
+        if isinstance(value, float):
+            return (value if math.isfinite(value) else repr(value), 1)
+        if isinstance(value, (dict, list, tuple, set, frozenset)):
+            return self.container(value, depth, pointer)
+        return (_scalar_text(value), 1)
+
+    def container(self, value: Any, depth: int, pointer: str) -> tuple[Any, int]:
+        key = id(value)
+        if key in self.done:
+            return self.done[key], self.sizes[key]
+        if key in self.active:
+            raise self.fail("a YAML alias refers to a value that contains it", pointer)
+        if depth >= MAX_DEPTH:
+            raise self.fail(f"nested deeper than {MAX_DEPTH} levels", pointer)
+        self.active.add(key)
+        size = 1
+        out: Any
+        if isinstance(value, dict):
+            out = {}
+            for raw_key, item in value.items():
+                name = _key_text(raw_key)
+                out[name], item_size = self.value(item, depth + 1, f"{pointer}/{name}")
+                size = self.grow(size, item_size, pointer)
+        else:
+            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+            out = []
+            for index, item in enumerate(items):
+                converted, item_size = self.value(item, depth + 1, f"{pointer}/{index}")
+                out.append(converted)
+                size = self.grow(size, item_size, pointer)
+        self.active.discard(key)
+        self.keep.append(value)  # ids stay valid while memoized
+        self.done[key] = out
+        self.sizes[key] = size
+        return out, size
+
+
+def _clean_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return _clean_str(key)
+    if isinstance(key, bool) or key is None:
+        return json.dumps(key)
+    if isinstance(key, (int, float)):
+        return str(key) if not isinstance(key, float) or math.isfinite(key) else repr(key)
+    return _scalar_text(key)
+
+
+def _scalar_text(value: Any) -> str:
+    """The JSON text of a YAML-only scalar (timestamp, date, binary...)."""
+    import base64
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return _clean_str(str(value))
+
+
 def _is_url(location: str) -> bool:
     return urlsplit(location).scheme in ("http", "https")
 
 
 def _parse(data: bytes, location: str) -> Any:
+    """The JSON or YAML document in ``data``, as plain JSON data within the limits."""
+    try:
+        parsed = _parse_raw(data, location)
+    except RecursionError:
+        raise SpecLoadError(f"{location}: nested too deeply to read") from None
+    return _Normalizer(location).run(parsed)
+
+
+def _parse_raw(data: bytes, location: str) -> Any:
     text = data.decode("utf-8-sig", errors="replace")
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
@@ -104,6 +232,8 @@ def _parse(data: bytes, location: str) -> Any:
 
     try:
         # The C loader when available (much faster on big specs), else the Python one.
+        # Aliases are not expanded here (an alias is the same object), so a bomb costs
+        # its own size; _Normalizer then refuses its expansion.
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
