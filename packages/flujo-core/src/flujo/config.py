@@ -149,7 +149,10 @@ class FlujoConfig:
             "plugins": self.plugins.model_dump(mode="json"),
             "run": self.run.model_dump(mode="json"),
         }
-        for name, section in sorted(self.sections.items()):
+        # Every loaded plugin's section, with its defaults when the file does not have it.
+        owned = self.plugin_manager.config_sections() if self.plugin_manager is not None else {}
+        for name in sorted({*self.sections, *owned}):
+            section = self.sections.get(name) or owned[name][0]()
             data[name] = section.model_dump(mode="json")
         return data
 

@@ -22,17 +22,7 @@ def show(state: CliState, as_json: bool) -> None:
     if as_json:
         echo_json({"path": str(cfg.path) if cfg.path else None, "config": data})
         return
-    click.echo(f"# {cfg.path or 'no flujo.toml found; defaults'}")
-    for section, values in data.items():
-        click.echo(f"\n[{section}]")
-        for key, value in values.items():
-            # TOML has no null: an unset value is shown as a comment.
-            click.echo(f"# {key} is unset" if value is None else f"{key} = {_toml_value(value)}")
+    from flujo.cli._toml import dumps
 
-
-def _toml_value(value: object) -> str:
-    import json
-
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)
+    source = str(cfg.path) if cfg.path else "no flujo.toml found: defaults"
+    click.echo(dumps(data, header=f"{source}\nthe effective configuration; valid as a flujo.toml"))
