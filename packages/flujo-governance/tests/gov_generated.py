@@ -102,7 +102,8 @@ def generate(seed: int = 1, n: int = 40) -> tuple[Labelled, Labelled]:
         a, b, c = rng.randint(200, 999), rng.randint(200, 999), rng.randint(0, 9999)
         phone = rng.choice(
             [f"({a}) {b}-{c:04d}", f"{a}-{b}-{c:04d}", f"{a}.{b}.{c:04d}", f"+1 {a} {b} {c:04d}",
-             f"+44 20 {b}{c % 10} {c:04d}", f"+49 30 {b}{c:04d}", f"0{a % 100:02d} {b} {c:04d}",
+             f"+44 20 {b}{c % 10} {c:04d}", f"+49 30 {b}{c:04d}",
+             f"0{a % 5 + 1} {b % 100:02d} {c // 100:02d} {c % 100:02d} 00",
              f"+33 6 {a % 100:02d} {b % 100:02d} {c % 100:02d} {rng.randint(10, 99)}",
              f"+1-{a}-{b}-{c:04d}"]
         )  # fmt: skip

@@ -90,6 +90,7 @@ class PIIScrubbingPolicy:
             patterns,
             presidio_model=self.settings.presidio_model,
             presidio_score_threshold=self.settings.presidio_score_threshold,
+            presidio_entity_thresholds=self.settings.presidio_entity_thresholds,
         )
         self._base_kinds = self._kinds(self.settings.entities)
         self._scrubbers: dict[frozenset[str], Scrubber] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from flujo_governance.engines.base import CustomPattern, EngineUnavailableError, PIIEngine
 
@@ -16,6 +16,7 @@ def load_engine(
     *,
     presidio_model: str | None = None,
     presidio_score_threshold: float = 0.5,
+    presidio_entity_thresholds: Mapping[str, float] | None = None,
 ) -> PIIEngine:
     """The engine ``name`` (``"regex"`` or ``"presidio"``), ready to use.
 
@@ -31,6 +32,10 @@ def load_engine(
         from flujo_governance.engines.presidio import PresidioEngine
 
         return PresidioEngine(
-            entities, patterns, model=presidio_model, score_threshold=presidio_score_threshold
+            entities,
+            patterns,
+            model=presidio_model,
+            score_threshold=presidio_score_threshold,
+            entity_thresholds=presidio_entity_thresholds,
         )
     raise EngineUnavailableError(f"[governance.pii] engine: unknown engine {name!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flujo_governance.engines.base import (
@@ -25,7 +25,7 @@ from flujo_governance.engines.base import (
 )
 from flujo_governance.engines.regex import RegexEngine, resolve_overlaps
 
-__all__ = ["PRESIDIO_KINDS", "PresidioEngine"]
+__all__ = ["DEFAULT_ENTITY_THRESHOLDS", "PRESIDIO_KINDS", "PresidioEngine"]
 
 PRESIDIO_KINDS = {
     "EMAIL_ADDRESS": "EMAIL",
@@ -37,6 +37,13 @@ PRESIDIO_KINDS = {
 }
 """Presidio entity names mapped to this package's kinds; other Presidio entities (PERSON,
 LOCATION, URL, ...) are reported under their Presidio names."""
+
+DEFAULT_ENTITY_THRESHOLDS = {"PHONE": 0.4, "US_SSN": 0.4}
+"""Per-kind minimum scores under the engine's ``score_threshold``: Presidio's phone
+recognizer scores every number it finds 0.4 (libphonenumber found it valid; Presidio keeps
+higher scores for context words), and its SSN recognizer scores a bare nine-digit run 0.05,
+0.4 once context words ("ssn", "social") back it. At 0.5 none of its phone numbers would be
+redacted."""
 
 _ANALYZERS: dict[str | None, Any] = {}
 _LOCK = threading.Lock()
@@ -96,6 +103,9 @@ class PresidioEngine:
 
     :param entities: kinds to report (this package's names, see
         :data:`~flujo_governance.engines.base.ENTITIES`); ``None``: everything Presidio finds.
+    :param score_threshold: the minimum score of a finding.
+    :param entity_thresholds: minimum scores per kind (this package's names or Presidio's),
+        over :data:`DEFAULT_ENTITY_THRESHOLDS`.
     :raises EngineUnavailableError: Presidio or the spaCy model is not installed.
     """
 
@@ -108,9 +118,13 @@ class PresidioEngine:
         *,
         model: str | None = None,
         score_threshold: float = 0.5,
+        entity_thresholds: Mapping[str, float] | None = None,
     ) -> None:
         self._all = entities is None
         self.score_threshold = score_threshold
+        thresholds = {**DEFAULT_ENTITY_THRESHOLDS, **(entity_thresholds or {})}
+        self.entity_thresholds = {PRESIDIO_KINDS.get(k, k): v for k, v in thresholds.items()}
+        self._floor = min([score_threshold, *self.entity_thresholds.values()])
         self._analyzer = _analyzer(model)
         if entities is None:
             supported = self._analyzer.get_supported_entities(language="en")
@@ -128,15 +142,15 @@ class PresidioEngine:
         return self.entities | custom
 
     def find(self, text: str) -> list[Finding]:
-        """Presidio's findings above the score threshold, non-overlapping."""
+        """Presidio's findings at or above their kind's threshold, non-overlapping."""
         if not text.strip():
             return []
-        results = self._analyzer.analyze(
-            text=text, language="en", score_threshold=self.score_threshold
-        )
+        results = self._analyzer.analyze(text=text, language="en", score_threshold=self._floor)
         findings = []
         for r in results:
             kind = PRESIDIO_KINDS.get(r.entity_type, r.entity_type)
+            if r.score < self.entity_thresholds.get(kind, self.score_threshold):
+                continue
             if self._all or kind in self.entities:
                 findings.append(Finding(kind, r.start, r.end))
         if self._custom is not None:

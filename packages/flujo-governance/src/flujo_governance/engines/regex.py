@@ -1,9 +1,11 @@
 """The default PII engine: regular expressions with validation, no downloads.
 
-Every detector first finds *candidates* with a regular expression, then validates them
-(Luhn for cards, mod-97 for IBANs, SSN ranges, :mod:`ipaddress` for IPs, digit counts and
-grouping for phone numbers), so dates, times, prices, versions, order numbers and numbers that
-fail their checksum are left alone.
+Every detector first finds *candidates* with a regular expression, then validates them with
+a well-kept library where one exists: libphonenumber (:mod:`phonenumbers`) for phone numbers,
+python-stdnum for IBANs (mod-97 and each country's account format) and SSNs (ranges and the numbers
+never issued), :mod:`ipaddress` for IP addresses; Luhn and issuer ranges for cards. So dates,
+times, prices, versions, order numbers, MAC addresses, national ids and numbers that fail
+their checksum are left alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from stdnum import iban as stdnum_iban
+from stdnum.exceptions import ValidationError
+from stdnum.us import ssn as stdnum_ssn
+
 from flujo_governance.engines.base import ENTITIES, CustomPattern, Finding, resolve_entities
+from flujo_governance.engines.phones import is_phone, national_id
 
 __all__ = ["RegexEngine", "iban_valid", "luhn_valid"]
 
@@ -64,9 +71,10 @@ _IBAN_LENGTHS = {
 
 
 def iban_valid(candidate: str) -> bool:
-    """True when ``candidate`` (spaces allowed) is an IBAN of the right length for its country
-    whose mod-97 check is 1."""
-    iban = candidate.replace(" ", "").upper()
+    """True when ``candidate`` (spaces or dashes allowed, any case) is an IBAN: the right
+    length for its country, mod-97 check 1 (checked here first: cheap), then python-stdnum's
+    check of the country's account format."""
+    iban = re.sub(r"[ .-]", "", candidate).upper()
     expected = _IBAN_LENGTHS.get(iban[:2])
     if expected is None or len(iban) != expected or not iban[2:4].isdigit():
         return False
@@ -75,13 +83,24 @@ def iban_valid(candidate: str) -> bool:
         number = int("".join(str(int(ch, 36)) for ch in rearranged))
     except ValueError:
         return False
-    return number % 97 == 1
+    if number % 97 != 1:
+        return False
+    try:
+        # Not check_country: the national checks of some countries look the bank up in
+        # registries that age (BE68 5390 0754 7034, the IBAN registry's own sample, fails).
+        stdnum_iban.validate(iban, check_country=False)
+    except ValidationError:
+        return False
+    return True
 
 
 def _card_prefix_ok(d: str) -> bool:
     """Issuer ranges of the major networks (Visa, Mastercard, Amex, Discover, Diners, JCB,
-    UnionPay, Maestro, Mir): long numbers that merely pass Luhn (timestamps, ids) do not."""
+    UnionPay, Maestro, Mir, UATP): long numbers that merely pass Luhn (timestamps, ids) do
+    not."""
     if d[0] in "3456":  # Amex, Diners, JCB; Visa; Mastercard, Maestro; Discover, UnionPay
+        return True
+    if d[0] == "1" and len(d) == 15:  # UATP (airline cards), JCB 1800
         return True
     four = int(d[:4])
     return (
@@ -91,9 +110,16 @@ def _card_prefix_ok(d: str) -> bool:
     )
 
 
+# python-stdnum rejects the numbers printed on sample cards and in advertisements; tens of
+# thousands of people then used them as their own, so they are redacted all the same.
+_PUBLISHED_SSNS = frozenset({"078051120", "219099999", "457555462"})
+
+
 def _ssn_valid(area: str, group: str, serial: str) -> bool:
-    a = int(area)
-    return a != 0 and a != 666 and a < 900 and group != "00" and serial != "0000"
+    """python-stdnum's rules: area not 000, 666 or 9xx (ITINs), group not 00, serial not
+    0000."""
+    number = area + group + serial
+    return stdnum_ssn.is_valid(number) or number in _PUBLISHED_SSNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,30 +145,51 @@ _NEVER = re.compile(r"(?!)")  # the pattern of detectors that use a finder
 # ``\d(?<![\w-]\d)`` is "a digit not preceded by a word character or a dash".
 
 # --------------------------------------------------------------------------- e-mail
-_EMAIL_LOCAL = re.compile(r"[\w.%+-]*\w\Z")
-_EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
+_EMAIL_LOCAL = re.compile(r"[\w.%+'-]*\w\Z")
+# Labels of letters (any script), digits and dashes; the TLD is letters, or an IDN's punycode
+# form (xn--p1ai).
+_EMAIL_DOMAIN = re.compile(
+    r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
+    r"(?![\w-])"
+)
+# The "@", also percent-encoded in a URL or a form (ana%40example.com).
+_EMAIL_AT = re.compile(r"@|%40")
+_ENCODED_SEPARATOR = re.compile(r"%(?:3[DdFfAaBb]|26|2[Ff]|2[Cc]|20)")  # = ? : ; & / , space
 
 
 def _find_emails(text: str) -> Iterator[Finding]:
     """E-mail addresses, found from each ``@`` outwards (cheaper than scanning every word)."""
-    at = text.find("@")
-    while at != -1:
+    resume = 0
+    for at_match in _EMAIL_AT.finditer(text):
+        at, after = at_match.span()
+        if at < resume:
+            continue
         local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
-        domain = _EMAIL_DOMAIN.match(text, at + 1)
-        if local is not None and domain is not None:
-            start = local.start()
-            # The local part must start at a boundary: not inside a longer run of its characters.
-            while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "._%+-"):
-                start -= 1
-            if start == local.start() or at - start <= 64:
-                yield Finding("EMAIL", start, domain.end())
-                at = text.find("@", domain.end())
-                continue
-        at = text.find("@", at + 1)
+        domain = _EMAIL_DOMAIN.match(text, after)
+        if local is None or domain is None:
+            continue
+        start = local.start()
+        # The local part must start at a boundary: not inside a longer run of its characters.
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "._%+-"):
+            start -= 1
+        # A query string around a percent-encoded address: the local part starts after the
+        # last encoded separator (?user%3Dana%40example.com -> ana%40example.com).
+        for sep in _ENCODED_SEPARATOR.finditer(text, start, at):
+            start = sep.end()
+        while start < at and text[start] in ".'%+-":  # punctuation before the address
+            start += 1
+        if start < at and (start == local.start() or at - start <= 64):
+            yield Finding("EMAIL", start, domain.end())
+            resume = domain.end()
 
 
 # --------------------------------------------------------------------------- cards, IBAN, SSN
-_CARD = re.compile(r"\d(?<![\w-]\d)(?:[ -]?\d){12,18}(?![\w]|-\d)")
+_CARD = re.compile(r"\d(?<![\w.-]\d)(?:[ .-]?\d){12,18}(?![\w]|[.-]\d)")
+# What comes just before the digits of an IBAN or another code: "GB82 WEST ", "hr12 001 ".
+# (One character per repetition, so the pattern cannot backtrack badly.)
+_CODE_BEFORE = re.compile(
+    r"\b(?:[A-Z]{2}\d\d(?:[ -]?[A-Z0-9]){0,30}|[a-z]{2}\d\d(?:[ -]?[a-z0-9]){0,30})[ -]$"
+)
 
 
 _CARD_GROUP = re.compile(r"\d+")
@@ -157,12 +204,16 @@ def _find_cards(text: str) -> Iterator[Finding]:
     next to its expiry or CVV (``4111 1111 1111 1111 123``) is still found."""
     for m in _CARD.finditer(text):
         candidate = m.group(0)
-        if "  " in candidate or "--" in candidate:
+        if "  " in candidate or "--" in candidate or ".." in candidate:
             continue
+        if "." in candidate and ("-" in candidate or " " in candidate):
+            continue  # dots are a layout of their own (4111.1111.1111.1111), never mixed
+        if _CODE_BEFORE.search(text, max(0, m.start() - 40), m.start()):
+            continue  # the digits of an IBAN-like code
         groups = [
             (g.start() + m.start(), g.end() + m.start()) for g in _CARD_GROUP.finditer(candidate)
         ]
-        if _card_digits_ok(candidate.replace(" ", "").replace("-", "")):
+        if _card_digits_ok("".join(_CARD_GROUP.findall(candidate))):
             yield Finding("CREDIT_CARD", m.start(), m.end())
             continue
         if len(groups) < 2:
@@ -180,33 +231,40 @@ def _find_cards(text: str) -> Iterator[Finding]:
             yield Finding("CREDIT_CARD", *found)
 
 
-_IBAN = re.compile(r"[A-Z](?<![\w][A-Z])[A-Z]\d{2}(?:[ -]?[A-Z0-9]){11,30}")
+# Anchored on the check digits (digits are rarer than letters, so fewer places to try): two
+# letters of any case before them, at a word boundary.
+_IBAN = re.compile(
+    r"\d(?:(?<=(?<!\w)[A-Za-z]{2}\d)|(?<=(?<!\w)[A-Za-z]{2} \d))\d(?:[ .-]?[A-Za-z0-9]){11,30}"
+)  # also with a space after the country code (NO 05 1503 0383 041) and dots as separators
 
 
 def _find_ibans(text: str) -> Iterator[Finding]:
-    """IBANs, printed compact or in groups: the candidate is cut to its country's length
-    before the mod-97 check, so text after it does not hide it."""
+    """IBANs, printed compact or in groups, in any case: the candidate is cut to its
+    country's length before the checks, so text after it does not hide it."""
     for m in _IBAN.finditer(text):
-        expected = _IBAN_LENGTHS.get(m.group(0)[:2])
+        begin = m.start() - 2 if text[m.start() - 1] != " " else m.start() - 3
+        expected = _IBAN_LENGTHS.get(text[begin : begin + 2].upper())
         if expected is None:
             continue
-        count, end = 0, m.start()
-        for i in range(m.start(), m.end()):
-            if text[i] not in " -":
+        count, end = 0, begin
+        for i in range(begin, m.end()):
+            if text[i] not in " .-":
                 count += 1
                 if count == expected:
                     end = i + 1
                     break
         if count != expected or (end < len(text) and text[end].isalnum()):
             continue
-        if iban_valid(text[m.start() : end].replace("-", " ")):
-            yield Finding("IBAN", m.start(), end)
+        if iban_valid(text[begin:end]):
+            yield Finding("IBAN", begin, end)
 
 
-_SSN = re.compile(r"(\d(?<![\w-]\d)\d{2})([- ])(\d{2})\2(\d{4})(?![\w]|-\d)")
+# One separator throughout: 078-05-1123, 078 05 1123, 078.05.1123 (never 693-09.4444).
+_SSN = re.compile(r"(\d(?<![\w.-]\d)\d{2})([-. ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
+# After "SSN" / "social security number", also without separators: 078051123.
 _SSN_CONTEXT = re.compile(
     r"(?i)\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?|ss#)\s*[:#=]?\s*(?:is\s+)?"
-    r"(?P<v>(\d{3})(\d{2})(\d{4}))(?!\d)"
+    r"(?P<v>(\d{3})[-. ]?(\d{2})[-. ]?(\d{4}))(?![\w]|[.-]\d)"
 )
 
 
@@ -220,7 +278,10 @@ def _ssn_ctx_ok(m: re.Match[str]) -> bool:
 
 # --------------------------------------------------------------------------- IP addresses
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"\d(?<![\w.]\d)\d{{0,2}}\.(?:{_OCTET}\.){{2}}{_OCTET}(?![\w]|\.\d)")
+_IPV4 = re.compile(
+    rf"\d(?<![\w.]\d)\d{{0,2}}\.(?:{_OCTET}\.){{2}}{_OCTET}"
+    r"(?:/(?:3[0-2]|[12]?\d)(?!\d))?(?![\w]|\.\d)"
+)  # with its CIDR prefix length, when one follows: 10.0.0.0/8
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|ver\.?|release|build|v)\s*[:=]?\s*$")
 
 
@@ -236,11 +297,14 @@ _IPV6 = re.compile(
     r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:]*:[0-9A-Fa-f:]*(?:[\d.]*\d)?(?:%[\w.]+)?"
     r"(?![\w:])"
 )
+_PREFIX_LENGTH = re.compile(r"/(\d{1,3})(?!\w|\.\d)")
 
 
 def _ipv6_valid(text: str) -> bool:
+    """Whether ``text`` (with an optional ``%zone``) is an IPv6 address other than ``::``
+    (the unspecified address: ``::`` in ``std::`` or a ``:::`` separator is not one)."""
     address = text.split("%", 1)[0]
-    if sum(1 for part in address.split(":") if part) < 2:
+    if not address.strip(":"):
         return False
     try:
         ipaddress.IPv6Address(address)
@@ -249,14 +313,25 @@ def _ipv6_valid(text: str) -> bool:
     return True
 
 
+def _with_prefix_length(text: str, end: int) -> int:
+    """``end``, moved past a CIDR prefix length (``/64``) when one of 0-128 follows."""
+    m = _PREFIX_LENGTH.match(text, end)
+    if m is not None and int(m.group(1)) <= 128:
+        return m.end()
+    return end
+
+
 def _find_ipv6(text: str) -> Iterator[Finding]:
-    """IPv6 addresses (validated by :mod:`ipaddress`), also when a ``:port`` follows."""
+    """IPv6 addresses (validated by :mod:`ipaddress`): compressed (``::1``), with a zone
+    (``fe80::1%eth0``), a prefix length (``2001:db8::/32``) or a ``:port`` after them."""
     for m in _IPV6.finditer(text):
         candidate = m.group(0)
         if candidate.count(":") < 2:
             continue
-        if _ipv6_valid(candidate):
-            yield Finding("IP_ADDRESS", m.start(), m.end())
+        if _ipv6_valid(candidate) or (
+            candidate.endswith("::") and text.startswith("/", m.end()) and candidate != "::"
+        ):
+            yield Finding("IP_ADDRESS", m.start(), _with_prefix_length(text, m.end()))
             continue
         head, _, port = candidate.rpartition(":")
         if port.isdigit() and _ipv6_valid(head):
@@ -266,11 +341,7 @@ def _find_ipv6(text: str) -> Iterator[Finding]:
 # --------------------------------------------------------------------------- phones
 _PHONE = re.compile(
     r"(?P<number>[+(\d](?<![\w+\-./#$€£][+(\d])(?<!\d:[+(\d])[\d().\-/ \u00a0]{5,25}\d)"
-    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w]|[.\-/:]\d|,\d)"
-)
-_PHONE_CONTEXT = re.compile(
-    r"(?i)(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|text|sms|whatsapp|dial|"
-    r"contact|reach|móvil|teléfono|telefon|tél|portable|handy)\b[^\d\n]{0,16}$"
+    r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w]|[.\-/:]\d|[-:][A-Fa-f]|,\d)"
 )
 _GROUPS = re.compile(r"\d+")
 _SLASHED_PHONE = re.compile(r"0\d{2,5}/ ?\d[\d \-]{3,}\d")
@@ -278,44 +349,27 @@ _DATE = re.compile(r"\d{4}([-./ ])\d{1,2}\1\d{1,2}|\d{1,2}([-./ ])\d{1,2}\2\d{2}
 
 
 def _phone_ok(text: str, before: str) -> bool:
-    """Whether ``text`` (a candidate) is a phone number; ``before`` is the text before it."""
+    """Whether ``text`` (a candidate) is a phone number; ``before`` is the text before it.
+
+    Shapes that are never phones are rejected here (dates, mixed separators, unbalanced
+    parentheses, numbers glued to an IBAN or a code); :func:`phones.is_phone` (libphonenumber)
+    decides the rest."""
     groups = _GROUPS.findall(text)
     digits = "".join(groups)
     n = len(digits)
     if n < 7 or n > 15 or text.count("(") != text.count(")") or _DATE.fullmatch(text):
         return False
-    if "/" in text:  # only the German area-code style: 030/1234567, 0151/123 45 67
-        return _SLASHED_PHONE.fullmatch(text) is not None and 9 <= n <= 12
+    if "/" in text and _SLASHED_PHONE.fullmatch(text) is None:
+        return False  # only the German area-code style: 030/1234567, 0151/123 45 67
     # Mixed separators inside the number (a date like 2024-01-15 12.30) are not phones,
     # except the usual "(area) 555-1234".
     if "." in text and ("-" in text or " " in text.replace("(", "").replace(")", "")):
         return False
-    if text[0] == "+":
-        return n >= 8 and (len(groups) >= 2 or n >= 10)
-    if text.startswith("00"):
-        return n >= 10 and len(groups) >= 3
-    sizes = [len(g) for g in groups]
-    if "(" in text and 10 <= n <= 12:
-        return True
-    if sizes in ([3, 3, 4], [1, 3, 3, 4]) and (sizes[0] == 3 or groups[0] == "1"):
-        return True
-    if digits[0] == "0" and len(groups) >= 3 and 9 <= n <= 11 and max(sizes) <= 5:
-        # European national formats: 01 23 45 67 89, 020 7946 0958, 030-1234-5678.
-        if sizes == [3, 2, 4] or (len(groups) == 3 and n < 10):
-            return False
-        if not (len(groups) == 3 and sizes[-1] == 4 and sizes[0] <= 2 and sizes[1] <= 2):
-            return True
-    if digits[0] == "0" and len(groups) == 2 and 10 <= n <= 11 and sizes[0] >= 3:
-        return True
-    if sizes == [5, 5] and digits[0] in "6789":
-        return True  # Indian mobile numbers: 98765 43210
-    if sizes == [3, 4, 4] and digits[0] == "1" and digits[1] in "3456789":
-        return True  # Chinese mobile numbers: 138 0013 8000
-    if len(groups) == 1 and 10 <= n <= 11 and digits[0] == "0" and digits[1] != "0":
-        return True  # national numbers written without spaces: 0612345678, 07700900123
-    if len(groups) >= 2 and sizes[0] <= 3 and all(size == 3 for size in sizes[1:]):
-        return False  # thousands grouping: an amount (1 234 567), even after "call"
-    return _PHONE_CONTEXT.search(before) is not None
+    if _CODE_BEFORE.search(before):
+        return False  # the digits of an IBAN, a card or an id: GB82 WEST 1234 5698 7654 32
+    if len(groups[-1]) < 2:
+        return False  # ISBNs, Medicare numbers and IP fragments end with one digit; phones not
+    return is_phone(text, digits, tuple(len(g) for g in groups), before)
 
 
 def _find_phones(text: str) -> Iterator[Finding]:
@@ -330,6 +384,25 @@ def _find_phones(text: str) -> Iterator[Finding]:
         number = number.rstrip(" \u00a0(")
         if _phone_ok(number, text[max(0, start - 30) : start]):
             yield Finding("PHONE", start, m.end())
+            continue
+        # The candidate may have taken digits before the number (a postcode, a house
+        # number: "SD 20241 440-600-5124"): try it from each later group of digits that
+        # starts a number written with other separators than the space before it. Not when
+        # the whole is a national id (51 824 753 556, an ABN) or one layout throughout (the
+        # groups of a card number that failed its checksum).
+        if " " not in number or not any(c in number for c in "-.()/"):
+            continue
+        groups = _GROUPS.findall(number)
+        if national_id("".join(groups), tuple(len(g) for g in groups)):
+            continue
+        for group in _GROUPS.finditer(text, start + 1, start + len(number)):
+            begin = group.start()
+            rest = text[begin : start + len(number)]
+            if text[begin - 1] not in " \u00a0" or not any(c in rest for c in "-.()/"):
+                continue
+            if _phone_ok(text[begin : start + len(number)], text[max(0, begin - 30) : begin]):
+                yield Finding("PHONE", begin, m.end())
+                break
 
 
 # --------------------------------------------------------------------------- secrets
@@ -479,7 +552,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     _Detector("SECRET", _BEARER, group="value", needs_lower=("bearer", "basic")),
     _Detector("SECRET", _URL_PASSWORD, group="value", needs=("://",)),
-    _Detector("EMAIL", _NEVER, finder=_find_emails, needs=("@",)),
+    _Detector("EMAIL", _NEVER, finder=_find_emails, needs=("@", "%40")),
     _Detector("IBAN", _IBAN, finder=_find_ibans),
     _Detector("CREDIT_CARD", _CARD, finder=_find_cards),
     _Detector("US_SSN", _SSN, validate=_ssn_ok),
@@ -572,7 +645,7 @@ class RegexEngine:
 
     def find(self, text: str) -> list[Finding]:
         """The PII in ``text``, non-overlapping, ordered by position."""
-        if len(text) < 5:
+        if len(text) < 3:  # the shortest PII is "::1"
             return []
         return resolve_overlaps(
             self._candidates(text), lambda f: _PRIORITY.get(f.kind, _CUSTOM_PRIORITY)
