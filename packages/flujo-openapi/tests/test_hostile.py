@@ -340,3 +340,89 @@ def test_yaml_only_scalars_become_json_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_output(generate(str(spec), Options(package_name="dated")), out)
     assert (out / "dated" / "operations.py").is_file()
+
+
+# --------------------------------------------------------------------------- the output dir
+
+_SMALL = {
+    "openapi": "3.0.3",
+    "info": {"title": "Small", "version": "1"},
+    "paths": {"/a": {"get": {"operationId": "getA", "responses": {"204": {"description": "ok"}}}}},
+}
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    from flujo.testing.cli import run_flujo
+
+    return run_flujo("dev", "import-openapi", *args, "-q", cwd=cwd, timeout=180)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["../outside/victim.txt", "{outside}/victim.txt", "small/../../outside/victim.txt", "./x"],
+)
+def test_a_doctored_manifest_cannot_reach_outside(tmp_path: Path, entry: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.txt"
+    victim.write_text("keep me")
+    spec = tmp_path / "api.json"
+    spec.write_text(json.dumps(_SMALL))
+    out = tmp_path / "out"
+    assert _cli(str(spec), "--output-dir", str(out), cwd=tmp_path).returncode == 0
+    manifest_path = out / "flujo-openapi.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][entry.format(outside=outside)] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    for extra in ((), ("--force",), ("--check",)):
+        proc = _cli(str(spec), "--output-dir", str(out), *extra, cwd=tmp_path)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert "not a path inside" in proc.stderr
+        assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("link", ["small/operations.py", "small", "flujo-openapi.json"])
+def test_links_inside_the_output_dir_are_not_followed(tmp_path: Path, link: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "operations.py").write_text("keep me")
+    (outside / "victim.txt").write_text("keep me")
+    spec = tmp_path / "api.json"
+    spec.write_text(json.dumps(_SMALL))
+    out = tmp_path / "out"
+    assert _cli(str(spec), "--output-dir", str(out), cwd=tmp_path).returncode == 0
+    manifest = json.loads((out / "flujo-openapi.json").read_text())
+    (out / link).unlink() if (out / link).is_file() else _rmtree(out / link)
+    target = outside if link == "small" else outside / "victim.txt"
+    (out / link).symlink_to(target)
+    before = {p.name: p.read_text() for p in outside.iterdir()}
+    for extra in ((), ("--force",)):
+        proc = _cli(str(spec), "--output-dir", str(out), *extra, cwd=tmp_path)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        # A linked folder is first refused as foreign; with --force, as a link.
+        assert "symbolic link" in proc.stderr or (not extra and "--force" in proc.stderr)
+        assert {p.name: p.read_text() for p in outside.iterdir()} == before
+    assert manifest["package"] == "small"
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def test_stale_files_are_removed_inside_only(tmp_path: Path) -> None:
+    # The legitimate case still works: a file the previous manifest lists, no longer made.
+    spec = tmp_path / "api.json"
+    spec.write_text(json.dumps(_SMALL))
+    out = tmp_path / "out"
+    result = generate(str(spec), Options())
+    write_output(result, out)
+    manifest_path = out / "flujo-openapi.json"
+    manifest = json.loads(manifest_path.read_text())
+    (out / "small" / "old.py").write_text("# old\n")
+    manifest["files"]["small/old.py"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    changed = write_output(result, out)
+    assert "small/old.py" in changed
+    assert not (out / "small" / "old.py").exists()
