@@ -170,6 +170,7 @@ class Served:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.stderr = ""
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if " on http://" not in line:
@@ -178,7 +179,6 @@ class Served:
         self.first_line = line
         self.url = line.split(" on ", 1)[1].split()[0]
         self.port = int(self.url.rsplit(":", 1)[1])
-        self.stderr = ""
 
     def readline(self) -> str:
         assert self.proc.stdout is not None

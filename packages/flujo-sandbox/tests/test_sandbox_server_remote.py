@@ -348,3 +348,38 @@ async def test_connection_cap() -> None:
         idle_writer.close()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (401, {"error": "missing or wrong bearer token"}, "FLUJO_SANDBOX_TOKEN"),
+        (401, "not json\nsecond line", "HTTP 401: refused"),
+        (403, {"error": "Host 'x' is not\nallowed"}, "Host 'x' is not allowed"),
+    ],
+)
+async def test_refused_identity_is_a_config_error(status: int, body: Any, expected: str) -> None:
+    """A service refusing *who* calls (token, Host, Origin) is a configuration problem for the
+    caller: a one-line SandboxConfigError (exit 2 on the CLI), not a result to retry."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body)
+
+    with pytest.raises(SandboxConfigError, match=expected) as caught:
+        await _remote(refuse).exec_code("print(1)")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf") * 0, -1.0, 0, "5", True])
+async def test_client_refuses_invalid_timeouts_before_sending(timeout: Any) -> None:
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={**GOOD, "limits": {"network": False}})
+
+    with pytest.raises(SandboxLimitError, match="timeout_s"):
+        await _remote(record).exec_code("print(1)", timeout_s=timeout)
+    assert sent == []

@@ -26,6 +26,7 @@ __all__ = [
     "check_text",
     "collect_artifacts",
     "effective_limits",
+    "effective_timeout",
     "result_from_json",
     "result_to_json",
     "truncate_text",
@@ -288,6 +289,19 @@ def check_text(value: Any, what: str, *, nul: bool = True) -> str:
     if not nul and "\x00" in value:
         raise SandboxRequestError(f"{what} contains a NUL byte")
     return value
+
+
+def effective_timeout(timeout_s: Any, settings: Any) -> float:
+    """The wall-clock limit of one execution: ``timeout_s`` (else ``settings.timeout_s``)
+    capped at ``settings.max_timeout_s``; a non-number, NaN or a value <= 0 raises
+    :class:`SandboxLimitError` (``min`` would keep a NaN, and no comparison rejects one)."""
+    if timeout_s is None:
+        timeout_s = settings.timeout_s
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+        raise SandboxLimitError(f"timeout_s must be a number, got {type(timeout_s).__name__}")
+    if not timeout_s > 0:
+        raise SandboxLimitError(f"timeout_s must be positive, got {timeout_s}")
+    return min(timeout_s, settings.max_timeout_s)  # type: ignore[no-any-return]
 
 
 def effective_limits(requested: SandboxLimits | None, defaults: SandboxLimits) -> SandboxLimits:

@@ -26,6 +26,7 @@ from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     OutputBuffer,
     effective_limits,
+    effective_timeout,
     validate_files,
     validate_language,
 )
@@ -164,10 +165,7 @@ class DockerSandbox:
         clean = validate_files(
             files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
         )
-        timeout = min(
-            timeout_s if timeout_s is not None else self.settings.timeout_s,
-            self.settings.max_timeout_s,
-        )
+        timeout = effective_timeout(timeout_s, self.settings)
         marker = f"--flujo-sandbox-artifacts-{secrets.token_hex(8)}--"
         body = json.dumps(
             {

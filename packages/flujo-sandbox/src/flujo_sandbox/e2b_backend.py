@@ -19,6 +19,7 @@ from typing import Any
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     effective_limits,
+    effective_timeout,
     truncate_text,
     validate_files,
     validate_language,
@@ -105,10 +106,7 @@ class E2BSandbox:
         clean = validate_files(
             files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
         )
-        timeout = min(
-            timeout_s if timeout_s is not None else self.settings.timeout_s,
-            self.settings.max_timeout_s,
-        )
+        timeout = effective_timeout(timeout_s, self.settings)
         started = time.perf_counter()
         if self.stateful:
             if self._session is None:

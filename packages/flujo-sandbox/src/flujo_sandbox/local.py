@@ -42,6 +42,7 @@ from flujo_sandbox._common import (
     check_text,
     collect_artifacts,
     effective_limits,
+    effective_timeout,
     validate_files,
     validate_language,
     write_files,
@@ -579,16 +580,7 @@ class LocalSandbox:
                 "the local sandbox cannot grant network access (network=True); use another "
                 "backend or leave network off"
             )
-        if timeout_s is not None and (
-            isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float)
-        ):
-            raise SandboxLimitError(f"timeout_s must be a number, got {type(timeout_s).__name__}")
-        timeout = min(
-            timeout_s if timeout_s is not None else self.settings.timeout_s,
-            self.settings.max_timeout_s,
-        )
-        if not timeout > 0:  # also refuses NaN, which no comparison would
-            raise SandboxLimitError(f"timeout_s must be positive, got {timeout_s}")
+        timeout = effective_timeout(timeout_s, self.settings)
         clean_files = validate_files(
             files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
         )

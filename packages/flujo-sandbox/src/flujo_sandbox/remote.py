@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     effective_limits,
+    effective_timeout,
     limits_to_json,
     truncate_text,
     validate_files,
@@ -145,10 +146,7 @@ class RemoteSandbox:
         clean = validate_files(
             files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
         )
-        timeout = min(
-            timeout_s if timeout_s is not None else self.settings.timeout_s,
-            self.settings.max_timeout_s,
-        )
+        timeout = effective_timeout(timeout_s, self.settings)
         payload_files: dict[str, Any] = {}
         for name, content in clean.items():
             try:

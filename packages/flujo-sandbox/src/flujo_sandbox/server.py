@@ -71,8 +71,8 @@ _REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
-_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_DIGITS = re.compile(r"^[0-9]{1,20}$")
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 _SINGLE = frozenset({"host", "content-length", "authorization", "origin", "transfer-encoding"})
 """Headers that must not repeat: two values would leave it ambiguous which one was checked."""
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -415,7 +415,7 @@ class SandboxServer:
             if not line:
                 continue
             name, sep, value = line.partition(":")
-            if not sep or not _TOKEN_CHARS.match(name):
+            if not sep or not _TOKEN_CHARS.fullmatch(name):
                 raise _HttpError(400, "malformed header")
             key = name.lower()
             if key in headers:
@@ -427,7 +427,7 @@ class SandboxServer:
         if "transfer-encoding" in headers:
             raise _HttpError(411, "chunked requests are not supported; send Content-Length")
         length_text = headers.get("content-length", "0")
-        if not _DIGITS.match(length_text):
+        if not _DIGITS.fullmatch(length_text):
             raise _HttpError(400, "invalid Content-Length")
         return _Head(method.upper(), target.split("?", 1)[0], version, headers, int(length_text))
 
