@@ -121,7 +121,8 @@ def _region(region: str) -> _Region | None:
 _PLAN = tuple(r for r in map(_region, NATIONAL_REGIONS) if r is not None)
 _NANP = re.compile(r"(?:\+?1[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-])[2-9]\d\d[ .-]\d{4}")
 _DIGITS = re.compile(r"\d+")
-_SSN_LAYOUT = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}")
+# 078-05-1120 and 91170-1234: the layouts of an SSN / ITIN and of a US ZIP+4 code.
+_NOT_PHONE_LAYOUT = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}|\d{5}-\d{4}")
 _NANP_LAYOUT = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-]?)\d{3}[ .-]?\d{4}")
 
 
@@ -217,8 +218,8 @@ def is_phone(text: str, digits: str, sizes: tuple[int, ...], before: str) -> boo
             return False
         # 00 / 011 that does not start a valid international number: a national one (011 is
         # Buenos Aires' area code, 00 starts nothing valid).
-    if _SSN_LAYOUT.fullmatch(text):
-        return False  # 078-05-1120: the layout of an SSN, never of a phone number
+    if _NOT_PHONE_LAYOUT.fullmatch(text):
+        return False  # never the layout of a phone number
     valid = _valid_national(text, digits)
     if not valid and groups > 1 and sizes[0] <= 3 and all(size == 3 for size in sizes[1:]):
         return False  # thousands grouping: an amount (1 234 567), even after "call"

@@ -152,8 +152,9 @@ _EMAIL_DOMAIN = re.compile(
     r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?:[^\W\d_]{2,63}|[Xx][Nn]--[A-Za-z0-9-]{1,59})"
     r"(?![\w-])"
 )
-# The "@", also percent-encoded in a URL or a form (ana%40example.com).
-_EMAIL_AT = re.compile(r"@|%40")
+# The "@", also percent-encoded in a URL or a form (ana%40example.com), as an HTML character
+# reference (ana&#64;example.com) or full-width (U+FF20).
+_EMAIL_AT = re.compile("@|%40|&#64;|&#[xX]40;|\uff20")
 _ENCODED_SEPARATOR = re.compile(r"%(?:3[DdFfAaBb]|26|2[Ff]|2[Cc]|20)")  # = ? : ; & / , space
 
 
@@ -184,7 +185,8 @@ def _find_emails(text: str) -> Iterator[Finding]:
 
 
 # --------------------------------------------------------------------------- cards, IBAN, SSN
-_CARD = re.compile(r"\d(?<![\w.-]\d)(?:[ .-]?\d){12,18}(?![\w]|[.-]\d)")
+# Separators: space, no-break spaces (French typography uses U+202F), dash, dot.
+_CARD = re.compile(r"\d(?<![\w.-]\d)(?:[ .\-\u00a0\u202f]?\d){12,18}(?![\w]|[.-]\d)")
 # What comes just before the digits of an IBAN or another code: "GB82 WEST ", "hr12 001 ".
 # (One character per repetition, so the pattern cannot backtrack badly.)
 _CODE_BEFORE = re.compile(
@@ -206,7 +208,7 @@ def _find_cards(text: str) -> Iterator[Finding]:
         candidate = m.group(0)
         if "  " in candidate or "--" in candidate or ".." in candidate:
             continue
-        if "." in candidate and ("-" in candidate or " " in candidate):
+        if "." in candidate and any(c in candidate for c in " -\u00a0\u202f"):
             continue  # dots are a layout of their own (4111.1111.1111.1111), never mixed
         if _CODE_BEFORE.search(text, max(0, m.start() - 40), m.start()):
             continue  # the digits of an IBAN-like code
@@ -261,9 +263,10 @@ def _find_ibans(text: str) -> Iterator[Finding]:
 
 # One separator throughout: 078-05-1123, 078 05 1123, 078.05.1123 (never 693-09.4444).
 _SSN = re.compile(r"(\d(?<![\w.-]\d)\d{2})([-. ])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
-# After "SSN" / "social security number", also without separators: 078051123.
+# After "SSN" / "social security number" (a few characters between: "SSN: ", '"ssn": "',
+# "Social Security Number (SSN): "), also without separators: 078051123.
 _SSN_CONTEXT = re.compile(
-    r"(?i)\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?|ss#)\s*[:#=]?\s*(?:is\s+)?"
+    r"(?i)\b(?:ssn|ss#|social\s+security)(?![a-z])[^\d\n]{0,24}?"
     r"(?P<v>(\d{3})[-. ]?(\d{2})[-. ]?(\d{4}))(?![\w]|[.-]\d)"
 )
 
@@ -340,10 +343,11 @@ def _find_ipv6(text: str) -> Iterator[Finding]:
 
 # --------------------------------------------------------------------------- phones
 _PHONE = re.compile(
-    r"(?P<number>[+(\d](?<![\w+\-./#$€£][+(\d])(?<!\d:[+(\d])[\d().\-/ \u00a0]{5,25}\d)"
+    r"(?P<number>[+(\d](?<![\w+\-./#$€£][+(\d])(?<!\d:[+(\d])[\d().\-/ \u00a0\u202f]{5,40}\d)"
     r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w]|[.\-/:]\d|[-:][A-Fa-f]|,\d)"
 )
 _GROUPS = re.compile(r"\d+")
+_NEXT_NUMBER = re.compile(r"[ \u00a0\u202f](?=[0(])")
 _SLASHED_PHONE = re.compile(r"0\d{2,5}/ ?\d[\d \-]{3,}\d")
 _DATE = re.compile(r"\d{4}([-./ ])\d{1,2}\1\d{1,2}|\d{1,2}([-./ ])\d{1,2}\2\d{2}(?:\d{2})?")
 
@@ -381,9 +385,25 @@ def _find_phones(text: str) -> Iterator[Finding]:
         if number.startswith("(") and number.count("(") > number.count(")"):
             start += 1
             number = number[1:]
-        number = number.rstrip(" \u00a0(")
-        if _phone_ok(number, text[max(0, start - 30) : start]):
+        number = number.rstrip(" \u00a0\u202f(")
+        before = text[max(0, start - 30) : start]
+        if _phone_ok(number, before):
             yield Finding("PHONE", start, m.end())
+            continue
+        # Two numbers in a row ("052 5552606 074-7111234"): cut where a space is followed by
+        # what starts a national number (a trunk 0, an area code in parentheses), when both
+        # parts are phone numbers by themselves (the longest first part first).
+        split = False
+        for gap in reversed(list(_NEXT_NUMBER.finditer(number))):
+            second = start + gap.end()
+            if _phone_ok(number[: gap.start()], before) and _phone_ok(
+                text[second : start + len(number)], text[max(0, second - 30) : second]
+            ):
+                yield Finding("PHONE", start, start + gap.start())
+                yield Finding("PHONE", second, m.end())
+                split = True
+                break
+        if split:
             continue
         # The candidate may have taken digits before the number (a postcode, a house
         # number: "SD 20241 440-600-5124"): try it from each later group of digits that
@@ -398,7 +418,7 @@ def _find_phones(text: str) -> Iterator[Finding]:
         for group in _GROUPS.finditer(text, start + 1, start + len(number)):
             begin = group.start()
             rest = text[begin : start + len(number)]
-            if text[begin - 1] not in " \u00a0" or not any(c in rest for c in "-.()/"):
+            if text[begin - 1] not in " \u00a0\u202f" or not any(c in rest for c in "-.()/"):
                 continue
             if _phone_ok(text[begin : start + len(number)], text[max(0, begin - 30) : begin]):
                 yield Finding("PHONE", begin, m.end())
@@ -552,7 +572,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     _Detector("SECRET", _BEARER, group="value", needs_lower=("bearer", "basic")),
     _Detector("SECRET", _URL_PASSWORD, group="value", needs=("://",)),
-    _Detector("EMAIL", _NEVER, finder=_find_emails, needs=("@", "%40")),
+    _Detector("EMAIL", _NEVER, finder=_find_emails, needs=("@", "%40", "&#", "\uff20")),
     _Detector("IBAN", _IBAN, finder=_find_ibans),
     _Detector("CREDIT_CARD", _CARD, finder=_find_cards),
     _Detector("US_SSN", _SSN, validate=_ssn_ok),
