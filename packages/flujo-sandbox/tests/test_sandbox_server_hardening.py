@@ -206,6 +206,7 @@ async def test_malformed_heads_are_answered(
         ("LOCALHOST", True),
         ("[::1]:8787", True),
         ("sandbox.internal:8787", True),  # configured with allowed_hosts
+        ("other.internal", True),  # configured as "Other.Internal:80": the name counts
         ("localhost.:8787", False),
         ("attacker.example", False),
         ("127.0.0.1.nip.io", False),
@@ -214,7 +215,7 @@ async def test_malformed_heads_are_answered(
     ],
 )
 async def test_host_check_defeats_dns_rebinding(host: str, allowed: bool) -> None:
-    server, _ = await _start(allowed_hosts=frozenset({"sandbox.internal"}))
+    server, _ = await _start(allowed_hosts=frozenset({"sandbox.internal", "Other.Internal:80"}))
     try:
         answer = await _raw(
             server.port, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), read_all=False

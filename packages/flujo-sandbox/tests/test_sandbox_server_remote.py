@@ -383,3 +383,22 @@ async def test_client_refuses_invalid_timeouts_before_sending(timeout: Any) -> N
     with pytest.raises(SandboxLimitError, match="timeout_s"):
         await _remote(record).exec_code("print(1)", timeout_s=timeout)
     assert sent == []
+
+
+async def test_token_whitespace_is_dropped_and_non_ascii_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json={**GOOD, "limits": {"network": False}})
+
+    # A secret mounted from a file usually ends in a newline.
+    monkeypatch.setenv("FLUJO_SANDBOX_TOKEN", "s3cret\n")
+    await _remote(handler).exec_code("print(1)")
+    assert seen == ["Bearer s3cret"]
+    monkeypatch.setenv("FLUJO_SANDBOX_TOKEN", "caf\u00e9")
+    with pytest.raises(SandboxConfigError, match=r"FLUJO_SANDBOX_TOKEN.*printable ASCII"):
+        await _remote(handler).exec_code("print(1)")
+    assert len(seen) == 1

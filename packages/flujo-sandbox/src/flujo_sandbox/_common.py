@@ -13,6 +13,7 @@ from typing import Any
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox.errors import (
+    SandboxConfigError,
     SandboxFileError,
     SandboxLimitError,
     SandboxRequestError,
@@ -24,6 +25,7 @@ __all__ = [
     "OutputBuffer",
     "check_limit",
     "check_text",
+    "clean_token",
     "collect_artifacts",
     "effective_limits",
     "effective_timeout",
@@ -289,6 +291,25 @@ def check_text(value: Any, what: str, *, nul: bool = True) -> str:
     if not nul and "\x00" in value:
         raise SandboxRequestError(f"{what} contains a NUL byte")
     return value
+
+
+def clean_token(value: str | None, source: str) -> str | None:
+    """A bearer token as read from ``source`` (a variable, a flag): surrounding whitespace
+    dropped (a secret mounted from a file often ends in a newline), ``None`` when empty.
+
+    Raises :class:`SandboxConfigError` unless it is visible ASCII: anything else cannot travel
+    in an HTTP header, and would fail at the first request instead of at start.
+    """
+    if value is None:
+        return None
+    token = value.strip()
+    if not token:
+        return None
+    if not all("!" <= ch <= "~" for ch in token):
+        raise SandboxConfigError(
+            f"{source}: the bearer token must be printable ASCII without spaces"
+        )
+    return token
 
 
 def effective_timeout(timeout_s: Any, settings: Any) -> float:

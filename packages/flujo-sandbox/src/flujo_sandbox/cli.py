@@ -14,7 +14,7 @@ import click
 
 from flujo.cli import current_config
 from flujo.domain.errors import UserError
-from flujo_sandbox._common import result_to_json
+from flujo_sandbox._common import clean_token, result_to_json
 from flujo_sandbox.errors import SandboxUnavailableError
 from flujo_sandbox.factory import build_sandbox, sandbox_settings
 
@@ -151,6 +151,7 @@ def serve(
         raise CliUsageError("--max-concurrency must be at least 1")
     if max_connections < max_concurrency:
         raise CliUsageError("--max-connections must be at least --max-concurrency")
+    allow_origins = tuple(origin.rstrip("/") for origin in allow_origins)
     for origin in allow_origins:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
             raise CliUsageError(
@@ -171,12 +172,14 @@ def serve(
             )
         token = None
     elif token_env is not None:
-        token = os.environ.get(token_env)
+        token = clean_token(os.environ.get(token_env), f"--token-env {token_env}")
         if not token:
             # Fail closed: asked for a token and none is there; never serve without one.
             raise CliUsageError(f"--token-env {token_env}: the variable is not set or empty")
     else:
-        token = os.environ.get(settings.token_env) or None
+        token = clean_token(
+            os.environ.get(settings.token_env), f"{settings.token_env} ([sandbox] token_env)"
+        )
         if token is None:
             # Like notebook servers: secure by default, and the token is shown once.
             token = secrets.token_urlsafe(32)

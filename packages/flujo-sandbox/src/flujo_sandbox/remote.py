@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
+    clean_token,
     effective_limits,
     effective_timeout,
     limits_to_json,
@@ -94,7 +95,13 @@ class RemoteSandbox:
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def _headers(self) -> dict[str, str]:
-        token = self._token if self._token is not None else os.environ.get(self.settings.token_env)
+        if self._token is not None:
+            token = clean_token(self._token, "RemoteSandbox(token=...)")
+        else:
+            token = clean_token(
+                os.environ.get(self.settings.token_env),
+                f"{self.settings.token_env} ([sandbox] token_env)",
+            )
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

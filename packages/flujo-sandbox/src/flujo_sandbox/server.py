@@ -168,7 +168,8 @@ class SandboxServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: dict[asyncio.Task[None], _Conn] = {}
         """Connections counted against the cap, oldest first."""
-        self._host_names: set[str] = {n.lower() for n in self.config.allowed_hosts}
+        # Given as NAME or NAME:PORT, compared as the bare name (like the Host header).
+        self._host_names: set[str] = {_host_name(n) for n in self.config.allowed_hosts}
         self._host_names |= LOOPBACK_NAMES
         self._bind_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self._origins = {_origin_key(o) for o in self.config.allowed_origins}
