@@ -74,7 +74,13 @@ class Tools:
         return "wiped"
 
 
-def _echo_with_secret(text: str) -> str:
+class CardContext(PipelineContext):
+    card: str = ""
+
+
+def _echo_with_secret(text: str, context: CardContext) -> str:
+    context.card = SECRET
+    logging.getLogger("tests.policy").info("echo: %s", text)
     return f"{text} / card {SECRET}"
 
 
@@ -105,14 +111,17 @@ async def test_refused_tool_call_lets_the_step_go_on_and_results_are_redacted(
 
 
 class Sink:
-    """Everything other plugins are handed, and what reaches the logs."""
+    """Everything other plugins are handed, the step events' contexts included."""
 
     def __init__(self) -> None:
         self.payloads: list[Any] = []
+        self.contexts: list[PipelineContext] = []
 
     @hookimpl
     def flujo_step_completed(self, event: StepCompleted) -> None:
         self.payloads += [event.input, event.step.output, event.step.error]
+        self.payloads += [event.context.model_dump(mode="json"), dict(event.context_keys)]
+        self.contexts.append(event.context)
 
     @hookimpl
     def flujo_run_finalized(self, event: RunFinalized) -> None:
@@ -131,13 +140,15 @@ async def test_scrub_keeps_secrets_out_of_the_database_and_plugins_and_restore_r
         str.upper, name="up"
     )
     caplog.set_level(logging.DEBUG)
+    live = CardContext()
     async with Flujo(
         pipeline,
         config=FlujoConfig(plugin_manager=manager),
         state=SQLiteBackend(db),
         policies=[Vault()],
+        context_model=CardContext,
     ) as runner:
-        result = await runner.run_async(f"my card is {SECRET}")
+        result = await runner.run_async(f"my card is {SECRET}", context=live)
     # The steps saw the placeholder (and one added the raw value); the caller gets it back.
     assert result.steps[0].output == f"my card is <CARD_1> / card {SECRET}"
     assert result.output == f"MY CARD IS {SECRET} / CARD {SECRET}"
@@ -149,6 +160,14 @@ async def test_scrub_keeps_secrets_out_of_the_database_and_plugins_and_restore_r
     assert b"<CARD_1>" in raw
     assert SECRET not in json.dumps(sink.payloads)
     assert "<CARD_1>" in json.dumps(sink.payloads)
+    # Observers get a scrubbed snapshot of the context, never the live object.
+    assert live.card == SECRET
+    assert sink.contexts and all(c is not live for c in sink.contexts)
+    assert [getattr(c, "card", None) for c in sink.contexts] == ["<CARD_1>", "<CARD_1>"]
+    # The core logs nothing raw either (this policy does not scrub logs: the core must not
+    # put the secret in its own records; the step's own line logged the redacted input).
+    assert caplog.records, "the step's log line is missing: the log check would prove nothing"
+    assert SECRET not in caplog.text
 
 
 class Service:

@@ -3,6 +3,7 @@ observers) and a config written from TOML."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import flujo_governance.plugin
@@ -12,11 +13,13 @@ from flujo.plugins.manager import PluginManager
 DIST = "flujo-governance"
 
 
-def make_config(tmp_path: Path, toml: str, *observers: object) -> FlujoConfig:
-    """``toml`` (plus a state database in ``tmp_path``) validated with the plugin registered
-    by hand, and ``observers`` registered as other plugins."""
+def make_config(
+    tmp_path: Path, toml: str, *observers: object, state_uri: str = "sqlite:///flujo.db"
+) -> FlujoConfig:
+    """``toml`` (plus a state database, by default SQLite in ``tmp_path``) validated with the
+    plugin registered by hand, and ``observers`` registered as other plugins."""
     path = tmp_path / "flujo.toml"
-    path.write_text('[state]\nuri = "sqlite:///flujo.db"\n\n' + toml, encoding="utf-8")
+    path.write_text(f"[state]\nuri = {json.dumps(state_uri)}\n\n" + toml, encoding="utf-8")
     pm = PluginManager()
     info = pm.register(flujo_governance.plugin, DIST)
     assert info.status == "ok", info.error

@@ -120,10 +120,11 @@ def test_walks_nested_values_keeping_shape() -> None:
     assert out["model"].note == "none"
     assert isinstance(out["pair"], Pair) and out["pair"].left == "key <AWS_KEY>"
     assert out["box"] == Box(b"mail <EMAIL>")
-    assert out["n"] == 4111111111111111  # numbers are not text
-    assert counts == {"EMAIL": 3, "PHONE": 1, "IP_ADDRESS": 1, "AWS_KEY": 1}
+    # An int card number is a card number: it becomes the placeholder (a string).
+    assert out["n"] == "<CREDIT_CARD>"
+    assert counts == {"EMAIL": 3, "PHONE": 1, "IP_ADDRESS": 1, "AWS_KEY": 1, "CREDIT_CARD": 1}
     # Nothing to replace: the very same object comes back.
-    clean = {"a": [1, "b"], "m": Address(email="none")}
+    clean = {"a": [1, "b", 20_240_115], "m": Address(email="none")}
     assert SCRUBBER.value(clean, redact_placeholder) is clean
 
 

@@ -105,7 +105,9 @@ async def test_tenants_never_see_each_others_memories(
 async def test_metadata_filters_and_forget_by_scope_run_and_ids(
     tmp_path: Path, config_file: Callable[..., Path]
 ) -> None:
-    cfg = config_file(index_steps=["learn"], scope_fields=["tenant", "user"])
+    # No background indexing (a 60 s linger): the test flushes when it means to, and the row
+    # queued below stays queued whatever the timing of the earlier runs' indexers.
+    cfg = config_file(index_steps=["learn"], scope_fields=["tenant", "user"], linger_ms=60_000)
     async with Flujo(learn_and_recall, config=cfg, context_model=TenantContext) as runner:
         a1 = await runner.run_async("ana likes tea", context={"tenant": "acme", "user": "ana"})
         await runner.run_async("ana likes jazz", context={"tenant": "acme", "user": "ana"})
@@ -128,7 +130,6 @@ async def test_metadata_filters_and_forget_by_scope_run_and_ids(
         by_id = await service.forget(ids=[added.id])
         assert (by_id.store, by_id.outbox) == (1, 0)
         # Queue one more for acme without indexing it, then forget the whole tenant.
-        service.settings = service.settings.model_copy(update={"linger_ms": 60_000})
         await runner.run_async("bo likes chess", context={"tenant": "acme", "user": "bo"})
         gone = await service.forget(scope={"tenant": "acme"})
         assert (gone.store, gone.outbox) == (2, 1)

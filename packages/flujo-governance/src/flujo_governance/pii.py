@@ -128,9 +128,13 @@ class PIIScrubbingPolicy:
         kinds = self._base_kinds if entities is self.settings.entities else self._kinds(entities)
         return enabled, mode, self._scrubber(kinds), inspect_output
 
-    def _replacer(self, context: PipelineContext, mode: str) -> Replacer:
+    def _replacer(self, context: PipelineContext, mode: str, value: Any) -> Replacer:
+        """How PII in ``value`` is replaced; in ``pseudonymize`` mode the run's vault first
+        notes the pseudonyms ``value`` already carries (see :meth:`Vault.reserve`)."""
         if mode == "pseudonymize":
-            return self.vaults.get(context.run_id or "-").placeholder
+            vault = self.vaults.get(context.run_id or "-")
+            map_strings(value, vault.reserve)
+            return vault.placeholder
         return redact_placeholder
 
     # ------------------------------------------------------------------ decisions
@@ -151,7 +155,7 @@ class PIIScrubbingPolicy:
                     self.name, f"the {stage} contains PII ({describe(counts)})", where=stage
                 )
             return PolicyDecision.ALLOW, data
-        redacted = scrubber.value(data, self._replacer(context, mode), counts)
+        redacted = scrubber.value(data, self._replacer(context, mode, data), counts)
         if not counts:
             return PolicyDecision.ALLOW, data
         audit.attach(context.run_id, self.name, stage, None, audit.Detail(mode, counts))
@@ -199,7 +203,7 @@ class PIIScrubbingPolicy:
             return PolicyDecision.ALLOW, result
         counts: Counter[str] = Counter()
         mode = "redact" if mode == "deny" else mode
-        redacted = scrubber.value(result, self._replacer(context, mode), counts)
+        redacted = scrubber.value(result, self._replacer(context, mode, result), counts)
         if not counts:
             return PolicyDecision.ALLOW, result
         audit.attach(
@@ -213,7 +217,7 @@ class PIIScrubbingPolicy:
         """``value`` as it may leave the process: every configured kind replaced (pseudonyms
         in ``pseudonymize`` mode, typed placeholders otherwise)."""
         mode = "pseudonymize" if self.settings.mode == "pseudonymize" else "redact"
-        return self.scrubber.value(value, self._replacer(context, mode))
+        return self.scrubber.value(value, self._replacer(context, mode, value))
 
     def scrub_text(self, text: str, run_id: str | None = None) -> str:
         """``text`` scrubbed for a log record: the run's pseudonyms when the run has a vault,

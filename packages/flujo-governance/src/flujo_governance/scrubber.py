@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy as copy_module
 import dataclasses
 import hashlib
 import hmac
 import re
 import secrets
 import threading
+import types
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pydantic_core
 from pydantic import BaseModel
 
 from flujo_governance.engines.base import Finding, PIIEngine
@@ -64,6 +67,19 @@ class Vault:
                 self._originals[found] = value
             return found
 
+    def reserve(self, text: str) -> str:
+        """Note the pseudonyms ``text`` already holds that this vault did not make (a resumed
+        run's stored data, made by another process's vault), so new ones never reuse their
+        numbers: ``<EMAIL_1>`` must not come to mean two addresses. Returns ``text``."""
+        if "<" not in text:
+            return text
+        with self._lock:
+            for match in PLACEHOLDER.finditer(text):
+                if match.group(0) not in self._originals:
+                    kind, number = match.group(1), int(match.group(2))
+                    self._counters[kind] = max(self._counters[kind], number)
+        return text
+
     def restore_text(self, text: str) -> str:
         """``text`` with every known pseudonym swapped back for its original value."""
         if "<" not in text:
@@ -112,9 +128,13 @@ class VaultStore:
 class Scrubber:
     """Finds PII with ``engine`` in every string inside a value and replaces it.
 
-    Walks strings, bytes (UTF-8), mapping keys and values, lists, tuples (named tuples too),
-    sets, dataclass instances and pydantic models, returning a value of the same shape; a value
-    with nothing to replace is returned as is (the same object).
+    Walks strings, bytes (UTF-8), integers (their decimal text: an ``int`` card number is a
+    card number), mapping keys and values, lists, tuples (named tuples too), sets, dataclass
+    instances (every field, ``init=False`` ones too), ``SimpleNamespace`` and pydantic models,
+    returning a value of the same shape; any other object is scrubbed in its JSON form (what
+    ``pydantic_core`` would serialize, its ``repr`` at worst) and replaced by that form when it
+    held something. A value with nothing to replace is returned as is (the same object); an
+    integer with something to replace becomes a string.
     """
 
     def __init__(self, engine: PIIEngine, kinds: frozenset[str] | None = None) -> None:
@@ -182,8 +202,15 @@ def _walk(value: Any, fn: Callable[[str], str], depth: int = 0) -> Any:
         raise RecursionError("value nested too deeply to scrub")
     if isinstance(value, str):
         return fn(value)
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | float):
         return value
+    if isinstance(value, int):
+        # Numbers below 7 digits cannot be a card, phone, SSN or account number.
+        if -1_000_000 < value < 1_000_000:
+            return value
+        digits = str(value)
+        new_digits = fn(digits)
+        return value if new_digits == digits else new_digits
     if isinstance(value, bytes):
         try:
             text = value.decode("utf-8")
@@ -231,11 +258,30 @@ def _walk(value: Any, fn: Callable[[str], str], depth: int = 0) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         changes = {}
         for field in dataclasses.fields(value):
-            if not field.init:
-                continue
-            old = getattr(value, field.name)
+            old = getattr(value, field.name, None)
             new = _walk(old, fn, depth + 1)
             if new is not old:
                 changes[field.name] = new
-        return dataclasses.replace(value, **changes) if changes else value
-    return value
+        if not changes:
+            return value
+        # A shallow copy with the fields set directly: ``dataclasses.replace`` cannot set
+        # ``init=False`` fields, and would re-run ``__post_init__``; frozen classes too.
+        clone = copy_module.copy(value)
+        for name, new in changes.items():
+            object.__setattr__(clone, name, new)
+        return clone
+    if isinstance(value, types.SimpleNamespace):
+        attrs = vars(value)
+        new_attrs = {k: _walk(v, fn, depth + 1) for k, v in attrs.items()}
+        if all(new_attrs[k] is attrs[k] for k in attrs):
+            return value
+        return types.SimpleNamespace(**new_attrs)
+    if isinstance(value, type):
+        return value
+    # Anything else leaves the process in its JSON form: scrub that (never fail open).
+    try:
+        form = pydantic_core.to_jsonable_python(value, serialize_unknown=True)
+    except Exception:  # noqa: BLE001 - a value that cannot serialize is scrubbed as its repr
+        form = repr(value)
+    new_form = _walk(form, fn, depth + 1)
+    return value if new_form is form else new_form

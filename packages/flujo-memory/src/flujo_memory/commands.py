@@ -36,6 +36,7 @@ def _pairs(values: tuple[str, ...], option: str, *, typed: bool) -> dict[str, An
 
 def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     """Open the state database and a :class:`MemoryService`, run ``work(service)``, close."""
+    from flujo.application.scrubbing import Scrubbing
     from flujo.cli import current_config
     from flujo.state import open_state
     from flujo_memory.service import MemoryService
@@ -45,7 +46,10 @@ def _run(work: Callable[[Any], Awaitable[T]]) -> T:
     async def main() -> T:
         state = await open_state(config)
         registry = config.plugin_manager.registry if config.plugin_manager else None
-        service = MemoryService(config, state, registry=registry)
+        # The configured policies: `add` scrubs its text, flagged scope values are keyed.
+        service = MemoryService(
+            config, state, registry=registry, scrubbing=Scrubbing.for_config(config)
+        )
         try:
             service.validate_names()
             return await work(service)

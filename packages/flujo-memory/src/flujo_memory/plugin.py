@@ -67,7 +67,11 @@ def flujo_runtime_started(runtime: Runtime) -> None:
     from flujo_memory.service import MemoryService
 
     service = MemoryService(
-        runtime.config, runtime.state, registry=runtime.plugins.registry, tasks=runtime.tasks
+        runtime.config,
+        runtime.state,
+        registry=runtime.plugins.registry,
+        tasks=runtime.tasks,
+        scrubbing=runtime.scrubbing,
     )
     service.validate_names()
     runtime.services[SERVICE] = service

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flujo.application.scrubbing import FINGERPRINT_PREFIX, Scrubbing
 from flujo.domain.errors import ConfigError
 from flujo.domain.interfaces import Memory, ScoredMemory
 from flujo_memory import outbox
@@ -91,6 +92,11 @@ class MemoryService:
     ``registry`` creates the store and embedder named in ``[memory]``; pass ``store`` and/or
     ``embedder`` to use given objects instead. ``tasks`` (the runner's background manager)
     runs the outbox worker; without it, rows are indexed by :meth:`flush` only.
+
+    ``scrubbing`` (the runner's ``runtime.scrubbing``, or the configured policies' for the CLI)
+    keeps what a policy flags out of the store: a flagged scope value is stored and matched as
+    its keyed fingerprint (``fp:...``, see :mod:`flujo.application.scrubbing` for where the
+    key lives), and texts added directly (:meth:`add`) are scrubbed first.
     """
 
     config: FlujoConfig
@@ -99,6 +105,7 @@ class MemoryService:
     tasks: BackgroundTaskManager | None = None
     store: Any = None
     embedder: Any = None
+    scrubbing: Scrubbing | None = None
     settings: MemorySettings = field(init=False)
     errors: list[str] = field(default_factory=list)
     _collection_ok: str | None = None
@@ -175,9 +182,41 @@ class MemoryService:
             resolved[name] = str(value)
         return json.dumps(resolved, sort_keys=True, separators=(",", ":")), resolved
 
-    def context_scope(self, context: PipelineContext) -> dict[str, Any]:
-        """The scope field values of a run's context."""
-        return {name: getattr(context, name, None) for name in self.settings.scope_fields}
+    async def keyed(
+        self, values: Mapping[str, Any] | None, context: PipelineContext | None = None
+    ) -> dict[str, Any]:
+        """``values`` (scope fields) with each value a policy flags replaced by its keyed
+        fingerprint: what is stored, searched and forgotten by, never the value itself."""
+        out = dict(values or {})
+        scrubbing = self.scrubbing
+        if scrubbing is None or not scrubbing.active:
+            return out
+        for name, value in out.items():
+            if value is None or value == "":
+                continue
+            key = await scrubbing.key(context, value)
+            if key.startswith(FINGERPRINT_PREFIX):
+                out[name] = key
+        return out
+
+    async def context_scope(self, context: PipelineContext) -> dict[str, Any]:
+        """The scope field values of a live context (flagged ones as fingerprints)."""
+        values = {name: getattr(context, name, None) for name in self.settings.scope_fields}
+        return await self.keyed(values, context)
+
+    def event_scope(self, event: StepCompleted) -> dict[str, Any]:
+        """The scope field values of a step event: the core's keys where a policy flagged the
+        value (the event's context is scrubbed: ``<EMAIL>`` would put every customer in one
+        scope), the snapshot's values otherwise."""
+        keys = getattr(event, "context_keys", None) or {}
+        values: dict[str, Any] = {}
+        for name in self.settings.scope_fields:
+            key = keys.get(name)
+            if isinstance(key, str) and key.startswith(FINGERPRINT_PREFIX):
+                values[name] = key
+            else:
+                values[name] = getattr(event.context, name, None)
+        return values
 
     # ------------------------------------------------------------------ collection record
 
@@ -229,7 +268,10 @@ class MemoryService:
         """Embed and store one memory now (not through the outbox); return it."""
         if not text.strip():
             raise MemoryUserError("cannot remember an empty text")
-        scope_str, fields = self.scope_of(scope)
+        scope_str, fields = self.scope_of(await self.keyed(scope))
+        if self.scrubbing is not None and self.scrubbing.active:
+            text = str(await self.scrubbing.scrub(None, text))
+            metadata = await self.scrubbing.scrub(None, dict(metadata or {}))
         meta = {**(metadata or {}), **{SCOPE_META_PREFIX + k: v for k, v in fields.items()}}
         row_id = outbox.memory_id(run_id, step_name, f"{scope_str}\x00{text}")
         [vector] = await self.get_embedder().embed([text])
@@ -264,7 +306,7 @@ class MemoryService:
         if not text.strip():
             return
         try:
-            scope, fields = self.scope_of(self.context_scope(event.context))
+            scope, fields = self.scope_of(self.event_scope(event))
         except ScopeRequiredError as exc:
             self._record(f"step {step.name!r} of run {event.run_id} not remembered: {exc}")
             return
@@ -483,7 +525,7 @@ class MemoryService:
                     f"filter key {key!r}: the scope comes from the context (or --scope), "
                     "not from a filter"
                 )
-        scope_str, _ = self.scope_of(scope)
+        scope_str, _ = self.scope_of(await self.keyed(scope))
         [vector] = await self.get_embedder().embed([query])
         if not await self._check_collection(len(vector), create=False):
             return []
@@ -507,7 +549,7 @@ class MemoryService:
             raise MemoryUserError("forget needs exactly one of: scope, run_id, ids")
         async with self.lock:
             if scope:
-                fields = {k: str(v) for k, v in scope.items()}
+                fields = {k: str(v) for k, v in (await self.keyed(scope)).items()}
                 unknown = sorted(set(fields) - set(self.settings.scope_fields))
                 if unknown:
                     raise ScopeRequiredError(
@@ -666,5 +708,5 @@ class MemoryRetriever:
         """Memories relevant to ``query`` in the scope of ``context``."""
         service = self._service()
         return await service.search(
-            query, scope=service.context_scope(context), limit=limit, filter=filter
+            query, scope=await service.context_scope(context), limit=limit, filter=filter
         )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import to_json
 
 from flujo.application._maybe_await import maybe_await
+from flujo.application.scrubbing import Scrubbing, stored_form
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.domain.events import RunFinalized, StepCompleted
 from flujo.domain.models import (
@@ -59,24 +60,38 @@ class ExecutionManager:
         # Looked up once: with no observers installed the hot path makes no hook calls.
         self._step_observers = plugins.implementations("flujo_step_completed")
         self._run_observers = plugins.implementations("flujo_run_finalized")
-        self._scrubbers = _methods(coordinator.policies, "scrub")
+        self.scrubbing: Scrubbing = runtime.scrubbing
+        if not self.scrubbing.active:
+            # A runtime built without the runner (tests, embedders): the coordinator's policies.
+            self.scrubbing = Scrubbing(coordinator.policies, runtime.config)
+        self._scrubbers = self.scrubbing.active
         self._restorers = _methods(coordinator.policies, "restore")
 
     async def scrub(self, context: PipelineContext, value: Any) -> Any:
-        """``value`` as it may leave the process: through every active policy's ``scrub``.
+        """``value`` as it may leave the process (:meth:`Scrubbing.scrub`): its stored JSON
+        form through every active policy's ``scrub``.
 
         Applied to everything persisted (run input, step outputs and errors, context, final
         output) and to every payload handed to other plugins. Without scrubbing policies it
         returns ``value`` itself, at no cost.
         """
-        for scrub in self._scrubbers:
-            value = await maybe_await(scrub(context, value))
-        return value
+        return await self.scrubbing.scrub(context, value)
 
-    async def _context_json(self, context: PipelineContext) -> str:
-        if not self._scrubbers:
-            return context.model_dump_json()
-        return to_json(await self.scrub(context, context.model_dump(mode="json"))).decode()
+    async def _stored_context(self, context: PipelineContext) -> tuple[Any, Any]:
+        """The context's stored form, before and after scrubbing."""
+        raw = stored_form(context)
+        return raw, await self.scrub(context, raw)
+
+    def _snapshot(
+        self, context: PipelineContext, raw: Any, scrubbed: Any
+    ) -> tuple[PipelineContext, dict[str, str]]:
+        """What observers get instead of the live context: a copy holding the scrubbed stored
+        form (not validated again: a scrubbed value need not fit its field's type), and the
+        :meth:`Scrubbing.keys_of` its scalar fields."""
+        fields = scrubbed if isinstance(scrubbed, dict) else {}
+        snapshot = type(context).model_construct(**fields)
+        keys = self.scrubbing.keys_of(raw, fields) if isinstance(raw, dict) else {}
+        return snapshot, keys
 
     async def _scrubbed_step(self, context: PipelineContext, result: StepResult) -> StepResult:
         if not self._scrubbers:
@@ -119,22 +134,25 @@ class ExecutionManager:
             steps.append(result)
             persisted = await self._scrubbed_step(context, result)
             stored_steps.append(persisted)
+            raw_context, stored_context = await self._stored_context(context)
             await state.save_step(
                 run.run_id,
                 index,
                 persisted,
-                context_json=await self._context_json(context),
+                context_json=to_json(stored_context).decode(),
                 usage=usage,
             )
             if self._step_observers:
+                snapshot, keys = self._snapshot(context, raw_context, stored_context)
                 event = StepCompleted(
                     run.run_id,
                     run.pipeline_name,
                     index,
                     persisted,
                     await self.scrub(context, data),
-                    context,
+                    snapshot,
                     step.tags,
+                    keys,
                 )
                 self._observed(
                     self.runtime.plugins.notify(
@@ -169,18 +187,19 @@ class ExecutionManager:
         """
         stored_output = await self.scrub(context, output)
         stored_error = await self.scrub(context, error)
+        _, stored_context = await self._stored_context(context)
         await self.runtime.state.finalize_run(
             run.run_id,
             status,
             output=stored_output,
             error=stored_error,
-            context_json=await self._context_json(context),
+            context_json=to_json(stored_context).decode(),
             usage=usage,
         )
         if self._run_observers:
             run.status, run.output, run.error = status, stored_output, stored_error
             run.usage = usage
-            run.context = await self.scrub(context, context.model_dump(mode="json"))
+            run.context = stored_context
             run.steps = stored_steps
             run.updated_at = time.time()
             self._observed(

@@ -19,6 +19,7 @@ from flujo.application.background import BackgroundTaskManager, DrainReport
 from flujo.application.execution_manager import ExecutionManager
 from flujo.application.lease import Heartbeat, new_worker_id
 from flujo.application.runtime import Runtime
+from flujo.application.scrubbing import Scrubbing, active_policy_names, stored_form
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.application.targets import locate_pipeline
 from flujo.config import FlujoConfig, load_config
@@ -200,10 +201,9 @@ class Flujo(Generic[ContextT]):
         """The runtime and the policy chain for this runner; plugins' services start here."""
         tasks = BackgroundTaskManager(config.run.background_concurrency)
         runtime = Runtime(config, state, tasks, plugins)
-        names = list(config.run.policies)
-        for batch in plugins.hook.flujo_active_policies(config=config):
-            names += [n for n in batch or () if n not in names]
+        names = active_policy_names(config, plugins)
         policies = [*self._policies, *(runtime.create("policies", n) for n in names)]
+        runtime.scrubbing = Scrubbing(policies, config)
         listeners = plugins.implementations("flujo_policy_decided")
 
         def on_decision(event: PolicyDecided) -> None:
@@ -315,7 +315,7 @@ class Flujo(Generic[ContextT]):
             input=await manager.scrub(ctx, input),
             output=None,
             error=None,
-            context=await manager.scrub(ctx, ctx.model_dump(mode="json")),
+            context=await manager.scrub(ctx, stored_form(ctx)),
             usage=Usage(),
             current_step=0,
             created_at=now,

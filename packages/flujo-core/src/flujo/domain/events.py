@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.interfaces import PolicyDecision
@@ -14,7 +15,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class StepCompleted:
-    """A step finished (successfully or not) and its result is persisted."""
+    """A step finished (successfully or not) and its result is persisted.
+
+    Everything here is as stored: ``step``, ``input`` and ``context`` went through the active
+    policies' ``scrub`` (see :class:`flujo.application.scrubbing.Scrubbing`).
+    """
 
     run_id: str
     pipeline_name: str
@@ -22,7 +27,15 @@ class StepCompleted:
     step: StepResult
     input: Any
     context: PipelineContext
+    """A snapshot of the run's context after the step, scrubbed; never the live object (its
+    fields hold the stored JSON form and are not validated again)."""
     tags: tuple[str, ...]
+    context_keys: Mapping[str, str] = field(default_factory=dict)
+    """``{field: key}`` for the context's scalar fields, to match by them across runs (a
+    memory's scope): the value's text, or ``fp:<hash>`` when a policy flags the value
+    (:meth:`flujo.application.scrubbing.Scrubbing.key` gives the same key for a live value).
+
+    .. versionadded:: 0.2"""
 
 
 @dataclass(frozen=True, slots=True)

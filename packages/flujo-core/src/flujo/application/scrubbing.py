@@ -1,0 +1,187 @@
+"""What may leave the process: values scrubbed as they will be stored, and stable keys for
+values a policy flags.
+
+:class:`Scrubbing` is the one place the core (and plugins, through ``runtime.scrubbing``) turns
+a value into what may be persisted or handed to another plugin:
+
+- :meth:`Scrubbing.scrub` serializes the value the way the state backends do, then passes that
+  JSON form through every active policy's ``scrub``; the Python type of the value does not
+  matter (an ``int`` card number, a ``SimpleNamespace``, a dataclass with ``init=False``
+  fields...), what is scrubbed is what will be written.
+- :meth:`Scrubbing.key` gives a value that is used to *match* things across runs (a memory's
+  scope, say) a stable form: the value's text when no policy flags it, and when one does a
+  keyed hash, ``fp:<32 hex digits>`` (HMAC-SHA256). The same value always gets the same key,
+  so matching and deleting by that value still work, and the value itself is never stored.
+
+The fingerprint key
+-------------------
+The HMAC key is read from the ``FLUJO_FINGERPRINT_KEY`` environment variable (any string, at
+least 16 characters). Without it, the key is kept in ``.flujo/fingerprint.key`` beside
+``flujo.toml`` (created on first use, readable by its owner only). Keep that file out of
+backups of the stored data, or better set the variable from a secret store in production:
+whoever holds both the key and the stored keys can test guesses of a value. Losing or changing
+the key means flagged values no longer match what was stored with the old key (deleting by
+run or id still works).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_json, to_jsonable_python
+
+from flujo.application._maybe_await import maybe_await
+from flujo.domain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flujo.config import FlujoConfig
+    from flujo.domain.context import PipelineContext
+    from flujo.domain.interfaces import GovernancePolicy
+    from flujo.plugins.manager import PluginManager
+
+__all__ = [
+    "FINGERPRINT_KEY_ENV",
+    "FINGERPRINT_KEY_FILE",
+    "FINGERPRINT_PREFIX",
+    "Scrubbing",
+    "active_policy_names",
+    "stored_form",
+]
+
+FINGERPRINT_KEY_ENV = "FLUJO_FINGERPRINT_KEY"
+FINGERPRINT_KEY_FILE = ".flujo/fingerprint.key"
+FINGERPRINT_PREFIX = "fp:"
+_MIN_KEY_CHARS = 16
+
+
+def stored_form(value: Any) -> Any:
+    """``value`` as plain JSON data (dicts, lists, strings, numbers, ``None``), exactly as the
+    state backends serialize it (``to_json(..., serialize_unknown=True)``)."""
+    return to_jsonable_python(value, serialize_unknown=True)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else to_json(stored_form(value)).decode()
+
+
+def active_policy_names(config: FlujoConfig, plugins: PluginManager) -> list[str]:
+    """``[run] policies`` followed by those plugins turn on (``flujo_active_policies``)."""
+    names = list(config.run.policies)
+    for batch in plugins.hook.flujo_active_policies(config=config):
+        names += [n for n in batch or () if n not in names]
+    return names
+
+
+def _load_key(config: FlujoConfig | None, environ: Mapping[str, str]) -> bytes:
+    configured = environ.get(FINGERPRINT_KEY_ENV)
+    if configured is not None:
+        if len(configured) < _MIN_KEY_CHARS:
+            raise ConfigError(
+                f"{FINGERPRINT_KEY_ENV} must be at least {_MIN_KEY_CHARS} characters long"
+            )
+        return configured.encode()
+    root = config.root if config is not None else Path.cwd()
+    path = root / FINGERPRINT_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable fingerprint key: {exc}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        # O_EXCL: two processes creating it at once agree on the one written first.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key.hex())
+    return key
+
+
+class Scrubbing:
+    """The active policies' ``scrub`` methods, applied to what leaves the process.
+
+    :param policies: the run's policies (those without ``scrub`` are ignored).
+    :param config: where the fingerprint key file lives (its folder).
+    :param environ: where ``FLUJO_FINGERPRINT_KEY`` is read (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        policies: Sequence[GovernancePolicy | object],
+        config: FlujoConfig | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        found = (getattr(p, "scrub", None) for p in policies)
+        self._scrubbers: list[Callable[..., Any]] = [m for m in found if callable(m)]
+        self._config = config
+        self._environ = environ
+        self._key: bytes | None = None
+
+    @classmethod
+    def for_config(cls, config: FlujoConfig) -> Scrubbing:
+        """The scrubbing of the policies ``config`` turns on (for commands that run outside a
+        runner, e.g. ``flujo memory add``)."""
+        plugins = config.plugin_manager
+        if plugins is None:
+            return cls([], config)
+        policies = [
+            plugins.registry.create("policies", name, config)
+            for name in active_policy_names(config, plugins)
+        ]
+        return cls(policies, config)
+
+    @property
+    def active(self) -> bool:
+        """Whether any policy scrubs (without one, :meth:`scrub` returns values unchanged)."""
+        return bool(self._scrubbers)
+
+    async def scrub(self, context: PipelineContext | None, value: Any) -> Any:
+        """``value`` as it may be stored or handed to another plugin: its stored JSON form
+        through every policy's ``scrub``. Without scrubbing policies, ``value`` itself."""
+        if not self._scrubbers:
+            return value
+        if context is None:
+            from flujo.domain.context import PipelineContext
+
+            context = PipelineContext()
+        value = stored_form(value)
+        for scrub in self._scrubbers:
+            value = await maybe_await(scrub(context, value))
+        return value
+
+    def fingerprint(self, text: str) -> str:
+        """``fp:`` and the keyed hash of ``text`` (see the module's doc for the key)."""
+        if self._key is None:
+            self._key = _load_key(self._config, self._environ or os.environ)
+        digest = hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return FINGERPRINT_PREFIX + digest[:32]
+
+    async def key(self, context: PipelineContext | None, value: Any) -> str:
+        """A stable key for matching by ``value``: its text, or its fingerprint when a policy
+        flags it (scrubbing would change it)."""
+        text = _text(value)
+        if not self._scrubbers:
+            return text
+        scrubbed = await self.scrub(context, text)
+        return text if scrubbed == text else self.fingerprint(text)
+
+    def keys_of(self, raw: Mapping[str, Any], scrubbed: Mapping[str, Any]) -> dict[str, str]:
+        """Keys of the scalar top-level fields of a context, from its stored form before
+        (``raw``) and after (``scrubbed``) scrubbing: no policy is asked again."""
+        keys: dict[str, str] = {}
+        for name, value in raw.items():
+            if not isinstance(value, str | int | float | bool):
+                continue
+            text = _text(value)
+            keys[name] = text if scrubbed.get(name) == value else self.fingerprint(text)
+        return keys
