@@ -8,9 +8,10 @@
 
 * Microsoft Presidio's recognizer unit tests, presidio-analyzer/tests (MIT License,
   Copyright (c) Presidio Contributors), commit 0aa9f8e4: the e-mail, credit card, phone,
-  US SSN, IP and IBAN tests' texts and expected spans, and data/context_sentences_tests.txt
-  (ITIN, passport, bank account and driver licence sentences as decoys) (cases Presidio itself scores as weak
-  or ambiguous, such as a bare ``078051121`` or ``::``, are left out), the MAC address tests
+  US SSN, IP and IBAN tests' texts and expected spans (cases Presidio itself scores as weak
+  or ambiguous, such as a bare ``078051121`` or ``::``, are left out),
+  data/context_sentences_tests.txt (its ITIN, passport, bank account and driver licence
+  sentences as decoys), the MAC address tests
   and national id tests (CA SIN, AU TFN, PL PESEL, US ITIN, KR RRN, FI HETU, ZA ID, ES NIF,
   UK NINO, IT fiscal code, AU ABN/Medicare, DE tax and social security numbers, IN Aadhaar,
   SG FIN, IN PAN) as decoys, and every "no match" case as ``NOT_PII``.

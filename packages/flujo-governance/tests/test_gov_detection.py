@@ -112,6 +112,11 @@ def test_the_splits_are_disjoint_and_sourced() -> None:
         ("pay to Be31 4354 1116 1155", "IBAN", "Be31 4354 1116 1155"),
         ("IBAN AL47-2121-1009-0000-0002-3569-8741", "IBAN", "AL47-2121-1009-0000-0002-3569-8741"),
         ("Please wire it to NO 93 8601 1117 947.", "IBAN", "NO 93 8601 1117 947"),
+        (
+            "IBAN FR76\u00a03000\u00a06000\u00a00112\u00a03456\u00a07890\u00a0189",
+            "IBAN",
+            "FR76\u00a03000\u00a06000\u00a00112\u00a03456\u00a07890\u00a0189",
+        ),
         # IP addresses: IPv6 compressed, zones, CIDR prefixes in the span
         ("bind to ::1 only", "IP_ADDRESS", "::1"),
         ("Gateway: fe80::1 on interface", "IP_ADDRESS", "fe80::1"),
@@ -197,6 +202,13 @@ def test_presidio_defaults_redact_what_presidio_finds() -> None:
     policy = PIIScrubbingPolicy(PIISettings(engine="presidio"))
     out = policy.scrubber.text(text, lambda kind, value: f"<{kind}>")
     assert out == "My US number is <PHONE>, SSN <US_SSN>, mail <EMAIL>"
-    # A per-kind threshold above Presidio's score turns that kind off, the others stay.
-    strict = PresidioEngine(entity_thresholds={"PHONE_NUMBER": 0.9})
-    assert [f.kind for f in strict.find(text)] == ["US_SSN", "EMAIL"]
+    # A per-kind threshold above Presidio's score turns that kind off, the others stay; by
+    # this package's kind names or Presidio's.
+    settings = PIISettings(engine="presidio", presidio_entity_thresholds={"PHONE": 0.9})
+    strict = PIIScrubbingPolicy(settings).scrubber.text(text, lambda kind, value: f"<{kind}>")
+    assert strict == "My US number is (415) 555-0132, SSN <US_SSN>, mail <EMAIL>"
+    by_presidio_name = PresidioEngine(entity_thresholds={"PHONE_NUMBER": 0.9})
+    assert [f.kind for f in by_presidio_name.find(text)] == ["US_SSN", "EMAIL"]
+    # The global threshold still governs the other kinds.
+    assert PresidioEngine(score_threshold=1.0).find("mail ana@example.com")[0].kind == "EMAIL"
+    assert PresidioEngine(score_threshold=1.0).find("from 203.0.113.42") == []

@@ -74,7 +74,7 @@ def iban_valid(candidate: str) -> bool:
     """True when ``candidate`` (spaces or dashes allowed, any case) is an IBAN: the right
     length for its country, mod-97 check 1 (checked here first: cheap), then python-stdnum's
     check of the country's account format."""
-    iban = re.sub(r"[ .-]", "", candidate).upper()
+    iban = re.sub(r"[ .\-\u00a0\u202f]", "", candidate).upper()
     expected = _IBAN_LENGTHS.get(iban[:2])
     if expected is None or len(iban) != expected or not iban[2:4].isdigit():
         return False
@@ -236,7 +236,8 @@ def _find_cards(text: str) -> Iterator[Finding]:
 # Anchored on the check digits (digits are rarer than letters, so fewer places to try): two
 # letters of any case before them, at a word boundary.
 _IBAN = re.compile(
-    r"\d(?:(?<=(?<!\w)[A-Za-z]{2}\d)|(?<=(?<!\w)[A-Za-z]{2} \d))\d(?:[ .-]?[A-Za-z0-9]){11,30}"
+    r"\d(?:(?<=(?<!\w)[A-Za-z]{2}\d)|(?<=(?<!\w)[A-Za-z]{2} \d))\d"
+    r"(?:[ .\-\u00a0\u202f]?[A-Za-z0-9]){11,30}"
 )  # also with a space after the country code (NO 05 1503 0383 041) and dots as separators
 
 
@@ -250,7 +251,7 @@ def _find_ibans(text: str) -> Iterator[Finding]:
             continue
         count, end = 0, begin
         for i in range(begin, m.end()):
-            if text[i] not in " .-":
+            if text[i] not in " .-\u00a0\u202f":
                 count += 1
                 if count == expected:
                     end = i + 1
