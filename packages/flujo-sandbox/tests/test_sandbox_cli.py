@@ -149,12 +149,15 @@ def test_serve_refuses_an_open_port_without_token(tmp_path: Path) -> None:
         (["--allow-origin", "evil.example"], "--allow-origin"),
         (["--max-concurrency", "8", "--max-connections", "2"], "--max-connections"),
         (["--token-env", "SPACEY"], "printable ASCII"),
+        (["--port", "70000"], "--port 70000"),
         (["--token-env", "BLANK"], "not set or empty"),
     ],
 )
 def test_serve_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     env = {"X": "t", "SPACEY": "two words", "BLANK": " \n"}
-    proc = flujo("sandbox", "serve", "--port", "0", *args, cwd=tmp_path, env=env)
+    if "--port" not in args:
+        args = ["--port", "0", *args]
+    proc = flujo("sandbox", "serve", *args, cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

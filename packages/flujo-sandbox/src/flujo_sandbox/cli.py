@@ -147,6 +147,8 @@ def serve(
     from flujo_sandbox.local import probe
     from flujo_sandbox.server import ServerConfig
 
+    if not 0 <= port <= 65535:
+        raise CliUsageError(f"--port {port}: expected 0 to 65535")
     if max_concurrency < 1:
         raise CliUsageError("--max-concurrency must be at least 1")
     if max_connections < max_concurrency:

@@ -136,7 +136,13 @@ def _find_tools(settings: SandboxSettings) -> tuple[_Tools | None, list[str]]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, [f"cannot run bwrap: {exc}"]
     flags = frozenset(re.findall(r"(--[a-z0-9-]+)", help_text))
-    for needed in ("--die-with-parent", "--unshare-user", "--clearenv", "--new-session"):
+    for needed in (
+        "--die-with-parent",
+        "--unshare-user",
+        "--clearenv",
+        "--new-session",
+        "--args",
+    ):
         if needed not in flags:
             problems.append(f"bwrap is too old: it lacks {needed} (need bubblewrap >= 0.5)")
     if problems:
