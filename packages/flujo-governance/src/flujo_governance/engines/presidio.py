@@ -41,9 +41,10 @@ LOCATION, URL, ...) are reported under their Presidio names."""
 DEFAULT_ENTITY_THRESHOLDS = {"PHONE": 0.4, "US_SSN": 0.4}
 """Per-kind minimum scores under the engine's ``score_threshold``: Presidio's phone
 recognizer scores every number it finds 0.4 (libphonenumber found it valid; Presidio keeps
-higher scores for context words), and its SSN recognizer scores a bare nine-digit run 0.05,
-0.4 once context words ("ssn", "social") back it. At 0.5 none of its phone numbers would be
-redacted."""
+higher scores for context words), and its SSN recognizer scores a bare nine-digit run 0.05
+(any nine digits: left out), 0.4 once context words ("ssn", "social") back it — with a spaCy
+model; the blank pipeline has no lemmas to match them. At 0.5 none of Presidio's phone
+numbers would be redacted."""
 
 _ANALYZERS: dict[str | None, Any] = {}
 _LOCK = threading.Lock()
