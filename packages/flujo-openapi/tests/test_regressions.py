@@ -96,3 +96,107 @@ def test_ruff_failure_shows_ruffs_error_and_the_line() -> None:
     assert message.startswith("ruff format failed on the generated code: ")
     assert "Failed to parse pkg/m.py:" in message, message  # ruff's own words
     assert message.endswith("line 2: 'y = (1 +'"), message
+
+
+def _write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+_REFS_SPEC = {
+    "api.yaml": """\
+openapi: 3.0.3
+info: {title: Refs, version: '1'}
+paths:
+  /props:
+    get:
+      operationId: getProps
+      responses:
+        '200':
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/JSONSchemaProps'}
+  /droplet:
+    get:
+      operationId: getDroplet
+      responses:
+        '200':
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: 'common/droplet.yml'}
+        default: {$ref: 'common/error.yml'}
+components:
+  schemas:
+    JSONSchemaProps:
+      type: object
+      example: {$ref: 3}
+      properties:
+        $ref: {type: string, description: a property literally named $ref}
+        $schema: {type: string}
+        properties: {$ref: '#/components/schemas/JSONSchemaProps'}
+    Local:
+      type: object
+      properties: {$ref: '#/components/x-maps/local'}
+  x-maps:
+    local:
+      a: {type: integer}
+""",
+    # A whole properties map given as a $ref, resolved relative to its own file.
+    "common/droplet.yml": "type: object\nproperties:\n  $ref: 'attributes.yml#/droplet'\n",
+    "common/attributes.yml": """\
+droplet:
+  id: {type: integer, example: 3}
+  region: {$ref: 'region.yml'}
+""",
+    "common/region.yml": "type: object\nproperties:\n  slug: {type: string}\n",
+    # "default" here is a response, not a schema's default value (data).
+    "common/error.yml": (
+        "description: error\ncontent:\n  application/json:\n    schema:\n"
+        "      type: object\n      properties: {message: {type: string}}\n"
+    ),
+}
+
+
+def test_a_property_named_ref_and_a_properties_map_given_as_a_ref(tmp_path: Path) -> None:
+    # Kubernetes' JSONSchemaProps has a property called $ref (its value a schema, not a
+    # string); DigitalOcean gives whole properties maps as $refs to another file.
+    _write_files(tmp_path, _REFS_SPEC)
+    out = tmp_path / "out"
+    result = generate(str(tmp_path / "api.yaml"), Options(package_name="refs"))
+    write_output(result, out)
+    assert [op.error_keys for op in result.plan.operations] == [[], ["default"]]
+    sys.path.insert(0, str(out))
+    try:
+        from refs.models import (  # type: ignore[import-not-found]
+            Droplet,
+            JSONSchemaProps,
+            Local,
+        )
+
+        props = JSONSchemaProps.model_validate(
+            {"$ref": "#/x", "$schema": "s", "properties": {"$ref": "#/y"}}
+        )
+        assert props.model_dump(by_alias=True, exclude_none=True) == {
+            "$ref": "#/x",
+            "$schema": "s",
+            "properties": {"$ref": "#/y"},
+        }
+        droplet = Droplet.model_validate({"id": 1, "region": {"slug": "nyc1"}})
+        assert droplet.region is not None and droplet.region.slug == "nyc1"
+        assert Local.model_validate({"a": 2}).a == 2
+    finally:
+        sys.path.remove(str(out))
+    _ruff_clean(out)
+
+
+def test_a_properties_map_ref_that_does_not_resolve_names_it(tmp_path: Path) -> None:
+    from flujo_openapi.errors import RefResolutionError
+
+    files = dict(_REFS_SPEC)
+    files["common/droplet.yml"] = "type: object\nproperties:\n  $ref: 'attributes.yml#/nope'\n"
+    _write_files(tmp_path, files)
+    with pytest.raises(RefResolutionError, match=r"'attributes\.yml#/nope'"):
+        generate(str(tmp_path / "api.yaml"), Options(package_name="refs"))

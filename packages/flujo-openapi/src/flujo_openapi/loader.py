@@ -21,7 +21,15 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from flujo_openapi.errors import InvalidSpecError, RefResolutionError, SpecLoadError
 
-__all__ = ["LoadedSpec", "escape_pointer", "load_spec", "resolve_pointer"]
+__all__ = [
+    "LoadedSpec",
+    "escape_pointer",
+    "is_data",
+    "is_schema_map",
+    "load_spec",
+    "map_reference",
+    "resolve_pointer",
+]
 
 # Keys whose value is a schema, and keys whose value maps names to schemas.
 _SCHEMA_KEYS = frozenset(
@@ -44,6 +52,37 @@ _SCHEMA_LIST_KEYS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
 _SCHEMA_MAP_KEYS = frozenset(
     {"properties", "patternProperties", "definitions", "$defs", "dependentSchemas"}
 )
+_SCHEMA_DATA_KEYS = frozenset({"default", "enum", "const"})
+"""Keys of a schema whose value is data (a ``$ref`` key in it is data too, never a
+reference). Elsewhere ``default`` is not data: it is the default response."""
+
+
+def is_data(key: str, value: Any, in_schema: bool) -> bool:
+    """Whether ``value`` under ``key`` is data rather than part of the description:
+    examples, ``x-`` extensions, an Example Object's ``value``, a schema's default, enum or
+    const."""
+    if in_schema:
+        return (
+            key in _SCHEMA_DATA_KEYS
+            or key == "example"
+            or key.startswith("x-")
+            or (key == "examples" and isinstance(value, list))
+        )
+    return key in ("example", "value") or key.startswith("x-")
+
+
+def is_schema_map(key: str, value: Any) -> bool:
+    """Whether ``value`` under ``key`` maps names to schemas (``properties``, ...): its keys
+    are names -- a property may be called ``$ref`` -- unless the whole map is a reference
+    (``properties: {$ref: 'attributes.yml#/droplet'}``, a string)."""
+    return key in _SCHEMA_MAP_KEYS and isinstance(value, dict)
+
+
+def map_reference(value: dict[str, Any]) -> str | None:
+    """The reference when a name -> schema map is given as a ``$ref`` (a string; a property
+    named ``$ref`` has a schema, an object, as its value)."""
+    ref = value.get("$ref")
+    return ref if isinstance(ref, str) else None
 
 
 @dataclass
@@ -285,6 +324,7 @@ class _Bundler:
         self.extra: dict[str, Any] = {}
         """Schemas bundled from other files, by the name they get in the document."""
         self.prefix = "#/definitions/" if self.swagger2 else "#/components/schemas/"
+        self.maps_active: set[tuple[str, str]] = set()
 
     def _doc(self, location: str, referrer: str, pointer: str) -> Any:
         if location == self.source:
@@ -349,11 +389,10 @@ class _Bundler:
         out: dict[str, Any] = {}
         for key, value in node.items():
             child = f"{pointer}/{escape_pointer(str(key))}"
-            if key in _SCHEMA_MAP_KEYS and isinstance(value, dict):
-                out[key] = {
-                    k: self.walk(v, base, True, f"{child}/{escape_pointer(k)}")
-                    for k, v in value.items()
-                }
+            if is_data(key, value, in_schema):
+                out[key] = value
+            elif is_schema_map(key, value):
+                out[key] = self.walk_map(value, base, child)
             elif key in _SCHEMA_KEYS or key in _SCHEMA_LIST_KEYS:
                 out[key] = self.walk(value, base, True, child)
             elif key == "schemas" and pointer.endswith("/components") and isinstance(value, dict):
@@ -365,6 +404,43 @@ class _Bundler:
                 out[key] = self.walk(value, base, in_schema, child)
         return out
 
+    def _resolve(self, ref: str, base: str, pointer: str, location: str, fragment: str) -> Any:
+        doc = self.root if location == self.source else self._doc(location, base, pointer)
+        try:
+            return resolve_pointer(doc, fragment)
+        except KeyError:
+            raise RefResolutionError(
+                f"unresolvable $ref {ref!r} at {pointer} (in {base}): "
+                f"{fragment or '/'} not found in {location}"
+            ) from None
+
+    def walk_map(self, value: dict[str, Any], base: str, pointer: str) -> dict[str, Any]:
+        """A name -> schema map, each schema walked; a map given as a ``$ref`` (DigitalOcean)
+        is read from its target, relative to the file that holds the target."""
+        ref = map_reference(value)
+        if ref is None:
+            return {
+                k: self.walk(v, base, True, f"{pointer}/{escape_pointer(k)}")
+                for k, v in value.items()
+            }
+        location, fragment = self._target(ref, base, pointer)
+        key = (location, fragment)
+        if key in self.maps_active:
+            raise RefResolutionError(f"circular $ref {ref!r} for a map of schemas at {pointer}")
+        target = self._resolve(ref, base, pointer, location, fragment)
+        if not isinstance(target, dict):
+            raise RefResolutionError(
+                f"$ref {ref!r} at {pointer} (in {base}) must point to an object of schemas"
+            )
+        self.maps_active.add(key)
+        try:
+            out = self.walk_map(target, location, f"{location}#{fragment}")
+        finally:
+            self.maps_active.discard(key)
+        siblings = {k: v for k, v in value.items() if k != "$ref"}
+        out.update(self.walk_map(siblings, base, pointer))
+        return out
+
     def _ref(self, ref: str, base: str, in_schema: bool, pointer: str) -> Any:
         """The replacement for a ``$ref`` node, or ``None`` to keep a local root reference."""
         location, fragment = self._target(ref, base, pointer)
@@ -372,15 +448,8 @@ class _Bundler:
             if base == self.source and ref.startswith("#"):
                 return None
             return {"$ref": "#" + fragment}
-        doc = self._doc(location, base, pointer)
         key = (location, fragment)
-        try:
-            target = resolve_pointer(doc, fragment)
-        except KeyError:
-            raise RefResolutionError(
-                f"unresolvable $ref {ref!r} at {pointer} (in {base}): "
-                f"{fragment or '/'} not found in {location}"
-            ) from None
+        target = self._resolve(ref, base, pointer, location, fragment)
         if in_schema:
             if key not in self.hoisted:
                 name = self._name_for(location, fragment)

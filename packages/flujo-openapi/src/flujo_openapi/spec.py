@@ -17,7 +17,13 @@ from typing import Any
 from urllib.parse import urljoin
 
 from flujo_openapi.errors import InvalidSpecError
-from flujo_openapi.loader import escape_pointer, resolve_pointer
+from flujo_openapi.loader import (
+    escape_pointer,
+    is_data,
+    is_schema_map,
+    map_reference,
+    resolve_pointer,
+)
 from flujo_openapi.naming import env_name, pascal, snake, tool_name, unique
 
 __all__ = [
@@ -56,7 +62,12 @@ def _kind(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, "null" if kind is type(None) else kind.__name__)
 
 
-def _check_refs(node: Any, document: dict[str, Any], pointer: str, bad: list[str]) -> None:
+def _check_refs(
+    node: Any, document: dict[str, Any], pointer: str, bad: list[str], in_schema: bool = False
+) -> None:
+    """Check the references in ``node``: examples, defaults, enums and extensions are data
+    (a ``$ref`` key there means nothing), and the keys of a ``properties`` map are names (a
+    property may be called ``$ref``)."""
     if isinstance(node, dict):
         ref = node.get("$ref")
         if "$ref" in node and not isinstance(ref, str):
@@ -67,10 +78,25 @@ def _check_refs(node: Any, document: dict[str, Any], pointer: str, bad: list[str
             except KeyError:
                 bad.append(f"{pointer}: $ref {ref!r} does not resolve")
         for key, value in node.items():
-            _check_refs(value, document, f"{pointer}/{escape_pointer(str(key))}", bad)
+            child = f"{pointer}/{escape_pointer(str(key))}"
+            if is_data(str(key), value, in_schema):
+                continue
+            components_schemas = key == "schemas" and pointer == "/components"
+            if (is_schema_map(str(key), value) or components_schemas) and (
+                isinstance(value, dict) and map_reference(value) is None
+            ):
+                for name, schema in value.items():
+                    _check_refs(schema, document, f"{child}/{escape_pointer(name)}", bad, True)
+                continue
+            _check_refs(value, document, child, bad, in_schema or key in _SCHEMA_CONTEXT)
     elif isinstance(node, list):
         for index, item in enumerate(node):
-            _check_refs(item, document, f"{pointer}/{index}", bad)
+            _check_refs(item, document, f"{pointer}/{index}", bad, in_schema)
+
+
+_SCHEMA_CONTEXT = frozenset(
+    {"schema", "items", "additionalProperties", "allOf", "anyOf", "oneOf", "not"}
+)
 
 
 def validate(document: dict[str, Any]) -> None:
