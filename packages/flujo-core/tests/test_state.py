@@ -6,18 +6,22 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from flujo import Flujo, FlujoConfig, Pipeline, RunStatus, Step, StepResult, StepStatus, Usage
 from flujo.config import StateSettings
-from flujo.domain.errors import UserError
-from flujo.domain.interfaces import Migration, StateBackend
+from flujo.domain.errors import LeaseLostError, UserError
+from flujo.domain.interfaces import Lease, Migration, StateBackend
 from flujo.domain.models import RunRecord
 from flujo.plugins.manager import PluginManager
 from flujo.state import open_backend
+
+if TYPE_CHECKING:
+    from .conftest import CommitLedger
 
 PLUGIN_TABLE = Migration("audit-plugin", 1, ("CREATE TABLE audit_rows (run_id TEXT, n INTEGER)",))
 
@@ -50,14 +54,24 @@ def _run(run_id: str, *, version: str = "v1") -> RunRecord:
 async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None:
     state = await _open(state_uri, tmp_path)
     try:
-        await state.create_run(_run("r1"), owner="w1", lease_s=30)
+        lease = await state.create_run(_run("r1"), owner="w1", lease_s=30)
         ok = StepResult("a", StepStatus.SUCCEEDED, {"x": [1, 2]}, None, 1, 1.5, Usage(3, 4, 1, 0.5))
         await state.save_step(
-            "r1", 0, ok, context_json='{"run_id": "r1", "n": 1}', usage=Usage(3, 4, 1, 0.5)
+            "r1",
+            0,
+            ok,
+            context_json='{"run_id": "r1", "n": 1}',
+            usage=Usage(3, 4, 1, 0.5),
+            lease=lease,
         )
         bad = StepResult("b", StepStatus.FAILED, None, "ValueError: no", 2, 2.0)
         await state.save_step(
-            "r1", 1, bad, context_json='{"run_id": "r1", "n": 2}', usage=Usage(3, 4, 1, 0.5)
+            "r1",
+            1,
+            bad,
+            context_json='{"run_id": "r1", "n": 2}',
+            usage=Usage(3, 4, 1, 0.5),
+            lease=lease,
         )
         run = await state.get_run("r1")
         assert run is not None
@@ -72,7 +86,7 @@ async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None
 
         # A retried step replaces its row.
         fixed = StepResult("b", StepStatus.SUCCEEDED, "done", None, 1, 1.0)
-        await state.save_step("r1", 1, fixed, context_json="{}", usage=Usage())
+        await state.save_step("r1", 1, fixed, context_json="{}", usage=Usage(), lease=lease)
         await state.finalize_run(
             "r1",
             RunStatus.SUCCEEDED,
@@ -80,6 +94,7 @@ async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None
             error=None,
             context_json='{"run_id": "r1"}',
             usage=Usage(1, 1, 1, 0.0),
+            lease=lease,
         )
         run = await state.get_run("r1")
         assert run is not None and run.status is RunStatus.SUCCEEDED and run.output == "done"
@@ -92,12 +107,19 @@ async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None
 async def test_list_runs_newest_first_with_status_filter(state_uri: str, tmp_path: Path) -> None:
     state = await _open(state_uri, tmp_path)
     try:
+        leases = []
         for i in range(5):
             run = _run(f"r{i}")
             run.created_at += i
-            await state.create_run(run, owner="w", lease_s=30)
+            leases.append(await state.create_run(run, owner="w", lease_s=30))
         await state.finalize_run(
-            "r3", RunStatus.FAILED, output=None, error="x", context_json="{}", usage=Usage()
+            "r3",
+            RunStatus.FAILED,
+            output=None,
+            error="x",
+            context_json="{}",
+            usage=Usage(),
+            lease=leases[3],
         )
         assert [r.run_id for r in await state.list_runs(limit=3)] == ["r4", "r3", "r2"]
         assert [r.run_id for r in await state.list_runs(status=RunStatus.FAILED)] == ["r3"]
@@ -124,6 +146,7 @@ async def test_migrations_apply_once_and_plugin_tables_work(state_uri: str, tmp_
         assert applied == [
             {"owner": "audit-plugin", "version": 1},
             {"owner": "flujo", "version": 1},
+            {"owner": "flujo", "version": 2},
         ]
     finally:
         for backend in opened:
@@ -132,24 +155,119 @@ async def test_migrations_apply_once_and_plugin_tables_work(state_uri: str, tmp_
 
 async def test_leases_exclude_live_workers_and_expire(state_uri: str, tmp_path: Path) -> None:
     state = await _open(state_uri, tmp_path)
+    renewer = state.lease_renewer()
     try:
-        await state.create_run(_run("r1"), owner="alive", lease_s=30)
-        assert await state.acquire_lease("r1", "other", 30) is False
-        assert await state.acquire_lease("r1", "alive", 30) is True  # the holder may re-take it
-        assert await state.renew_lease("r1", "alive", 30) is True
-        assert await state.renew_lease("r1", "other", 30) is False
+        alive = await state.create_run(_run("r1"), owner="alive", lease_s=30)
+        v1 = await _version(state, "r1")
+        assert await state.acquire_lease("r1", "other", 30, seen_version=v1) is None
+        assert renewer.renew("r1", alive, 30) is True
+        assert renewer.renew("r1", Lease("other", alive.epoch), 30) is False
         assert await state.claim_stale("other", 30, limit=10) == []
 
-        await state.create_run(_run("r2"), owner="dead", lease_s=0.05)
+        dead = await state.create_run(_run("r2"), owner="dead", lease_s=0.05)
         await _until_expired(state, "r2")
         assert await state.claim_stale("rescuer", 30, limit=10) == ["r2"]
-        assert await state.renew_lease("r2", "dead", 30) is False  # the dead worker lost it
-        assert await state.acquire_lease("r2", "rescuer", 30) is True
+        assert renewer.renew("r2", dead, 30) is False  # the dead worker lost it
+        # The claimer takes the run it claimed, on the version it then read; the new epoch
+        # is that version + 1, known before the take (the heartbeat relies on it).
+        seen = await _version(state, "r2")
+        rescue = await state.acquire_lease("r2", "rescuer", 30, seen_version=seen)
+        assert rescue == Lease("rescuer", seen + 1)
+        assert rescue.epoch > dead.epoch
+        assert renewer.renew("r2", rescue, 30) is True
 
         await state.finalize_run(
-            "r1", RunStatus.FAILED, output=None, error="e", context_json="{}", usage=Usage()
+            "r1",
+            RunStatus.FAILED,
+            output=None,
+            error="e",
+            context_json="{}",
+            usage=Usage(),
+            lease=alive,
         )
-        assert await state.acquire_lease("r1", "other", 30) is True  # not running: free
+        # Ended under its lease: released, not lost (and not re-taken by the renewal).
+        assert renewer.renew("r1", alive, 30) is True
+        released = await state.fetch_all(
+            "SELECT lease_owner FROM workflow_state WHERE run_id = :r", {"r": "r1"}
+        )
+        assert released == [{"lease_owner": None}]
+        stale_view = v1  # from before the run failed: the run changed since
+        assert await state.acquire_lease("r1", "other", 30, seen_version=stale_view) is None
+        current = await _version(state, "r1")
+        assert await state.acquire_lease("r1", "other", 30, seen_version=current) is not None
+    finally:
+        renewer.close()
+        await state.close()
+
+
+async def _version(state: StateBackend, run_id: str) -> int:
+    run = await state.get_run(run_id)
+    assert run is not None
+    return run.version
+
+
+async def test_a_succeeded_run_is_never_taken_again(state_uri: str, tmp_path: Path) -> None:
+    state = await _open(state_uri, tmp_path)
+    try:
+        lease = await state.create_run(_run("r1"), owner="w", lease_s=30)
+        await state.finalize_run(
+            "r1",
+            RunStatus.SUCCEEDED,
+            output=1,
+            error=None,
+            context_json="{}",
+            usage=Usage(),
+            lease=lease,
+        )
+        current = await _version(state, "r1")
+        assert await state.acquire_lease("r1", "w", 30, seen_version=current) is None
+    finally:
+        await state.close()
+
+
+async def test_writes_under_a_lost_lease_are_refused_and_store_nothing(
+    state_uri: str, tmp_path: Path, commit_ledger: type[CommitLedger]
+) -> None:
+    """Fencing, at the backend: once another worker has taken the run, the old holder's step
+    and final writes are refused in their own transaction; the ledger counts commits."""
+    state = await _open(state_uri, tmp_path)
+    await commit_ledger.install(state)
+    try:
+        old = await state.create_run(_run("r1"), owner="w", lease_s=0.05)
+        step = StepResult("a", StepStatus.SUCCEEDED, "late", None, 1, 1.0)
+        await state.save_step("r1", 0, step, context_json="{}", usage=Usage(), lease=old)
+        await _until_expired(state, "r1")
+        # The same worker id claims it again (a `resume --stale` loop reuses its id): only the
+        # epoch tells the old take from the new one.
+        assert await state.claim_stale("w", 30, limit=1) == ["r1"]
+        before = await state.get_run("r1")
+        late = StepResult("b", StepStatus.SUCCEEDED, "late", None, 1, 1.0)
+        with pytest.raises(LeaseLostError, match="this worker's commit was refused"):
+            await state.save_step("r1", 1, late, context_json='{"x": 1}', usage=Usage(5), lease=old)
+        failed = StepResult("b", StepStatus.FAILED, None, "late", 1, 1.0)
+        with pytest.raises(LeaseLostError):
+            await state.save_step("r1", 1, failed, context_json="{}", usage=Usage(), lease=old)
+        with pytest.raises(LeaseLostError):
+            await state.finalize_run(
+                "r1",
+                RunStatus.SUCCEEDED,
+                output="late",
+                error=None,
+                context_json="{}",
+                usage=Usage(),
+                lease=old,
+            )
+        after = await state.get_run("r1")
+        assert after == before  # nothing of any refused write is stored
+        assert await commit_ledger.steps(state) == Counter({("r1", 0): 1})
+        assert await commit_ledger.finals(state) == Counter()
+        # A lease on another run, or a made-up epoch, fences the same way.
+        with pytest.raises(LeaseLostError):
+            await state.save_step(
+                "r1", 1, late, context_json="{}", usage=Usage(), lease=Lease("w", 99)
+            )
+        with pytest.raises(LeaseLostError):
+            await state.save_step("nope", 0, late, context_json="{}", usage=Usage(), lease=old)
     finally:
         await state.close()
 

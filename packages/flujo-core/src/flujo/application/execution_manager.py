@@ -110,12 +110,14 @@ class ExecutionManager:
         start: int,
         data: Any,
         previous: list[StepResult],
-        lease: Heartbeat | None = None,
+        lease: Heartbeat,
     ) -> PipelineResult:
         """Run steps ``start..`` of the pipeline on ``data`` and finalize the run.
 
-        With a ``lease``, a run whose lease was lost to another worker stops before its next
-        step (raising :class:`~flujo.application.lease.LeaseLostError`) and is not finalized.
+        Every write is made under ``lease``. A run whose lease was lost to another worker
+        stops before its next step, and a write under a lost lease is refused by the state
+        backend; both raise :class:`~flujo.domain.errors.LeaseLostError`, and the run is left
+        to its new owner.
         """
         state = self.runtime.state
         usage = run.usage
@@ -124,8 +126,7 @@ class ExecutionManager:
         status = RunStatus.SUCCEEDED
         error: str | None = None
         for index in range(start, len(self.pipeline.steps)):
-            if lease is not None:
-                lease.check()
+            lease.check()
             step = self.pipeline.steps[index]
             result = await self.coordinator.execute_step(
                 step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits
@@ -141,6 +142,7 @@ class ExecutionManager:
                 persisted,
                 context_json=to_json(stored_context).decode(),
                 usage=usage,
+                lease=lease.lease,
             )
             if self._step_observers:
                 snapshot, keys = self._snapshot(context, raw_context, stored_context)
@@ -166,7 +168,7 @@ class ExecutionManager:
             data = result.output
         output = data if status is RunStatus.SUCCEEDED else None
         return await self.persist_and_finalize(
-            run, context, status, output, error, steps, stored_steps, usage
+            run, context, status, output, error, steps, stored_steps, usage, lease
         )
 
     async def persist_and_finalize(
@@ -179,6 +181,7 @@ class ExecutionManager:
         steps: list[StepResult],
         stored_steps: list[StepResult],
         usage: Usage,
+        lease: Heartbeat,
     ) -> PipelineResult:
         """Write the final run row, then let plugins observe the finished run.
 
@@ -195,6 +198,7 @@ class ExecutionManager:
             error=stored_error,
             context_json=to_json(stored_context).decode(),
             usage=usage,
+            lease=lease.lease,
         )
         if self._run_observers:
             run.status, run.output, run.error = status, stored_output, stored_error

@@ -17,7 +17,7 @@ from typing_extensions import TypeVar
 
 from flujo.application.background import BackgroundTaskManager, DrainReport
 from flujo.application.execution_manager import ExecutionManager
-from flujo.application.lease import Heartbeat, new_worker_id
+from flujo.application.lease import LeaseKeeper, new_worker_id
 from flujo.application.runtime import Runtime
 from flujo.application.scrubbing import Scrubbing, active_policy_names, stored_form
 from flujo.application.step_coordinator import StepCoordinator
@@ -35,14 +35,13 @@ from flujo.domain.errors import (
     UserError,
 )
 from flujo.domain.events import PolicyDecided
-from flujo.domain.interfaces import GovernancePolicy, Retriever, StateBackend
+from flujo.domain.interfaces import GovernancePolicy, Lease, Retriever, StateBackend
 from flujo.domain.models import (
     Pipeline,
     PipelineResult,
     RunRecord,
     RunStatus,
     Step,
-    StepResult,
     Usage,
     UsageLimits,
     describe_validation_error,
@@ -130,6 +129,7 @@ class Flujo(Generic[ContextT]):
         """Who holds the leases of this runner's runs (host:pid:random)."""
         self._runtime: Runtime | None = None
         self._manager: ExecutionManager | None = None
+        self._keeper: LeaseKeeper | None = None
         self._start_lock: asyncio.Lock | None = None
         self._portal: _LoopThread | None = None
         self._retriever: Retriever | None = None
@@ -192,6 +192,7 @@ class Flujo(Generic[ContextT]):
                 raise
             limits = self._limits_arg or config.run.usage_limits()
             self._runtime = runtime
+            self._keeper = LeaseKeeper(state, config.state.lease_s)
             self._manager = ExecutionManager(self.pipeline, runtime, coordinator, limits)
             return self._manager
 
@@ -233,6 +234,8 @@ class Flujo(Generic[ContextT]):
         for message in runtime.plugins.notify(closing, runtime=runtime):
             runtime.tasks.record_failure("flujo_runtime_closing", message)
         report = await runtime.tasks.drain(runtime.config.run.drain_timeout_s)
+        if self._keeper is not None:
+            self._keeper.close()
         if self._state_arg is None:
             await runtime.state.close()
         return report
@@ -322,30 +325,15 @@ class Flujo(Generic[ContextT]):
             updated_at=now,
         )
         lease_s = manager.runtime.config.state.lease_s
-        await manager.runtime.state.create_run(run, owner=self.worker_id, lease_s=lease_s)
-        return await self._execute(manager, run, ctx, start=0, data=input, previous=[])
-
-    async def _execute(
-        self,
-        manager: ExecutionManager,
-        run: RunRecord,
-        ctx: PipelineContext,
-        *,
-        start: int,
-        data: Any,
-        previous: list[StepResult],
-    ) -> PipelineResult:
-        runtime = manager.runtime
-        heartbeat = Heartbeat(
-            runtime.state, run.run_id, self.worker_id, runtime.config.state.lease_s
-        )
-        heartbeat.start()
+        assert self._keeper is not None
+        # Held before the insert lands: see Heartbeat.
+        beat = self._keeper.hold(run_id, Lease(self.worker_id, 1))
         try:
-            return await manager.execute(
-                run, ctx, start=start, data=data, previous=previous, lease=heartbeat
-            )
+            await manager.runtime.state.create_run(run, owner=self.worker_id, lease_s=lease_s)
+            beat.taken = True
+            return await manager.execute(run, ctx, start=0, data=input, previous=[], lease=beat)
         finally:
-            await heartbeat.stop()
+            self._keeper.release(beat)
 
     def run(
         self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
@@ -354,9 +342,48 @@ class Flujo(Generic[ContextT]):
         return self._sync(self.run_async(input, context=context))
 
     async def resume_async(self, run_id: str) -> PipelineResult:
-        """Continue run ``run_id`` at its first unfinished step; finished steps are not re-run."""
+        """Continue run ``run_id`` at its first unfinished step; finished steps are not re-run.
+
+        The run is taken only if it is still as it was read (its version): a run another
+        worker finished, or took, in between is never executed again.
+        """
         manager = await self._start()
-        run = await manager.runtime.state.get_run(run_id)
+        state = manager.runtime.state
+        keeper = self._keeper
+        assert keeper is not None
+        lease_s = manager.runtime.config.state.lease_s
+        refused_at: int | None = None
+        for _ in range(_TAKE_ATTEMPTS):
+            run, ctx = await self._resumable(state, run_id)
+            if run.version == refused_at or keeper.holds(run_id):
+                break  # refused, and nothing changed since: a live worker holds it
+            # Held before the take lands: see Heartbeat.
+            beat = keeper.hold(run_id, Lease(self.worker_id, run.version + 1))
+            try:
+                if await state.acquire_lease(
+                    run_id, self.worker_id, lease_s, seen_version=run.version
+                ):
+                    beat.taken = True
+                    start = run.current_step
+                    data = run.input if start == 0 else run.last_output
+                    return await manager.execute(
+                        run, ctx, start=start, data=data, previous=run.steps[:start], lease=beat
+                    )
+            finally:
+                keeper.release(beat)
+            # Refused: a live worker holds the run, or it changed since it was read (it may
+            # have finished, or failed further on). Read it again to tell which.
+            refused_at = run.version
+        raise RunLeasedError(
+            f"run {run_id} is running on another worker (its lease has not expired); "
+            "resume it once that worker is gone, e.g. with `flujo runs resume --stale`"
+        )
+
+    async def _resumable(
+        self, state: StateBackend, run_id: str
+    ) -> tuple[RunRecord, PipelineContext]:
+        """The stored run and its context, if this runner may resume it."""
+        run = await state.get_run(run_id)
         if run is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
         if run.status is RunStatus.SUCCEEDED:
@@ -371,18 +398,7 @@ class Flujo(Generic[ContextT]):
         except ValidationError as exc:
             raise ResumeError(f"run {run_id}: stored context no longer validates: {exc}") from None
         self._bind(ctx, run_id)
-        start = run.current_step
-        data = run.input if start == 0 else run.last_output
-        previous = run.steps[:start]
-        state = manager.runtime.state
-        if not await state.acquire_lease(
-            run_id, self.worker_id, manager.runtime.config.state.lease_s
-        ):
-            raise RunLeasedError(
-                f"run {run_id} is running on another worker (its lease has not expired); "
-                "resume it once that worker is gone, e.g. with `flujo runs resume --stale`"
-            )
-        return await self._execute(manager, run, ctx, start=start, data=data, previous=previous)
+        return run, ctx
 
     def resume(self, run_id: str) -> PipelineResult:
         """Sync :meth:`resume_async`."""
@@ -415,6 +431,10 @@ class Flujo(Generic[ContextT]):
     def resume_stale(self, *, limit: int = 100) -> list[PipelineResult]:
         """Sync :meth:`resume_stale_async`."""
         return self._sync(self.resume_stale_async(limit=limit))
+
+
+# Reads and takes of one run in a row, when each take is refused because the run changed.
+_TAKE_ATTEMPTS = 5
 
 
 def _ref_name(ref: str | None) -> str:

@@ -118,3 +118,12 @@ class PluginError(FlujoError):
 
 class StateError(FlujoError):
     """The state database cannot be opened, migrated or written."""
+
+
+class LeaseLostError(StateError):
+    """Another worker took over this run: this worker must stop, and its writes are refused.
+
+    Raised before the next step once the heartbeat sees the lease gone, and by the state
+    backend when a step or the run's end is committed under a lease that is no longer held
+    (fencing): nothing of that write is stored.
+    """

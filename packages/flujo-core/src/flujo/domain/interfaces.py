@@ -246,6 +246,33 @@ class Migration:
     statements: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The fencing token of a worker executing a run: who holds it, and which take it is.
+
+    ``epoch`` grows every time a run is taken (created: 1; resumed or claimed when stale: the
+    run's new version), so a worker that lost its lease, even to a worker with the same
+    ``owner`` id, holds an old epoch: every write it attempts under it is refused.
+    """
+
+    owner: str
+    epoch: int
+
+
+class LeaseRenewer(Protocol):
+    """Renews leases from the heartbeat's own thread, on its own connection, so a lease stays
+    alive however long a step blocks the event loop. Sync: it never touches the loop."""
+
+    def renew(self, run_id: str, lease: Lease, lease_s: float) -> bool:
+        """Extend ``lease`` by ``lease_s`` from now. ``False`` if another take superseded it;
+        ``True`` also when its holder already ended the run under it (released, not lost)."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection. Idempotent."""
+        ...
+
+
 @runtime_checkable
 class StateBackend(Protocol):
     """Durable execution state: one row per run, one per finished step, and plugin tables.
@@ -264,34 +291,54 @@ class StateBackend(Protocol):
         """Release connections. Idempotent."""
         ...
 
-    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> Lease:
         """Insert a new run (status ``running``), leased to worker ``owner`` for ``lease_s``."""
         ...
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
-        """Start working on an existing run: mark it ``running`` and lease it to ``owner``.
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, seen_version: int
+    ) -> Lease | None:
+        """Take an existing run to execute it: mark it ``running`` and lease it to ``owner``.
 
-        Succeeds (``True``) when the run is not running, its lease has expired, or ``owner``
-        holds it already; ``False`` when another live worker holds it.
+        One conditional statement: it succeeds only if the run is still at ``seen_version``
+        (the version its caller read, so nothing changed it since), has not succeeded, and is
+        not running under another worker's live lease. ``None`` otherwise.
+
+        The lease granted is ``Lease(owner, seen_version + 1)``: every take (this one, a
+        claim) sets the epoch to the run's new version, which only grows. The caller knows the
+        lease before the take lands, so its heartbeat can renew it even while the event loop
+        is blocked.
         """
         ...
 
-    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
-        """Extend ``owner``'s lease (the heartbeat); ``False`` if ``owner`` lost it."""
+    def lease_renewer(self) -> LeaseRenewer:
+        """A renewer with its own connection, for the heartbeat thread."""
         ...
 
     async def claim_stale(
         self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
     ) -> list[str]:
         """Lease up to ``limit`` running runs whose lease expired to ``owner``; each stale run
-        is claimed by exactly one caller, however many call at once."""
+        is claimed by exactly one caller, however many call at once. A claim is a take: the
+        previous holder is fenced out."""
         ...
 
     async def save_step(
-        self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str,
+        usage: Usage,
+        lease: Lease,
     ) -> None:
         """Record a finished step and, when it succeeded, advance the run past it, in one
-        transaction. ``context_json`` is the context as JSON text."""
+        transaction. ``context_json`` is the context as JSON text.
+
+        Fenced: in the same transaction, the run must still be ``running`` under ``lease``;
+        otherwise nothing is written and :class:`~flujo.domain.errors.LeaseLostError` is
+        raised."""
         ...
 
     async def finalize_run(
@@ -303,8 +350,10 @@ class StateBackend(Protocol):
         error: str | None,
         context_json: str,
         usage: Usage,
+        lease: Lease,
     ) -> None:
-        """Write the run's final status and output, and release its lease."""
+        """Write the run's final status and output, and release its lease. Fenced like
+        :meth:`save_step`."""
         ...
 
     async def get_run(self, run_id: str) -> RunRecord | None:

@@ -190,6 +190,9 @@ class RunRecord:
     steps: list[StepResult] = field(default_factory=list)
     last_output: Any = None
     """The output of the last finished step: the input of the next one on resume."""
+    version: int = 0
+    """Bumped by every write to the run (a step, its end, a worker taking it): taking a run
+    is conditional on the version the taker read, so it never acts on a stale view."""
 
     def to_dict(self, *, with_steps: bool = True) -> dict[str, Any]:
         """The JSON shape the CLI prints (``flujo runs show/list --json``)."""

@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from flujo.domain.errors import LeaseLostError
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 
 RUN_COLUMNS = (
     "run_id, pipeline_name, pipeline_version, pipeline_ref, status, current_step, input, "
-    "context, output, last_output, error, usage, created_at, updated_at"
+    "context, output, last_output, error, usage, created_at, updated_at, version"
 )
 STEP_COLUMNS = "name, status, output, error, attempts, latency_ms, usage"
 
@@ -20,6 +21,13 @@ STEP_COLUMNS = "name, status, output, error, attempts, latency_ms, usage"
 def dumps(value: Any) -> str:
     """JSON text for a stored value (types JSON cannot hold become strings)."""
     return to_json(value, serialize_unknown=True).decode()
+
+
+def fenced_out(run_id: str) -> LeaseLostError:
+    """The error of a write refused because its lease is no longer held."""
+    return LeaseLostError(
+        f"run {run_id}: another worker took it over; this worker's commit was refused"
+    )
 
 
 def loads(text: str | None) -> Any:
@@ -44,6 +52,7 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         usage=Usage.from_dict(loads(row[11]) or {}),
         created_at=row[12],
         updated_at=row[13],
+        version=row[14],
     )
 
 

@@ -50,5 +50,15 @@ def core_migrations(dialect: str) -> list[Migration]:
                     PRIMARY KEY (run_id, idx)
                 )""",
             ),
-        )
+        ),
+        # Fencing: lease_epoch grows at every take of a run (its holder's token), version at
+        # every write (takes are conditional on the version the taker read).
+        Migration(
+            CORE_OWNER,
+            2,
+            (
+                "ALTER TABLE workflow_state ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE workflow_state ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+            ),
+        ),
     ]

@@ -3,7 +3,9 @@
 Same schema and behaviour as SQLite. Connections come from a psycopg 3 async pool. Migrations
 run under a transaction-scoped advisory lock, so any number of workers may start at once.
 Lease times use the database's clock, so workers' clocks need not agree. Plugin SQL uses the
-same named ``:param`` placeholders as on SQLite; they are translated for psycopg here.
+same named ``:param`` placeholders as on SQLite; they are translated for psycopg here. Every
+write of a run is fenced by the lease it is made under; the heartbeat renews leases on a
+connection of its own (one per runner), from its own thread.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from flujo.domain.errors import StateError
-from flujo.domain.interfaces import Migration
+from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
-from flujo.state._rows import RUN_COLUMNS, STEP_COLUMNS, dumps, run_from_row, step_from_row
+from flujo.state._rows import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    dumps,
+    fenced_out,
+    run_from_row,
+    step_from_row,
+)
 from flujo.state.dsn import redact_dsn
 from flujo.state.migrations import core_migrations
 
@@ -26,6 +35,16 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 _RUNNING = RunStatus.RUNNING.value
+_SUCCEEDED = RunStatus.SUCCEEDED.value
+# A take's epoch is the run's new version: it grows with every take, and the taker knows it
+# before the take lands (the heartbeat renews it even while the event loop is blocked).
+_TAKE = "lease_epoch = version + 1, version = version + 1"
+# A run its holder finished: its lease is released, not lost (no other take since).
+_ENDED_UNDER = (
+    "SELECT 1 FROM workflow_state WHERE run_id = %s AND lease_epoch = %s AND status != 'running'"
+)
+# The fence of every write a worker makes to its run: still running, still its take.
+_HELD = "run_id = %s AND status = 'running' AND lease_owner = %s AND lease_epoch = %s"
 _NOW = "extract(epoch from clock_timestamp())"
 _MIGRATION_LOCK = 0x666C756A6F  # "flujo": one advisory lock key for every flujo database
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -56,8 +75,16 @@ class PostgresBackend:
     async def open(self, migrations: Sequence[Migration] = ()) -> None:
         if self._pool is not None:
             return
+        # Autocommit: a statement commits on the server as it runs, not when this coroutine
+        # next gets the event loop (a blocking step could delay that past a lease's expiry).
+        # Multi-statement writes use explicit transactions.
         pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=self.pool_size, open=False, timeout=30
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=30,
+            kwargs={"autocommit": True},
         )
         try:
             await pool.open(wait=True, timeout=30)
@@ -102,12 +129,12 @@ class PostgresBackend:
             await self._pool.close()
             self._pool = None
 
-    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> Lease:
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, %s, %s, "
-                f"{_NOW} + %s)",
+                f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at, "
+                "lease_epoch) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, "
+                f"%s, 1, %s, {_NOW} + %s, 1)",
                 (
                     run.run_id,
                     run.pipeline_name,
@@ -124,26 +151,27 @@ class PostgresBackend:
                     lease_s,
                 ),
             )
+        return Lease(owner, 1)
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, seen_version: int
+    ) -> Lease | None:
         async with self.pool.connection() as conn:
+            # One statement decides, on the version the caller read. Under READ COMMITTED a
+            # concurrent writer's row lock makes this wait, then re-check the WHERE clause
+            # against the committed row: two takers never both win.
             cur = await conn.execute(
                 "UPDATE workflow_state SET status = %s, output = NULL, error = NULL, "
-                f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW} "
-                "WHERE run_id = %s AND (status != %s OR lease_owner IS NULL OR "
-                f"lease_owner = %s OR lease_expires_at < {_NOW})",
-                (_RUNNING, owner, lease_s, run_id, _RUNNING, owner),
+                f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW}, "
+                f"{_TAKE} WHERE run_id = %s AND version = %s AND status != %s AND "
+                f"(status != %s OR lease_owner IS NULL OR lease_owner = %s OR "
+                f"lease_expires_at < {_NOW})",
+                (_RUNNING, owner, lease_s, run_id, seen_version, _SUCCEEDED, _RUNNING, owner),
             )
-            return cur.rowcount == 1
+        return Lease(owner, seen_version + 1) if cur.rowcount == 1 else None
 
-    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"UPDATE workflow_state SET lease_expires_at = {_NOW} + %s "
-                "WHERE run_id = %s AND lease_owner = %s AND status = %s",
-                (lease_s, run_id, owner, _RUNNING),
-            )
-            return cur.rowcount == 1
+    def lease_renewer(self) -> _Renewer:
+        return _Renewer(self.dsn)
 
     async def claim_stale(
         self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
@@ -159,8 +187,9 @@ class PostgresBackend:
         async with self.pool.connection() as conn:
             # SKIP LOCKED: concurrent claimers each take different rows, none waits.
             cur = await conn.execute(
-                f"UPDATE workflow_state SET lease_owner = %s, lease_expires_at = {_NOW} + %s "
-                "WHERE run_id IN (SELECT run_id FROM workflow_state WHERE status = %s AND "
+                f"UPDATE workflow_state SET lease_owner = %s, lease_expires_at = {_NOW} + %s, "
+                f"{_TAKE} WHERE run_id IN "
+                "(SELECT run_id FROM workflow_state WHERE status = %s AND "
                 f"lease_expires_at < {_NOW} {version_filter} ORDER BY lease_expires_at "
                 "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id",
                 params,
@@ -168,20 +197,42 @@ class PostgresBackend:
             return [row[0] for row in await cur.fetchall()]
 
     async def save_step(
-        self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str,
+        usage: Usage,
+        lease: Lease,
     ) -> None:
         output = dumps(step.output)
         usage_json = dumps(usage.to_dict())
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
+        held = (run_id, lease.owner, lease.epoch)
+        if step.status is StepStatus.SUCCEEDED:
+            advance = "current_step = %s, last_output = %s, "
+            advance_params: tuple[Any, ...] = (index + 1, output)
+        else:
+            advance, advance_params = "", ()
+        async with self.pool.connection() as conn:
+            # One statement, so one server-side transaction: the fence (the run row's update)
+            # and the step row commit together or not at all, and the row lock is never held
+            # across this coroutine's awaits (a blocking step elsewhere could stretch those
+            # past the heartbeat's next renewal, which would wait on the lock).
+            cur = await conn.execute(
+                f"WITH fenced AS (UPDATE workflow_state SET {advance}context = %s, usage = %s, "
+                f"updated_at = {_NOW}, version = version + 1 WHERE {_HELD} RETURNING run_id) "
                 f"INSERT INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}) "
+                f"SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} FROM fenced "
                 "ON CONFLICT (run_id, idx) DO UPDATE SET name = EXCLUDED.name, "
                 "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
                 "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
                 "usage = EXCLUDED.usage, created_at = EXCLUDED.created_at",
                 (
-                    run_id,
+                    *advance_params,
+                    context_json,
+                    usage_json,
+                    *held,
                     index,
                     step.name,
                     step.status.value,
@@ -192,18 +243,8 @@ class PostgresBackend:
                     dumps(step.usage.to_dict()),
                 ),
             )
-            if step.status is StepStatus.SUCCEEDED:
-                await conn.execute(
-                    "UPDATE workflow_state SET current_step = %s, context = %s, "
-                    f"last_output = %s, usage = %s, updated_at = {_NOW} WHERE run_id = %s",
-                    (index + 1, context_json, output, usage_json, run_id),
-                )
-            else:
-                await conn.execute(
-                    f"UPDATE workflow_state SET context = %s, usage = %s, updated_at = {_NOW} "
-                    "WHERE run_id = %s",
-                    (context_json, usage_json, run_id),
-                )
+        if cur.rowcount != 1:
+            raise fenced_out(run_id)
 
     async def finalize_run(
         self,
@@ -214,14 +255,26 @@ class PostgresBackend:
         error: str | None,
         context_json: str,
         usage: Usage,
+        lease: Lease,
     ) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 "UPDATE workflow_state SET status = %s, output = %s, error = %s, context = %s, "
-                f"usage = %s, updated_at = {_NOW}, lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE run_id = %s",
-                (status.value, dumps(output), error, context_json, dumps(usage.to_dict()), run_id),
+                f"usage = %s, updated_at = {_NOW}, lease_owner = NULL, lease_expires_at = NULL, "
+                f"version = version + 1 WHERE {_HELD}",
+                (
+                    status.value,
+                    dumps(output),
+                    error,
+                    context_json,
+                    dumps(usage.to_dict()),
+                    run_id,
+                    lease.owner,
+                    lease.epoch,
+                ),
             )
+        if cur.rowcount != 1:
+            raise fenced_out(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.pool.connection() as conn:
@@ -269,3 +322,35 @@ class PostgresBackend:
                 return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
         except psycopg.Error as exc:
             raise StateError(f"state query failed: {exc}") from exc
+
+
+class _Renewer:
+    """Renews leases on a sync connection of its own, from the heartbeat thread, so renewal
+    needs neither the event loop nor a pool connection a blocked step might be holding."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def renew(self, run_id: str, lease: Lease, lease_s: float) -> bool:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            cur = self._conn.execute(
+                f"UPDATE workflow_state SET lease_expires_at = {_NOW} + %s WHERE {_HELD}",
+                (lease_s, run_id, lease.owner, lease.epoch),
+            )
+            if cur.rowcount == 1:
+                return True
+            cur = self._conn.execute(_ENDED_UNDER, (run_id, lease.epoch))
+            return cur.fetchone() is not None
+        except psycopg.Error as exc:
+            self.close()  # a broken connection is replaced at the next beat
+            raise StateError(
+                f"renewing the lease of run {run_id} on {redact_dsn(self._dsn)} failed: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()

@@ -4,7 +4,8 @@ Statements run inline on the event loop: a WAL commit with ``synchronous=NORMAL`
 of microseconds, far less than handing it to a thread would cost. ``NORMAL`` keeps every
 committed step through a killed process; ``[state] synchronous = "full"`` also survives a
 power cut, at the price of an fsync per step. Several processes on one machine may share the
-file: leases and stale-run claims are serialized by ``BEGIN IMMEDIATE``.
+file: leases and stale-run claims are serialized by ``BEGIN IMMEDIATE``. Every write of a run
+is fenced: it names the lease it is made under, and the row must still hold that lease.
 """
 
 from __future__ import annotations
@@ -16,12 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from flujo.domain.errors import StateError
-from flujo.domain.interfaces import Migration
+from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
-from flujo.state._rows import RUN_COLUMNS, STEP_COLUMNS, dumps, run_from_row, step_from_row
+from flujo.state._rows import (
+    RUN_COLUMNS,
+    STEP_COLUMNS,
+    dumps,
+    fenced_out,
+    run_from_row,
+    step_from_row,
+)
 from flujo.state.migrations import core_migrations
 
 _RUNNING = RunStatus.RUNNING.value
+# A take's epoch is the run's new version: it grows with every take, and the taker knows it
+# before the take lands (the heartbeat renews it even while the event loop is blocked).
+_TAKE = "lease_epoch = version + 1, version = version + 1"
+# A run its holder finished: its lease is released, not lost (no other take since).
+_ENDED_UNDER = (
+    "SELECT 1 FROM workflow_state WHERE run_id = ? AND lease_epoch = ? AND status != 'running'"
+)
+# A run may be taken unless it succeeded or runs under another worker's live lease.
+_NOT_LIVE = (RunStatus.SUCCEEDED.value, _RUNNING)
+# The fence of every write a worker makes to its run: still running, still its take.
+_HELD = "run_id = ? AND status = 'running' AND lease_owner = ? AND lease_epoch = ?"
 
 
 class SQLiteBackend:
@@ -86,10 +105,10 @@ class SQLiteBackend:
             self._conn.close()
             self._conn = None
 
-    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> None:
+    async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> Lease:
         self.conn.execute(
-            f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?)",
+            f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at, "
+            "lease_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, 1, ?, ?, 1)",
             (
                 run.run_id,
                 run.pipeline_name,
@@ -106,24 +125,25 @@ class SQLiteBackend:
                 time.time() + lease_s,
             ),
         )
+        return Lease(owner, 1)
 
-    async def acquire_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
+    async def acquire_lease(
+        self, run_id: str, owner: str, lease_s: float, *, seen_version: int
+    ) -> Lease | None:
         now = time.time()
+        # The decision is this one statement, on the version the caller read: never on a
+        # separate read that another worker's commit could have overtaken.
         cur = self.conn.execute(
             "UPDATE workflow_state SET status = ?, output = NULL, error = NULL, "
-            "lease_owner = ?, lease_expires_at = ?, updated_at = ? WHERE run_id = ? AND "
-            "(status != ? OR lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
-            (_RUNNING, owner, now + lease_s, now, run_id, _RUNNING, owner, now),
+            "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
+            f"{_TAKE} WHERE run_id = ? AND version = ? AND status != ? AND (status != ? OR "
+            "lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
+            (_RUNNING, owner, now + lease_s, now, run_id, seen_version, *_NOT_LIVE, owner, now),
         )
-        return cur.rowcount == 1
+        return Lease(owner, seen_version + 1) if cur.rowcount == 1 else None
 
-    async def renew_lease(self, run_id: str, owner: str, lease_s: float) -> bool:
-        cur = self.conn.execute(
-            "UPDATE workflow_state SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? "
-            "AND status = ?",
-            (time.time() + lease_s, run_id, owner, _RUNNING),
-        )
-        return cur.rowcount == 1
+    def lease_renewer(self) -> _Renewer:
+        return _Renewer(self)
 
     async def claim_stale(
         self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
@@ -145,19 +165,44 @@ class SQLiteBackend:
                 )
             ]
             self.conn.executemany(
-                "UPDATE workflow_state SET lease_owner = ?, lease_expires_at = ? WHERE run_id = ?",
+                f"UPDATE workflow_state SET lease_owner = ?, lease_expires_at = ?, {_TAKE} "
+                "WHERE run_id = ?",
                 [(owner, now + lease_s, run_id) for run_id in ids],
             )
         return ids
 
     async def save_step(
-        self, run_id: str, index: int, step: StepResult, *, context_json: str, usage: Usage
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str,
+        usage: Usage,
+        lease: Lease,
     ) -> None:
         now = time.time()
         output = dumps(step.output)
         usage_json = dumps(usage.to_dict())
         conn = self.conn
+        held = (run_id, lease.owner, lease.epoch)
         with _Transaction(conn, f"saving step {step.name!r} of run {run_id}"):
+            # The run row first: its fence decides, and its lock keeps a claimer out until
+            # this commit is done.
+            if step.status is StepStatus.SUCCEEDED:
+                cur = conn.execute(
+                    "UPDATE workflow_state SET current_step = ?, context = ?, last_output = ?, "
+                    f"usage = ?, updated_at = ?, version = version + 1 WHERE {_HELD}",
+                    (index + 1, context_json, output, usage_json, now, *held),
+                )
+            else:
+                cur = conn.execute(
+                    "UPDATE workflow_state SET context = ?, usage = ?, updated_at = ?, "
+                    f"version = version + 1 WHERE {_HELD}",
+                    (context_json, usage_json, now, *held),
+                )
+            if cur.rowcount != 1:
+                raise fenced_out(run_id)
             conn.execute(
                 f"INSERT OR REPLACE INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -174,18 +219,6 @@ class SQLiteBackend:
                     now,
                 ),
             )
-            if step.status is StepStatus.SUCCEEDED:
-                conn.execute(
-                    "UPDATE workflow_state SET current_step = ?, context = ?, last_output = ?, "
-                    "usage = ?, updated_at = ? WHERE run_id = ?",
-                    (index + 1, context_json, output, usage_json, now, run_id),
-                )
-            else:
-                conn.execute(
-                    "UPDATE workflow_state SET context = ?, usage = ?, updated_at = ? "
-                    "WHERE run_id = ?",
-                    (context_json, usage_json, now, run_id),
-                )
 
     async def finalize_run(
         self,
@@ -196,11 +229,12 @@ class SQLiteBackend:
         error: str | None,
         context_json: str,
         usage: Usage,
+        lease: Lease,
     ) -> None:
-        self.conn.execute(
+        cur = self.conn.execute(
             "UPDATE workflow_state SET status = ?, output = ?, error = ?, context = ?, "
-            "usage = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL "
-            "WHERE run_id = ?",
+            "usage = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
+            f"version = version + 1 WHERE {_HELD}",
             (
                 status.value,
                 dumps(output),
@@ -209,8 +243,12 @@ class SQLiteBackend:
                 dumps(usage.to_dict()),
                 time.time(),
                 run_id,
+                lease.owner,
+                lease.epoch,
             ),
         )
+        if cur.rowcount != 1:
+            raise fenced_out(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = self.conn.execute(
@@ -253,6 +291,46 @@ class SQLiteBackend:
             raise StateError(f"state query failed: {exc}") from exc
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class _Renewer:
+    """Renews leases on a connection of its own, from the heartbeat thread: the backend's
+    connection may be inside a step's transaction, and the event loop may be blocked. An
+    in-memory database has no second connection; it shares the backend's (sqlite3 serializes
+    calls on one connection)."""
+
+    def __init__(self, backend: SQLiteBackend) -> None:
+        self._backend = backend
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if str(self._backend.path) == ":memory:":
+            return self._backend.conn
+        if self._conn is None:
+            conn = sqlite3.connect(
+                str(self._backend.path), check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA busy_timeout=10000")
+            self._conn = conn
+        return self._conn
+
+    def renew(self, run_id: str, lease: Lease, lease_s: float) -> bool:
+        try:
+            conn = self._connection()
+            cur = conn.execute(
+                f"UPDATE workflow_state SET lease_expires_at = ? WHERE {_HELD}",
+                (time.time() + lease_s, run_id, lease.owner, lease.epoch),
+            )
+            if cur.rowcount == 1:
+                return True
+            return conn.execute(_ENDED_UNDER, (run_id, lease.epoch)).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise StateError(f"renewing the lease of run {run_id} failed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class _Transaction:
