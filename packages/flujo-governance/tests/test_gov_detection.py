@@ -209,6 +209,20 @@ def test_presidio_defaults_redact_what_presidio_finds() -> None:
     assert strict == "My US number is (415) 555-0132, SSN <US_SSN>, mail <EMAIL>"
     by_presidio_name = PresidioEngine(entity_thresholds={"PHONE_NUMBER": 0.9})
     assert [f.kind for f in by_presidio_name.find(text)] == ["US_SSN", "EMAIL"]
+    lower = PIISettings(engine="presidio", presidio_entity_thresholds={"phone": 0.9})
+    assert PIIScrubbingPolicy(lower).scrubber.text(text, lambda k, v: f"<{k}>") == strict
     # The global threshold still governs the other kinds.
     assert PresidioEngine(score_threshold=1.0).find("mail ana@example.com")[0].kind == "EMAIL"
     assert PresidioEngine(score_threshold=1.0).find("from 203.0.113.42") == []
+
+
+def test_entity_thresholds_are_checked() -> None:
+    from pydantic import ValidationError
+
+    from flujo import ConfigError
+    from flujo_governance.settings import PIISettings
+
+    with pytest.raises(ConfigError, match="presidio_entity_thresholds: 'phone number'"):
+        PIISettings(presidio_entity_thresholds={"phone number": 0.4})
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        PIISettings(presidio_entity_thresholds={"PHONE": 1.5})

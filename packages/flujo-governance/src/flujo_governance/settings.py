@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flujo import ConfigError
 from flujo_governance.engines.base import CustomPattern, resolve_entities
 
 __all__ = [
@@ -110,7 +111,9 @@ class PIISettings(_Model):
     """A spaCy model (installed package name) for the presidio engine; ``None``: a blank
     English pipeline (pattern recognizers only, no download)."""
     presidio_score_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    presidio_entity_thresholds: dict[str, float] = Field(default_factory=dict)
+    presidio_entity_thresholds: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict
+    )
     """Per-kind minimum scores of the presidio engine (this package's kind names or
     Presidio's), over its defaults ``PHONE = 0.4``, ``US_SSN = 0.4``; other kinds use
     ``presidio_score_threshold``."""
@@ -122,6 +125,13 @@ class PIISettings(_Model):
         for entities in [self.entities, *(o.entities for o in self.overrides)]:
             if entities is not None:
                 resolve_entities(entities, allow_other=presidio)
+        for name in self.presidio_entity_thresholds:
+            # A kind name, this package's or Presidio's (PHONE_NUMBER), in any case.
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ConfigError(
+                    f"[governance.pii] presidio_entity_thresholds: {name!r} is not an entity "
+                    "name (PHONE, US_SSN, or a Presidio name such as PERSON)"
+                )
         return self
 
 

@@ -124,7 +124,9 @@ class PresidioEngine:
         self._all = entities is None
         self.score_threshold = score_threshold
         thresholds = {**DEFAULT_ENTITY_THRESHOLDS, **(entity_thresholds or {})}
-        self.entity_thresholds = {PRESIDIO_KINDS.get(k, k): v for k, v in thresholds.items()}
+        self.entity_thresholds = {
+            PRESIDIO_KINDS.get(k.upper(), k.upper()): v for k, v in thresholds.items()
+        }
         self._floor = min([score_threshold, *self.entity_thresholds.values()])
         self._analyzer = _analyzer(model)
         if entities is None:
