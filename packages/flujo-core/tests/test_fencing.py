@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flujo import Flujo, FlujoConfig, Pipeline, RunStatus, Step
+from flujo import Flujo, FlujoConfig, Pipeline, PipelineContext, RunStatus, Step, Usage
 from flujo.config import StateSettings
 from flujo.domain.errors import RunFinishedError, RunLeasedError
 from flujo.domain.interfaces import StateBackend
@@ -404,3 +404,51 @@ def test_concurrent_resumes_of_one_run_commit_each_step_once(
     assert finals == Counter(
         {(r, "failed"): 1 for r in run_ids} | {(r, "succeeded"): 1 for r in run_ids}
     )
+
+
+# --------------------------------------------------------------------------- draining
+
+_thief_uri: list[str] = []
+
+
+async def _stolen_mid_step(x: str, context: PipelineContext) -> str:
+    if x == "steal":
+        # Another worker takes the run while this step runs (as after this worker stalled).
+        thief = await _open(_thief_uri[0], Path("."))
+        try:
+            await thief.execute(
+                "UPDATE workflow_state SET lease_owner = 'thief', lease_epoch = version + 1, "
+                "version = version + 1 WHERE run_id = :r",
+                {"r": context.run_id},
+            )
+        finally:
+            await thief.close()
+    return x + "!"
+
+
+drained = Pipeline([Step.from_callable(_stolen_mid_step)])
+
+
+async def test_a_drain_goes_on_past_a_run_taken_from_it(state_uri: str, tmp_path: Path) -> None:
+    """``resume_stale_async`` (a worker draining abandoned runs): a run taken from it mid-step
+    is the new owner's; its commit is refused, and the drain goes on to the next run."""
+    _thief_uri[:] = [state_uri]
+    setup = await _open(state_uri, tmp_path)
+    try:
+        for name, x in (("a", "steal"), ("b", "keep")):
+            now = time.time()
+            record = RunRecord(
+                name, "drained", drained.version, None, RunStatus.RUNNING, x, None, None,
+                {"run_id": name}, Usage(), 0, now, now,
+            )  # fmt: skip
+            await setup.create_run(record, owner="dead", lease_s=0.05)
+            await asyncio.sleep(0.01)  # claimed in this order: oldest lease first
+        await _until_expired(state_uri, tmp_path)
+        config = FlujoConfig(state=StateSettings(uri=state_uri), plugin_manager=PluginManager())
+        async with Flujo(drained, config=config) as runner:
+            results = await runner.resume_stale_async()
+        assert [(r.run_id, r.output) for r in results] == [("b", "keep!")]
+        stolen = await setup.get_run("a")
+        assert stolen is not None and stolen.status is RunStatus.RUNNING and stolen.steps == []
+    finally:
+        await setup.close()

@@ -26,6 +26,7 @@ from flujo.config import FlujoConfig, load_config
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
     InputValidationError,
+    LeaseLostError,
     PipelineDefinitionError,
     PluginError,
     ResumeError,
@@ -408,7 +409,8 @@ class Flujo(Generic[ContextT]):
         """Claim runs of this pipeline whose worker died (expired lease) and finish them.
 
         Each stale run is claimed by exactly one worker, however many call this at once
-        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Returns the resumed runs' results.
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Returns the resumed runs' results; a run
+        another worker took over meanwhile (this one's commit refused) is left to it.
         """
         manager = await self._start()
         state = manager.runtime.state
@@ -424,8 +426,9 @@ class Flujo(Generic[ContextT]):
                 break
             try:
                 results.append(await self.resume_async(claimed[0]))
-            except (RunLeasedError, RunFinishedError):
-                continue  # another worker took it over between claim and start: theirs now
+            except (RunLeasedError, RunFinishedError, LeaseLostError):
+                # Another worker took it over, before or while this one ran it: theirs now.
+                continue
         return results
 
     def resume_stale(self, *, limit: int = 100) -> list[PipelineResult]:
