@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,9 @@ def _section(report: str, number: int) -> str:
 
 
 def _rows(db: Path, sql: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as conn:
+    # closing(): sqlite3's own context manager only commits; a connection left for the garbage
+    # collector deletes the -wal file whenever it runs, under a test listing the folder.
+    with closing(sqlite3.connect(db)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql)]
 

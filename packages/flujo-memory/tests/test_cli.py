@@ -24,7 +24,7 @@ def test_plugins_lists_memory(tmp_path: Path) -> None:
     assert entry["status"] == "ok", entry["error"]
     assert entry["registered"] == {
         "vector_stores": ["chroma", "memory", "pgvector", "qdrant"],
-        "embedders": ["fastembed", "hashing", "openai"],
+        "embedders": ["fastembed", "hashing", "openai", "wordllama"],
     }
     assert entry["sections"] == ["memory"]
 
@@ -69,7 +69,7 @@ def test_add_search_stats_forget_reindex(tmp_path: Path, config_file: Callable[.
 
     stats = flujo("memory", "stats", "--json", cwd=tmp_path)
     data = json.loads(stats.stdout)
-    assert data["memories"] == 2 and data["recorded_embedder"] == "hashing:v1:384"
+    assert data["memories"] == 2 and data["recorded_embedder"] == "wordllama:l2_supercat:256"
 
     reindexed = flujo("memory", "reindex", cwd=tmp_path)
     assert reindexed.returncode == 0, reindexed.stderr

@@ -141,3 +141,69 @@ def test_fastembed_without_the_extra_names_it() -> None:
 
     with pytest.raises(ExtraNotInstalledError, match=r"flujo-memory\[fastembed\]"):
         FastEmbedEmbedder()
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every attempt to resolve or connect is recorded and refused (loopback included)."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(repr(args[:2]))
+        raise OSError("network access is blocked in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_wordllama_loads_its_bundled_model_without_the_network(
+    no_network: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No user cache to fall back on either: the model must come from the wheel itself.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    from flujo_memory.embedders import WordLlamaEmbedder
+
+    embedder = WordLlamaEmbedder()
+    [vector] = embedder.embed_sync(["the invoice was paid twice"])
+    assert no_network == []
+    assert embedder.dimension == len(vector) == 256
+    assert embedder.identity == "wordllama:l2_supercat:256"
+    assert abs(sum(x * x for x in vector) - 1.0) < 1e-4
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+async def test_wordllama_is_semantic_where_hashing_is_not(no_network: list[str]) -> None:
+    """A paraphrase with no word in common is closer than an unrelated text: meaning, not
+    shared words (the hashing embedder scores both 0)."""
+    from flujo_memory.embedders import WordLlamaEmbedder
+
+    texts = [
+        "the customer wants their money back",
+        "client requesting a refund",
+        "the weather forecast predicts heavy snowfall",
+    ]
+    query, paraphrase, unrelated = await WordLlamaEmbedder().embed(texts)
+    assert _cosine(query, paraphrase) > _cosine(query, unrelated) + 0.1
+    hashed = [HashingEmbedder(384).embed_one(t) for t in texts]
+    assert _cosine(hashed[0], hashed[1]) == pytest.approx(0.0)
+    assert no_network == []
+
+
+def test_wordllama_truncated_dimension_and_bad_dimension() -> None:
+    from flujo_memory.embedders import WordLlamaEmbedder
+    from flujo_memory.errors import EmbedderConfigError
+
+    small = WordLlamaEmbedder(64)
+    assert len(small.embed_sync(["x y"])[0]) == 64 and small.identity.endswith(":64")
+    assert small.embed_sync([]) == []
+    with pytest.raises(EmbedderConfigError, match="64, 128 or 256"):
+        WordLlamaEmbedder(100)

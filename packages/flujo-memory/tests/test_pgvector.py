@@ -348,7 +348,7 @@ async def test_pipeline_run_two_recalls_run_one(
     assert second.status is RunStatus.SUCCEEDED, second.error
     assert second.output == ["fact: the build cache lives on the nfs share"]
     assert stats["store"] == "pgvector" and stats["memories"] == 1
-    assert stats["recorded_embedder"] == "hashing:v1:384" and stats["dimension"] == 384
+    assert stats["recorded_embedder"] == "wordllama:l2_supercat:256" and stats["dimension"] == 256
     assert "***" in stats["location"] or "@" not in stats["location"]
     assert "scan" in stats["filtered_search"]
 

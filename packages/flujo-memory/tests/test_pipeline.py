@@ -167,10 +167,10 @@ async def test_a_failing_embedder_is_retried_recorded_and_never_fails_the_run(
 async def test_collection_records_its_embedder(
     tmp_path: Path, config_file: Callable[..., Path]
 ) -> None:
-    cfg = config_file(index_steps=["learn"], hashing_dimension=64)
+    cfg = config_file(index_steps=["learn"], embedder="hashing", hashing_dimension=64)
     async with Flujo(learn_and_recall, config=cfg) as runner:
         await runner.run_async("built with 64 dimensions")
-    cfg = config_file(index_steps=["learn"], hashing_dimension=32)
+    cfg = config_file(index_steps=["learn"], embedder="hashing", hashing_dimension=32)
     async with Flujo(recall_only, config=cfg) as runner:
         result = await runner.run_async("fact: dimensions")
         stats = await runner.services["memory"].stats()

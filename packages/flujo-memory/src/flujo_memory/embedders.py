@@ -1,5 +1,6 @@
-"""Embedders: ``hashing`` (offline), ``openai`` (any OpenAI-compatible ``/v1/embeddings``) and
-``fastembed`` (local ONNX, the ``flujo-memory[fastembed]`` extra).
+"""Embedders: ``wordllama`` (the default: semantic, offline, weights shipped in its wheel),
+``hashing`` (dependency-free lexical fallback), ``openai`` (any OpenAI-compatible
+``/v1/embeddings``) and ``fastembed`` (local ONNX, the ``flujo-memory[fastembed]`` extra).
 
 Each has ``dimension`` and ``identity`` (``"name:model:dimension"``, recorded in the collection
 so a collection is never searched with vectors from another model).
@@ -177,6 +178,65 @@ class FastEmbedEmbedder:
             return [[float(x) for x in v] for v in self._model.embed(list(texts))]
 
         return await asyncio.to_thread(run)
+
+
+class WordLlamaEmbedder:
+    """Semantic embeddings from WordLlama's ``l2_supercat`` model (256 dimensions), offline.
+
+    WordLlama is a static embedding model: token vectors distilled from an LLM's embedding
+    codebook, average-pooled. Its weights (16 MB) and tokenizer ship inside the ``wordllama``
+    wheel, so loading never needs the network. Version 0.4 looks for the tokenizer under a
+    ``tokenizer/`` folder that the wheel does not have and then downloads it; pointing
+    ``cache_dir`` at the package's own folder (whose ``tokenizers/`` holds the file) and setting
+    ``disable_download`` finds the shipped file and makes a missing file an error instead of a
+    download.
+    """
+
+    MODEL = "l2_supercat"
+
+    def __init__(self, dimension: int = 256) -> None:
+        if dimension not in (64, 128, 256):
+            raise EmbedderConfigError(
+                f"wordllama embedder: dimension must be 64, 128 or 256, got {dimension}"
+            )
+        try:
+            import wordllama
+        except ImportError as exc:
+            raise ExtraNotInstalledError(
+                "the 'wordllama' embedder needs the wordllama package: pip install wordllama "
+                "(or set [memory] embedder = \"hashing\")"
+            ) from exc
+        from pathlib import Path
+
+        folder = Path(wordllama.__file__).parent
+        try:
+            # The shipped weights are 256-dimension; smaller sizes are Matryoshka truncations.
+            self._model: Any = wordllama.WordLlama.load(
+                config=self.MODEL,
+                cache_dir=folder,
+                dim=256,
+                trunc_dim=None if dimension == 256 else dimension,
+                disable_download=True,
+            )
+        except (OSError, ValueError) as exc:
+            raise EmbedderConfigError(
+                f"wordllama could not load its bundled model from {folder}: {exc}"
+            ) from exc
+        self.dimension = dimension
+        self.identity = f"wordllama:{self.MODEL}:{dimension}"
+
+    def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector per text (an empty text embeds to a zero vector)."""
+        if not texts:
+            return []
+        matrix = self._model.embed(list(texts), norm=True)
+        return [[float(x) for x in row] for row in matrix.tolist()]
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order (large batches run in a worker thread)."""
+        if len(texts) > 32:
+            return await asyncio.to_thread(self.embed_sync, texts)
+        return self.embed_sync(texts)
 
 
 def identity_of(embedder: Any, name: str) -> str:

@@ -62,6 +62,13 @@ def hashing_embedder(config: FlujoConfig) -> Any:
     return HashingEmbedder(_settings(config).hashing_dimension)
 
 
+def wordllama_embedder(config: FlujoConfig) -> Any:
+    """``wordllama``: semantic, offline (the model ships in the wheel); the default."""
+    from flujo_memory.embedders import WordLlamaEmbedder
+
+    return WordLlamaEmbedder(_settings(config).wordllama_dimension)
+
+
 def openai_embedder(config: FlujoConfig) -> Any:
     """``openai``: any OpenAI-compatible ``/v1/embeddings`` endpoint."""
     from flujo_memory.embedders import OpenAIEmbedder

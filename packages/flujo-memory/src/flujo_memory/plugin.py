@@ -45,9 +45,11 @@ def flujo_register_vector_stores(register: Register) -> None:
 
 @hookimpl
 def flujo_register_embedders(register: Register) -> None:
-    """Register the ``hashing``, ``openai`` and ``fastembed`` embedders."""
+    """Register the ``wordllama`` (default), ``hashing``, ``openai`` and ``fastembed``
+    embedders."""
     from flujo_memory import factories
 
+    register("wordllama", factories.wordllama_embedder)
     register("hashing", factories.hashing_embedder)
     register("openai", factories.openai_embedder)
     register("fastembed", factories.fastembed_embedder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -22,8 +23,9 @@ class MemorySettings(BaseModel):
     store: str = "qdrant"
     """Registered vector store: ``qdrant`` (default), ``memory``, ``chroma``, ``pgvector`` or a
     plugin's."""
-    embedder: str = "hashing"
-    """Registered embedder: ``hashing`` (default, lexical, offline), ``openai``, ``fastembed``."""
+    embedder: str = "wordllama"
+    """Registered embedder: ``wordllama`` (default, semantic, offline), ``hashing`` (lexical,
+    no dependencies), ``openai``, ``fastembed``."""
     collection: str = Field(default="flujo", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     """Collection (Qdrant collection / on-disk shard / Chroma collection) name."""
 
@@ -62,6 +64,8 @@ class MemorySettings(BaseModel):
     max_text_chars: int = Field(default=8000, ge=1)
     """Step outputs longer than this are cut before embedding."""
 
+    wordllama_dimension: Literal[64, 128, 256] = 256
+    """Dimension of the ``wordllama`` embedder (smaller = truncated, faster, less precise)."""
     hashing_dimension: int = Field(default=384, ge=8, le=65536)
     """Dimension of the ``hashing`` embedder."""
     openai_base_url: str = "https://api.openai.com/v1"
