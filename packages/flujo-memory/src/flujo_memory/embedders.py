@@ -204,7 +204,7 @@ class WordLlamaEmbedder:
         except ImportError as exc:
             raise ExtraNotInstalledError(
                 "the 'wordllama' embedder needs the wordllama package: pip install wordllama "
-                "(or set [memory] embedder = \"hashing\")"
+                '(or set [memory] embedder = "hashing")'
             ) from exc
         from pathlib import Path
 
