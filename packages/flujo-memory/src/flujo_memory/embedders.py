@@ -200,7 +200,7 @@ class WordLlamaEmbedder:
                 f"wordllama embedder: dimension must be 64, 128 or 256, got {dimension}"
             )
         try:
-            import wordllama
+            import wordllama  # type: ignore[import-untyped,unused-ignore]
         except ImportError as exc:
             raise ExtraNotInstalledError(
                 "the 'wordllama' embedder needs the wordllama package: pip install wordllama "
