@@ -10,7 +10,10 @@ datamodel-code-generator, operations, ruff formatting), in memory:
 
 Prints figures and asserts nothing. Needs flujo-openapi installed (skips otherwise).
 
-    python benchmarks/openapi.py [--runs 3]
+    python benchmarks/openapi.py [--runs 3] [--corpus DIR ...] [--corpus-only]
+
+``--corpus DIR`` also runs every public description in DIR (see ``openapi_corpus.py`` and
+``openapi_corpus.md``): generated / imported / skipped per spec, and the totals.
 """
 
 from __future__ import annotations
@@ -148,12 +151,22 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, action="append", default=[], metavar="DIR")
+    parser.add_argument("--corpus-only", action="store_true", help="skip the timing table")
+    parser.add_argument("--corpus-timeout", type=float, default=900, metavar="SECONDS")
     args = parser.parse_args()
     try:
         import flujo_openapi  # noqa: F401
     except ImportError:
         print("openapi benchmark skipped: flujo-openapi is not installed")
         return
+    if args.corpus:
+        from openapi_corpus import run_corpus  # beside this file
+
+        if args.corpus_only:
+            for directory in args.corpus:
+                run_corpus(directory, args.corpus_timeout)
+            return
     print(f"flujo dev import-openapi generation time (median of {args.runs} runs)")
     if TWILIO.is_file():
         _report("twilio api v2010", 10, _time(TWILIO, args.runs))
@@ -163,6 +176,8 @@ def main() -> None:
         spec = Path(tmp) / "synthetic.json"
         spec.write_text(json.dumps(synthetic_spec()))
         _report("synthetic 1,000 operations", 60, _time(spec, args.runs))
+    for directory in args.corpus:
+        run_corpus(directory, args.corpus_timeout)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,16 @@ class Corpus:
 def generated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     """Generate every corpus spec (package name = its id) and type-check all in one mypy run."""
     require_corpus()
-    base = tmp_path_factory.mktemp("corpus")
+    return generate_and_check(
+        {spec_id(spec): spec for spec in [*corpus(), *LOCAL_SPECS]},
+        tmp_path_factory.mktemp("corpus"),
+    )
+
+
+def generate_and_check(specs: dict[str, Path], base: Path) -> Corpus:
+    """Generate each spec (package name -> spec) under ``base``; one mypy --strict run."""
     packages: dict[str, Generated] = {}
-    for spec in [*corpus(), *LOCAL_SPECS]:
-        name = spec_id(spec)
+    for name, spec in specs.items():
         result = generate(str(spec), Options(package_name=name))
         root = base / name
         write_output(result, root)

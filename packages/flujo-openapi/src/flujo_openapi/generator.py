@@ -26,6 +26,7 @@ from typing import Any
 from flujo_openapi.errors import GenerationError, InvalidSpecError
 from flujo_openapi.loader import load_spec
 from flujo_openapi.naming import env_name, snake, unique
+from flujo_openapi.normalize import normalize
 from flujo_openapi.output import (
     MANIFEST,
     check_output,
@@ -913,6 +914,7 @@ def generate(
 
         say("converting Swagger 2.0 to OpenAPI 3.0")
         document = convert_swagger2(document)
+        document = normalize(document)
         try:
             validate(document)
         except InvalidSpecError as exc:
@@ -924,6 +926,7 @@ def generate(
                     break
             raise InvalidSpecError(pointer, exc.problem) from None
     else:
+        document = normalize(document)
         validate(document)
     info = document.get("info") or {}
     package = options.package_name or _package_name(str(info.get("title") or "api"))

@@ -270,16 +270,44 @@ def _parse_raw(data: bytes, location: str) -> Any:
     import yaml  # type: ignore[import-untyped, unused-ignore]
 
     try:
-        # The C loader when available (much faster on big specs), else the Python one.
-        # Aliases are not expanded here (an alias is the same object), so a bomb costs
-        # its own size; _Normalizer then refuses its expansion.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return yaml.load(text, Loader=loader)
+        # The C loader when available (much faster on big specs), else the Python one,
+        # with YAML 1.2 booleans (see _yaml_loader). Aliases are not expanded here (an alias
+        # is the same object), so a bomb costs its own size; _Normalizer then refuses its
+        # expansion.
+        return yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecLoadError(f"{location}: not valid JSON or YAML{where}: {problem}") from None
+
+
+_LOADERS: list[Any] = []
+
+
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader with YAML 1.2 booleans: only ``true``/``false`` are booleans.
+
+    YAML 1.1 (PyYAML's default) also reads ``yes``, ``no``, ``on``, ``off``, ``y`` and ``n``
+    as booleans, turning string enums such as ``[on, off]`` or the country code ``NO`` into
+    ``True``/``False``; OpenAPI documents are YAML 1.2.
+    """
+    if not _LOADERS:
+        import yaml
+
+        # The C loader when available (much faster on big specs), else the Python one.
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        bool_tag = "tag:yaml.org,2002:bool"
+        resolvers = {
+            first: [(tag, regexp) for tag, regexp in pairs if tag != bool_tag]
+            for first, pairs in base.yaml_implicit_resolvers.items()
+        }
+        loader: Any = type("OpenAPIYamlLoader", (base,), {"yaml_implicit_resolvers": resolvers})
+        loader.add_implicit_resolver(
+            bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+        )
+        _LOADERS.append(loader)
+    return _LOADERS[0]
 
 
 def _fetch(location: str, timeout_s: float) -> bytes:

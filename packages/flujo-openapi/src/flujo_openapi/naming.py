@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import keyword
 import re
+import unicodedata
 
 __all__ = ["MAX_TOOL_NAME", "env_name", "pascal", "snake", "tool_name", "unique"]
 
@@ -13,6 +14,8 @@ MAX_TOOL_NAME = 64
 
 
 def _words(text: str) -> list[str]:
+    # Accented letters keep their base letter (``café`` -> ``cafe``).
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
     text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
     return [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
@@ -45,7 +48,13 @@ def tool_name(operation_id: str | None, method: str, path: str) -> str:
     """The tool name for an operation, before uniqueness: its ``operationId`` made safe, or
     ``method_path``; longer than 64 characters: cut, with a hash of the full name appended."""
     base = operation_id or f"{method}_{path}"
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or method
+    # Accented letters keep their base letter (``café`` -> ``cafe``), the rest becomes ``_``.
+    ascii_base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_base).strip("_")
+    if not name.strip("_-"):
+        # Nothing usable in the operationId (non-ASCII, punctuation): method and path.
+        base = f"{method}_{path}"
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or method
     if len(name) > MAX_TOOL_NAME:
         digest = hashlib.sha256(base.encode()).hexdigest()[:8]
         name = f"{name[: MAX_TOOL_NAME - 9].rstrip('_')}_{digest}"

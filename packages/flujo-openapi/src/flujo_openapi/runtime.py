@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -389,6 +389,11 @@ def _build(endpoint: Endpoint, input: BaseModel) -> _Request:
             request.data[param.wire_name] = [_scalar(v) for v in plain]
         else:
             request.data[param.wire_name] = _scalar(plain)
+    if "?" in path:
+        # A path key with a fixed query part (``/things?kind=a``): httpx would replace it
+        # with the parameters, so it goes first among them.
+        path, _, fixed = path.partition("?")
+        request.params[:0] = parse_qsl(fixed, keep_blank_values=True)
     request.path = path
     return request
 
@@ -542,6 +547,10 @@ class ApiClient:
         kwargs: dict[str, Any] = {}
         if request.has_json:
             kwargs["json"] = request.json_body
+            media = endpoint.media_type or ""
+            if media not in ("application/json", "") and "*" not in media and "json" in media:
+                # A vendor JSON type (application/vnd.x+json): the server may insist on it.
+                headers.setdefault("Content-Type", media)
         elif request.content is not None:
             kwargs["content"] = request.content
             if endpoint.media_type:

@@ -25,6 +25,7 @@ from flujo_openapi.loader import (
     resolve_pointer,
 )
 from flujo_openapi.naming import env_name, pascal, snake, tool_name, unique
+from flujo_openapi.normalize import status_key
 
 __all__ = [
     "IO_MODULE",
@@ -276,12 +277,37 @@ class Plan:
 _JSON_RE = re.compile(r"^application/(.+\+)?json(;.*)?$|^\*/\*$|^application/\*$")
 
 
+_SUCCESS_RE = re.compile(r"^2(\d\d|XX)$")
+
+
+def _media_name(media: str) -> str:
+    """``"Application/JSON; charset=utf-8"`` -> ``"application/json"``."""
+    return str(media).split(";")[0].strip().lower()
+
+
 def _is_json(media: str) -> bool:
-    return bool(_JSON_RE.match(media.lower().strip()))
+    return bool(_JSON_RE.match(_media_name(media))) or _media_name(media) in _JSON_ALIASES
+
+
+_JSON_ALIASES = frozenset({"text/json", "application/x-json", "text/x-json"})
+
+
+def _json_rank(media: str) -> int:
+    """How good a JSON media type is: exact JSON first, then ``+json`` types, then wildcards."""
+    name = _media_name(media)
+    if name == "application/json":
+        return 0
+    return 2 if "*" in name else 1
+
+
+def _best_json(content: dict[str, Any]) -> str | None:
+    """The key of ``content`` with the best JSON media type, if any (ties: the first)."""
+    found = [m for m in content if _is_json(m)]
+    return min(found, key=_json_rank) if found else None
 
 
 def _is_text(media: str) -> bool:
-    media = media.lower().split(";")[0].strip()
+    media = _media_name(media)
     return media.startswith("text/") or media.endswith(("/xml", "+xml", "/yaml", "/csv"))
 
 
@@ -443,6 +469,16 @@ class _Planner:
                 if not isinstance(param, dict) or "name" not in param or "in" not in param:
                     raise _Unsupported(f"parameter {index} has no 'name' or 'in'")
                 merged[(str(param["name"]), str(param["in"]))] = param
+        wire_path = _wire_path(path, [n for n, location in merged if location == "path"])
+        for variable in _PATH_VARIABLE.findall(wire_path.partition("?")[0]):
+            if (variable, "path") not in merged:
+                # A template variable the spec forgot to declare: a required string.
+                merged[(variable, "path")] = {
+                    "name": variable,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
         properties: dict[str, Any] = {}
         required: list[str] = []
         params: list[ParamPlan] = []
@@ -460,10 +496,10 @@ class _Planner:
             if "schema" in param:
                 schema = param["schema"]
             elif isinstance(param.get("content"), dict) and param["content"]:
-                media, body = sorted(param["content"].items())[0]
-                if not _is_json(media) or not isinstance(body, dict):
-                    raise _Unsupported(f"parameter {name!r} has content type {media!r}")
-                schema = body.get("schema", {})
+                best = _best_json(param["content"])
+                body = param["content"][best] if best is not None else None
+                # A non-JSON parameter content type: the value is sent as the text given.
+                schema = body.get("schema", {}) if isinstance(body, dict) else {"type": "string"}
             else:
                 schema = {}
             self.resolver.check_refs(schema, f"{where}/parameters")
@@ -476,9 +512,6 @@ class _Planner:
             style = str(param.get("style", default_style))
             explode = bool(param.get("explode", style == "form"))
             params.append(ParamPlan(key, location, name, style, explode))
-        for variable in re.findall(r"{([^}]+)}", path):
-            if (variable, "path") not in merged:
-                raise _Unsupported(f"path variable {{{variable}}} has no path parameter")
         # The request body.
         media_type: str | None = None
         body = op.get("requestBody")
@@ -487,13 +520,9 @@ class _Planner:
             content = body.get("content") if isinstance(body, dict) else None
             if not isinstance(content, dict) or not content:
                 raise _Unsupported("the request body has no content")
-            media_type = _pick_media(list(content))
-            if media_type is None:
-                raise _Unsupported(
-                    f"request body media type(s) {', '.join(sorted(content))} not supported "
-                    "(JSON, form-urlencoded, multipart, text/plain and binary are)"
-                )
-            media = content[media_type] if isinstance(content[media_type], dict) else {}
+            media_key = _pick_media(content)
+            media_type = _media_name(media_key)
+            media = content[media_key] if isinstance(content[media_key], dict) else {}
             schema = media.get("schema", {})
             self.resolver.check_refs(schema, f"{where}/requestBody")
             body_required = bool(body.get("required", False))
@@ -513,7 +542,7 @@ class _Planner:
             else:
                 if _is_binary(media_type):
                     schema = {"type": "string", "format": "binary"}
-                elif media_type.startswith("text/"):
+                elif _is_text(media_type):
                     schema = {"type": "string"}
                 key = unique("body", used, limit=10_000)
                 properties[key] = _with_description(copy.deepcopy(schema), body.get("description"))
@@ -521,10 +550,14 @@ class _Planner:
                     required.append(key)
                 params.append(ParamPlan(key, "body", key))
         # Responses: the first documented 2xx is the output; 4xx/5xx/default are errors.
-        responses = op.get("responses") or {}
-        success = sorted(
-            str(c) for c in responses if str(c).startswith("2") or str(c).upper() == "2XX"
-        )
+        raw_responses = op.get("responses")
+        responses = {
+            status_key(c): r
+            for c, r in (raw_responses if isinstance(raw_responses, dict) else {}).items()
+        }
+        success = sorted(c for c in responses if _SUCCESS_RE.match(c))
+        if not success and "default" in responses:
+            success = ["default"]  # OpenAPI: default describes every undocumented status
         types_props: dict[str, Any] = {}
         output_kind = "none"
         extra: dict[str, Any] = {}
@@ -533,11 +566,9 @@ class _Planner:
             response = deref(responses[success[0]], f"{where}/responses/{success[0]}")
             content = response.get("content") if isinstance(response, dict) else None
             if isinstance(content, dict) and content:
-                json_media = [m for m in content if _is_json(m)]
-                if json_media:
-                    media = (
-                        content[json_media[0]] if isinstance(content[json_media[0]], dict) else {}
-                    )
+                best = _best_json(content)
+                if best is not None:
+                    media = content[best] if isinstance(content[best], dict) else {}
                     schema = media.get("schema", {})
                     self.resolver.check_refs(schema, f"{where}/responses")
                     types_props["output"] = self._named(schema, f"{prefix}Response", extra)
@@ -554,10 +585,10 @@ class _Planner:
             content = response.get("content") if isinstance(response, dict) else None
             if not isinstance(content, dict):
                 continue
-            json_media = [m for m in content if _is_json(m)]
-            if not json_media or not isinstance(content[json_media[0]], dict):
+            best = _best_json(content)
+            if best is None or not isinstance(content[best], dict):
                 continue
-            schema = content[json_media[0]].get("schema")
+            schema = content[best].get("schema")
             if schema is None:
                 continue
             self.resolver.check_refs(schema, f"{where}/responses")
@@ -589,7 +620,7 @@ class _Planner:
             class_prefix=prefix,
             operation_id=operation_id or name,
             method=method.upper(),
-            path=path,
+            path=wire_path,
             summary=str(op.get("summary") or "").strip(),
             description=_description(op, method, path),
             tags=tags,
@@ -629,19 +660,48 @@ class _Planner:
         return copy.deepcopy(schema) if schema is not None else {}
 
 
-def _pick_media(media_types: Sequence[str]) -> str | None:
-    lowered = {m.lower().split(";")[0].strip(): m for m in media_types}
+def _pick_media(content: dict[str, Any]) -> str:
+    """The key of the (non-empty) ``content`` map to send: JSON (the best one), a form,
+    plain text, other text (XML, CSV: sent as the string given), else binary (bytes)."""
+    best = _best_json(content)
+    if best is not None:
+        return best
     for test in (
-        _is_json,
         lambda m: m == "application/x-www-form-urlencoded",
         lambda m: m == "multipart/form-data",
         lambda m: m == "text/plain",
-        _is_binary,
+        _is_text,
     ):
-        for low, original in lowered.items():
-            if test(low):
-                return original.split(";")[0].strip()
-    return None
+        for key in content:
+            if test(_media_name(key)):
+                return key
+    return next(iter(content))
+
+
+_PATH_VARIABLE = re.compile(r"{([^{}/]+)}")
+
+
+def _wire_path(path: str, path_params: Sequence[str]) -> str:
+    """The path to request for the path key ``path``.
+
+    A ``#fragment`` is never sent (some specs use it only to tell operations apart); a
+    ``?query`` part is kept (the runtime sends it before the parameters). A declared path
+    parameter missing from the template is matched to an Express-style ``:name`` segment or
+    to a variable spelled in another case (``{Id}`` for ``id``).
+    """
+    head, sep, query = path.split("#", 1)[0].partition("?")
+    for name in path_params:
+        if "{" + name + "}" in head:
+            continue
+        colon = re.sub(r"(?<=/):" + re.escape(name) + r"(?=/|$)", "{" + name + "}", head)
+        if colon != head:
+            head = colon
+            continue
+        for variable in _PATH_VARIABLE.findall(head):
+            if variable.lower() == name.lower() and variable not in path_params:
+                head = head.replace("{" + variable + "}", "{" + name + "}")
+                break
+    return (head or "/") + sep + query
 
 
 def _matches(path: str, globs: Sequence[str]) -> bool:
