@@ -213,7 +213,7 @@ class Flujo(Generic[ContextT]):
                 tasks.record_failure("observer", message)
 
         coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
-        self._retriever = plugins.hook.flujo_retriever(runtime=runtime)
+        self._retriever = plugins.first_result("flujo_retriever", runtime=runtime)
         for impl in plugins.implementations("flujo_runtime_started"):
             try:
                 plugins.call(impl, runtime=runtime)

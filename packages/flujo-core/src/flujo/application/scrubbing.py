@@ -73,8 +73,8 @@ def _text(value: Any) -> str:
 def active_policy_names(config: FlujoConfig, plugins: PluginManager) -> list[str]:
     """``[run] policies`` followed by those plugins turn on (``flujo_active_policies``)."""
     names = list(config.run.policies)
-    for batch in plugins.hook.flujo_active_policies(config=config):
-        names += [n for n in batch or () if n not in names]
+    for batch in plugins.call_each("flujo_active_policies", config=config):
+        names += [n for n in batch if n not in names]
     return names
 
 

@@ -13,6 +13,15 @@ Compatibility: hook arguments are only ever *added*, never renamed or removed. A
 implementation may accept fewer arguments than the spec lists, so a plugin written against
 an older flujo-core keeps working.
 
+How hooks are called (one way, for every hook): each implementation is called once, as a
+plain function call, in plugin load order (by distribution name), with the arguments it names.
+Hooks that collect answers use every non-``None`` answer in that order; a ``firstresult`` hook
+(``flujo_retriever``) uses the first non-``None`` one and asks no further plugin. An
+implementation that cannot be called that way is a load error, listed as ``error`` by ``flujo
+plugins``: ``async def`` (never awaited), a generator function (its body would never run),
+``wrapper=True``/``hookwrapper=True`` and ``tryfirst``/``trylast`` (the order is the load
+order).
+
 Registration hooks receive a ``register(name, factory)`` callable. A factory takes the
 validated :class:`~flujo.config.FlujoConfig` and returns the object; it is only called when
 the object is used, so keep heavy imports inside it. Plugins load in order of distribution
@@ -159,7 +168,8 @@ def flujo_storage_migrations(dialect: str) -> Sequence[Migration]:
 def flujo_retriever(runtime: Runtime) -> Retriever | None:
     """Return the object that serves :meth:`PipelineContext.retrieve`, or ``None``.
 
-    The first non-``None`` answer wins; the memory plugin provides one.
+    The first non-``None`` answer in plugin load order wins (later plugins are not asked); the
+    memory plugin provides one.
 
     .. versionadded:: 0.1
     """

@@ -15,13 +15,13 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
-from flujo.domain.errors import PluginError
+from flujo.domain.errors import FlujoError, PluginError
 from flujo.plugins import hookspecs
 from flujo.plugins.registry import KINDS, Kind, Registry
 
@@ -87,30 +87,47 @@ class PluginInfo:
         }
 
 
-# Hooks called without awaiting: an async implementation would silently never run.
-OBSERVER_HOOKS = frozenset(
-    {
-        "flujo_step_completed",
-        "flujo_run_finalized",
-        "flujo_policy_decided",
-        "flujo_runtime_started",
-        "flujo_runtime_closing",
-    }
-)
+def _unsupported(impl: pluggy.HookImpl) -> str | None:
+    """Why flujo cannot call ``impl`` as written, or ``None`` when it can.
+
+    Flujo calls every implementation the same way: a plain call, in plugin load order, its
+    result used as returned. Anything that needs another calling convention would load and then
+    silently do nothing (an ``async def`` registration hook registers nothing, a wrapper never
+    runs), so it is refused at load time instead.
+    """
+    fn = impl.function
+    if impl.hookwrapper or impl.wrapper:
+        return (
+            "wrapper=True/hookwrapper=True implementations are not supported (flujo calls each "
+            "implementation once, in plugin load order); to wrap a step's execution implement "
+            "flujo_wrap_step"
+        )
+    if impl.tryfirst or impl.trylast:
+        return (
+            "tryfirst/trylast are not supported: implementations are called in plugin load "
+            "order (by distribution name)"
+        )
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return (
+            "must be a plain function, not an async function: hooks are never awaited "
+            "(schedule async work with runtime.tasks.schedule(...), or return an async context "
+            "manager from flujo_wrap_step)"
+        )
+    if inspect.isgeneratorfunction(fn):
+        return (
+            "must be a plain function, not a generator: a generator's body would never run "
+            "(decorate it with @contextlib.contextmanager where a context manager is expected)"
+        )
+    return None
 
 
-def _reject_async_observers(plugin: object, callers: Sequence[Any]) -> None:
-    # An async observer would be called and never awaited: its body would silently not run.
+def _reject_unsupported(plugin: object, callers: Sequence[Any]) -> None:
     for caller in callers:
-        if caller.name not in OBSERVER_HOOKS:
-            continue
         for impl in caller.get_hookimpls():
-            if impl.plugin is plugin and inspect.iscoroutinefunction(impl.function):
-                raise PluginError(
-                    impl.plugin_name,
-                    f"{caller.name} must be a plain function that schedules async work with "
-                    "runtime.tasks.schedule(...), not an async function",
-                )
+            if impl.plugin is plugin:
+                reason = _unsupported(impl)
+                if reason is not None:
+                    raise PluginError(impl.plugin_name, f"{caller.name} {reason}")
 
 
 class _FlujoPluggy(pluggy.PluginManager):
@@ -141,11 +158,6 @@ class PluginManager:
         self._sections: dict[str, tuple[type[BaseModel], str]] = {}
 
     # ------------------------------------------------------------------ loading
-
-    @property
-    def hook(self) -> Any:
-        """The pluggy hook relay: ``manager.hook.flujo_run_finalized(...)``."""
-        return self.pm.hook
 
     def load_entry_points(
         self,
@@ -212,12 +224,12 @@ class PluginManager:
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors vary in type
             return self._fail(info, f"invalid hook implementation: {exc}")
         try:
-            _reject_async_observers(plugin, self.pm.get_hookcallers(plugin) or ())
             unknown = sorted(
                 hc.name for hc in self.pm.get_hookcallers(plugin) or () if hc.spec is None
             )
             if unknown:
                 raise PluginError(name, f"implements unknown hook(s): {', '.join(unknown)}")
+            _reject_unsupported(plugin, self.pm.get_hookcallers(plugin) or ())
             info.hooks = sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or ())
             self._run_registrations(plugin, name)
             info.sections = self._collect_sections(plugin, name)
@@ -310,14 +322,41 @@ class PluginManager:
     def migrations(self, dialect: str) -> list[Migration]:
         """Every loaded plugin's storage migrations for ``dialect``."""
         found: list[Migration] = []
-        for batch in self.pm.hook.flujo_storage_migrations(dialect=dialect):
-            found.extend(batch or ())
+        for batch in self.call_each("flujo_storage_migrations", dialect=dialect):
+            found.extend(batch)
         return found
 
     def implementations(self, hook_name: str) -> list[pluggy.HookImpl]:
-        """The loaded implementations of ``hook_name`` (empty when none: skip the call)."""
+        """The loaded implementations of ``hook_name`` in plugin load order (the order every
+        hook is called in); empty when none, so the caller can skip the call."""
+        # pluggy keeps implementations in registration order (its own ``hook.X()`` calls them
+        # in reverse); registration order is load order because tryfirst/trylast and wrappers
+        # are refused at load time.
         impls: list[pluggy.HookImpl] = getattr(self.pm.hook, hook_name).get_hookimpls()
         return impls
+
+    def _answers(self, hook_name: str, kwargs: dict[str, Any]) -> Iterator[Any]:
+        """Call the implementations of ``hook_name`` lazily, in plugin load order, yielding
+        each non-``None`` result. An error names the plugin that raised it."""
+        for impl in self.implementations(hook_name):
+            try:
+                result = self.call(impl, **kwargs)
+            except FlujoError:
+                raise
+            except Exception as exc:
+                raise PluginError(impl.plugin_name, f"{hook_name} failed: {exc!r}") from exc
+            if result is not None:
+                yield result
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation of ``hook_name`` in plugin load order; return the
+        non-``None`` results in that order. An error names the plugin that raised it."""
+        return list(self._answers(hook_name, kwargs))
+
+    def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-``None`` result of ``hook_name`` in plugin load order, or ``None``;
+        later implementations are not called once one has answered."""
+        return next(self._answers(hook_name, kwargs), None)
 
     def notify(self, impls: Sequence[pluggy.HookImpl], **kwargs: Any) -> list[str]:
         """Call each observer in ``impls`` on its own; return the errors instead of raising.
