@@ -8,7 +8,8 @@ this recorder implements it and the scenario below makes the core call it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flujo import Flujo, FlujoConfig, Pipeline, PipelineContext, PolicyDecision, Step, hookimpl
 from flujo.application.runtime import Runtime
-from flujo.domain.events import PolicyDecided, RunFinalized, StepCompleted
+from flujo.domain.events import PolicyDecided, RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.domain.interfaces import Memory, Migration, ScoredMemory
 from flujo.plugins.manager import PluginManager, hook_names
 from flujo.state.sqlite import SQLiteBackend
@@ -124,6 +125,26 @@ class Recorder:
     @hookimpl
     def flujo_runtime_closing(self, runtime: Runtime) -> None:
         self._saw("flujo_runtime_closing")
+
+    @hookimpl
+    def flujo_run_started(self, event: RunStarted, runtime: Runtime) -> None:
+        self._saw("flujo_run_started")
+
+    @hookimpl
+    def flujo_step_started(self, event: StepStarted, runtime: Runtime) -> None:
+        self._saw("flujo_step_started")
+
+    @hookimpl
+    def flujo_wrap_step(
+        self, event: StepStarted, runtime: Runtime
+    ) -> contextlib.AbstractContextManager[None]:
+        self._saw("flujo_wrap_step")
+
+        @contextlib.contextmanager
+        def around() -> Iterator[None]:
+            yield
+
+        return around()
 
     @hookimpl
     def flujo_step_completed(self, event: StepCompleted, runtime: Runtime) -> None:

@@ -20,7 +20,7 @@ from flujo import (
     make_agent_async,
 )
 from flujo.application.runtime import Runtime
-from flujo.domain.events import RunFinalized, StepCompleted
+from flujo.domain.events import RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.plugins.manager import PluginManager
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.models import call_tool, scripted_model
@@ -118,6 +118,22 @@ class Sink:
         self.contexts: list[PipelineContext] = []
 
     @hookimpl
+    def flujo_run_started(self, event: RunStarted) -> None:
+        self.payloads += [event.input, event.context.model_dump(mode="json")]
+        self.payloads.append(dict(event.context_keys))
+        self.contexts.append(event.context)
+
+    @hookimpl
+    def flujo_step_started(self, event: StepStarted) -> None:
+        self.payloads += [event.input, event.context.model_dump(mode="json")]
+        self.payloads.append(dict(event.context_keys))
+        self.contexts.append(event.context)
+
+    @hookimpl
+    def flujo_wrap_step(self, event: StepStarted) -> None:
+        self.payloads += [event.input, event.context.model_dump(mode="json")]
+
+    @hookimpl
     def flujo_step_completed(self, event: StepCompleted) -> None:
         self.payloads += [event.input, event.step.output, event.step.error]
         self.payloads += [event.context.model_dump(mode="json"), dict(event.context_keys)]
@@ -163,7 +179,9 @@ async def test_scrub_keeps_secrets_out_of_the_database_and_plugins_and_restore_r
     # Observers get a scrubbed snapshot of the context, never the live object.
     assert live.card == SECRET
     assert sink.contexts and all(c is not live for c in sink.contexts)
-    assert [getattr(c, "card", None) for c in sink.contexts] == ["<CARD_1>", "<CARD_1>"]
+    # run started, step 1 started (card empty), step 1 completed, step 2 started and completed
+    cards = [getattr(c, "card", None) for c in sink.contexts]
+    assert cards == ["", "", "<CARD_1>", "<CARD_1>", "<CARD_1>"]
     # The core logs nothing raw either (this policy does not scrub logs: the core must not
     # put the secret in its own records; the step's own line logged the redacted input).
     assert caplog.records, "the step's log line is missing: the log check would prove nothing"

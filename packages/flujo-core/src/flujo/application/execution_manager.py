@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -12,12 +13,14 @@ from pydantic_core import to_json
 from flujo.application._maybe_await import maybe_await
 from flujo.application.scrubbing import Scrubbing, stored_form
 from flujo.application.step_coordinator import StepCoordinator
-from flujo.domain.events import RunFinalized, StepCompleted
+from flujo.application.step_wrappers import wrapped
+from flujo.domain.events import RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.domain.models import (
     Pipeline,
     PipelineResult,
     RunRecord,
     RunStatus,
+    Step,
     StepResult,
     StepStatus,
     Usage,
@@ -60,6 +63,9 @@ class ExecutionManager:
         # Looked up once: with no observers installed the hot path makes no hook calls.
         self._step_observers = plugins.implementations("flujo_step_completed")
         self._run_observers = plugins.implementations("flujo_run_finalized")
+        self._run_start_observers = plugins.implementations("flujo_run_started")
+        self._step_start_observers = plugins.implementations("flujo_step_started")
+        self._step_wrappers = plugins.implementations("flujo_wrap_step")
         self.scrubbing: Scrubbing = runtime.scrubbing
         if not self.scrubbing.active:
             # A runtime built without the runner (tests, embedders): the coordinator's policies.
@@ -125,12 +131,28 @@ class ExecutionManager:
         stored_steps = list(previous)  # what the database holds: scrubbed
         status = RunStatus.SUCCEEDED
         error: str | None = None
+        if self._run_start_observers:
+            snapshot, keys = self._snapshot(context, *await self._stored_context(context))
+            started = RunStarted(
+                run.run_id,
+                run.pipeline_name,
+                start,
+                await self.scrub(context, data),
+                snapshot,
+                keys,
+            )
+            self._observed(
+                self.runtime.plugins.notify(
+                    self._run_start_observers, event=started, runtime=self.runtime
+                )
+            )
         for index in range(start, len(self.pipeline.steps)):
             lease.check()
             step = self.pipeline.steps[index]
-            result = await self.coordinator.execute_step(
-                step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits
-            )
+            async with self._step_hooks(run, index, step, data, context):
+                result = await self.coordinator.execute_step(
+                    step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits
+                )
             usage.add(result.usage)
             steps.append(result)
             persisted = await self._scrubbed_step(context, result)
@@ -215,6 +237,43 @@ class ExecutionManager:
             output = await maybe_await(restore(context, output))
         return PipelineResult(run.run_id, status, output, steps, usage, error)
 
+    @asynccontextmanager
+    async def _step_hooks(
+        self,
+        run: RunRecord,
+        index: int,
+        step: Step,
+        data: Any,
+        context: PipelineContext,
+    ) -> AsyncIterator[None]:
+        """``flujo_step_started`` observers, then the body inside every ``flujo_wrap_step``
+        wrapper. Without either, no snapshot is taken and no hook called."""
+        if not (self._step_start_observers or self._step_wrappers):
+            yield
+            return
+        snapshot, keys = self._snapshot(context, *await self._stored_context(context))
+        event = StepStarted(
+            run.run_id,
+            run.pipeline_name,
+            index,
+            step.name,
+            await self.scrub(context, data),
+            snapshot,
+            step.tags,
+            keys,
+        )
+        plugins = self.runtime.plugins
+        if self._step_start_observers:
+            self._observed(
+                plugins.notify(self._step_start_observers, event=event, runtime=self.runtime)
+            )
+        record = self._observed_one
+        async with wrapped(plugins, self._step_wrappers, record, event=event, runtime=self.runtime):
+            yield
+
+    def _observed_one(self, message: str) -> None:
+        self.runtime.tasks.record_failure("observer", message)
+
     def _observed(self, errors: list[str]) -> None:
         for message in errors:
-            self.runtime.tasks.record_failure("observer", message)
+            self._observed_one(message)

@@ -14,6 +14,48 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A runner starts executing a run: a new one (``start == 0``) or a resumed one (``start``
+    is the index of the first step it will run). The run's row is already persisted.
+
+    Everything here is as stored: ``input`` (the data the first step to run receives) and
+    ``context`` went through the active policies' ``scrub``.
+
+    .. versionadded:: 0.2
+    """
+
+    run_id: str
+    pipeline_name: str
+    start: int
+    input: Any
+    context: PipelineContext
+    """A scrubbed snapshot of the run's context; never the live object."""
+    context_keys: Mapping[str, str] = field(default_factory=dict)
+    """As :attr:`StepCompleted.context_keys`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """A step is about to run (before its policies, agent, tools and retries).
+
+    ``input`` and ``context`` are scrubbed, as in :class:`StepCompleted`.
+
+    .. versionadded:: 0.2
+    """
+
+    run_id: str
+    pipeline_name: str
+    index: int
+    step_name: str
+    input: Any
+    context: PipelineContext
+    """A scrubbed snapshot of the run's context before the step; never the live object."""
+    tags: tuple[str, ...]
+    context_keys: Mapping[str, str] = field(default_factory=dict)
+    """As :attr:`StepCompleted.context_keys`."""
+
+
+@dataclass(frozen=True, slots=True)
 class StepCompleted:
     """A step finished (successfully or not) and its result is persisted.
 

@@ -28,9 +28,11 @@ the object is used, so keep heavy imports inside it. Plugins load in order of di
 name; when two register the same name, the second is reported with the collision (``flujo
 plugins`` shows it as ``error``) and not loaded, and the first keeps the name.
 
-Observer hooks (``flujo_step_completed``, ``flujo_run_finalized``, ``flujo_policy_decided``)
-run on the run's hot path: they may only *schedule* work with ``runtime.tasks.schedule(...)``,
-never wait for I/O. Errors they raise are logged and recorded, never raised into the run.
+Observer hooks (``flujo_run_started``, ``flujo_step_started``, ``flujo_step_completed``,
+``flujo_run_finalized``, ``flujo_policy_decided``) receive scrubbed data (a snapshot of the
+context, never the live object) and run on the run's hot path: they may only *schedule* work
+with ``runtime.tasks.schedule(...)``, never wait for I/O. Errors they raise are logged and
+recorded, never raised into the run.
 """
 
 from __future__ import annotations
@@ -41,12 +43,20 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
+
     import click
     from pydantic import BaseModel
 
     from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
-    from flujo.domain.events import PolicyDecided, RunFinalized, StepCompleted
+    from flujo.domain.events import (
+        PolicyDecided,
+        RunFinalized,
+        RunStarted,
+        StepCompleted,
+        StepStarted,
+    )
     from flujo.domain.interfaces import Migration, Retriever
 
 PROJECT_NAME = "flujo"
@@ -201,8 +211,65 @@ def flujo_runtime_closing(runtime: Runtime) -> None:
 
 
 @hookspec
+def flujo_run_started(event: RunStarted, runtime: Runtime) -> None:
+    """Observe a run starting to execute. May only schedule background work.
+
+    Called once each time a runner starts executing a run, after the run's row is persisted and
+    before its first step: for a new run (``event.start == 0``) and for each resume
+    (``event.start`` is the first step it runs). ``event.input`` and ``event.context`` are
+    scrubbed; the context is a snapshot, never the live object. Errors are logged and recorded
+    in ``runtime.tasks.failures``, never raised into the run.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flujo_step_started(event: StepStarted, runtime: Runtime) -> None:
+    """Observe a step about to run. May only schedule background work.
+
+    Called once per step execution, before the step's policies, agent, tools and retries, and
+    before :func:`flujo_wrap_step` is entered. ``event.input`` and ``event.context`` are
+    scrubbed; the context is a snapshot taken before the step. The step's end is observed by
+    :func:`flujo_step_completed` (the "step finished" hook). Errors are logged and recorded,
+    never raised into the run.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flujo_wrap_step(
+    event: StepStarted, runtime: Runtime
+) -> AbstractContextManager[object] | AbstractAsyncContextManager[object] | None:
+    """Return a context manager to wrap one step's execution, or ``None`` not to.
+
+    For tracing: open a span in ``__enter__`` (or ``__aenter__``), close it in ``__exit__``.
+    The context manager is entered in the task that runs the step, right before the step's
+    policies, agent, tool and sandbox calls, and exited right after them (before the result
+    is persisted and :func:`flujo_step_completed` is called). A ``contextvars`` variable set
+    on entry is therefore current for everything the step runs, tool calls included. Write
+    it with ``@contextlib.contextmanager`` / ``@contextlib.asynccontextmanager``; the hook
+    itself must be a plain function.
+
+    Wrappers are entered in plugin load order (the first plugin's is outermost) and exited in
+    reverse. A wrapper only observes: the value it yields is ignored, it cannot change the
+    step's input or result, and it cannot swallow an exception (a true ``__exit__`` return is
+    ignored). An error raised by the hook or by entering or exiting its context manager is
+    logged and recorded in ``runtime.tasks.failures``, never raised into the run; a wrapper
+    whose entry failed is not exited.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def flujo_step_completed(event: StepCompleted, runtime: Runtime) -> None:
-    """Observe a finished, persisted step. May only schedule background work.
+    """Observe a finished, persisted step (the "step finished" hook). May only schedule
+    background work.
+
+    Called for failed and blocked steps too, after any :func:`flujo_wrap_step` context manager
+    has exited. ``event`` is scrubbed; its context is a snapshot, never the live object.
 
     .. versionadded:: 0.1
     """

@@ -1,0 +1,69 @@
+"""Entering and exiting the context managers ``flujo_wrap_step`` implementations return."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from flujo.plugins.manager import PluginManager
+
+_log = logging.getLogger("flujo.plugins")
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+
+
+@asynccontextmanager
+async def wrapped(
+    plugins: PluginManager,
+    impls: Sequence[pluggy.HookImpl],
+    record: Callable[[str], None],
+    **kwargs: Any,
+) -> AsyncIterator[None]:
+    """Run the body inside every wrapper ``impls`` return, the first outermost.
+
+    The wrappers are entered here, in the caller's task, so a ``contextvars`` value a wrapper
+    sets on entry is current for the whole body (and for tasks the body starts, which copy the
+    context). A wrapper only observes: its errors are passed to ``record`` instead of reaching
+    the run, an ``__exit__`` that returns true does not swallow the body's exception, and a
+    wrapper whose entry failed is not exited.
+    """
+    entered: list[tuple[str, Any, bool]] = []
+    for impl in impls:
+        where = f"{impl.plugin_name}.flujo_wrap_step"
+        try:
+            manager = plugins.call(impl, **kwargs)
+            if manager is None:
+                continue
+            if hasattr(manager, "__aenter__") and hasattr(manager, "__aexit__"):
+                await manager.__aenter__()
+                entered.append((where, manager, True))
+            elif hasattr(manager, "__enter__") and hasattr(manager, "__exit__"):
+                manager.__enter__()
+                entered.append((where, manager, False))
+            else:
+                record(f"{where}: returned {type(manager).__name__}, not a context manager")
+        except Exception as exc:  # noqa: BLE001 - a wrapper never breaks the step it wraps
+            _log.exception("plugin %s step wrapper failed on entry", impl.plugin_name)
+            record(f"{where}: {exc!r}")
+    exc_info: ExcInfo = (None, None, None)
+    try:
+        yield
+    except BaseException as exc:
+        exc_info = (type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        for where, manager, is_async in reversed(entered):
+            try:
+                if is_async:
+                    await manager.__aexit__(*exc_info)
+                else:
+                    manager.__exit__(*exc_info)
+            except Exception as exc:  # noqa: BLE001 - a wrapper never breaks the step it wraps
+                _log.exception("step wrapper %s failed on exit", where)
+                record(f"{where}: {exc!r}")
