@@ -555,7 +555,7 @@ def test_unknown_tool_ids_are_config_errors(tmp_path: Path) -> None:
     config = load_config(empty, plugin_manager=manager)
 
     with pytest.raises(
-        ConfigError, match=re.escape("unknown tool 'acme.nope'; registered: acme.stock")
+        ConfigError, match=re.escape("unknown tool 'acme.nope'; registered: acme.stock (acme)")
     ):
         make_agent_async("test", "x", tools=["acme.nope"], config=config)
     with pytest.raises(ConfigError, match=re.escape("unknown tool 'acme.stock'")):

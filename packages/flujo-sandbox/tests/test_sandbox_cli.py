@@ -346,3 +346,53 @@ def test_exec_through_the_sidecar(tmp_path: Path, sidecar: Any) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "bearer token" in lines[0] and "FLUJO_SANDBOX_TOKEN" in lines[0]
+
+
+ACME = """
+from flujo import hookimpl
+from flujo.domain.interfaces import ExecutionResult
+
+
+class AcmeBox:
+    def __init__(self, config):
+        self.config = config
+
+    async def exec_code(self, code, lang="python", **kwargs):
+        return ExecutionResult(stdout="acme ran " + code, stderr="", exit_code=0, backend="acme")
+
+
+@hookimpl
+def flujo_register_sandboxes(register):
+    register("acme.box", AcmeBox)
+"""
+
+
+def _install_acme(site: Path) -> dict[str, str]:
+    """A third-party distribution registering sandbox ``acme.box``, as pip would install it."""
+    site.mkdir()
+    (site / "acme_box.py").write_text(ACME)
+    info = site / "acme_box-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-box\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[flujo.plugins]\nacme_box = acme_box\n")
+    return {
+        "PYTHONPATH": os.pathsep.join([str(site), *sys.path]),
+        "FLUJO_LOAD_PLUGINS": "acme-box,flujo-sandbox",
+    }
+
+
+def test_exec_and_config_accept_another_plugins_sandbox(tmp_path: Path) -> None:
+    env = _install_acme(tmp_path / "site")
+    proc = flujo("sandbox", "exec", "--backend", "acme.box", "-", cwd=tmp_path, env=env, stdin="x")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "acme ran x"
+    (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "acme.box"\n')
+    proc = flujo("sandbox", "exec", "-", cwd=tmp_path, env=env, stdin="y")
+    assert proc.returncode == 0 and proc.stdout == "acme ran y", proc.stderr
+    proc = flujo("sandbox", "exec", "--backend", "acme.bx", "-", cwd=tmp_path, env=env, stdin="z")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --backend: unknown sandbox 'acme.bx'; registered: acme.box (acme-box), "
+        "docker (flujo-sandbox), e2b (flujo-sandbox), local (flujo-sandbox), "
+        "remote (flujo-sandbox)"
+    ]

@@ -13,10 +13,12 @@ import pytest
 from pydantic import ValidationError
 
 import flujo_sandbox.plugin
-from flujo import ConfigError
+from flujo import ConfigError, hookimpl
 from flujo.config import load_config
+from flujo.domain.interfaces import ExecutionResult
 from flujo.plugins.manager import PluginManager
 from flujo_sandbox.errors import SandboxConfigError
+from flujo_sandbox.factory import configured_sandbox
 from flujo_sandbox.local import LocalSandbox
 from flujo_sandbox.remote import RemoteSandbox
 from flujo_sandbox.settings import SandboxSettings
@@ -42,9 +44,16 @@ def test_config_section_is_strict(tmp_path: Path) -> None:
     toml.write_text('[sandbox]\nbackend = "local"\nbakend = "x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[sandbox\].*bakend"):
         load_config(toml, plugin_manager=pm, environ={})
+    # Any registered name is valid; an unknown one fails where the sandbox is chosen, naming
+    # every registered sandbox and its plugin.
     toml.write_text('[sandbox]\nbackend = "podman"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="backend"):
-        load_config(toml, plugin_manager=pm, environ={})
+    config = load_config(toml, plugin_manager=pm, environ={})
+    with pytest.raises(ConfigError) as caught:
+        configured_sandbox(config)
+    assert str(caught.value) == (
+        "[sandbox] backend: unknown sandbox 'podman'; registered: docker (flujo-sandbox), "
+        "e2b (flujo-sandbox), local (flujo-sandbox), remote (flujo-sandbox)"
+    )
     toml.write_text("[sandbox.limits]\npids = 0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="pids"):
         load_config(toml, plugin_manager=pm, environ={})
@@ -63,6 +72,39 @@ def test_factories_build_configured_backends(tmp_path: Path) -> None:
     assert isinstance(local, LocalSandbox) and local.settings.limits.pids == 7
     remote = pm.registry.create("sandboxes", "remote", config)
     assert isinstance(remote, RemoteSandbox) and remote.settings.timeout_s == 7
+
+
+class AcmeBox:
+    """Another plugin's sandbox (it only echoes: what is tested is that it can be chosen)."""
+
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+    async def exec_code(self, code: str, lang: str = "python", **kwargs: object) -> ExecutionResult:
+        return ExecutionResult(stdout=f"acme ran {code}", stderr="", exit_code=0, backend="acme")
+
+
+class AcmePlugin:
+    @hookimpl
+    def flujo_register_sandboxes(self, register: object) -> None:
+        register("acme.box", AcmeBox)  # type: ignore[operator]
+
+
+def test_another_plugins_sandbox_is_chosen_by_name(tmp_path: Path) -> None:
+    pm = PluginManager()
+    pm.register(flujo_sandbox.plugin, DIST)
+    pm.register(AcmePlugin(), "acme-sandbox")
+    toml = tmp_path / "flujo.toml"
+    toml.write_text('[sandbox]\nbackend = "acme.box"\n', encoding="utf-8")
+    config = load_config(toml, plugin_manager=pm, environ={})
+    assert isinstance(configured_sandbox(config), AcmeBox)
+    assert isinstance(configured_sandbox(config, "local"), LocalSandbox)
+    with pytest.raises(
+        ConfigError,
+        match=r"^--backend: unknown sandbox 'acme\.bx'; .*"
+        r"acme\.box \(acme-sandbox\), docker \(flujo-sandbox\)",
+    ):
+        configured_sandbox(config, "acme.bx")
 
 
 def test_settings_model() -> None:

@@ -16,11 +16,9 @@ from flujo.cli import current_config
 from flujo.domain.errors import UserError
 from flujo_sandbox._common import clean_token, result_to_json
 from flujo_sandbox.errors import SandboxUnavailableError
-from flujo_sandbox.factory import build_sandbox, sandbox_settings
+from flujo_sandbox.factory import check_backend, configured_sandbox, sandbox_settings
 
 __all__ = ["sandbox"]
-
-BACKEND_CHOICE = click.Choice(["local", "remote", "docker", "e2b"])
 
 
 class CliUsageError(UserError):
@@ -34,7 +32,10 @@ def sandbox() -> None:
 
 @sandbox.command("exec")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--backend", type=BACKEND_CHOICE, help="Backend (default: [sandbox] backend).")
+@click.option(
+    "--backend",
+    help="Any registered sandbox name (default: [sandbox] backend); `flujo plugins` lists them.",
+)
 @click.option("--lang", default="python", show_default=True, help="python or bash.")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds (default: [sandbox] timeout_s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the ExecutionResult as JSON.")
@@ -52,8 +53,7 @@ def exec_(
                 code = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliUsageError(f"cannot read {source}: {exc}") from None
-    settings = sandbox_settings(current_config())
-    box = build_sandbox(settings, backend)  # type: ignore[arg-type]
+    box = configured_sandbox(current_config(), backend)
     result = asyncio.run(_exec_once(box, code, lang, timeout_s))
     if as_json:
         click.echo(json.dumps(result_to_json(result), indent=2))
@@ -89,10 +89,9 @@ async def _exec_once(box: Any, code: str, lang: str, timeout_s: float | None) ->
 @click.option("--port", default=8787, show_default=True, type=int, help="Port (0: any free).")
 @click.option(
     "--backend",
-    type=click.Choice(["local", "docker", "e2b"]),
     default="local",
     show_default=True,
-    help="Backend that runs the code.",
+    help="Registered sandbox that runs the code (any but remote; `flujo plugins` lists them).",
 )
 @click.option(
     "--token-env",
@@ -160,6 +159,11 @@ def serve(
                 f"--allow-origin {origin!r}: expected scheme://host[:port], e.g. "
                 "http://localhost:3000"
             )
+    if backend == "remote":
+        raise CliUsageError(
+            "--backend remote would forward to another sandbox service; name a sandbox that "
+            "runs code on this machine (local, docker, e2b or another plugin's)"
+        )
     settings = sandbox_settings(current_config())
     token: str | None
     generated = False
@@ -192,7 +196,7 @@ def serve(
             raise SandboxUnavailableError(
                 "local sandbox unavailable: " + "; ".join(report.problems)
             )
-    box = build_sandbox(settings, backend)  # type: ignore[arg-type]
+    box = configured_sandbox(current_config(), backend)
     ceilings = None
     if backend == "local":
         from flujo_sandbox.local import LocalSandbox
@@ -267,6 +271,7 @@ async def _serve(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(as_json: bool) -> None:
     """Report which backends can run on this machine, and why (not)."""
+    check_backend(current_config())
     settings = sandbox_settings(current_config())
     report = _doctor_report(settings)
     if as_json:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, get_args
 
+from flujo.domain.errors import ConfigError
 from flujo_sandbox.settings import Backend, SandboxSettings
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
+    from flujo.domain.interfaces import SandboxProtocol
 
-__all__ = ["SECTION", "build_sandbox", "sandbox_settings"]
+__all__ = ["SECTION", "build_sandbox", "configured_sandbox", "sandbox_settings"]
+
+BUILT_IN: tuple[Backend, ...] = get_args(Backend)
 
 SECTION = "sandbox"
 """The ``flujo.toml`` section this plugin owns."""
@@ -22,12 +26,13 @@ def sandbox_settings(config: FlujoConfig | None) -> SandboxSettings:
     return config.section(SECTION, SandboxSettings)
 
 
-def build_sandbox(settings: SandboxSettings, backend: Backend | None = None) -> Any:
-    """The sandbox for ``backend`` (default ``settings.backend``), configured by ``settings``.
+def build_sandbox(settings: SandboxSettings, name: Backend) -> SandboxProtocol:
+    """This package's sandbox ``name``, configured by ``settings``.
 
-    Cheap: no backend probes its environment or connects anywhere until it runs code.
+    Cheap: no backend probes its environment or connects anywhere until it runs code. To
+    build whichever sandbox is configured (another plugin's included), use
+    :func:`configured_sandbox`.
     """
-    name = backend or settings.backend
     if name == "local":
         from flujo_sandbox.local import LocalSandbox
 
@@ -40,11 +45,41 @@ def build_sandbox(settings: SandboxSettings, backend: Backend | None = None) -> 
         from flujo_sandbox.docker_backend import DockerSandbox
 
         return DockerSandbox(settings)
-    from flujo_sandbox.e2b_backend import E2BSandbox
+    if name == "e2b":
+        from flujo_sandbox.e2b_backend import E2BSandbox
 
-    return E2BSandbox(settings)
+        return E2BSandbox(settings)
+    raise ConfigError(f"unknown sandbox {name!r}; built in: {', '.join(BUILT_IN)}")
 
 
-def configured_sandbox(config: FlujoConfig) -> Any:
-    """The sandbox ``[sandbox] backend`` names."""
-    return build_sandbox(sandbox_settings(config))
+def configured_sandbox(config: FlujoConfig | None, name: str | None = None) -> SandboxProtocol:
+    """The sandbox registered as ``name`` (default ``[sandbox] backend``), from whichever
+    plugin registered it.
+
+    Goes through the plugin registry, so another plugin's sandbox is chosen the same way as
+    this package's, and an unknown name is a :class:`ConfigError` listing every registered
+    name and its plugin. Without a plugin manager only the built-in backends exist.
+    """
+    chosen = check_backend(config, name)
+    manager = config.plugin_manager if config is not None else None
+    if manager is None or config is None:
+        return build_sandbox(sandbox_settings(config), chosen)  # type: ignore[arg-type]
+    sandbox: SandboxProtocol = manager.registry.create("sandboxes", chosen, config)
+    return sandbox
+
+
+def check_backend(config: FlujoConfig | None, name: str | None = None) -> str:
+    """``name`` (default ``[sandbox] backend``) if a sandbox is registered under it, else a
+    :class:`ConfigError` saying where the name came from and listing the registered ones."""
+    where = "--backend" if name else "[sandbox] backend"
+    chosen = name or sandbox_settings(config).backend
+    manager = config.plugin_manager if config is not None else None
+    if manager is None:
+        if chosen not in BUILT_IN:
+            raise ConfigError(
+                f"{where}: unknown sandbox {chosen!r}; built in: {', '.join(BUILT_IN)} (another "
+                "plugin's sandbox needs a config with plugins loaded: flujo.load_config())"
+            )
+    elif chosen not in manager.registry.names("sandboxes"):
+        raise ConfigError(f"{where}: {manager.registry.unknown('sandboxes', chosen)}")
+    return chosen

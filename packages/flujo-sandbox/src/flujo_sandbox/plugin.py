@@ -11,20 +11,24 @@ from typing import TYPE_CHECKING, Any
 from flujo import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import click
     from pydantic import BaseModel
 
     from flujo.config import FlujoConfig
+    from flujo.domain.interfaces import SandboxProtocol
     from flujo.plugins.hookspecs import Register
+    from flujo_sandbox.settings import Backend
 
-BACKENDS = ("local", "remote", "docker", "e2b")
+BACKENDS: tuple[Backend, ...] = ("local", "remote", "docker", "e2b")
 
 
-def _sandbox_factory(backend: str) -> Any:
-    def create(config: FlujoConfig) -> Any:
+def _sandbox_factory(backend: Backend) -> Callable[[FlujoConfig], SandboxProtocol]:
+    def create(config: FlujoConfig) -> SandboxProtocol:
         from flujo_sandbox.factory import build_sandbox, sandbox_settings
 
-        return build_sandbox(sandbox_settings(config), backend)  # type: ignore[arg-type]
+        return build_sandbox(sandbox_settings(config), backend)
 
     return create
 

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["Backend", "LimitsSettings", "SandboxSettings"]
 
 Backend = Literal["local", "remote", "docker", "e2b"]
+"""The backends this package builds itself. ``[sandbox] backend`` takes any registered sandbox
+name, these or another plugin's."""
 
 
 class LimitsSettings(BaseModel):
@@ -51,9 +53,11 @@ class SandboxSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Backend = "remote"
-    """``remote`` (the production default: a sandbox service), ``local`` (bubblewrap on this
-    machine), ``docker`` or ``e2b``."""
+    backend: str = Field(default="remote", min_length=1)
+    """Any registered sandbox name (``flujo plugins`` lists them): ``remote`` (the production
+    default: a sandbox service), ``local`` (bubblewrap on this machine), ``docker``, ``e2b``,
+    or one another plugin registered. An unknown name is an error listing the registered
+    names and the plugin of each."""
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     """Wall-clock limit of one execution when the caller gives none."""
     max_timeout_s: float = Field(default=300.0, gt=0, le=86400)

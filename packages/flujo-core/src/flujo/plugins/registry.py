@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from flujo.domain.errors import ConfigError, PluginError
+from flujo.domain.errors import ConfigError, PluginError, UserError
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
@@ -84,16 +84,23 @@ class Registry:
         try:
             return self._entries[kind][name]
         except KeyError:
-            known = ", ".join(self.names(kind)) or "none (is the plugin installed?)"
-            raise ConfigError(f"unknown {_SINGULAR[kind]} {name!r}; registered: {known}") from None
+            raise ConfigError(self.unknown(kind, name)) from None
+
+    def unknown(self, kind: Kind, name: str) -> str:
+        """The message for an unregistered ``name``: every registered name of ``kind`` and the
+        plugin that registered it, so a typo or a missing plugin is plain to see."""
+        entries = self._entries[kind]
+        known = ", ".join(f"{n} ({entries[n].owner})" for n in sorted(entries))
+        known = known or "none (is the plugin installed?)"
+        return f"unknown {_SINGULAR[kind]} {name!r}; registered: {known}"
 
     def create(self, kind: Kind, name: str, config: FlujoConfig) -> Any:
         """Call the factory of ``name`` with ``config``; factory errors name the plugin."""
         reg = self.get(kind, name)
         try:
             return reg.factory(config)
-        except ConfigError:
-            raise
+        except UserError:
+            raise  # the user must fix it (a missing setting): one line, exit 2
         except Exception as exc:
             raise PluginError(
                 reg.owner, f"could not create {_SINGULAR[kind]} {name!r}: {exc}"
