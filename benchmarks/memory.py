@@ -16,7 +16,24 @@ approximate indexes depends on that structure. Queries are fresh draws from the 
 Target (issue #6) for the default store: >= 5,000 memories/s, p50 <= 10 ms at 100k,
 recall@10 >= 0.95. Prints figures, asserts nothing.
 
-    python benchmarks/memory.py [--sizes 10000,100000] [--queries 200] [--stores pgvector]
+Quality section (first; ``--section quality`` runs it alone): known-item retrieval on real
+text. The corpus is the docstrings of Python's own standard library, read (never imported) from
+the ``.py`` files of the running interpreter's stdlib folder with :mod:`ast`: for every module,
+class and function docstring whose summary line and body are long enough, the *summary line* is
+the query and the *rest of the docstring* is the memory to find (a docstring's summary and its
+body describe the same thing in different words: the known-item task of the issue). Files are
+split by a hash of their path into a tuning part (1 in 5, used to choose the BM25 constants)
+and a held-out part that every printed figure comes from. For ``hashing``, ``wordllama``
+(dense), BM25 (``lexical``) and ``hybrid`` (BM25 + wordllama, reciprocal rank fusion), all
+through the default store (Qdrant Edge on disk): hit rate at 10 (right memory in the top 10)
+and MRR@10. Then the defaults of a plain install at 100,000 memories (the corpus repeated with
+distinct copies): memories indexed per second (embedding, BM25 and the store's write, in the
+outbox's batches of 64) and end-to-end search latency (embed the query + hybrid search with
+the scope filter every search carries). Target (issue #19): hit@10 >= 0.55, >= 2,000
+memories/s, p50 <= 10 ms.
+
+    python benchmarks/memory.py [--section quality|stores|all] [--sizes 10000,100000]
+        [--queries 200] [--stores pgvector] [--split heldout|tune] [--quality-size 100000]
 """
 
 from __future__ import annotations
@@ -190,7 +207,16 @@ async def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--stores", default="", help="only stores whose name contains this")
+    parser.add_argument("--section", default="all", choices=["all", "quality", "stores"])
+    parser.add_argument("--split", default="heldout", choices=["heldout", "tune"])
+    parser.add_argument("--quality-size", type=int, default=100_000)
     args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)")
+    if args.section in ("all", "quality"):
+        await quality(args.split, args.quality_size)
+        print(f"load average after quality: {os.getloadavg()[0]:.1f}\n")
+    if args.section == "quality":
+        return
     rng = np.random.default_rng(6)
     centres = rng.normal(size=(1000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -232,6 +258,151 @@ async def main() -> None:
         pg.close()
     for note in sorted(notes):
         print(note)
+
+
+# ====================================================================== quality on real text
+
+
+def stdlib_docstrings(split: str) -> list[tuple[str, str]]:
+    """``(summary line, rest of the docstring)`` pairs from the stdlib's source (see the module
+    docstring), deduplicated, in a stable order; ``split`` picks the tuning or held-out files."""
+    import ast
+    import hashlib
+    import inspect
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo"}
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if skip & set(rel.parts):
+            continue
+        tune = hashlib.sha1(str(rel).encode()).digest()[0] % 5 == 0
+        if tune != (split == "tune"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        nodes = [tree] + [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        for node in nodes:
+            doc = ast.get_docstring(node)  # type: ignore[arg-type]
+            if not doc:
+                continue
+            doc = inspect.cleandoc(doc)
+            summary, _, body = doc.partition("\n")
+            summary, body = summary.strip(), body.strip()
+            if len(summary.split()) < 4 or len(body.split()) < 12:
+                continue
+            if summary in seen or body in seen:  # a known item must be unique
+                continue
+            seen.update((summary, body))
+            pairs.append((summary, body))
+    return pairs
+
+
+async def quality(split: str, big: int) -> None:
+    from flujo_memory import lexical
+    from flujo_memory.embedders import HashingEmbedder, WordLlamaEmbedder
+    from flujo_memory.stores.qdrant import QdrantEdgeStore
+
+    pairs = stdlib_docstrings(split)
+    rng = np.random.default_rng(19)
+    order = rng.permutation(len(pairs))
+    pairs = [pairs[i] for i in order[:10_000]]
+    asked = rng.choice(len(pairs), size=min(500, len(pairs)), replace=False)
+    print(
+        f"quality: {len(pairs):,} docstrings of the Python {platform.python_version()} standard "
+        f"library ({split} files), {len(asked)} known-item queries (summary line -> rest of "
+        "the docstring); store: qdrant (edge, default)\n"
+    )
+    header = f"{'method':34} {'hit@10':>7} {'MRR@10':>7} {'p50 ms':>7}"
+    print(header)
+    print("-" * len(header))
+    embedders: dict[str, Any] = {"hashing": HashingEmbedder(384), "wordllama": WordLlamaEmbedder()}
+    methods = [
+        ("hashing (dense, 384-d)", "hashing", "dense"),
+        ("wordllama (dense, 256-d)", "wordllama", "dense"),
+        ("bm25 (lexical)", "wordllama", "lexical"),
+        ("hybrid: bm25 + wordllama (RRF, default)", "wordllama", "hybrid"),
+    ]
+    bodies = [b for _, b in pairs]
+    built: dict[str, tuple[Any, Path]] = {}
+    try:
+        for name, embedder_name, mode in methods:
+            if embedder_name not in built:
+                folder = Path(tempfile.mkdtemp(prefix="flujo-quality-"))
+                store = QdrantEdgeStore(folder, "q")
+                vectors = await embedders[embedder_name].embed(bodies)
+                mems = [
+                    Memory(id=str(i), text=b, vector=v, scope="default")
+                    for i, (b, v) in enumerate(zip(bodies, vectors, strict=True))
+                ]
+                for start in range(0, len(mems), BATCH):
+                    await store.add(mems[start : start + BATCH])
+                built[embedder_name] = (store, folder)
+            store = built[embedder_name][0]
+            hits, rr, times = 0, 0.0, []
+            for i in asked:
+                t0 = time.perf_counter()
+                [qv] = await embedders[embedder_name].embed([pairs[i][0]])
+                found = await store.hybrid_search(
+                    pairs[i][0], qv, 10, filter={"scope": "default"}, mode=mode
+                )
+                times.append((time.perf_counter() - t0) * 1000)
+                ids = [h.memory.id for h in found]
+                if str(i) in ids:
+                    hits += 1
+                    rr += 1.0 / (ids.index(str(i)) + 1)
+            n = len(asked)
+            print(f"{name:34} {hits / n:>7.3f} {rr / n:>7.3f} {pct(times, 50):>7.2f}", flush=True)
+    finally:
+        for store, folder in built.values():
+            await store.close()
+            shutil.rmtree(folder, ignore_errors=True)
+    print(
+        f"(BM25: k1 {lexical.K1}, b {lexical.B}, avg length {lexical.AVG_LEN:g}; RRF k "
+        f"{lexical.RRF_K}, {lexical.CANDIDATES} candidates per half)\n"
+    )
+
+    # The defaults of a plain install at scale: wordllama + BM25 into Qdrant Edge, hybrid search.
+    embedder = embedders["wordllama"]
+    folder = Path(tempfile.mkdtemp(prefix="flujo-quality-big-"))
+    store = QdrantEdgeStore(folder, "big")
+    try:
+        texts = [bodies[i % len(bodies)] + f" (copy {i // len(bodies)})" for i in range(big)]
+        t0 = time.perf_counter()
+        for start in range(0, big, 64):  # [memory] batch_size: one embed + one write per batch
+            chunk = texts[start : start + 64]
+            vectors = await embedder.embed(chunk)
+            await store.add(
+                [
+                    Memory(id=f"m{start + j}", text=t, vector=v, scope="default")
+                    for j, (t, v) in enumerate(zip(chunk, vectors, strict=True))
+                ]
+            )
+        rate = big / (time.perf_counter() - t0)
+        times = []
+        for i in asked[:200]:
+            t0 = time.perf_counter()
+            [qv] = await embedder.embed([pairs[i][0]])
+            await store.hybrid_search(pairs[i][0], qv, 10, filter={"scope": "default"})
+            times.append((time.perf_counter() - t0) * 1000)
+        print(
+            f"plain-install defaults (wordllama + bm25, qdrant edge, hybrid) at {big:,} memories: "
+            f"{rate:,.0f} memories/s indexed (batches of 64: embed + BM25 + write); search "
+            f"(embed query + hybrid, scope filter) p50 {pct(times, 50):.2f} ms, "
+            f"p95 {pct(times, 95):.2f} ms"
+        )
+    finally:
+        await store.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ async def test_embedded_store_persists_across_reopen(tmp_path: Path) -> None:
     await store.add([Memory(id="a", text="alpha", vector=[1.0, 0.0, 0.0], metadata={"k": 1})])
     await store.close()
     again = QdrantEdgeStore(tmp_path, "c")
-    assert await again.get_info() == {"embedder": "e:1", "dimension": 3}
+    assert await again.get_info() == {"embedder": "e:1", "dimension": 3, "lexical": "bm25:v1"}
     hits = await again.search([1.0, 0.0, 0.0], 1, filter={"k": 1})
     assert [h.memory.text for h in hits] == ["alpha"]
     await again.close()

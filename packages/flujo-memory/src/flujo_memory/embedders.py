@@ -224,13 +224,43 @@ class WordLlamaEmbedder:
             ) from exc
         self.dimension = dimension
         self.identity = f"wordllama:{self.MODEL}:{dimension}"
+        # A private tokenizer without padding (embed_sync pools each text's own tokens).
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(self._model.tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._table = self._model.embedding[:, :dimension]
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
-        """One L2-normalised vector per text (an empty text embeds to a zero vector)."""
+        """One L2-normalised vector per text (a text without tokens embeds to a zero vector).
+
+        The same mean of token vectors as ``WordLlamaInference.embed``, computed without its
+        padding: it pads every text of a batch to the longest one and gathers a
+        ``batch x longest x dimension`` array, so one long memory made a batch of 64 cost 64
+        long ones (and an empty text divided by a zero norm, giving NaN).
+        """
+        import numpy as np
+
         if not texts:
             return []
-        matrix = self._model.embed(list(texts), norm=True)
-        return [[float(x) for x in row] for row in matrix.tolist()]
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        ids = np.fromiter(
+            itertools.chain.from_iterable(e.ids for e in encodings),
+            dtype=np.int64,
+            count=int(lengths.sum()),
+        )
+        np.clip(ids, 0, self._table.shape[0] - 1, out=ids)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        present = lengths > 0
+        if ids.size:
+            starts = (np.cumsum(lengths) - lengths)[present]
+            out[present] = np.add.reduceat(self._table[ids], starts, axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)  # the mean's norm: same direction
+        np.divide(out, norms, out=out, where=norms > 0)
+        rows: list[list[float]] = out.tolist()
+        return rows
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in order (large batches run in a worker thread)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from flujo.application.scrubbing import FINGERPRINT_PREFIX, Scrubbing
 from flujo.domain.errors import ConfigError
 from flujo.domain.interfaces import Memory, ScoredMemory
-from flujo_memory import outbox
+from flujo_memory import lexical, outbox
 from flujo_memory.embedders import identity_of
 from flujo_memory.errors import (
     CollectionMismatchError,
@@ -530,8 +530,9 @@ class MemoryService:
         if not await self._check_collection(len(vector), create=False):
             return []
         flt["scope"] = scope_str
-        results: list[ScoredMemory] = await self.get_store().search(vector, limit, filter=flt)
-        return results
+        return await lexical.search_store(
+            self.get_store(), self.settings.search, query, vector, limit, flt
+        )
 
     # ------------------------------------------------------------------ forgetting
 

@@ -26,6 +26,11 @@ class MemorySettings(BaseModel):
     embedder: str = "wordllama"
     """Registered embedder: ``wordllama`` (default, semantic, offline), ``hashing`` (lexical,
     no dependencies), ``openai``, ``fastembed``."""
+    search: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    """How memories are found: ``hybrid`` (default: BM25 over the words and the embedder's
+    vectors, fused by reciprocal rank), ``dense`` (vectors only) or ``lexical`` (BM25 only).
+    Stores without a lexical index (chroma, third-party stores) search ``dense`` under
+    ``hybrid``."""
     collection: str = Field(default="flujo", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     """Collection (Qdrant collection / on-disk shard / Chroma collection) name."""
 

@@ -1,8 +1,9 @@
 """``memory``: an in-process, exact (numpy) vector store for tests and small jobs.
 
 Nothing is persisted. Vectors are L2-normalised on the way in, so scores are cosine
-similarities. Every operation runs in a worker thread (``asyncio.to_thread``) under a lock, so
-a large search never blocks the event loop.
+similarities. Texts are also indexed lexically (BM25 postings, :mod:`flujo_memory.lexical`)
+for ``hybrid_search``. Every operation runs in a worker thread (``asyncio.to_thread``) under
+a lock, so a large search never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flujo.domain.interfaces import Memory, ScoredMemory
+from flujo_memory import lexical
 from flujo_memory.stores._common import check_query, check_vectors, matches
 
 _Matrix = npt.NDArray[np.float32]
@@ -37,6 +39,9 @@ class InMemoryStore:
         self._memories: list[Memory] = []
         self._buffer: _Matrix = np.zeros((0, 0), dtype=np.float32)
         self._info: dict[str, Any] | None = None
+        # term id -> {memory id: BM25 weight}; the document frequency is the posting's size.
+        self._postings: dict[int, dict[str, float]] = {}
+        self._terms: dict[str, list[int]] = {}
 
     @property
     def _matrix(self) -> _Matrix:
@@ -78,6 +83,7 @@ class InMemoryStore:
             rows = _normalise(np.asarray([m.vector for m in batch], dtype=np.float32))
             appended: list[int] = []
             for i, memory in enumerate(batch):
+                self._index_text(memory.id, memory.text)
                 stored = self._copy(memory)
                 index = self._ids.get(memory.id)
                 if index is None:
@@ -124,6 +130,69 @@ class InMemoryStore:
                 for i in top
             ]
 
+    def _index_text(self, memory_id: str, text: str) -> None:
+        self._unindex_text(memory_id)
+        indices, values = lexical.document_vector(text)
+        for index, value in zip(indices, values, strict=True):
+            self._postings.setdefault(index, {})[memory_id] = value
+        self._terms[memory_id] = indices
+
+    def _unindex_text(self, memory_id: str) -> None:
+        for index in self._terms.pop(memory_id, ()):
+            posting = self._postings.get(index)
+            if posting is not None:
+                posting.pop(memory_id, None)
+                if not posting:
+                    del self._postings[index]
+
+    async def hybrid_search(
+        self,
+        query_text: str,
+        query_vector: Sequence[float] | None,
+        limit: int,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        mode: lexical.SearchMode = "hybrid",
+    ) -> list[ScoredMemory]:
+        """``lexical``: BM25 over the texts; ``hybrid``: that and the dense search fused by
+        reciprocal rank; ``dense``: :meth:`search`. ``filter`` restricts both halves."""
+        if limit <= 0 or not self._memories:
+            return []
+        if mode == "dense" or (mode == "hybrid" and query_vector is None):
+            if query_vector is None:
+                raise ValueError("a dense search needs a query vector")
+            return await self.search(query_vector, limit, filter=filter)
+        depth = lexical.candidates(limit) if mode == "hybrid" else limit
+        words = await asyncio.to_thread(self._lexical, query_text, depth, filter)
+        if mode == "lexical":
+            return words
+        assert query_vector is not None
+        dense = await self.search(query_vector, depth, filter=filter)
+        return lexical.fuse([dense, words], limit)
+
+    def _lexical(
+        self, query_text: str, limit: int, filter: Mapping[str, Any] | None
+    ) -> list[ScoredMemory]:
+        with self._lock:
+            total = len(self._memories)
+            scores: dict[str, float] = {}
+            for index in lexical.query_vector(query_text)[0]:
+                posting = self._postings.get(index)
+                if not posting:
+                    continue
+                weight = lexical.idf(len(posting), total)
+                for memory_id, value in posting.items():
+                    scores[memory_id] = scores.get(memory_id, 0.0) + weight * value
+            ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            hits: list[ScoredMemory] = []
+            for memory_id, score in ranked:
+                memory = self._memories[self._ids[memory_id]]
+                if matches(memory, filter):
+                    hits.append(ScoredMemory(self._copy(memory), score))
+                    if len(hits) == limit:
+                        break
+            return hits
+
     @staticmethod
     def _copy(m: Memory) -> Memory:
         return Memory(
@@ -148,6 +217,10 @@ class InMemoryStore:
             ]
             removed = len(self._memories) - len(keep)
             if removed:
+                kept = {self._memories[i].id for i in keep}
+                for memory in self._memories:
+                    if memory.id not in kept:
+                        self._unindex_text(memory.id)
                 kept_rows = self._buffer[keep]
                 self._memories = [self._memories[i] for i in keep]
                 self._buffer = kept_rows
@@ -178,6 +251,7 @@ class InMemoryStore:
         """Forget everything, the collection record included."""
         with self._lock:
             self._ids, self._memories, self._info = {}, [], None
+            self._postings, self._terms = {}, {}
             self._buffer = np.zeros((0, 0), dtype=np.float32)
 
     async def close(self) -> None:

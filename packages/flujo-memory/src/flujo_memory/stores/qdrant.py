@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.interfaces import Memory, ScoredMemory
-from flujo_memory.errors import StoreUnavailableError
+from flujo_memory import lexical
+from flujo_memory.errors import CollectionMismatchError, StoreUnavailableError
 from flujo_memory.stores._common import (
     CORE_KEYS,
     check_query,
@@ -42,6 +43,15 @@ if TYPE_CHECKING:
 
 _WRITE_CHUNK = 2048
 _SCROLL_PAGE = 1024
+_LEX = "lex"
+"""Name of the sparse (BM25) vector beside the unnamed dense one."""
+
+
+def _no_lexical_index(where: str) -> CollectionMismatchError:
+    return CollectionMismatchError(
+        f"the memory collection at {where} was built without a lexical index (before hybrid "
+        'search); run `flujo memory reindex` to rebuild it, or set [memory] search = "dense"'
+    )
 
 
 # ====================================================================== embedded (qdrant-edge)
@@ -58,6 +68,7 @@ class QdrantEdgeStore:
         self._lock = threading.Lock()
         self._shard: qdrant_edge.EdgeShard | None = None
         self._dimension: int | None = None
+        self._lexical = False
 
     # ------------------------------------------------------------------ opening
 
@@ -73,10 +84,11 @@ class QdrantEdgeStore:
                 self._dimension = int(info["dimension"])
             if self.shard_path.is_dir() and any(self.shard_path.iterdir()):
                 self._shard = qe.EdgeShard.load(str(self.shard_path))
+                # Only shards created with the sparse vector record it (older ones: dense only).
+                self._lexical = (info or {}).get("lexical") == lexical.LEXICAL_ID
             elif dimension is not None or self._dimension is not None:
                 self._shard = self._create(qe, self._dimension or dimension or 0)
-                if info is None:
-                    self._write_info({"dimension": self._dimension})
+                self._write_info(info or {"dimension": self._dimension})
             else:
                 return None
         except StoreUnavailableError:
@@ -102,12 +114,15 @@ class QdrantEdgeStore:
     def _create(self, qe: Any, dimension: int) -> qdrant_edge.EdgeShard:
         self.root.mkdir(parents=True, exist_ok=True)
         config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
+            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            # BM25 without its IDF factor (flujo_memory.lexical); Qdrant applies the IDF.
+            sparse_vectors={_LEX: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         shard: qdrant_edge.EdgeShard = qe.EdgeShard.create(str(self.shard_path), config)
         for key in CORE_KEYS:
             shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
         self._dimension = dimension
+        self._lexical = True
         return shard
 
     def _read_info(self) -> dict[str, Any] | None:
@@ -153,10 +168,16 @@ class QdrantEdgeStore:
             check_vectors(memories[:1], self._dimension)
         for start in range(0, len(memories), _WRITE_CHUNK):
             points = [
-                qe.Point(point_id(m.id), list(m.vector or ()), to_payload(m))
+                qe.Point(point_id(m.id), self._vectors(qe, m), to_payload(m))
                 for m in memories[start : start + _WRITE_CHUNK]
             ]
             shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def _vectors(self, qe: Any, memory: Memory) -> Any:
+        dense = list(memory.vector or ())
+        if not self._lexical:
+            return dense
+        return {"": dense, _LEX: qe.SparseVector(*lexical.document_vector(memory.text))}
 
     async def search(
         self, query_vector: Sequence[float], limit: int, *, filter: Mapping[str, Any] | None = None
@@ -187,6 +208,67 @@ class QdrantEdgeStore:
                 with_payload=True,
             )
         )
+        return [ScoredMemory(from_payload(h.payload or {}), float(h.score)) for h in hits]
+
+    async def hybrid_search(
+        self,
+        query_text: str,
+        query_vector: Sequence[float] | None,
+        limit: int,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        mode: lexical.SearchMode = "hybrid",
+    ) -> list[ScoredMemory]:
+        """``lexical``: BM25 (sparse vectors, Qdrant's IDF); ``hybrid``: BM25 and the dense
+        search as two prefetches fused by Qdrant's reciprocal rank fusion; ``dense``:
+        :meth:`search`. ``filter`` restricts both halves."""
+        if limit <= 0:
+            return []
+        if mode == "dense":
+            if query_vector is None:
+                raise ValueError("a dense search needs a query vector")
+            return await self.search(query_vector, limit, filter=filter)
+        dense = None if query_vector is None else list(query_vector)
+        result: list[ScoredMemory] = await self._call(
+            self._hybrid, query_text, dense, limit, filter, mode
+        )
+        return result
+
+    def _hybrid(
+        self,
+        text: str,
+        dense: list[float] | None,
+        limit: int,
+        filter: Mapping[str, Any] | None,
+        mode: lexical.SearchMode,
+    ) -> list[ScoredMemory]:
+        import qdrant_edge as qe
+
+        shard = self._open(None)
+        if shard is None or self._dimension is None:
+            return []
+        if not self._lexical:
+            raise _no_lexical_index(str(self.shard_path))
+        flt = self._filter(filter)
+        sparse = qe.Query.Nearest(qe.SparseVector(*lexical.query_vector(text)), using=_LEX)
+        if mode == "lexical" or dense is None:
+            request = qe.QueryRequest(limit=limit, query=sparse, filter=flt, with_payload=True)
+        else:
+            check_query(dense, self._dimension)
+            depth = lexical.candidates(limit)
+            exact = qe.SearchParams(exact=True)
+            fusion: Any = qe.Fusion.Rrf(k=lexical.RRF_K)  # the stub omits the nested class
+            request = qe.QueryRequest(
+                limit=limit,
+                prefetches=[
+                    qe.Prefetch(depth, qe.Query.Nearest(dense), filter=flt, params=exact),
+                    qe.Prefetch(depth, sparse, filter=flt),
+                ],
+                query=fusion,
+                filter=flt,
+                with_payload=True,
+            )
+        hits = shard.query(request)
         return [ScoredMemory(from_payload(h.payload or {}), float(h.score)) for h in hits]
 
     async def delete(
@@ -229,8 +311,11 @@ class QdrantEdgeStore:
 
     def _write_info(self, info: Mapping[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        record = dict(info)
+        if self._lexical:  # what the shard was built with, whatever the caller writes
+            record["lexical"] = lexical.LEXICAL_ID
         tmp = self.info_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(info), sort_keys=True))
+        tmp.write_text(json.dumps(record, sort_keys=True))
         tmp.replace(self.info_path)
 
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
@@ -282,6 +367,7 @@ class QdrantEdgeStore:
         shutil.rmtree(self.shard_path, ignore_errors=True)
         self.info_path.unlink(missing_ok=True)
         self._dimension = None
+        self._lexical = False
 
     async def close(self) -> None:
         """Flush and close the shard (another process may open it afterwards)."""

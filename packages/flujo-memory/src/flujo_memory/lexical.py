@@ -1,0 +1,152 @@
+"""The lexical half of hybrid search: BM25 as sparse vectors, and reciprocal rank fusion.
+
+A memory's text becomes a sparse vector: one entry per distinct word (lower-cased ``\\w+``
+tokens, a few English stop words dropped, a light plural/suffix folding), indexed by a 32-bit
+hash of the word and valued by BM25's term-frequency saturation
+``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / AVG_LEN))``. The inverse document frequency
+is applied at query time by whoever holds the collection (Qdrant's ``IDF`` modifier, the
+in-memory store's own counts), so the document weights never need rewriting as the
+collection grows. ``AVG_LEN`` is a constant rather than the collection's true average
+length for the same reason (Qdrant's own BM25 does the same).
+
+Every store that supports hybrid search uses these functions, so ``search = "lexical"``
+ranks alike on all of them (pgvector uses PostgreSQL's full-text search instead: see its
+module).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from flujo.domain.interfaces import ScoredMemory
+from flujo_memory.errors import MemoryUserError
+
+
+class LexicalUnsupportedError(MemoryUserError):
+    """``[memory] search = "lexical"`` with a store that has no lexical index."""
+
+
+LEXICAL_ID = "bm25:v1"
+"""Recorded in a collection built with a lexical index; change it when tokens or weights do."""
+
+SearchMode = Literal["hybrid", "dense", "lexical"]
+
+K1 = 1.2
+B = 0.75
+AVG_LEN = 64.0
+RRF_K = 60
+"""Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (RRF_K + rank)."""
+CANDIDATES = 100
+"""How many results each half contributes before fusion (at least ``limit``)."""
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+_STOP = frozenset(
+    {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "is"}
+    | {"it", "its", "of", "on", "or", "that", "the", "this", "to", "was", "were", "will", "with"}
+)
+
+
+def _fold(word: str) -> str:
+    """A light English suffix folding so "files"/"file" and "returns"/"return" meet."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def tokens(text: str) -> list[str]:
+    """The indexed words of ``text``, in order."""
+    return [_fold(w) for w in (m.lower() for m in _TOKEN.findall(text)) if w not in _STOP]
+
+
+def term_id(token: str) -> int:
+    """A stable 32-bit index for ``token`` (Qdrant's sparse indices are unsigned 32-bit)."""
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little")
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _word_id(word: str) -> int:
+    """The term id of a raw word, ``-1`` for a stop word (cached: vocabularies repeat)."""
+    lower = word.lower()
+    return -1 if lower in _STOP else term_id(_fold(lower))
+
+
+def _ids(text: str) -> list[int]:
+    return [i for i in map(_word_id, _TOKEN.findall(text)) if i >= 0]
+
+
+def document_vector(text: str) -> tuple[list[int], list[float]]:
+    """``(indices, values)`` of a memory: BM25 term weights without the IDF factor."""
+    words = _ids(text)
+    if not words:
+        return [], []
+    norm = K1 * (1.0 - B + B * len(words) / AVG_LEN)
+    counts: Counter[int] = Counter(words)
+    indices = sorted(counts)
+    return indices, [counts[i] * (K1 + 1.0) / (counts[i] + norm) for i in indices]
+
+
+def query_vector(text: str) -> tuple[list[int], list[float]]:
+    """``(indices, values)`` of a query: each distinct word once (the IDF comes from the
+    store)."""
+    indices = sorted(set(_ids(text)))
+    return indices, [1.0] * len(indices)
+
+
+def idf(document_frequency: int, total: int) -> float:
+    """BM25's inverse document frequency (the ``+ 1`` keeps it positive; same as Qdrant's)."""
+    return math.log(1.0 + (total - document_frequency + 0.5) / (document_frequency + 0.5))
+
+
+def fuse(rankings: Sequence[Sequence[ScoredMemory]], limit: int) -> list[ScoredMemory]:
+    """Reciprocal rank fusion of ``rankings`` (each best first): the ``limit`` best, each
+    scored ``sum(1 / (RRF_K + rank))`` with ranks from 1. Ties keep the first ranking's order."""
+    scores: dict[str, float] = {}
+    first: dict[str, ScoredMemory] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            key = hit.memory.id
+            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
+            first.setdefault(key, hit)
+    order = sorted(scores, key=lambda k: -scores[k])  # stable: first-seen order breaks ties
+    return [ScoredMemory(first[k].memory, scores[k]) for k in order[:limit]]
+
+
+def candidates(limit: int) -> int:
+    """How many results each half of a hybrid search fetches for a final ``limit``."""
+    return max(limit, CANDIDATES)
+
+
+async def search_store(
+    store: Any,
+    mode: SearchMode,
+    text: str,
+    vector: Sequence[float],
+    limit: int,
+    filter: Mapping[str, Any],
+) -> list[ScoredMemory]:
+    """Search ``store`` as ``[memory] search`` says.
+
+    Stores with ``hybrid_search`` (flujo-memory's qdrant, memory and pgvector) run the mode
+    asked for. A store without it (a third-party store, chroma) can only search densely:
+    ``hybrid`` then degrades to dense (documented), and ``lexical`` is a configuration error
+    rather than a silent dense search.
+    """
+    hybrid = getattr(store, "hybrid_search", None)
+    if mode != "dense" and hybrid is not None:
+        results: list[ScoredMemory] = await hybrid(text, vector, limit, filter=filter, mode=mode)
+        return results
+    if mode == "lexical":
+        raise LexicalUnsupportedError(
+            f'[memory] search = "lexical": the {type(store).__name__} store has no lexical '
+            'index; use search = "hybrid" or "dense", or another store'
+        )
+    dense: list[ScoredMemory] = await store.search(vector, limit, filter=filter)
+    return dense

@@ -1,0 +1,181 @@
+"""Hybrid search (BM25 + dense, fused by reciprocal rank) on the stores that support it: the
+in-memory store and embedded Qdrant (real qdrant-edge shards on disk)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flujo.domain.interfaces import Memory, ScoredMemory
+from flujo_memory import lexical
+from flujo_memory.errors import CollectionMismatchError
+from flujo_memory.stores.memory import InMemoryStore
+from flujo_memory.stores.qdrant import QdrantEdgeStore
+
+TEXTS = [
+    "error ZX4471 means the license server refused the token",
+    "the printer on floor three is out of toner",
+    "reset a password from the account settings page",
+    "the vpn needs multi factor authentication",
+    "lunch is served in the cafeteria at noon",
+]
+
+
+def _vector(i: int) -> list[float]:
+    """Orthogonal axes: the dense half sees memory i only through the query's axis."""
+    return [1.0 if j == i else 0.0 for j in range(len(TEXTS))]
+
+
+def _memories(scope: str = "a") -> list[Memory]:
+    return [
+        Memory(id=f"{scope}-{i}", text=t, vector=_vector(i), scope=scope)
+        for i, t in enumerate(TEXTS)
+    ]
+
+
+@pytest.fixture(params=["memory", "qdrant"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    edge = QdrantEdgeStore(tmp_path / "memory", "hybrid")
+    yield edge
+    await edge.close()
+
+
+def _ids(hits: list[ScoredMemory]) -> list[str]:
+    return [h.memory.id for h in hits]
+
+
+async def test_lexical_finds_the_words_the_vector_misses(store: Any) -> None:
+    await store.add(_memories())
+    # The query's vector points at memory 1 (toner); its words name memory 0 only.
+    query, vector = "what does ZX4471 mean", _vector(1)
+    assert _ids(await store.hybrid_search(query, vector, 1, mode="dense")) == ["a-1"]
+    assert _ids(await store.hybrid_search(query, vector, 1, mode="lexical")) == ["a-0"]
+    both = _ids(await store.hybrid_search(query, vector, 2, mode="hybrid"))
+    assert sorted(both) == ["a-0", "a-1"]
+    scores = [h.score for h in await store.hybrid_search(query, vector, 5)]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_scope_filter_applies_to_both_halves(store: Any) -> None:
+    await store.add(_memories("a") + _memories("b"))
+    for mode in ("hybrid", "lexical", "dense"):
+        hits = await store.hybrid_search(
+            "ZX4471 license token", _vector(0), 10, filter={"scope": "b"}, mode=mode
+        )
+        assert hits and {h.memory.scope for h in hits} == {"b"}, mode
+    nothing = await store.hybrid_search("ZX4471", _vector(0), 10, filter={"scope": "zzz"})
+    assert nothing == []
+
+
+async def test_replaced_and_deleted_texts_leave_the_lexical_index(store: Any) -> None:
+    await store.add(_memories())
+    await store.add([Memory(id="a-0", text="a new text about kittens", vector=_vector(0))])
+    assert await store.hybrid_search("ZX4471", None, 5, mode="lexical") == []
+    assert _ids(await store.hybrid_search("kittens", None, 5, mode="lexical")) == ["a-0"]
+    await store.delete(ids=["a-0"])
+    assert await store.hybrid_search("kittens", None, 5, mode="lexical") == []
+
+
+async def test_words_only_in_another_scope_do_not_leak(store: Any) -> None:
+    await store.add(_memories("a"))
+    await store.add([Memory(id="secret", text="payroll ZX4471", vector=_vector(0), scope="b")])
+    hits = await store.hybrid_search("payroll", _vector(0), 5, filter={"scope": "a"})
+    assert "secret" not in _ids(hits)
+
+
+async def test_old_embedded_collection_without_a_lexical_index_asks_for_reindex(
+    tmp_path: Path,
+) -> None:
+    store = QdrantEdgeStore(tmp_path, "old")
+    await store.set_info({"embedder": "e:1", "dimension": 5})
+    await store.add(_memories())
+    await store.close()
+    # What a collection written before hybrid search looks like: no "lexical" in its record.
+    record = json.loads((tmp_path / "old.flujo.json").read_text())
+    assert record.pop("lexical") == lexical.LEXICAL_ID
+    (tmp_path / "old.flujo.json").write_text(json.dumps(record))
+    old = QdrantEdgeStore(tmp_path, "old")
+    assert _ids(await old.hybrid_search("x", _vector(2), 1, mode="dense")) == ["a-2"]
+    with pytest.raises(CollectionMismatchError, match="flujo memory reindex"):
+        await old.hybrid_search("ZX4471", _vector(2), 1)
+    memories = await old.scan()
+    await old.reset()  # what reindex does: rebuilt, the new shard has the lexical index
+    for m in memories:
+        m.vector = _vector(int(m.id[-1]))
+    await old.add(memories)
+    assert _ids(await old.hybrid_search("ZX4471", None, 1, mode="lexical")) == ["a-0"]
+    await old.close()
+
+
+def test_fusion_is_reciprocal_rank() -> None:
+    def hits(*ids: str) -> list[ScoredMemory]:
+        return [ScoredMemory(Memory(id=i, text=i), 1.0) for i in ids]
+
+    fused = lexical.fuse([hits("x", "y", "z"), hits("y")], 3)
+    assert _ids(fused) == ["y", "x", "z"]
+    assert fused[0].score == pytest.approx(1 / (lexical.RRF_K + 1) + 1 / (lexical.RRF_K + 2))
+    tie = lexical.fuse([hits("x", "y"), hits("y", "x")], 2)  # equal sums: first ranking's order
+    assert _ids(tie) == ["x", "y"]
+    assert lexical.fuse([hits("x"), []], 0) == []
+
+
+def test_tokens_fold_case_plurals_and_stop_words() -> None:
+    assert lexical.tokens("The Files of a Library") == ["file", "library"]
+    assert lexical.query_vector("files FILE")[0] == [lexical.term_id("file")]
+    assert lexical.document_vector("") == ([], [])
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+async def test_memory_search_setting_reaches_the_store(
+    mode: str, tmp_path: Path, config_file: Any
+) -> None:
+    """``[memory] search`` through a real runner on the default store and embedder: words no
+    memory contains find nothing lexically, while a dense search always ranks something."""
+    from memtest_pipelines import learn_only
+
+    from flujo import Flujo
+
+    cfg = config_file(index_steps=["learn"], search=mode)
+    async with Flujo(learn_only, config=cfg) as runner:
+        for text in ("error ZX4471 means the license was refused", "lunch is at noon"):
+            await runner.run_async(text)
+        service = runner.services["memory"]
+        await service.flush()
+        found = [h.memory.text for h in await service.search("ZX4471", limit=1)]
+        assert found == ["fact: error ZX4471 means the license was refused"]
+        unrelated = await service.search("qqqq", limit=2)
+        assert (unrelated == []) is (mode == "lexical")
+        info = await service.get_store().get_info()
+        assert info["lexical"] == lexical.LEXICAL_ID and info["embedder"].startswith("wordllama")
+
+
+async def test_lexical_search_on_a_store_without_a_lexical_index_is_an_error() -> None:
+    class DenseOnly:
+        async def search(self, vector: Any, limit: int, *, filter: Any = None) -> list[Any]:
+            raise AssertionError("lexical must not silently become dense")
+
+    with pytest.raises(lexical.LexicalUnsupportedError, match='search = "lexical"'):
+        await lexical.search_store(DenseOnly(), "lexical", "q", [1.0], 3, {})
+    assert await lexical.search_store(InMemoryStore(), "lexical", "q", [1.0], 3, {}) == []
+
+
+def test_wordllama_pools_each_text_alone_and_never_makes_nan() -> None:
+    """wordllama's own embed pads a batch to its longest text and divides an empty text's zero
+    vector by its zero norm (NaN, which the stores reject)."""
+    import math
+
+    from flujo_memory.embedders import WordLlamaEmbedder
+
+    embedder = WordLlamaEmbedder()
+    alone = embedder.embed_sync(["the vpn needs mfa"])[0]
+    batch = embedder.embed_sync(["", "the vpn needs mfa", "a long text " * 500])
+    assert batch[0] == [0.0] * 256
+    assert all(math.isfinite(x) for row in batch for x in row)
+    assert max(abs(a - b) for a, b in zip(alone, batch[1], strict=True)) < 1e-6
