@@ -1,5 +1,6 @@
 """Hybrid search (BM25 + dense, fused by reciprocal rank) on the stores that support it: the
-in-memory store and embedded Qdrant (real qdrant-edge shards on disk)."""
+in-memory store, embedded Qdrant (real qdrant-edge shards on disk) and the Qdrant server
+store's code on qdrant-client's local mode (no Qdrant server runs here)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,19 @@ def _memories(scope: str = "a") -> list[Memory]:
     ]
 
 
-@pytest.fixture(params=["memory", "qdrant"])
+@pytest.fixture(params=["memory", "qdrant", "qdrant-server-code"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield InMemoryStore()
+        return
+    if request.param == "qdrant-server-code":
+        from qdrant_client import AsyncQdrantClient
+
+        from flujo_memory.stores.qdrant import QdrantServerStore
+
+        server = QdrantServerStore(client=AsyncQdrantClient(location=":memory:"))
+        yield server
+        await server.close()
         return
     edge = QdrantEdgeStore(tmp_path / "memory", "hybrid")
     yield edge
@@ -112,6 +122,28 @@ async def test_old_embedded_collection_without_a_lexical_index_asks_for_reindex(
     await old.add(memories)
     assert _ids(await old.hybrid_search("ZX4471", None, 1, mode="lexical")) == ["a-0"]
     await old.close()
+
+
+async def test_server_collection_records_lexical_and_old_ones_ask_for_reindex() -> None:
+    from qdrant_client import AsyncQdrantClient
+    from qdrant_client import models as qm
+
+    from flujo_memory.stores.qdrant import QdrantServerStore
+
+    client = AsyncQdrantClient(location=":memory:")
+    store = QdrantServerStore(client=client, collection="new")
+    await store.set_info({"embedder": "e:1", "dimension": 5})
+    assert await store.get_info() == {"embedder": "e:1", "dimension": 5, "lexical": "bm25:v1"}
+    # A collection created before hybrid search: dense vectors only.
+    await client.create_collection(
+        "old", vectors_config=qm.VectorParams(size=5, distance=qm.Distance.COSINE)
+    )
+    old = QdrantServerStore(client=client, collection="old")
+    await old.add(_memories())
+    assert _ids(await old.hybrid_search("x", _vector(2), 1, mode="dense")) == ["a-2"]
+    with pytest.raises(CollectionMismatchError, match="flujo memory reindex"):
+        await old.hybrid_search("ZX4471", _vector(2), 1)
+    await client.close()
 
 
 def test_fusion_is_reciprocal_rank() -> None:

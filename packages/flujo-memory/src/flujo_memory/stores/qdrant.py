@@ -47,6 +47,10 @@ _LEX = "lex"
 """Name of the sparse (BM25) vector beside the unnamed dense one."""
 
 
+def _with_lexical(info: Mapping[str, Any]) -> dict[str, Any]:
+    return {**info, "lexical": lexical.LEXICAL_ID}
+
+
 def _no_lexical_index(where: str) -> CollectionMismatchError:
     return CollectionMismatchError(
         f"the memory collection at {where} was built without a lexical index (before hybrid "
@@ -409,6 +413,7 @@ class QdrantServerStore:
         self.collection = collection
         self._dimension: int | None = None
         self._ready = False
+        self._lexical = False
         self._create_lock = asyncio.Lock()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
@@ -431,13 +436,15 @@ class QdrantServerStore:
             return True
         exists = bool(await self._guard(self.client.collection_exists(self.collection)))
         if exists:
-            info = await self.get_info()
-            if info is not None and "dimension" in info:
+            col = await self._guard(self.client.get_collection(self.collection))
+            info = dict(getattr(col.config, "metadata", None) or {})
+            if "dimension" in info:
                 self._dimension = int(info["dimension"])
             else:
-                col = await self._guard(self.client.get_collection(self.collection))
                 vectors = col.config.params.vectors
                 self._dimension = int(getattr(vectors, "size", 0)) or None
+            # Collections created before hybrid search have no sparse vector: dense only.
+            self._lexical = _LEX in (col.config.params.sparse_vectors or {})
             self._ready = True
         return exists
 
@@ -451,7 +458,9 @@ class QdrantServerStore:
                 self.client.create_collection(
                     self.collection,
                     vectors_config=qm.VectorParams(size=dimension, distance=qm.Distance.COSINE),
-                    metadata=dict(info) if info is not None else None,
+                    # BM25 without its IDF factor (flujo_memory.lexical); Qdrant applies the IDF.
+                    sparse_vectors_config={_LEX: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+                    metadata=_with_lexical(info) if info is not None else None,
                 )
             )
             with warnings.catch_warnings():
@@ -468,6 +477,7 @@ class QdrantServerStore:
                         )
                     )
             self._dimension = dimension
+            self._lexical = True
             self._ready = True
 
     def _filter(
@@ -494,12 +504,71 @@ class QdrantServerStore:
         check_vectors(memories, self._dimension)
         for start in range(0, len(memories), _WRITE_CHUNK):
             points = [
-                qm.PointStruct(
-                    id=point_id(m.id), vector=list(m.vector or ()), payload=to_payload(m)
-                )
+                qm.PointStruct(id=point_id(m.id), vector=self._vectors(m), payload=to_payload(m))
                 for m in memories[start : start + _WRITE_CHUNK]
             ]
             await self._guard(self.client.upsert(self.collection, points=points, wait=True))
+
+    def _vectors(self, memory: Memory) -> Any:
+        from qdrant_client import models as qm
+
+        dense = list(memory.vector or ())
+        if not self._lexical:
+            return dense
+        indices, values = lexical.document_vector(memory.text)
+        return {"": dense, _LEX: qm.SparseVector(indices=indices, values=values)}
+
+    async def hybrid_search(
+        self,
+        query_text: str,
+        query_vector: Sequence[float] | None,
+        limit: int,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        mode: lexical.SearchMode = "hybrid",
+    ) -> list[ScoredMemory]:
+        """As :meth:`QdrantEdgeStore.hybrid_search`, with the server's query API: two filtered
+        prefetches fused by reciprocal rank (``k = 60``)."""
+        if mode == "dense":
+            if query_vector is None:
+                raise ValueError("a dense search needs a query vector")
+            return await self.search(query_vector, limit, filter=filter)
+        if limit <= 0 or not await self._exists() or self._dimension is None:
+            return []
+        if not self._lexical:
+            raise _no_lexical_index(f"collection {self.collection!r} on {self.url}")
+        from qdrant_client import models as qm
+
+        flt = self._filter(filter)
+        indices, values = lexical.query_vector(query_text)
+        sparse = qm.SparseVector(indices=indices, values=values)
+        if mode == "lexical" or query_vector is None:
+            call = self.client.query_points(
+                self.collection,
+                query=sparse,
+                using=_LEX,
+                limit=limit,
+                query_filter=flt,
+                with_payload=True,
+            )
+        else:
+            check_query(query_vector, self._dimension)
+            depth = lexical.candidates(limit)
+            call = self.client.query_points(
+                self.collection,
+                prefetch=[
+                    qm.Prefetch(query=list(query_vector), filter=flt, limit=depth),
+                    qm.Prefetch(query=sparse, using=_LEX, filter=flt, limit=depth),
+                ],
+                query=qm.RrfQuery(rrf=qm.Rrf(k=lexical.RRF_K)),
+                limit=limit,
+                query_filter=flt,
+                with_payload=True,
+            )
+        response = await self._guard(call)
+        return [
+            ScoredMemory(from_payload(p.payload or {}), float(p.score)) for p in response.points
+        ]
 
     async def search(
         self, query_vector: Sequence[float], limit: int, *, filter: Mapping[str, Any] | None = None
@@ -559,7 +628,8 @@ class QdrantServerStore:
     async def set_info(self, info: Mapping[str, Any]) -> None:
         """Create the collection (if needed) and record ``info`` in its metadata."""
         await self._ensure(int(info["dimension"]), info)
-        await self._guard(self.client.update_collection(self.collection, metadata=dict(info)))
+        record = _with_lexical(info) if self._lexical else dict(info)
+        await self._guard(self.client.update_collection(self.collection, metadata=record))
 
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """How many memories match ``filter``."""
@@ -591,7 +661,7 @@ class QdrantServerStore:
     async def reset(self) -> None:
         """Drop the collection."""
         await self._guard(self.client.delete_collection(self.collection))
-        self._ready, self._dimension = False, None
+        self._ready, self._dimension, self._lexical = False, None, False
 
     async def close(self) -> None:
         """Close the client."""
