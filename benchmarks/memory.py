@@ -17,11 +17,12 @@ Target (issue #6) for the default store: >= 5,000 memories/s, p50 <= 10 ms at 10
 recall@10 >= 0.95. Prints figures, asserts nothing.
 
 Quality section (first; ``--section quality`` runs it alone): known-item retrieval on real
-text. The corpus is the docstrings of Python's own standard library and of common packages installed
-beside it (``COMMON_PACKAGES``: numpy, pydantic, httpx, requests, click, rich, jinja2...), read (never imported) from their ``.py`` files with
-:mod:`ast`, 10,000 of them drawn at random: for every module,
-class and function docstring whose summary line and body are long enough, the *summary line* is
-the query and the *rest of the docstring* is the memory to find (a docstring's summary and its
+text. The corpus is the docstrings of Python's own standard library and of common packages
+installed beside it (``COMMON_PACKAGES``: numpy, pydantic, httpx, requests, click, rich,
+jinja2...), read (never imported) from their ``.py`` files with :mod:`ast`, 10,000 of them
+drawn at random: for every module, class and function docstring whose summary line and body
+are long enough, the *summary line* is the query and the *rest of the docstring* is the
+memory to find (a docstring's summary and its
 body describe the same thing in different words: the known-item task of the issue). Files are
 split by a hash of their path into a tuning part (1 in 5, used to choose the BM25 constants)
 and a held-out part that every printed figure comes from. For ``hashing``, ``wordllama``
