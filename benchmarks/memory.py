@@ -24,7 +24,7 @@ drawn at random: for every module, class and function docstring whose summary li
 are long enough, the *summary line* is the query and the *rest of the docstring* is the
 memory to find (a docstring's summary and its
 body describe the same thing in different words: the known-item task of the issue). Files are
-split by a hash of their path into a tuning part (1 in 5, used to choose the BM25 constants)
+split by a hash of their path into a tuning part (1 in 5, the only part any constant was tried on)
 and a held-out part that every printed figure comes from. For ``hashing``, ``wordllama``
 (dense), BM25 (``lexical``) and ``hybrid`` (BM25 + wordllama, reciprocal rank fusion), all
 through the default store (Qdrant Edge on disk): hit rate at 10 (right memory in the top 10)
