@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from flujo.application.scrubbing import Scrubbing
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flujo.application.background import BackgroundTaskManager
     from flujo.config import FlujoConfig
-    from flujo.domain.interfaces import StateBackend
+    from flujo.domain.interfaces import (
+        Embedder,
+        Evaluator,
+        GovernancePolicy,
+        SandboxProtocol,
+        StateBackend,
+        VectorStoreProtocol,
+    )
     from flujo.plugins.manager import PluginManager
     from flujo.plugins.registry import Kind
 
@@ -34,6 +43,22 @@ class Runtime:
     live context (never from an event, already scrubbed) passes it through
     ``scrubbing.scrub``, and matches by flagged values through ``scrubbing.key``."""
 
-    def create(self, kind: Kind, name: str) -> Any:
-        """Instantiate the registered ``kind`` named ``name`` with this runtime's config."""
+    # Typed per kind, as Registry.create (overload stubs: one line each, no logic).
+    @overload
+    def create(self, kind: Literal["policies"], name: str) -> GovernancePolicy: ...
+    @overload
+    def create(self, kind: Literal["vector_stores"], name: str) -> VectorStoreProtocol: ...
+    @overload
+    def create(self, kind: Literal["embedders"], name: str) -> Embedder: ...
+    @overload
+    def create(self, kind: Literal["sandboxes"], name: str) -> SandboxProtocol: ...
+    @overload
+    def create(self, kind: Literal["evaluators"], name: str) -> Evaluator: ...
+    @overload
+    def create(self, kind: Literal["tools"], name: str) -> Callable[..., object]: ...
+    @overload
+    def create(self, kind: Kind, name: str) -> object: ...
+    def create(self, kind: Kind, name: str) -> object:
+        """Instantiate the registered ``kind`` named ``name`` with this runtime's config (see
+        :meth:`flujo.plugins.registry.Registry.create`)."""
         return self.plugins.registry.create(kind, name, self.config)

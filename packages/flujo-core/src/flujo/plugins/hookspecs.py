@@ -57,7 +57,15 @@ if TYPE_CHECKING:
         StepCompleted,
         StepStarted,
     )
-    from flujo.domain.interfaces import Migration, Retriever
+    from flujo.domain.interfaces import (
+        Embedder,
+        Evaluator,
+        GovernancePolicy,
+        Migration,
+        Retriever,
+        SandboxProtocol,
+        VectorStoreProtocol,
+    )
 
 PROJECT_NAME = "flujo"
 
@@ -67,11 +75,19 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 Factory = Callable[["FlujoConfig"], Any]
 Register = Callable[[str, Factory], None]
-"""``register(name, factory)``: what every ``flujo_register_*`` hook receives."""
+"""``register(name, factory)``: what every ``flujo_register_*`` hook receives (untyped; the
+per-kind aliases below say what each kind's factory must return)."""
+
+RegisterPolicies = Callable[[str, Callable[["FlujoConfig"], "GovernancePolicy"]], None]
+RegisterVectorStores = Callable[[str, Callable[["FlujoConfig"], "VectorStoreProtocol"]], None]
+RegisterEmbedders = Callable[[str, Callable[["FlujoConfig"], "Embedder"]], None]
+RegisterSandboxes = Callable[[str, Callable[["FlujoConfig"], "SandboxProtocol"]], None]
+RegisterEvaluators = Callable[[str, Callable[["FlujoConfig"], "Evaluator"]], None]
+RegisterTools = Callable[[str, Callable[["FlujoConfig"], Callable[..., object]]], None]
 
 
 @hookspec
-def flujo_register_policies(register: Register) -> None:
+def flujo_register_policies(register: RegisterPolicies) -> None:
     """Register governance policy factories: ``register(name, factory(config) -> policy)``.
 
     A policy runs when its name is listed in ``[run] policies`` of ``flujo.toml`` (in that
@@ -95,7 +111,7 @@ def flujo_active_policies(config: FlujoConfig) -> Sequence[str]:
 
 
 @hookspec
-def flujo_register_vector_stores(register: Register) -> None:
+def flujo_register_vector_stores(register: RegisterVectorStores) -> None:
     """Register vector store factories: ``register(name, factory(config) -> VectorStoreProtocol)``.
 
     .. versionadded:: 0.1
@@ -103,7 +119,7 @@ def flujo_register_vector_stores(register: Register) -> None:
 
 
 @hookspec
-def flujo_register_embedders(register: Register) -> None:
+def flujo_register_embedders(register: RegisterEmbedders) -> None:
     """Register embedder factories: ``register(name, factory(config) -> Embedder)``.
 
     .. versionadded:: 0.1
@@ -111,7 +127,7 @@ def flujo_register_embedders(register: Register) -> None:
 
 
 @hookspec
-def flujo_register_sandboxes(register: Register) -> None:
+def flujo_register_sandboxes(register: RegisterSandboxes) -> None:
     """Register sandbox factories: ``register(name, factory(config) -> SandboxProtocol)``.
 
     .. versionadded:: 0.1
@@ -119,7 +135,7 @@ def flujo_register_sandboxes(register: Register) -> None:
 
 
 @hookspec
-def flujo_register_evaluators(register: Register) -> None:
+def flujo_register_evaluators(register: RegisterEvaluators) -> None:
     """Register evaluator factories: ``register(name, factory(config) -> Evaluator)``.
 
     .. versionadded:: 0.1
@@ -127,7 +143,7 @@ def flujo_register_evaluators(register: Register) -> None:
 
 
 @hookspec
-def flujo_register_tools(register: Register) -> None:
+def flujo_register_tools(register: RegisterTools) -> None:
     """Register tools agents can use by id: ``register(tool_id, factory(config) -> callable)``.
 
     The callable is an (async) function with typed parameters and a docstring, as pydantic-ai

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from flujo.domain.errors import ConfigError, PluginError, UserError
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
+    from flujo.domain.interfaces import (
+        Embedder,
+        Evaluator,
+        GovernancePolicy,
+        SandboxProtocol,
+        VectorStoreProtocol,
+    )
 
 Kind = Literal["policies", "vector_stores", "embedders", "sandboxes", "evaluators", "tools"]
 KINDS: tuple[Kind, ...] = (
@@ -94,11 +101,38 @@ class Registry:
         known = known or "none (is the plugin installed?)"
         return f"unknown {_SINGULAR[kind]} {name!r}; registered: {known}"
 
-    def create(self, kind: Kind, name: str, config: FlujoConfig) -> Any:
-        """Call the factory of ``name`` with ``config``; factory errors name the plugin."""
+    @overload
+    def create(
+        self, kind: Literal["policies"], name: str, config: FlujoConfig
+    ) -> GovernancePolicy: ...
+    @overload
+    def create(
+        self, kind: Literal["vector_stores"], name: str, config: FlujoConfig
+    ) -> VectorStoreProtocol: ...
+    @overload
+    def create(self, kind: Literal["embedders"], name: str, config: FlujoConfig) -> Embedder: ...
+    @overload
+    def create(
+        self, kind: Literal["sandboxes"], name: str, config: FlujoConfig
+    ) -> SandboxProtocol: ...
+    @overload
+    def create(self, kind: Literal["evaluators"], name: str, config: FlujoConfig) -> Evaluator: ...
+    @overload
+    def create(
+        self, kind: Literal["tools"], name: str, config: FlujoConfig
+    ) -> Callable[..., object]: ...
+    @overload
+    def create(self, kind: Kind, name: str, config: FlujoConfig) -> object: ...
+    def create(self, kind: Kind, name: str, config: FlujoConfig) -> object:
+        """Call the factory of ``name`` with ``config``; factory errors name the plugin.
+
+        Typed per kind: a policy is a :class:`~flujo.domain.interfaces.GovernancePolicy`, a
+        sandbox a :class:`~flujo.domain.interfaces.SandboxProtocol`, and so on (what each
+        ``flujo_register_*`` hook promises its factories return)."""
         reg = self.get(kind, name)
         try:
-            return reg.factory(config)
+            created: object = reg.factory(config)
+            return created
         except UserError:
             raise  # the user must fix it (a missing setting): one line, exit 2
         except Exception as exc:
