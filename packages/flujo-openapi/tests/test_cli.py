@@ -237,6 +237,8 @@ def test_skipped_operation_is_listed_with_reason(tmp_path: Path) -> None:
             ),
             "invalid spec at /paths/~1a/get/parameters/0/in: 'in' must be one of",
         ),
+        # A path parameter without required: true is a warning now (openapi-python-client's
+        # optional-path-param.yaml generates): test_regressions.py.
         (
             {**minimal(), "components": {"schemas": {"A": {"$ref": "#/components/schemas/B"}}}},
             "invalid spec at /components/schemas/A: $ref '#/components/schemas/B' does not resolve",

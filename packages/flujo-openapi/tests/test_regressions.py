@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,114 @@ def test_a_properties_map_ref_that_does_not_resolve_names_it(tmp_path: Path) -> 
     _write_files(tmp_path, files)
     with pytest.raises(RefResolutionError, match=r"'attributes\.yml#/nope'"):
         generate(str(tmp_path / "api.yaml"), Options(package_name="refs"))
+
+
+_TYPED = """\
+openapi: 3.0.3
+info: {title: Typed, version: '1'}
+paths:
+  /tests/:
+    get:
+      operationId: test_list
+      parameters:
+        - {name: id, in: query, schema: {type: string, format: uuid, default: notauuid}}
+        - {name: n, in: query, schema: {type: string, format: uuid, default: 3}}
+        - {name: when, in: query, schema: {type: string, format: date, default: 2020-01-02}}
+        - {name: kind, in: query, schema: {$ref: '#/components/schemas/Kind'}}
+        - name: bad_kind
+          in: query
+          schema: {allOf: [{$ref: '#/components/schemas/Kind'}], default: nope}
+      responses:
+        '200':
+          description: ok
+          content:
+            application/json:
+              schema: {type: array, title: The List, items: {$ref: '#/components/schemas/A'}}
+        'abcdef':
+          description: not a status code
+  /things/{thing}:
+    get:
+      operationId: getThing
+      parameters:
+        - {name: thing, in: path, schema: {type: string}}
+      responses:
+        '200':
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Loop'}
+components:
+  schemas:
+    Kind: {type: string, enum: [a, b], default: a}
+    A:
+      type: object
+      properties:
+        kind: {allOf: [{$ref: '#/components/schemas/Kind'}], default: b}
+        extra: {type: object, additionalProperties: {$ref: '#/components/schemas/A'}}
+        tags: {type: object, additionalProperties: {type: string}}
+    Loop:
+      type: array
+      items:
+        type: object
+        additionalProperties: {$ref: '#/components/schemas/Loop'}
+"""
+
+
+def test_generated_code_is_strict_clean_and_invalid_defaults_are_reported(
+    tmp_path: Path,
+) -> None:
+    # openapi-python-client's baselines: cast(Annotated[...]) targets, RootModel[list], str
+    # defaults on enum fields, an unused typing.Dict, a uuid defaulting to "notauuid",
+    # an operation called test_*; and its documents with errors: a status code "abcdef",
+    # a path parameter without required: true (treated as required: it generates).
+    from flujo.testing.cli import run_flujo
+
+    (tmp_path / "api.yaml").write_text(_TYPED)
+    out = tmp_path / "out"
+    proc = run_flujo(
+        "dev", "import-openapi", "api.yaml", "--output-dir", str(out), "-q",
+        cwd=tmp_path,
+        timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    expected = [
+        "'abcdef' is not an HTTP status code",
+        "dropped the default 'notauuid' at input TestListInput/properties/id: not a valid uuid",
+        "dropped the default 3 at input TestListInput/properties/n: not of type string",
+        "dropped the default 'nope' at input TestListInput/properties/bad_kind: not one of",
+    ]
+    for text in expected:
+        assert sum(text in w for w in warnings) == 1, (text, warnings)
+    assert len(warnings) == len(expected), warnings
+    manifest = json.loads((out / "flujo-openapi.json").read_text())
+    assert len(manifest["warnings"]) == len(expected)
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "typed"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYPYPATH": ""},
+    )
+    assert mypy.returncode == 0, mypy.stdout[-3000:]
+    _ruff_clean(out)
+    check = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "E,F,W,I,UP,PT", "."],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stdout[-3000:]
+    sys.path.insert(0, str(out))
+    try:
+        import typed  # type: ignore[import-not-found]
+        from typed.models import Kind  # type: ignore[import-not-found]
+
+        fields = typed.OPERATIONS["test_list"].input_model.model_fields
+        assert fields["id"].default is None and fields["n"].default is None
+        assert str(fields["when"].default) == "2020-01-02"
+        assert fields["kind"].default is None or fields["kind"].default == Kind.A
+    finally:
+        sys.path.remove(str(out))

@@ -93,6 +93,8 @@ def import_openapi(
         say(f"operations {done}/{total}")
 
     result = generate(spec, options, progress=say, operation_progress=operation_progress)
+    for warning in result.plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for skipped in result.plan.skipped:
         click.echo(
             f"skipped {skipped.method} {skipped.path}"

@@ -156,10 +156,6 @@ def validate(document: dict[str, Any]) -> None:
                             f"'in' must be one of {', '.join(_PARAM_LOCATIONS)}, "
                             f"not {param['in']!r}",
                         )
-                    if param["in"] == "path" and param.get("required") is not True:
-                        raise InvalidSpecError(
-                            f"{p_where}/required", "a path parameter must have required: true"
-                        )
     components = document.get("components", {})
     _expect(components, dict, "/components", "components")
     for section, value in components.items():
@@ -272,8 +268,12 @@ class Plan:
     excluded: list[Skipped]
     schemes: dict[str, SchemePlan]
     tags: dict[str, list[str]]
+    warnings: list[str] = field(default_factory=list)
+    """What was invalid and ignored or repaired (a status code that is not one, a default
+    that does not fit its schema...), one message each: reported, never silent."""
 
 
+_STATUS_RE = re.compile(r"^([1-5]\d\d|[1-5]XX|default)$", re.IGNORECASE)
 _JSON_RE = re.compile(r"^application/(.+\+)?json(;.*)?$|^\*/\*$|^application/\*$")
 
 
@@ -449,6 +449,7 @@ class _Planner:
         self.tool_names: set[str] = set()
         self.functions: set[str] = {"make_client", "make_agent", "make_operation_step"}
         self.classes: set[str] = set(schema_names)
+        self.warnings: list[str] = []
 
     def operation(
         self,
@@ -551,10 +552,18 @@ class _Planner:
                 params.append(ParamPlan(key, "body", key))
         # Responses: the first documented 2xx is the output; 4xx/5xx/default are errors.
         raw_responses = op.get("responses")
-        responses = {
-            status_key(c): r
-            for c, r in (raw_responses if isinstance(raw_responses, dict) else {}).items()
-        }
+        responses: dict[str, Any] = {}
+        for raw_code, response in (
+            raw_responses if isinstance(raw_responses, dict) else {}
+        ).items():
+            code = status_key(raw_code)
+            if _STATUS_RE.match(code):
+                responses[code] = response
+            else:
+                self.warnings.append(
+                    f"{method.upper()} {path}: response {str(raw_code)!r} is not an HTTP status "
+                    "code (100-599, 1XX-5XX or default); ignored"
+                )
         success = sorted(c for c in responses if _SUCCESS_RE.match(c))
         if not success and "default" in responses:
             success = ["default"]  # OpenAPI: default describes every undocumented status
@@ -803,4 +812,5 @@ def plan(
         excluded=excluded,
         schemes=schemes,
         tags=tags,
+        warnings=planner.warnings,
     )
