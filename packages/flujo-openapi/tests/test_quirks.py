@@ -9,10 +9,13 @@ HTTP server where the wire matters.
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
+import random
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 from typing import Any
@@ -414,3 +417,54 @@ def test_normalize_does_not_touch_examples_or_the_input() -> None:
 def test_yaml_booleans_are_yaml_12() -> None:
     parsed = _parse(b"v: [yes, no, on, off, NO, y, n, true, False]\n", "s.yaml")
     assert parsed == {"v": ["yes", "no", "on", "off", "NO", "y", "n", True, False]}
+
+
+# --------------------------------------------------------------------------- internal errors
+
+
+_WRONG_VALUES: list[Any] = [None, 0, -1, 1.5, True, "", "x", "2XX", [], ["a"], {}, {"a": 1}]
+
+
+def _mutations(document: Any, rng: random.Random, count: int) -> Iterator[tuple[Any, str]]:
+    """``count`` copies of ``document``, each with one value replaced by a wrongly typed one."""
+    places: list[tuple[Any, ...]] = []
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        if path:
+            places.append(path)
+        if isinstance(node, dict | list):
+            for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+                walk(value, (*path, key))
+
+    walk(document, ())
+    for _ in range(count):
+        path = rng.choice(places)
+        mutated = copy.deepcopy(document)
+        parent = mutated
+        for key in path[:-1]:
+            parent = parent[key]
+        value = rng.choice(_WRONG_VALUES)
+        parent[path[-1]] = copy.deepcopy(value)
+        yield mutated, f"{'/'.join(map(str, path))} = {value!r}"
+
+
+@pytest.mark.parametrize("spec", [*QUIRKS, LONG_TEXT], ids=lambda p: p.stem)
+def test_wrongly_typed_values_are_user_errors_never_internal(spec: Path) -> None:
+    """Any value of the wrong type anywhere: a user error (exit 2) or a generated plan, never
+    another exception (the CLI's ``internal error``). Up to planning, where the document's
+    structure is read; seeded, so a failure is reproducible."""
+    from flujo.domain.errors import UserError
+    from flujo_openapi.spec import plan, validate
+    from flujo_openapi.swagger2 import convert_swagger2
+
+    document = _parse(spec.read_bytes(), str(spec))
+    for mutated, where in _mutations(document, random.Random(spec.stem), 150):
+        try:
+            converted = convert_swagger2(mutated) if "swagger" in mutated else mutated
+            normalized = normalize(converted)
+            validate(normalized)
+            plan(normalized, source=str(spec), env_prefix="FUZZ")
+        except UserError:
+            pass
+        except Exception as exc:  # noqa: BLE001 -- exactly what the test looks for
+            pytest.fail(f"{spec.name}: {where}: internal error {type(exc).__name__}: {exc}")

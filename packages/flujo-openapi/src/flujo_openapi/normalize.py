@@ -163,7 +163,7 @@ def _fix_schema(node: dict[str, Any], v31: bool) -> None:
     if "required" in node and not isinstance(node["required"], list):
         del node["required"]  # `required: true` on a property: a Swagger 1.x habit
     elif isinstance(node.get("required"), list):
-        node["required"] = [r for r in dict.fromkeys(node["required"]) if isinstance(r, str)]
+        node["required"] = list(dict.fromkeys(r for r in node["required"] if isinstance(r, str)))
     for key in ("properties", "patternProperties"):
         if key in node and not isinstance(node[key], dict):
             del node[key]

@@ -622,7 +622,7 @@ class _Planner:
             "properties": types_props,
             "required": sorted(types_props),
         }
-        tags = tuple(str(t) for t in op.get("tags") or [] if isinstance(t, str))
+        tags = _tags(op)
         return OperationPlan(
             name=name,
             function=function,
@@ -685,6 +685,14 @@ def _pick_media(content: dict[str, Any]) -> str:
             if test(_media_name(key)):
                 return key
     return next(iter(content))
+
+
+def _tags(op: dict[str, Any]) -> tuple[str, ...]:
+    """An operation's tags (a single string counts as one tag; anything else as none)."""
+    raw = op.get("tags")
+    if isinstance(raw, str):
+        return (raw,)
+    return tuple(t for t in raw if isinstance(t, str)) if isinstance(raw, list) else ()
 
 
 _PATH_VARIABLE = re.compile(r"{([^{}/]+)}")
@@ -757,7 +765,7 @@ def plan(
             progress(index, len(items))
         op = item[method]
         operation_id = op.get("operationId") if isinstance(op.get("operationId"), str) else None
-        op_tags = [str(t) for t in op.get("tags") or []]
+        op_tags = list(_tags(op))
         reason = None
         if include_tags and not set(op_tags) & set(include_tags):
             reason = "excluded by --include-tags"

@@ -102,7 +102,11 @@ def _convert_operation(
     consumes = _media(op.get("consumes", doc.get("consumes")), "application/json")
     produces = _media(op.get("produces", doc.get("produces")), "application/json")
     merged: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
-    raw_params = [*path_params, *(op.get("parameters") or [])]
+    op_params = op.get("parameters") or []
+    for owner, given in ((pointer.rsplit("/", 1)[0], path_params), (pointer, op_params)):
+        if not isinstance(given, list):
+            raise InvalidSpecError(f"{owner}/parameters", "parameters must be an array")
+    raw_params = [*path_params, *op_params]
     for index, param in enumerate(raw_params):
         where = f"{pointer}/parameters/{index}"
         if isinstance(param, dict) and isinstance(param.get("$ref"), str):
@@ -168,8 +172,11 @@ def _convert_operation(
         out["requestBody"] = {"content": {media_type: {"schema": body_schema}}}
     if params:
         out["parameters"] = params
+    raw_responses = op.get("responses") or {}
+    if not isinstance(raw_responses, dict):
+        raise InvalidSpecError(f"{pointer}/responses", "responses must be an object")
     responses: dict[str, Any] = {}
-    for code, response in (op.get("responses") or {}).items():
+    for code, response in raw_responses.items():
         if not isinstance(response, dict):
             responses[str(code)] = response
             continue
@@ -230,7 +237,9 @@ def convert_swagger2(doc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"openapi": "3.0.3", "info": doc.get("info", {})}
     host = doc.get("host")
     base_path = doc.get("basePath", "") or ""
-    schemes = doc.get("schemes") or ["https"]
+    schemes = doc.get("schemes")
+    if not isinstance(schemes, list) or not schemes or not isinstance(schemes[0], str):
+        schemes = ["https"]
     if host:
         out["servers"] = [{"url": f"{schemes[0]}://{host}{base_path}".rstrip("/")}]
     elif base_path:
