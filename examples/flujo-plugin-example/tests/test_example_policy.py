@@ -8,8 +8,7 @@ import textwrap
 from typing import Any
 
 import pytest
-from flujo import PipelineContext, PolicyDecision, PolicyViolation
-from flujo.domain.interfaces import GovernancePolicy
+from flujo.plugin import GovernancePolicy, PipelineContext, PolicyDecision, PolicyViolation
 from pydantic import BaseModel, ValidationError
 
 from flujo_plugin_example.policy import DenyWords

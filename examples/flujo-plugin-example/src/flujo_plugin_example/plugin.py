@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flujo import hookimpl
+from flujo.plugin import hookimpl
 
 if TYPE_CHECKING:
     import click
-    from flujo.config import FlujoConfig
-    from flujo.plugins.hookspecs import Register
+    from flujo.plugin import FlujoConfig, RegisterPolicies
     from pydantic import BaseModel
 
     from flujo_plugin_example.policy import DenyWords
@@ -32,7 +31,7 @@ def _create_deny_words(config: FlujoConfig) -> DenyWords:
 
 
 @hookimpl
-def flujo_register_policies(register: Register) -> None:
+def flujo_register_policies(register: RegisterPolicies) -> None:
     register("deny_words", _create_deny_words)
 
 
@@ -45,7 +44,7 @@ def flujo_config_sections() -> dict[str, type[BaseModel]]:
 
 @hookimpl
 def flujo_register_commands(cli: click.Group) -> None:
-    from flujo.cli import lazy_command
+    from flujo.plugin import lazy_command
 
     cli.add_command(
         lazy_command(

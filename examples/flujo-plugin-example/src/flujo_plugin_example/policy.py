@@ -6,10 +6,10 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flujo import PolicyDecision, PolicyViolation
+from flujo.plugin import PolicyDecision, PolicyViolation
 
 if TYPE_CHECKING:
-    from flujo import PipelineContext
+    from flujo.plugin import PipelineContext
 
 
 def _texts(value: Any) -> Iterator[str]:

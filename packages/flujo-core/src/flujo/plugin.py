@@ -1,0 +1,236 @@
+"""Everything a Flujo plugin needs, from one module: ``from flujo.plugin import ...``.
+
+Hook markers and registration types, the runtime handed to hooks, the events observers
+receive, the protocols each kind of registered object implements and their data types,
+storage migrations and state access, command-line helpers, the current config, and creating
+a registered object outside a run. ``docs/plugins.md`` imports only from here; so does
+``examples/flujo-plugin-example``.
+
+Names are imported on first use (PEP 562): a plugin module that does ``from flujo.plugin
+import hookimpl`` at import time costs almost nothing, so ``flujo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from flujo.application.background import BackgroundTaskManager
+    from flujo.application.runtime import Runtime
+    from flujo.cli import current_config, lazy_command
+    from flujo.config import FlujoConfig, load_config
+    from flujo.domain.context import PipelineContext
+    from flujo.domain.errors import (
+        ConfigError,
+        PluginError,
+        PolicyViolation,
+        ToolCallRefused,
+        UserError,
+    )
+    from flujo.domain.events import (
+        PolicyDecided,
+        RunFinalized,
+        RunStarted,
+        StepCompleted,
+        StepStarted,
+    )
+    from flujo.domain.interfaces import (
+        Embedder,
+        EvaluationResult,
+        Evaluator,
+        ExecutionResult,
+        GovernancePolicy,
+        Memory,
+        Migration,
+        PolicyDecision,
+        Retriever,
+        SandboxLimits,
+        SandboxProtocol,
+        ScoredMemory,
+        StateBackend,
+        VectorStoreProtocol,
+    )
+    from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+    from flujo.plugins.hookspecs import (
+        Factory,
+        Register,
+        RegisterEmbedders,
+        RegisterEvaluators,
+        RegisterPolicies,
+        RegisterSandboxes,
+        RegisterTools,
+        RegisterVectorStores,
+        hookimpl,
+    )
+    from flujo.plugins.registry import Kind
+    from flujo.state import open_state
+
+_LAZY = {
+    # hooks and registration
+    "hookimpl": "flujo.plugins.hookspecs",
+    "Factory": "flujo.plugins.hookspecs",
+    "Register": "flujo.plugins.hookspecs",
+    "RegisterPolicies": "flujo.plugins.hookspecs",
+    "RegisterVectorStores": "flujo.plugins.hookspecs",
+    "RegisterEmbedders": "flujo.plugins.hookspecs",
+    "RegisterSandboxes": "flujo.plugins.hookspecs",
+    "RegisterEvaluators": "flujo.plugins.hookspecs",
+    "RegisterTools": "flujo.plugins.hookspecs",
+    "Kind": "flujo.plugins.registry",
+    # what hooks receive
+    "Runtime": "flujo.application.runtime",
+    "BackgroundTaskManager": "flujo.application.background",
+    "FlujoConfig": "flujo.config",
+    "load_config": "flujo.config",
+    "PipelineContext": "flujo.domain.context",
+    "RunStarted": "flujo.domain.events",
+    "StepStarted": "flujo.domain.events",
+    "StepCompleted": "flujo.domain.events",
+    "RunFinalized": "flujo.domain.events",
+    "PolicyDecided": "flujo.domain.events",
+    "RunRecord": "flujo.domain.models",
+    "RunStatus": "flujo.domain.models",
+    "StepResult": "flujo.domain.models",
+    "StepStatus": "flujo.domain.models",
+    "Usage": "flujo.domain.models",
+    # protocols and their data types
+    "GovernancePolicy": "flujo.domain.interfaces",
+    "PolicyDecision": "flujo.domain.interfaces",
+    "VectorStoreProtocol": "flujo.domain.interfaces",
+    "Embedder": "flujo.domain.interfaces",
+    "Retriever": "flujo.domain.interfaces",
+    "Memory": "flujo.domain.interfaces",
+    "ScoredMemory": "flujo.domain.interfaces",
+    "SandboxProtocol": "flujo.domain.interfaces",
+    "SandboxLimits": "flujo.domain.interfaces",
+    "ExecutionResult": "flujo.domain.interfaces",
+    "Evaluator": "flujo.domain.interfaces",
+    "EvaluationResult": "flujo.domain.interfaces",
+    "StateBackend": "flujo.domain.interfaces",
+    "Migration": "flujo.domain.interfaces",
+    # errors a plugin raises
+    "ConfigError": "flujo.domain.errors",
+    "UserError": "flujo.domain.errors",
+    "PluginError": "flujo.domain.errors",
+    "PolicyViolation": "flujo.domain.errors",
+    "ToolCallRefused": "flujo.domain.errors",
+    # state, command line, config
+    "open_state": "flujo.state",
+    "lazy_command": "flujo.cli",
+    "current_config": "flujo.cli",
+}
+
+__all__ = [
+    "BackgroundTaskManager",
+    "ConfigError",
+    "Embedder",
+    "EvaluationResult",
+    "Evaluator",
+    "ExecutionResult",
+    "Factory",
+    "FlujoConfig",
+    "GovernancePolicy",
+    "Kind",
+    "Memory",
+    "Migration",
+    "PipelineContext",
+    "PluginError",
+    "PolicyDecided",
+    "PolicyDecision",
+    "PolicyViolation",
+    "Register",
+    "RegisterEmbedders",
+    "RegisterEvaluators",
+    "RegisterPolicies",
+    "RegisterSandboxes",
+    "RegisterTools",
+    "RegisterVectorStores",
+    "Retriever",
+    "RunFinalized",
+    "RunRecord",
+    "RunStarted",
+    "RunStatus",
+    "Runtime",
+    "SandboxLimits",
+    "SandboxProtocol",
+    "ScoredMemory",
+    "StateBackend",
+    "StepCompleted",
+    "StepResult",
+    "StepStarted",
+    "StepStatus",
+    "ToolCallRefused",
+    "Usage",
+    "UserError",
+    "VectorStoreProtocol",
+    "create",
+    "current_config",
+    "hookimpl",
+    "lazy_command",
+    "load_config",
+    "open_state",
+]
+
+
+@overload
+def create(
+    kind: Literal["policies"], name: str, config: FlujoConfig | None = None
+) -> GovernancePolicy: ...
+@overload
+def create(
+    kind: Literal["vector_stores"], name: str, config: FlujoConfig | None = None
+) -> VectorStoreProtocol: ...
+@overload
+def create(
+    kind: Literal["embedders"], name: str, config: FlujoConfig | None = None
+) -> Embedder: ...
+@overload
+def create(
+    kind: Literal["sandboxes"], name: str, config: FlujoConfig | None = None
+) -> SandboxProtocol: ...
+@overload
+def create(
+    kind: Literal["evaluators"], name: str, config: FlujoConfig | None = None
+) -> Evaluator: ...
+@overload
+def create(
+    kind: Literal["tools"], name: str, config: FlujoConfig | None = None
+) -> Callable[..., object]: ...
+@overload
+def create(kind: Kind, name: str, config: FlujoConfig | None = None) -> object: ...
+def create(kind: Kind, name: str, config: FlujoConfig | None = None) -> object:
+    """Create the registered ``kind`` named ``name`` outside a run (a script, a command).
+
+    ``config``: the configuration to create it with (default: :func:`load_config` of the
+    current folder, with the installed plugins). Inside a hook use ``runtime.create(kind,
+    name)``; inside a plugin command pass :func:`current_config`. An unknown name is a
+    ``ConfigError`` listing every registered name of ``kind`` and its plugin.
+    """
+    from flujo.config import load_config
+    from flujo.domain.errors import ConfigError
+
+    if config is None:
+        config = load_config()
+    manager = config.plugin_manager
+    if manager is None:
+        raise ConfigError(
+            f"cannot create {kind} {name!r}: this configuration has no plugins loaded "
+            "(use flujo.plugin.load_config())"
+        )
+    return manager.registry.create(kind, name, config)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flujo.plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
