@@ -211,14 +211,15 @@ def create(kind: Kind, name: str, config: FlujoConfig | None = None) -> object:
     """
     from flujo.config import load_config
     from flujo.domain.errors import ConfigError
+    from flujo.plugins.registry import singular
 
     if config is None:
         config = load_config()
     manager = config.plugin_manager
     if manager is None:
         raise ConfigError(
-            f"cannot create {kind} {name!r}: this configuration has no plugins loaded "
-            "(use flujo.plugin.load_config())"
+            f"unknown {singular(kind)} {name!r}: this configuration has no plugins loaded "
+            "(pass config=flujo.load_config())"
         )
     return manager.registry.create(kind, name, config)
 

@@ -121,19 +121,16 @@ def _resolve_tools(
                 raise PipelineDefinitionError(f"tool {spec!r} is neither a function nor a tool id")
             resolved.append(spec)
             continue
+        from flujo.plugin import create
+
         if config is None:
             from flujo.config import load_config
 
-            config = load_config()
-        manager = config.plugin_manager
-        if manager is None:
-            raise ConfigError(
-                f"unknown tool {spec!r}: this configuration has no plugins loaded "
-                "(pass config=flujo.load_config())"
-            )
-        tool = manager.registry.create("tools", spec, config)
+            config = load_config()  # once for every id of this agent
+        tool = create("tools", spec, config)
         if not callable(tool) and not isinstance(tool, Tool):
-            owner = manager.registry.get("tools", spec).owner
+            manager = config.plugin_manager
+            owner = manager.registry.get("tools", spec).owner if manager else "?"
             raise PluginError(
                 owner, f"tool {spec!r}: factory returned {type(tool).__name__}, not a function"
             )

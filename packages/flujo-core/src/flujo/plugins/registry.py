@@ -37,6 +37,11 @@ _SINGULAR = {
 }
 
 
+def singular(kind: Kind) -> str:
+    """One object of ``kind`` in words, for messages: ``"vector store"``."""
+    return _SINGULAR[kind]
+
+
 @dataclass(frozen=True, slots=True)
 class Registration:
     """A factory and the plugin that registered it."""
