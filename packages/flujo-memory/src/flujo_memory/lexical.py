@@ -40,8 +40,10 @@ SearchMode = Literal["hybrid", "dense", "lexical"]
 K1 = 1.2
 B = 0.75
 AVG_LEN = 64.0
-RRF_K = 60
-"""Reciprocal rank fusion constant (Cormack et al. 2009): score = sum of 1 / (RRF_K + rank)."""
+RRF_K = 10
+"""Reciprocal rank fusion constant: score = sum of 1 / (RRF_K + rank). Cormack et al. (2009)
+use 60; on the benchmark's tuning split (never its held-out one) 10 put the right memory in
+the top 10 more often (0.728 against 0.700), by trusting each half's first ranks more."""
 CANDIDATES = 100
 """How many results each half contributes before fusion (at least ``limit``)."""
 

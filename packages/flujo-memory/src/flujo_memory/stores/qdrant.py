@@ -528,7 +528,7 @@ class QdrantServerStore:
         mode: lexical.SearchMode = "hybrid",
     ) -> list[ScoredMemory]:
         """As :meth:`QdrantEdgeStore.hybrid_search`, with the server's query API: two filtered
-        prefetches fused by reciprocal rank (``k = 60``)."""
+        prefetches fused by reciprocal rank (``k = lexical.RRF_K``)."""
         if mode == "dense":
             if query_vector is None:
                 raise ValueError("a dense search needs a query vector")
