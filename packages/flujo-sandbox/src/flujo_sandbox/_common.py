@@ -8,10 +8,15 @@ import math
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
+
+if TYPE_CHECKING:
+    from flujo_sandbox.settings import SandboxSettings
+
 from flujo_sandbox.errors import (
     SandboxConfigError,
     SandboxFileError,
@@ -22,7 +27,9 @@ from flujo_sandbox.errors import (
 
 __all__ = [
     "LIMIT_FIELDS",
+    "Intake",
     "OutputBuffer",
+    "Request",
     "check_limit",
     "check_text",
     "clean_token",
@@ -415,3 +422,43 @@ def limits_from_json(data: Any) -> SandboxLimits | None:
         output_bytes=check_limit("output_bytes", data.get("output_bytes")),
         network=network,
     )
+
+
+class Request(NamedTuple):
+    """One ``exec_code`` call's arguments, checked and completed from the settings (a tuple:
+    ``lang, limits, files, timeout_s = intake.check(...)``)."""
+
+    lang: str
+    limits: SandboxLimits
+    files: dict[str, bytes]
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """How one backend checks its ``exec_code`` arguments: what every backend does first, in
+    one place (the language normalised and supported, the limits completed from ``defaults``
+    and checked, the timeout defaulted and capped, the input files' names and sizes checked)."""
+
+    settings: SandboxSettings
+    backend: str
+    languages: tuple[str, ...]
+    defaults: SandboxLimits
+
+    def check(
+        self,
+        lang: str,
+        files: Mapping[str, bytes] | None,
+        timeout_s: float | None,
+        limits: SandboxLimits | None,
+    ) -> Request:
+        """The checked request; raises on the first bad value."""
+        settings = self.settings
+        return Request(
+            lang=validate_language(lang, self.languages, self.backend),
+            limits=effective_limits(limits, self.defaults),
+            files=validate_files(
+                files, max_files=settings.max_files, max_bytes=settings.max_files_bytes
+            ),
+            timeout_s=effective_timeout(timeout_s, settings),
+        )

@@ -24,11 +24,8 @@ from typing import Any
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
+    Intake,
     OutputBuffer,
-    effective_limits,
-    effective_timeout,
-    validate_files,
-    validate_language,
 )
 from flujo_sandbox.errors import SandboxFileError, SandboxUnavailableError
 from flujo_sandbox.settings import SandboxSettings
@@ -160,12 +157,8 @@ class DockerSandbox:
         limits: SandboxLimits | None = None,
     ) -> ExecutionResult:
         """Run ``code`` in a new container (see ``SandboxProtocol.exec_code``)."""
-        lang = validate_language(lang, self.languages, "docker")
-        enforced = effective_limits(limits, self._defaults())
-        clean = validate_files(
-            files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
-        )
-        timeout = effective_timeout(timeout_s, self.settings)
+        intake = Intake(self.settings, "docker", self.languages, self._defaults())
+        lang, enforced, clean, timeout = intake.check(lang, files, timeout_s, limits)
         marker = f"--flujo-sandbox-artifacts-{secrets.token_hex(8)}--"
         body = json.dumps(
             {

@@ -18,11 +18,8 @@ from typing import Any
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
-    effective_limits,
-    effective_timeout,
+    Intake,
     truncate_text,
-    validate_files,
-    validate_language,
 )
 from flujo_sandbox.errors import SandboxLimitError, SandboxUnavailableError
 from flujo_sandbox.settings import SandboxSettings
@@ -92,21 +89,16 @@ class E2BSandbox:
         limits: SandboxLimits | None = None,
     ) -> ExecutionResult:
         """Run ``code`` in an E2B sandbox (see ``SandboxProtocol.exec_code``)."""
-        lang = validate_language(lang, self.languages, "e2b")
         cfg = self.settings.limits
-        enforced = effective_limits(
-            limits, SandboxLimits(cfg.memory_mb, cfg.cpu_s, cfg.pids, cfg.output_bytes, cfg.network)
-        )
+        defaults = SandboxLimits(cfg.memory_mb, cfg.cpu_s, cfg.pids, cfg.output_bytes, cfg.network)
+        intake = Intake(self.settings, "e2b", self.languages, defaults)
+        lang, enforced, clean, timeout = intake.check(lang, files, timeout_s, limits)
         for key in ("memory_mb", "cpu_s", "pids"):
             if getattr(enforced, key) is not None:
                 raise SandboxLimitError(
                     f"the e2b backend cannot enforce {key} per execution (E2B sizes VMs by "
                     "template); leave it unset"
                 )
-        clean = validate_files(
-            files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
-        )
-        timeout = effective_timeout(timeout_s, self.settings)
         started = time.perf_counter()
         if self.stateful:
             if self._session is None:

@@ -38,13 +38,10 @@ from typing import Any
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
+    Intake,
     OutputBuffer,
     check_text,
     collect_artifacts,
-    effective_limits,
-    effective_timeout,
-    validate_files,
-    validate_language,
     write_files,
 )
 from flujo_sandbox.errors import SandboxLimitError, SandboxUnavailableError
@@ -579,17 +576,13 @@ class LocalSandbox:
             raise SandboxUnavailableError(
                 "local sandbox unavailable: " + "; ".join(report.problems)
             )
-        lang = validate_language(lang, report.languages, "local")
-        enforced = effective_limits(limits, self.default_limits())
+        intake = Intake(self.settings, "local", report.languages, self.default_limits())
+        lang, enforced, clean_files, timeout = intake.check(lang, files, timeout_s, limits)
         if enforced.network:
             raise SandboxLimitError(
                 "the local sandbox cannot grant network access (network=True); use another "
                 "backend or leave network off"
             )
-        timeout = effective_timeout(timeout_s, self.settings)
-        clean_files = validate_files(
-            files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
-        )
         check_text(code, "the code")
         env = dict(environment or {})
         for key, value in env.items():

@@ -25,13 +25,10 @@ from urllib.parse import urljoin, urlsplit
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
+    Intake,
     clean_token,
-    effective_limits,
-    effective_timeout,
     limits_to_json,
     truncate_text,
-    validate_files,
-    validate_language,
 )
 from flujo_sandbox.errors import (
     SandboxConfigError,
@@ -148,12 +145,8 @@ class RemoteSandbox:
         ``error`` set; a service that does not confirm the requested limits raises
         :class:`SandboxLimitError` unless ``trust_remote_limits`` is on.
         """
-        lang = validate_language(lang, self.languages, "remote")
-        wanted = effective_limits(limits, self._defaults())
-        clean = validate_files(
-            files, max_files=self.settings.max_files, max_bytes=self.settings.max_files_bytes
-        )
-        timeout = effective_timeout(timeout_s, self.settings)
+        intake = Intake(self.settings, "remote", self.languages, self._defaults())
+        lang, wanted, clean, timeout = intake.check(lang, files, timeout_s, limits)
         payload_files: dict[str, Any] = {}
         for name, content in clean.items():
             try:
