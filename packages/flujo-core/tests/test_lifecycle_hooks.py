@@ -176,3 +176,50 @@ async def test_failing_wrappers_and_observers_are_recorded_never_raised(tmp_path
     )
     # The healthy tracer still wrapped the step.
     assert "enter t:up" in log and "exit t:up" in log
+
+
+_attempts: list[str] = []
+
+
+def _first(x: str) -> str:
+    return x + "-1"
+
+
+def _flaky(x: str) -> str:
+    _attempts.append(x)
+    if len(_attempts) == 1:
+        raise ConnectionError("provider down")
+    return x + "-2"
+
+
+resumable = Step.from_callable(_first) >> Step.from_callable(_flaky)
+
+
+class RunLog:
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, Any]] = []
+        self.steps: list[tuple[int, str, Any]] = []
+
+    @hookimpl
+    def flujo_run_started(self, event: RunStarted) -> None:
+        self.runs.append((event.start, event.input))
+
+    @hookimpl
+    def flujo_step_started(self, event: StepStarted) -> None:
+        self.steps.append((event.index, event.step_name, event.input))
+
+
+async def test_run_started_is_called_for_a_new_run_and_for_each_resume(tmp_path: Path) -> None:
+    _attempts.clear()
+    log = RunLog()
+    manager = PluginManager()
+    manager.register(log, "log")
+    config = FlujoConfig(plugin_manager=manager)
+    async with Flujo(resumable, config=config, state=SQLiteBackend(tmp_path / "s")) as runner:
+        failed = await runner.run_async("in")
+        assert not failed.succeeded
+        resumed = await runner.resume_async(failed.run_id)
+    assert resumed.succeeded and resumed.output == "in-1-2", resumed.error
+    # The resume starts at the failed step, with the input that step receives.
+    assert log.runs == [(0, "in"), (1, "in-1")]
+    assert [(i, data) for i, _, data in log.steps] == [(0, "in"), (1, "in-1"), (1, "in-1")]
