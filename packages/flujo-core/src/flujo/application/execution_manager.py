@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_json
-
 from flujo.application._maybe_await import maybe_await
 from flujo.application.scrubbing import Scrubbing, stored_form
-from flujo.application.step_coordinator import StepCoordinator
+from flujo.application.step_coordinator import StepCoordinator, describe_error
 from flujo.application.step_wrappers import wrapped
+from flujo.domain.errors import UnstorableValueError
 from flujo.domain.events import RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.domain.models import (
     Pipeline,
@@ -26,6 +25,7 @@ from flujo.domain.models import (
     Usage,
     UsageLimits,
 )
+from flujo.state._rows import dumps, loads, storable_text
 
 if TYPE_CHECKING:
     from flujo.application.lease import Heartbeat
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 def _methods(policies: Sequence[object], name: str) -> list[Callable[..., Any]]:
     found = (getattr(p, name, None) for p in policies)
     return [m for m in found if callable(m)]
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, UnstorableValueError) else describe_error(exc)
 
 
 _RUN_STATUS = {
@@ -146,6 +150,7 @@ class ExecutionManager:
                     self._run_start_observers, event=started, runtime=self.runtime
                 )
             )
+        committed_context: str | None = None  # the context JSON of the last commit
         for index in range(start, len(self.pipeline.steps)):
             lease.check()
             step = self.pipeline.steps[index]
@@ -154,15 +159,19 @@ class ExecutionManager:
                     step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits
                 )
             usage.add(result.usage)
+            (
+                result,
+                persisted,
+                (raw_context, stored_context),
+                committed_context,
+            ) = await self._checked_for_commit(step.name, context, result, run, committed_context)
             steps.append(result)
-            persisted = await self._scrubbed_step(context, result)
             stored_steps.append(persisted)
-            raw_context, stored_context = await self._stored_context(context)
             await state.save_step(
                 run.run_id,
                 index,
                 persisted,
-                context_json=to_json(stored_context).decode(),
+                context_json=committed_context,
                 usage=usage,
                 lease=lease.lease,
             )
@@ -190,8 +199,56 @@ class ExecutionManager:
             data = result.output
         output = data if status is RunStatus.SUCCEEDED else None
         return await self.persist_and_finalize(
-            run, context, status, output, error, steps, stored_steps, usage, lease
+            run,
+            context,
+            status,
+            output,
+            error,
+            steps,
+            stored_steps,
+            usage,
+            lease,
+            committed_context,
         )
+
+    async def _checked_for_commit(
+        self,
+        name: str,
+        context: PipelineContext,
+        result: StepResult,
+        run: RunRecord,
+        committed_context: str | None,
+    ) -> tuple[StepResult, StepResult, tuple[Any, Any], str]:
+        """Produce what the step's commit stores *before* committing: ``(result, what to
+        store, (raw, scrubbed) context, context JSON)``.
+
+        An output or context that cannot be stored (no strict JSON form, see
+        :func:`~flujo.state._rows.dumps`, or a scrub that fails on it) fails this step here,
+        with the last stored context, so the run ends ``failed``: it is never left ``running``
+        for recovery to execute the step again. Error text is stored escaped.
+        """
+        problem: str | None = None
+        try:
+            persisted = await self._scrubbed_step(context, result)
+            dumps(persisted.output)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the commit fails the step
+            problem = f"the output of step {name!r} cannot be stored: {_why(exc)}"
+            persisted = result
+        try:
+            raw, scrubbed = await self._stored_context(context)
+            context_json = dumps(scrubbed)
+        except Exception as exc:  # noqa: BLE001 - as above
+            problem = problem or f"the context after step {name!r} cannot be stored: {_why(exc)}"
+            context_json = committed_context or dumps(run.context)
+            raw, scrubbed = None, loads(context_json)
+        if problem is not None:
+            problem = storable_text(problem)
+            result = replace(result, status=StepStatus.FAILED, output=None, error=problem)
+            persisted = replace(persisted, status=StepStatus.FAILED, output=None, error=problem)
+        elif result.error is not None:
+            result = replace(result, error=storable_text(result.error))
+            persisted = replace(persisted, error=storable_text(persisted.error))
+        return result, persisted, (raw, scrubbed), context_json
 
     async def persist_and_finalize(
         self,
@@ -204,28 +261,41 @@ class ExecutionManager:
         stored_steps: list[StepResult],
         usage: Usage,
         lease: Heartbeat,
+        committed_context: str | None = None,
     ) -> PipelineResult:
         """Write the final run row, then let plugins observe the finished run.
+
+        ``committed_context`` is the context JSON of the last step's commit, stored again as
+        is (a context that could not be stored failed that step).
 
         What is stored and observed is scrubbed; the caller gets the output back through every
         active policy's ``restore`` (e.g. pseudonyms swapped back for the original values).
         """
-        stored_output = await self.scrub(context, output)
-        stored_error = await self.scrub(context, error)
-        _, stored_context = await self._stored_context(context)
+        stored_error = storable_text(await self.scrub(context, error))
+        if committed_context is None:
+            try:
+                committed_context = dumps((await self._stored_context(context))[1])
+            except Exception:  # noqa: BLE001 - keep the context as it was stored last
+                committed_context = dumps(run.context)
+        try:
+            stored_output = await self.scrub(context, output)
+            dumps(stored_output)
+        except Exception as exc:  # noqa: BLE001 - checked at the step's commit; fail, not hang
+            status, output, stored_output = RunStatus.FAILED, None, None
+            error = stored_error = storable_text(f"the run's output cannot be stored: {_why(exc)}")
         await self.runtime.state.finalize_run(
             run.run_id,
             status,
             output=stored_output,
             error=stored_error,
-            context_json=to_json(stored_context).decode(),
+            context_json=committed_context,
             usage=usage,
             lease=lease.lease,
         )
         if self._run_observers:
             run.status, run.output, run.error = status, stored_output, stored_error
             run.usage = usage
-            run.context = stored_context
+            run.context = loads(committed_context)
             run.steps = stored_steps
             run.updated_at = time.time()
             self._observed(

@@ -33,6 +33,7 @@ from flujo.domain.errors import (
     RunFinishedError,
     RunLeasedError,
     RunNotFoundError,
+    UnstorableValueError,
     UserError,
 )
 from flujo.domain.events import PolicyDecided
@@ -49,6 +50,7 @@ from flujo.domain.models import (
 )
 from flujo.plugins.manager import PluginManager
 from flujo.state import open_state
+from flujo.state._rows import dumps
 
 T = TypeVar("T")
 # Defaults to PipelineContext, so `Flujo(pipeline)` needs no annotation (PEP 696).
@@ -325,6 +327,11 @@ class Flujo(Generic[ContextT]):
             created_at=now,
             updated_at=now,
         )
+        for what, value in (("input", run.input), ("context", run.context)):
+            try:
+                dumps(value)
+            except UnstorableValueError as exc:
+                raise InputValidationError(f"the run's {what} cannot be stored: {exc}") from None
         lease_s = manager.runtime.config.state.lease_s
         assert self._keeper is not None
         # Held before the insert lands: see Heartbeat.

@@ -23,6 +23,16 @@ from flujo.domain.scope import StepScope, reset_step_scope, set_step_scope
 PolicyListener = Callable[[PolicyDecided], None]
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for a step's error; an exception whose ``str()`` itself raises still
+    fails its step with a message instead of escaping the run (which would stay running)."""
+    try:
+        text = str(exc)
+    except Exception as inner:  # noqa: BLE001 - any failure to render is reported, not raised
+        text = f"<str() of the error failed: {type(inner).__name__}>"
+    return f"{type(exc).__name__}: {text}"
+
+
 class StepCoordinator:
     """Runs one step through the chain (DESIGN.md, "Data flow of one run").
 
@@ -177,7 +187,7 @@ class StepCoordinator:
         except InputValidationError as exc:
             return StepStatus.FAILED, None, str(exc), 0
         except Exception as exc:  # noqa: BLE001 - a broken policy fails the step (fail closed)
-            return StepStatus.FAILED, None, f"policy error: {type(exc).__name__}: {exc}", 0
+            return StepStatus.FAILED, None, f"policy error: {describe_error(exc)}", 0
 
         attempts, last_error = 0, ""
         while attempts <= step.max_retries:
@@ -189,7 +199,7 @@ class StepCoordinator:
             except UsageLimitExceededError as exc:
                 return StepStatus.LIMIT_EXCEEDED, None, str(exc), attempts
             except Exception as exc:  # noqa: BLE001 - any agent error is retried, then recorded
-                last_error = f"{type(exc).__name__}: {exc}"
+                last_error = describe_error(exc)
                 # What a failed attempt spent counts too: no retry past the run's budget.
                 if (crossed := self._crossed(scope)) is not None:
                     return StepStatus.LIMIT_EXCEEDED, None, crossed, attempts
@@ -202,7 +212,7 @@ class StepCoordinator:
                 except PolicyViolation as exc:
                     return StepStatus.BLOCKED, None, str(exc), attempts
                 except Exception as exc:  # noqa: BLE001 - fail closed, as for inputs
-                    error = f"policy error: {type(exc).__name__}: {exc}"
+                    error = f"policy error: {describe_error(exc)}"
                     return StepStatus.FAILED, None, error, attempts
             return StepStatus.SUCCEEDED, output, None, attempts
         return StepStatus.FAILED, None, last_error, attempts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +24,37 @@ if TYPE_CHECKING:
     from flujo.domain.models import PipelineResult, RunRecord
 
 
+def _utf8(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputValidationError(
+            f"{where}: not UTF-8 text (byte {raw[exc.start]:#x} at offset {exc.start})"
+        ) from None
+
+
+def _argument_text(value: str, where: str) -> str:
+    # Arguments that are not UTF-8 reach Python as lone surrogates (surrogateescape).
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _utf8(os.fsencode(value), where)
+    return value
+
+
 def _read_input(value: str) -> str:
     if value == "-":
-        return sys.stdin.read()
+        return _utf8(sys.stdin.buffer.read(), "--input - (stdin)")
     if value.startswith("@"):
         path = value[1:]
+        shown = ascii(path)[1:-1]
         try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read()
+            with open(path, "rb") as fh:
+                raw = fh.read()
         except OSError as exc:
-            raise InputValidationError(f"--input @{path}: cannot read: {exc.strerror}") from None
-    return value
+            raise InputValidationError(f"--input @{shown}: cannot read: {exc.strerror}") from None
+        return _utf8(raw, f"--input @{shown}")
+    return _argument_text(value, "--input")
 
 
 def _parse_context(text: str | None) -> dict[str, Any]:
@@ -41,12 +62,19 @@ def _parse_context(text: str | None) -> dict[str, Any]:
         return {}
     import json
 
+    from flujo.domain.errors import UnstorableValueError
+    from flujo.state._rows import dumps
+
     try:
-        value = json.loads(text)
+        value = json.loads(_argument_text(text, "--context"))
     except ValueError as exc:
         raise InputValidationError(f"--context: not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InputValidationError("--context: expected a JSON object")
+    try:
+        dumps(value)  # JSON escapes can spell what cannot be stored: "\\udce9", NaN
+    except UnstorableValueError as exc:
+        raise InputValidationError(f"--context: cannot be stored: {exc}") from None
     return value
 
 

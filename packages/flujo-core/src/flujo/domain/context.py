@@ -20,7 +20,11 @@ class PipelineContext(BaseModel):
     exactly what the last finished step left.
     """
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    # NaN/infinity are written as such (not silently as null, which the field may not accept
+    # on resume), so the strict state encoder refuses them and the step fails instead.
+    model_config = ConfigDict(
+        validate_assignment=True, extra="forbid", ser_json_inf_nan="constants"
+    )
 
     run_id: str = ""
     """The id of the run this context belongs to (set by the runner)."""

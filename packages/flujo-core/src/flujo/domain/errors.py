@@ -127,3 +127,8 @@ class LeaseLostError(StateError):
     backend when a step or the run's end is committed under a lease that is no longer held
     (fencing): nothing of that write is stored.
     """
+
+
+class UnstorableValueError(FlujoError):
+    """A value (step output, context, run input) has no JSON form the state database can hold:
+    a lone surrogate, NaN or infinity, bytes that are not UTF-8, an unknown type, a cycle."""
