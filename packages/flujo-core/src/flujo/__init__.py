@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flujo.agents import AsyncAgentWrapper, make_agent_async
+    from flujo.application.interrupt import stop_requested
     from flujo.application.runner import Flujo
     from flujo.config import FlujoConfig, load_config
     from flujo.domain.context import PipelineContext
@@ -84,12 +85,14 @@ __all__ = [
     "load_config",
     "make_agent_async",
     "record_usage",
+    "stop_requested",
 ]
 
 _LAZY = {
     "AsyncAgentWrapper": "flujo.agents",
     "ConfigError": "flujo.domain.errors",
     "Flujo": "flujo.application.runner",
+    "stop_requested": "flujo.application.interrupt",
     "FlujoConfig": "flujo.config",
     "FlujoError": "flujo.domain.errors",
     "InputValidationError": "flujo.domain.errors",

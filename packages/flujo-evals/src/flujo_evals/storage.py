@@ -222,6 +222,7 @@ async def finished_runs_since(state: StateBackend, since: float) -> list[dict[st
     """``run_id``/``status``/``created_at`` of finished runs since ``since``, oldest first."""
     return await state.fetch_all(
         "SELECT run_id, status, created_at FROM workflow_state "
-        "WHERE created_at >= :since AND status <> :running ORDER BY created_at, run_id",
-        {"since": since, "running": "running"},
+        "WHERE created_at >= :since AND status NOT IN (:running, :interrupted) "
+        "ORDER BY created_at, run_id",
+        {"since": since, "running": "running", "interrupted": "interrupted"},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from flujo.domain.models import (
 from flujo.state._rows import dumps, loads, storable_text
 
 if TYPE_CHECKING:
+    from flujo.application.interrupt import StopRequest
     from flujo.application.lease import Heartbeat
     from flujo.application.runtime import Runtime
     from flujo.domain.context import PipelineContext
@@ -36,6 +38,10 @@ if TYPE_CHECKING:
 def _methods(policies: Sequence[object], name: str) -> list[Callable[..., Any]]:
     found = (getattr(p, name, None) for p in policies)
     return [m for m in found if callable(m)]
+
+
+class _StepCancelled(Exception):
+    """The step in progress was cancelled by a stop request (not by anyone else)."""
 
 
 def _why(exc: BaseException) -> str:
@@ -121,8 +127,13 @@ class ExecutionManager:
         data: Any,
         previous: list[StepResult],
         lease: Heartbeat,
+        stop: StopRequest | None = None,
     ) -> PipelineResult:
         """Run steps ``start..`` of the pipeline on ``data`` and finalize the run.
+
+        With a ``stop`` request that is (or becomes) set, the run stops before its next step,
+        or during a step that can be cancelled, and is stored ``interrupted``
+        (:mod:`flujo.application.interrupt`).
 
         Every write is made under ``lease``. A run whose lease was lost to another worker
         stops before its next step, and a write under a lost lease is refused by the state
@@ -154,9 +165,17 @@ class ExecutionManager:
         for index in range(start, len(self.pipeline.steps)):
             lease.check()
             step = self.pipeline.steps[index]
-            async with self._step_hooks(run, index, step, data, context):
-                result = await self.coordinator.execute_step(
-                    step, data, context, run_id=run.run_id, run_usage=usage, limits=self.limits
+            if stop is not None and stop.requested:
+                return await self._interrupted(
+                    run, index, stop, steps, usage, committed_context, lease
+                )
+            try:
+                async with self._step_hooks(run, index, step, data, context):
+                    result = await self._run_step(step, data, context, run.run_id, usage, stop)
+            except _StepCancelled:
+                assert stop is not None  # only a stop request cancels a step this way
+                return await self._interrupted(
+                    run, index, stop, steps, usage, committed_context, lease, cancelled=True
                 )
             usage.add(result.usage)
             (
@@ -210,6 +229,68 @@ class ExecutionManager:
             lease,
             committed_context,
         )
+
+    async def _run_step(
+        self,
+        step: Step,
+        data: Any,
+        context: PipelineContext,
+        run_id: str,
+        usage: Usage,
+        stop: StopRequest | None,
+    ) -> StepResult:
+        if stop is None:
+            return await self.coordinator.execute_step(
+                step, data, context, run_id=run_id, run_usage=usage, limits=self.limits
+            )
+        # Sync callables finish (a thread cannot be stopped safely); async ones are cancelled.
+        stop.step_started(getattr(step.agent, "cancel_on_stop", True))
+        try:
+            return await self.coordinator.execute_step(
+                step, data, context, run_id=run_id, run_usage=usage, limits=self.limits
+            )
+        except asyncio.CancelledError:
+            if stop.claim_cancellation():
+                raise _StepCancelled from None
+            raise
+        finally:
+            stop.step_finished()
+            stop.claim_cancellation()  # a step that swallowed our cancel: consume it
+
+    async def _interrupted(
+        self,
+        run: RunRecord,
+        index: int,
+        stop: StopRequest,
+        steps: list[StepResult],
+        usage: Usage,
+        committed_context: str | None,
+        lease: Heartbeat,
+        *,
+        cancelled: bool = False,
+    ) -> PipelineResult:
+        """Store the run ``interrupted`` at step ``index`` with its lease released (a fenced
+        write, like a finished run's): resuming it starts at that step (a cancelled one runs
+        again from its start).
+
+        Not a finalized run: run observers (evaluations, ...) are not told.
+        """
+        where = "during" if cancelled else "before"
+        name = self.pipeline.steps[index].name
+        error = (
+            f"interrupted by {stop.reason} {where} step {name!r} "
+            f"({index + 1} of {len(self.pipeline.steps)})"
+        )
+        await self.runtime.state.finalize_run(
+            run.run_id,
+            RunStatus.INTERRUPTED,
+            output=None,
+            error=error,
+            context_json=committed_context or dumps(run.context),
+            usage=usage,
+            lease=lease.lease,
+        )
+        return PipelineResult(run.run_id, RunStatus.INTERRUPTED, None, steps, usage, error)
 
     async def _checked_for_commit(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 import uuid
@@ -17,7 +18,8 @@ from typing_extensions import TypeVar
 
 from flujo.application.background import BackgroundTaskManager, DrainReport
 from flujo.application.execution_manager import ExecutionManager
-from flujo.application.lease import LeaseKeeper, new_worker_id
+from flujo.application.interrupt import StopRequest
+from flujo.application.lease import Heartbeat, LeaseKeeper, new_worker_id
 from flujo.application.runtime import Runtime
 from flujo.application.scrubbing import Scrubbing, active_policy_names, stored_form
 from flujo.application.step_coordinator import StepCoordinator
@@ -44,6 +46,7 @@ from flujo.domain.models import (
     RunRecord,
     RunStatus,
     Step,
+    StepResult,
     Usage,
     UsageLimits,
     describe_validation_error,
@@ -137,6 +140,9 @@ class Flujo(Generic[ContextT]):
         self._portal: _LoopThread | None = None
         self._retriever: Retriever | None = None
         self._closed = False
+        self._stop = StopRequest()
+        self.current_run: tuple[str, Heartbeat] | None = None
+        """The run this runner is executing right now and its lease, if any."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,6 +286,20 @@ class Flujo(Generic[ContextT]):
             self._portal = _LoopThread()
         return self._portal.call(coro)
 
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask this runner to stop, e.g. from a SIGINT/SIGTERM handler (safe there and from any
+        thread). The run in progress stops before its next step, or at once if its current
+        step is async (cancelled; a sync one finishes first), and is stored ``interrupted``
+        with its lease released; ``resume`` continues it. The runner stays stopping: a later
+        run or resume stops before its first step, and ``resume_stale`` claims no more runs.
+        """
+        self._stop.request(signum)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop.requested
+
     # ------------------------------------------------------------------ runs
 
     def _new_context(self, context: ContextT | Mapping[str, Any] | None) -> PipelineContext:
@@ -339,9 +359,31 @@ class Flujo(Generic[ContextT]):
         try:
             await manager.runtime.state.create_run(run, owner=self.worker_id, lease_s=lease_s)
             beat.taken = True
-            return await manager.execute(run, ctx, start=0, data=input, previous=[], lease=beat)
+            return await self._execute(manager, run, ctx, 0, input, [], beat)
         finally:
             self._keeper.release(beat)
+
+    async def _execute(
+        self,
+        manager: ExecutionManager,
+        run: RunRecord,
+        ctx: PipelineContext,
+        start: int,
+        data: Any,
+        previous: list[StepResult],
+        beat: Heartbeat,
+    ) -> PipelineResult:
+        """``manager.execute`` with this runner's stop request current (see
+        :meth:`request_stop`) and :attr:`current_run` set while it runs."""
+        token = self._stop.bind()
+        self.current_run = (run.run_id, beat)
+        try:
+            return await manager.execute(
+                run, ctx, start=start, data=data, previous=previous, lease=beat, stop=self._stop
+            )
+        finally:
+            self.current_run = None
+            self._stop.unbind(token)
 
     def run(
         self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
@@ -374,8 +416,8 @@ class Flujo(Generic[ContextT]):
                     beat.taken = True
                     start = run.current_step
                     data = run.input if start == 0 else run.last_output
-                    return await manager.execute(
-                        run, ctx, start=start, data=data, previous=run.steps[:start], lease=beat
+                    return await self._execute(
+                        manager, run, ctx, start, data, run.steps[:start], beat
                     )
             finally:
                 keeper.release(beat)
@@ -413,7 +455,8 @@ class Flujo(Generic[ContextT]):
         return self._sync(self.resume_async(run_id))
 
     async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
-        """Claim runs of this pipeline whose worker died (expired lease) and finish them.
+        """Claim runs of this pipeline whose worker died (expired lease) or was stopped
+        (``interrupted``), and finish them. Stops claiming once :meth:`request_stop` is called.
 
         Each stale run is claimed by exactly one worker, however many call this at once
         (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Returns the resumed runs' results; a run
@@ -425,7 +468,7 @@ class Flujo(Generic[ContextT]):
         results: list[PipelineResult] = []
         # One claim at a time: a claimed run starts at once, so its lease never idles out
         # while this worker is busy with another one.
-        while len(results) < limit:
+        while len(results) < limit and not self._stop.requested:
             claimed = await state.claim_stale(
                 self.worker_id, lease_s, limit=1, pipeline_version=self.pipeline.version
             )

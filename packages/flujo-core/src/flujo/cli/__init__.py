@@ -61,9 +61,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = cli.main(args=args, prog_name="flujo", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            # Ctrl-C in a command that does not handle it itself (commands that execute
+            # runs do: flujo.cli._signals). One line, the shell's code for SIGINT.
+            click.echo("interrupted", err=True)
+            sys.exit(130)
         click.echo("aborted", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while plugins load, before any command runs
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

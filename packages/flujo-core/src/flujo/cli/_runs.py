@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flujo.cli._app import CliState, dump_json, echo_json
+from flujo.cli._signals import Interrupts, resume_hint
 from flujo.domain.errors import (
     FlujoError,
     InputValidationError,
@@ -78,18 +79,23 @@ def _parse_context(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _report(result: PipelineResult, as_json: bool) -> None:
+def _report(result: PipelineResult, as_json: bool, interrupted_code: int = 130) -> int:
+    """Print ``result`` as stored; return the exit code (``interrupted_code`` if interrupted)."""
+    from flujo.domain.models import RunStatus
+
     if as_json:
         echo_json(result.to_dict())
-    else:
+    if result.status is RunStatus.INTERRUPTED:
+        click.echo(resume_hint(result.run_id, result.error), err=True)
+        return interrupted_code
+    if not as_json:
         if result.succeeded:
             out = result.output
             click.echo(out if isinstance(out, str) else dump_json(out))
         else:
             click.echo(f"run {result.run_id} {result.status.value}: {result.error}", err=True)
         click.echo(f"run {result.run_id}: {result.status.value}", err=True)
-    if not result.succeeded:
-        sys.exit(1)
+    return 0 if result.succeeded else 1
 
 
 @click.command("run")
@@ -105,14 +111,20 @@ def run(state: CliState, target: str, input_: str, context_json: str | None, as_
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
-    pipeline = load_target(target)
-    data = _read_input(input_)
-    context = _parse_context(context_json)
-    config = state.config()
-    runner: Flujo[Any] = Flujo(pipeline, config=config, pipeline_ref=_absolute_ref(target))
-    with runner:
-        result = runner.run(data, context=context)
-    _report(result, as_json)
+    with Interrupts(lambda r: _report(r, as_json, stop.exit_code)) as stop:
+        pipeline = load_target(target)
+        data = _read_input(input_)
+        context = _parse_context(context_json)
+        config = state.config()
+        if stop.signum is not None:
+            click.echo("interrupted before the run started; nothing was stored", err=True)
+            sys.exit(stop.exit_code)
+        runner: Flujo[Any] = Flujo(pipeline, config=config, pipeline_ref=_absolute_ref(target))
+        stop.attach(runner)
+        with runner:
+            stop.result = runner.run(data, context=context)
+        code = _report(stop.result, as_json, stop.exit_code)
+    sys.exit(code)
 
 
 def _absolute_ref(target: str) -> str:
@@ -156,7 +168,9 @@ def _get_run(state: CliState, run_id: str) -> RunRecord:
 @runs.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["running", "succeeded", "failed", "blocked", "limit_exceeded"]),
+    type=click.Choice(
+        ["running", "interrupted", "succeeded", "failed", "blocked", "limit_exceeded"]
+    ),
     default=None,
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -231,10 +245,18 @@ def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_
     """
     if stale == (run_id is not None):
         raise click.UsageError("give either RUN_ID or --stale")
-    if run_id is not None:
-        _report(_resume_one(state, _get_run(state, run_id), worker_id=None), as_json)
-        return
+    with Interrupts(lambda r: _report(r, as_json, stop.exit_code)) as stop:
+        if run_id is not None:
+            stop.result = _resume_one(state, _get_run(state, run_id), None, stop)
+            sys.exit(_report(stop.result, as_json, stop.exit_code))
+        sys.exit(_resume_stale(state, limit, as_json, stop))
+
+
+def _resume_stale(state: CliState, limit: int, as_json: bool, stop: Interrupts) -> int:
+    """Claim and finish stale runs one at a time until none is left, ``limit`` is reached or a
+    signal asks to stop (then no further run is claimed: a pod shutdown loses nothing)."""
     from flujo.application.lease import new_worker_id
+    from flujo.domain.models import RunStatus
 
     worker = new_worker_id()
     lease_s = state.config().state.lease_s
@@ -242,14 +264,14 @@ def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_
     failures = 0
     # One claim at a time: a claimed run starts at once, so its lease never idles out while
     # this worker is busy with another one.
-    while len(results) + failures < limit:
+    while len(results) + failures < limit and stop.signum is None:
         claimed: list[str] = asyncio.run(
             _with_state(state, lambda b: b.claim_stale(worker, lease_s, limit=1))
         )
         if not claimed:
             break
         try:
-            result = _resume_one(state, _get_run(state, claimed[0]), worker_id=worker)
+            result = _resume_one(state, _get_run(state, claimed[0]), worker, stop)
         except (RunLeasedError, RunFinishedError):
             continue  # another worker took it over between claim and start: theirs now
         except FlujoError as exc:
@@ -257,18 +279,25 @@ def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_
             click.echo(f"error: {exc}", err=True)
             continue
         results.append(result)
+        if result.status is RunStatus.INTERRUPTED:
+            if not as_json:
+                click.echo(resume_hint(result.run_id, result.error), err=True)
+            continue
         failures += not result.succeeded
         if not as_json:
             click.echo(f"run {result.run_id}: {result.status.value}")
     if as_json:
         echo_json([r.to_dict() for r in results])
-    elif not results and not failures:
+    elif not results and not failures and stop.signum is None:
         click.echo("no stale runs")
-    if failures:
-        sys.exit(1)
+    if stop.signum is not None:
+        return stop.exit_code
+    return 1 if failures else 0
 
 
-def _resume_one(state: CliState, record: RunRecord, *, worker_id: str | None) -> PipelineResult:
+def _resume_one(
+    state: CliState, record: RunRecord, worker_id: str | None, stop: Interrupts
+) -> PipelineResult:
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
@@ -286,5 +315,6 @@ def _resume_one(state: CliState, record: RunRecord, *, worker_id: str | None) ->
     runner: Flujo[Any] = Flujo(pipeline, config=state.config(), pipeline_ref=record.pipeline_ref)
     if worker_id is not None:
         runner.worker_id = worker_id  # the claim's lease is ours: resume under it
+    stop.attach(runner)
     with runner:
         return runner.resume(record.run_id)

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
 
 
 class RunStatus(StrEnum):
-    """Where a run stands. Every status but ``running`` is final."""
+    """Where a run stands. Every status but ``running`` and ``interrupted`` is final."""
 
     RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    """Stopped on request (Ctrl-C, SIGTERM) with its lease released: ``flujo runs resume ID``
+    continues it at once, at its first unfinished step (so does a ``--stale`` worker)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     BLOCKED = "blocked"
@@ -441,6 +444,12 @@ class _CallableAgent:
         self.input_type = hints.get(positional[0].name)
         self.context_type = hints.get(context_param.name) if context_param else None
         self.output_type = hints.get("return")
+
+    @property
+    def cancel_on_stop(self) -> bool:
+        """Whether a run asked to stop cancels this step mid-way: async functions yes (at
+        their next ``await``), sync ones no (they finish; a thread cannot be stopped safely)."""
+        return self._is_async
 
     async def run(self, data: Any, *, context: PipelineContext) -> Any:
         if self._is_async:

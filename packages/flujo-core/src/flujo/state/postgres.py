@@ -45,6 +45,7 @@ _ENDED_UNDER = (
 )
 # The fence of every write a worker makes to its run: still running, still its take.
 _HELD = "run_id = %s AND status = 'running' AND lease_owner = %s AND lease_epoch = %s"
+_INTERRUPTED = RunStatus.INTERRUPTED.value
 _NOW = "extract(epoch from clock_timestamp())"
 _MIGRATION_LOCK = 0x666C756A6F  # "flujo": one advisory lock key for every flujo database
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -178,19 +179,23 @@ class PostgresBackend:
     ) -> list[str]:
         version_filter = "AND pipeline_version = %s" if pipeline_version else ""
         params: tuple[Any, ...] = (
+            _RUNNING,
             owner,
             lease_s,
             _RUNNING,
+            _INTERRUPTED,
             *((pipeline_version,) if pipeline_version else ()),
             limit,
         )
         async with self.pool.connection() as conn:
-            # SKIP LOCKED: concurrent claimers each take different rows, none waits.
+            # SKIP LOCKED: concurrent claimers each take different rows, none waits. An
+            # interrupted run becomes running here, so no other claimer can take it too.
             cur = await conn.execute(
-                f"UPDATE workflow_state SET lease_owner = %s, lease_expires_at = {_NOW} + %s, "
-                f"{_TAKE} WHERE run_id IN "
-                "(SELECT run_id FROM workflow_state WHERE status = %s AND "
-                f"lease_expires_at < {_NOW} {version_filter} ORDER BY lease_expires_at "
+                "UPDATE workflow_state SET status = %s, lease_owner = %s, "
+                f"lease_expires_at = {_NOW} + %s, {_TAKE} WHERE run_id IN "
+                "(SELECT run_id FROM workflow_state WHERE ((status = %s AND "
+                f"lease_expires_at < {_NOW}) OR status = %s) {version_filter} "
+                "ORDER BY lease_expires_at "
                 "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id",
                 params,
             )

@@ -41,6 +41,7 @@ _ENDED_UNDER = (
 _NOT_LIVE = (RunStatus.SUCCEEDED.value, _RUNNING)
 # The fence of every write a worker makes to its run: still running, still its take.
 _HELD = "run_id = ? AND status = 'running' AND lease_owner = ? AND lease_epoch = ?"
+_INTERRUPTED = RunStatus.INTERRUPTED.value
 
 
 class SQLiteBackend:
@@ -153,21 +154,24 @@ class SQLiteBackend:
         params: tuple[Any, ...] = (
             _RUNNING,
             now,
+            _INTERRUPTED,
             *((pipeline_version,) if pipeline_version else ()),
         )
         with self._immediate("claiming stale runs"):
             ids = [
                 row[0]
                 for row in self.conn.execute(
-                    "SELECT run_id FROM workflow_state WHERE status = ? AND lease_expires_at < ? "
+                    "SELECT run_id FROM workflow_state WHERE "
+                    "((status = ? AND lease_expires_at < ?) OR status = ?) "
                     f"{version_filter} ORDER BY lease_expires_at LIMIT ?",
                     (*params, limit),
                 )
             ]
+            # An interrupted run becomes running here, so no other claimer can take it too.
             self.conn.executemany(
-                f"UPDATE workflow_state SET lease_owner = ?, lease_expires_at = ?, {_TAKE} "
-                "WHERE run_id = ?",
-                [(owner, now + lease_s, run_id) for run_id in ids],
+                f"UPDATE workflow_state SET status = ?, lease_owner = ?, lease_expires_at = ?, "
+                f"{_TAKE} WHERE run_id = ?",
+                [(_RUNNING, owner, now + lease_s, run_id) for run_id in ids],
             )
         return ids
 

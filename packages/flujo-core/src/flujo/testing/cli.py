@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +39,24 @@ def run_flujo(
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    """Wait until the child ``proc`` creates ``path`` (e.g. a step's marker file).
+
+    Fails at once if the child exits first, and kills it past ``timeout_s``: a test waits on
+    the event, never on a guessed sleep.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the child exited before {path.name} appeared: {proc.communicate()}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{path.name} never appeared: {proc.communicate()}")
+        time.sleep(0.01)
 
 
 _HELP_PROBE = """

@@ -1,0 +1,73 @@
+"""Marking a run ``interrupted`` from a process that exits at once (a second Ctrl-C).
+
+The runner's event loop may be blocked by a sync step then, so this uses a short-lived
+connection of its own with the plain sync driver and bounded waits, never the backend's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flujo.domain.models import RunStatus
+from flujo.state._rows import loads
+
+if TYPE_CHECKING:
+    from flujo.config import StateSettings
+    from flujo.domain.interfaces import Lease
+
+_WAIT_S = 3.0
+# Fenced like every write a worker makes to its run (see flujo.application.lease): still
+# running, still this worker's take; the version moves on, as with every change of status.
+_RELEASE = (
+    "UPDATE workflow_state SET status = {p}, error = {p}, lease_owner = NULL, "
+    "lease_expires_at = NULL, updated_at = {p}, version = version + 1 WHERE run_id = {p} "
+    "AND status = {p} AND lease_owner = {p} AND lease_epoch = {p}"
+)
+_READ = "SELECT status, output, error FROM workflow_state WHERE run_id = {p}"
+
+
+def interrupt_run_now(
+    settings: StateSettings, root: Path, run_id: str, lease: Lease, error: str
+) -> tuple[RunStatus, Any, str | None]:
+    """Store run ``run_id``, running under ``lease``, as interrupted with its lease released,
+    then return what the database holds for it: ``(status, output, error)``.
+
+    Only a run still ``running`` under ``lease`` is changed: one that finished meanwhile, or
+    that another worker took over, is reported as it is. The step in progress is not
+    committed; a resume runs it again. Raises ``Exception`` subclasses of the driver when the
+    database cannot be reached within a few seconds.
+    """
+    from flujo.state import open_backend
+
+    backend = open_backend(settings, root)
+    params = (
+        RunStatus.INTERRUPTED.value,
+        error,
+        time.time(),
+        run_id,
+        RunStatus.RUNNING.value,
+        lease.owner,
+        lease.epoch,
+    )
+    if backend.dialect == "sqlite":
+        path = str(getattr(backend, "path", ""))
+        conn = sqlite3.connect(path, timeout=_WAIT_S, isolation_level=None)
+        try:
+            conn.execute(_RELEASE.format(p="?"), params)
+            row = conn.execute(_READ.format(p="?"), (run_id,)).fetchone()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        dsn = str(getattr(backend, "dsn", settings.uri))
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=int(_WAIT_S)) as pg:
+            pg.execute(f"SET statement_timeout = {int(_WAIT_S * 1000)}")
+            pg.execute(_RELEASE.format(p="%s"), params)
+            row = pg.execute(_READ.format(p="%s"), (run_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"run {run_id} is not in the state database")
+    return RunStatus(row[0]), loads(row[1]), row[2]
