@@ -115,10 +115,12 @@ def _resolve_tools(
     function tools must not read ``flujo.toml`` or load plugins.
     """
     resolved: list[Callable[..., Any] | Tool[Any]] = []
+    seen: dict[str, str] = {}  # model-visible name -> where that tool came from
     for spec in tools:
         if not isinstance(spec, str):
             if not callable(spec) and not isinstance(spec, Tool):
                 raise PipelineDefinitionError(f"tool {spec!r} is neither a function nor a tool id")
+            _claim_name(seen, spec, f"function {getattr(spec, '__qualname__', spec)!r}")
             resolved.append(spec)
             continue
         from flujo.plugin import create
@@ -128,14 +130,28 @@ def _resolve_tools(
 
             config = load_config()  # once for every id of this agent
         tool = create("tools", spec, config)
+        manager = config.plugin_manager
+        owner = manager.registry.get("tools", spec).owner if manager else "?"
         if not callable(tool) and not isinstance(tool, Tool):
-            manager = config.plugin_manager
-            owner = manager.registry.get("tools", spec).owner if manager else "?"
             raise PluginError(
                 owner, f"tool {spec!r}: factory returned {type(tool).__name__}, not a function"
             )
+        _claim_name(seen, tool, f"tool id {spec!r} of plugin {owner!r}")
         resolved.append(tool)
     return resolved
+
+
+def _claim_name(seen: dict[str, str], tool: Callable[..., Any] | Tool[Any], origin: str) -> None:
+    """Record the name the model will see for ``tool``; two tools with one name are an error
+    at build time naming where both came from (pydantic-ai's own error names neither)."""
+    name = tool.name if isinstance(tool, Tool) else getattr(tool, "__name__", repr(tool))
+    if name in seen:
+        raise PipelineDefinitionError(
+            f"two tools of this agent are both named {name!r} for the model: {seen[name]} and "
+            f"{origin}; rename one of the functions (or wrap it in a pydantic_ai.Tool with "
+            "another name)"
+        )
+    seen[name] = origin
 
 
 # --------------------------------------------------------------------------- usage and limits
