@@ -10,7 +10,12 @@ datamodel-code-generator, operations, ruff formatting), in memory:
 
 Prints figures and asserts nothing. Needs flujo-openapi installed (skips otherwise).
 
-    python benchmarks/openapi.py [--runs 3] [--corpus DIR ...] [--corpus-only]
+    python benchmarks/openapi.py [--opc PATH] [--only NAME] [--timing [--runs 3]]
+        [--corpus DIR ...] [--corpus-only]
+
+By default it prints the shared-corpus table (``openapi_shared.py``: every spec of
+``<repo>/../shared/openapi-specs``, with openapi-python-client side by side when installed);
+``--timing`` adds the two medians below.
 
 ``--corpus DIR`` also runs every public description in DIR (see ``openapi_corpus.py`` and
 ``openapi_corpus.md``): generated / imported / skipped per spec, and the totals.
@@ -154,6 +159,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, action="append", default=[], metavar="DIR")
     parser.add_argument("--corpus-only", action="store_true", help="skip the timing table")
     parser.add_argument("--corpus-timeout", type=float, default=900, metavar="SECONDS")
+    parser.add_argument("--timing", action="store_true", help="the Twilio/synthetic medians too")
+    parser.add_argument("--opc", default=None, help="openapi-python-client executable to compare")
+    parser.add_argument("--only", default=None, help="only shared specs whose path contains this")
     args = parser.parse_args()
     try:
         import flujo_openapi  # noqa: F401
@@ -167,6 +175,13 @@ def main() -> None:
             for directory in args.corpus:
                 run_corpus(directory, args.corpus_timeout)
             return
+    from openapi_shared import main as shared_table  # beside this file
+
+    shared_table(args.opc, only=args.only)
+    if not args.timing:
+        for directory in args.corpus:
+            run_corpus(directory, args.corpus_timeout)
+        return
     print(f"flujo dev import-openapi generation time (median of {args.runs} runs)")
     if TWILIO.is_file():
         _report("twilio api v2010", 10, _time(TWILIO, args.runs))

@@ -1,0 +1,215 @@
+"""Every spec of the shared corpus (``<repo>/../shared/openapi-specs``, issue #16), one table.
+
+For each spec (the gzip and tar archives in ``real/`` are unpacked into a temporary folder):
+operations in the spec, generated, skipped with their reasons, silent drops (operations in
+the spec neither generated nor listed as skipped: must be 0), warnings, whether the package
+imports, ``mypy --strict`` and a default ``ruff check`` on it, and the seconds the generator
+took (a real ``flujo dev import-openapi`` process). When openapi-python-client is installed
+(on PATH, or ``--opc PATH``), its exit status and seconds on the same spec, in the same run,
+with its ``literal_enums`` option (Stripe fails without it).
+
+    python benchmarks/openapi.py --shared [--opc /path/to/openapi-python-client]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FLUJO_OPENAPI_SPECS") or ROOT.parent / "shared" / "openapi-specs")
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@dataclass
+class Row:
+    name: str
+    spec_operations: int = 0
+    generated: int = 0
+    skipped: list[str] = field(default_factory=list)
+    silent: int = 0
+    warnings: int = 0
+    exit_code: int = 0
+    error: str = ""
+    imports: str = "-"
+    mypy: str = "-"
+    ruff: str = "-"
+    seconds: float = 0.0
+    opc: str = ""
+
+
+def specs(unpack_to: Path) -> list[tuple[str, Path]]:
+    """Every spec of the shared corpus, archives unpacked into ``unpack_to``."""
+    found: list[tuple[str, Path]] = []
+    for path in sorted(SHARED.rglob("*")):
+        rel = path.relative_to(SHARED).as_posix()
+        if path.suffix in (".json", ".yaml", ".yml") and path.is_file():
+            if rel.startswith("swagger2/petstore-separate/") and not rel.endswith(
+                "spec/swagger.json"
+            ):
+                continue  # the files it references, not specs
+            found.append((rel, path))
+        elif rel.endswith(".json.gz"):
+            target = unpack_to / path.name.removesuffix(".gz")
+            target.write_bytes(gzip.decompress(path.read_bytes()))
+            found.append((rel, target))
+        elif rel.endswith(".tar.gz"):
+            folder = unpack_to / path.name.removesuffix(".tar.gz")
+            with tarfile.open(path) as archive:
+                archive.extractall(folder, filter="data")
+            roots = sorted(folder.rglob("*-public.v2.yaml")) or sorted(folder.rglob("*.yaml"))[:1]
+            found.extend((rel, root) for root in roots)
+    return found
+
+
+def spec_operations(spec: Path) -> int:
+    """Operations under ``paths`` (references to other files followed)."""
+    from flujo_openapi.errors import OpenAPIImportError
+    from flujo_openapi.loader import load_spec
+
+    try:
+        document = load_spec(str(spec)).document
+    except OpenAPIImportError:
+        return 0
+    count = 0
+    for item in (document.get("paths") or {}).values():
+        if isinstance(item, dict):
+            count += sum(1 for m in METHODS if isinstance(item.get(m), dict))
+    return count
+
+
+def _run(args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return -1, f"timed out after {timeout:.0f} s", time.perf_counter() - started
+    return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - started
+
+
+def measure(name: str, spec: Path, work: Path, opc: str | None, timeout: float) -> Row:
+    row = Row(name, spec_operations=spec_operations(spec))
+    package = "p_" + "".join(c if c.isalnum() else "_" for c in name.lower())[:50]
+    out = work / package
+    code, output, row.seconds = _run(
+        [
+            sys.executable, "-m", "flujo", "dev", "import-openapi", str(spec),
+            "--output-dir", str(out), "--package-name", package, "-q",
+        ],
+        work,
+        timeout,
+    )  # fmt: skip
+    row.exit_code = code
+    manifest_path = out / "flujo-openapi.json"
+    if code != 0 or not manifest_path.is_file():
+        row.error = output.strip().splitlines()[-1][:120] if output.strip() else f"exit {code}"
+    else:
+        manifest = json.loads(manifest_path.read_text())
+        row.generated = len(manifest["operations"])
+        operations_skipped = 0
+        for skipped in manifest["skipped"]:
+            row.skipped.append(f"{skipped['method']} {skipped['path']}: {skipped['reason']}")
+            if skipped["method"] != "CALLBACK" and not skipped["path"].startswith("webhook:"):
+                operations_skipped += 1 if skipped["method"] != "*" else 0
+        row.silent = row.spec_operations - row.generated - operations_skipped
+        row.warnings = len(manifest.get("warnings", []))
+        code, output, _ = _run(
+            [sys.executable, "-c", f"import {package}, {package}.models"], out, timeout
+        )
+        row.imports = "yes" if code == 0 else "NO"
+        code, output, _ = _run(
+            [
+                sys.executable, "-m", "mypy", "--strict",
+                "--cache-dir", str(work / ".mypy_cache"), package,
+            ],
+            out,
+            timeout,
+        )  # fmt: skip
+        row.mypy = "clean" if code == 0 else output.strip().splitlines()[-1][:60]
+        code, output, _ = _run(
+            [sys.executable, "-m", "ruff", "check", "--isolated", "--quiet", package],
+            out,
+            timeout,
+        )
+        row.ruff = "clean" if code == 0 else f"{output.count(chr(10))} lines"
+    if opc:
+        opc_out = work / f"opc_{package}"
+        config = work / "opc.yaml"
+        config.write_text("literal_enums: true\n")
+        code, output, seconds = _run(
+            [
+                opc, "generate", "--path", str(spec), "--output-path", str(opc_out),
+                "--meta", "none", "--config", str(config), "--overwrite",
+            ],
+            work,
+            timeout,
+        )  # fmt: skip
+        failed = code != 0 or "Unable to" in output or "Error" in output
+        row.opc = f"{'ok' if not failed else 'errors'} {seconds:.1f} s"
+    return row
+
+
+def table(rows: list[Row], with_opc: bool) -> str:
+    head = (
+        "| spec | ops in spec | generated | skipped | silent | warnings | exit | imports "
+        "| mypy --strict | ruff check | seconds |"
+        + (" openapi-python-client |" if with_opc else "")
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        cells = [
+            r.name, str(r.spec_operations), str(r.generated), str(len(r.skipped)), str(r.silent),
+            str(r.warnings), str(r.exit_code), r.imports, r.mypy, r.ruff, f"{r.seconds:.1f}",
+        ]  # fmt: skip
+        if with_opc:
+            cells.append(r.opc)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(opc: str | None = None, timeout: float = 1200, only: str | None = None) -> None:
+    if not SHARED.is_dir():
+        print(f"shared corpus not found at {SHARED}")
+        return
+    opc = opc or shutil.which("openapi-python-client")
+    with tempfile.TemporaryDirectory(prefix="openapi-shared-") as tmp:
+        work = Path(tmp)
+        unpacked = work / "unpacked"
+        unpacked.mkdir()
+        rows = []
+        for name, spec in specs(unpacked):
+            if only and only not in name:
+                continue
+            print(f"... {name}", file=sys.stderr, flush=True)
+            rows.append(measure(name, spec, work, opc, timeout))
+            print(table(rows[-1:], bool(opc)).splitlines()[-1], file=sys.stderr, flush=True)
+    print(table(rows, bool(opc)))
+    print()
+    for r in rows:
+        if r.error:
+            print(f"{r.name}: FAILED: {r.error}")
+        for reason in r.skipped:
+            print(f"{r.name}: skipped {reason}")
+    print(
+        f"\n{len(rows)} specs; {sum(r.exit_code == 0 for r in rows)} generated; "
+        f"{sum(r.silent for r in rows)} silent drops; "
+        f"{sum(r.mypy == 'clean' for r in rows)} mypy-clean; "
+        f"{sum(r.ruff == 'clean' for r in rows)} ruff-clean"
+        + (f"; openapi-python-client: {opc}" if opc else "; openapi-python-client not installed")
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
