@@ -1,9 +1,10 @@
 """The hooks a Flujo plugin can implement.
 
 Every hook is named ``flujo_*`` and belongs to the pluggy project ``"flujo"``. Implement one
-with the :data:`flujo.hookimpl` marker in the module your ``flujo.plugins`` entry point names::
+with the :data:`flujo.plugin.hookimpl` marker in the module your ``flujo.plugins`` entry
+point names::
 
-    from flujo import hookimpl
+    from flujo.plugin import hookimpl
 
     @hookimpl
     def flujo_register_policies(register):
