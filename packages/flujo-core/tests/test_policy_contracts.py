@@ -166,7 +166,8 @@ async def test_scrub_keeps_secrets_out_of_the_database_and_plugins_and_restore_r
     ) as runner:
         result = await runner.run_async(f"my card is {SECRET}", context=live)
     # The steps saw the placeholder (and one added the raw value); the caller gets it back.
-    assert result.steps[0].output == f"my card is <CARD_1> / card {SECRET}"
+    # Step results are what a caller prints or logs: the stored, scrubbed copies.
+    assert result.steps[0].output == "my card is <CARD_1> / card <CARD_1>"
     assert result.output == f"MY CARD IS {SECRET} / CARD {SECRET}"
     # ...nothing else holds it: not the database, not the other plugins' payloads.
     raw = db.read_bytes() + b"".join(

@@ -138,3 +138,61 @@ def test_scrub_with_presidio(tmp_path: Path) -> None:
     proc = flujo("governance", "scrub", "--engine", "presidio", cwd=tmp_path, stdin="to a@b.io")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "to <EMAIL>"
+
+
+PIPE = """
+import logging
+
+from flujo import Pipeline, Step
+
+CARD = "4111 1111 1111 1111"
+EMAIL = "ana@example.com"
+
+
+def charge(text: str) -> str:
+    logging.getLogger("pipe").error("charging %s for %s", CARD, EMAIL)
+    raise RuntimeError(f"could not charge {CARD} for {EMAIL}")
+
+
+def greet(text: str) -> str:
+    return f"{text}, your card {CARD} is on file"
+
+
+failing = Pipeline([Step.from_callable(charge, name="charge")])
+greeting = Pipeline([Step.from_callable(greet, name="greet")])
+"""
+
+
+@pytest.mark.parametrize("mode", ["redact", "pseudonymize"])
+def test_flujo_run_never_prints_raw_pii_but_returns_the_restored_output(
+    tmp_path: Path, mode: str
+) -> None:
+    """What ``flujo run`` prints about a failed step (stderr, ``--json``) is scrubbed like the
+    stored copy; only the final output of a successful run comes back restored."""
+    _require_installed()
+    (tmp_path / "flujo.toml").write_text(
+        '[state]\nuri = "sqlite:///flujo.db"\n[governance]\npolicies = ["pii"]\n'
+        f'[governance.pii]\nmode = "{mode}"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "pipe.py").write_text(PIPE, encoding="utf-8")
+    env = {"FLUJO_LOAD_PLUGINS": DIST}
+    raw = ["4111 1111 1111 1111", "4111111111111111", "ana@example.com"]
+    for args in (["--input", "go"], ["--input", "go", "--json"]):
+        proc = run_flujo("run", "pipe.py:failing", *args, cwd=tmp_path, env=env)
+        assert proc.returncode == 1, proc.stderr
+        assert "could not charge" in proc.stderr + proc.stdout  # the error is reported...
+        for value in raw:  # ...scrubbed
+            assert value not in proc.stderr, f"{value!r} on stderr: {proc.stderr}"
+            assert value not in proc.stdout, f"{value!r} on stdout: {proc.stdout}"
+    done = run_flujo(
+        "run", "pipe.py:greeting", "--input", "Hi ana@example.com", cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    restored = "Hi ana@example.com, your card 4111 1111 1111 1111 is on file"
+    if mode == "pseudonymize":
+        assert done.stdout.strip() == restored
+    else:
+        assert done.stdout.strip() == "Hi <EMAIL>, your card 4111 1111 1111 1111 is on file"
+    for value in raw:
+        assert value not in done.stderr

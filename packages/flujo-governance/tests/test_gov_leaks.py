@@ -12,6 +12,7 @@ from typing import Any
 import pydantic_core
 import pytest
 from gov_testkit import database_bytes, make_config
+from pydantic_ai import RunContext
 
 from flujo import Flujo, Pipeline, PipelineContext, RunStatus, Step, hookimpl, make_agent_async
 from flujo.domain.events import RunFinalized, StepCompleted
@@ -47,10 +48,12 @@ log = logging.getLogger("tests.governance.tools")
 
 class Ctx(PipelineContext):
     role: str = "agent"
+    customer: str = ""
 
 
-def customer_record(customer: str) -> dict[str, str]:
+def customer_record(ctx: RunContext[Ctx], customer: str) -> dict[str, str]:
     """The customer's bank details."""
+    ctx.deps.customer = EMAIL  # the context now holds PII: observers must not see it
     record = {"customer": customer, "iban": IBAN, "last_ip": IP, "email": EMAIL}
     log.warning("customer_record(%s) -> %s", customer, record)
     return record
@@ -71,6 +74,7 @@ class Sink:
     @hookimpl
     def flujo_step_completed(self, event: StepCompleted) -> None:
         self.payloads += [event.input, event.step.output, event.step.error]
+        self.payloads += [event.context.model_dump(mode="json"), dict(event.context_keys)]
 
     @hookimpl
     def flujo_run_finalized(self, event: RunFinalized) -> None:
@@ -104,6 +108,7 @@ async def run_and_check(
     assert_clean("the logs", caplog.text)
     assert_clean("the log records", "\n".join(r.getMessage() for r in caplog.records))
     assert_clean("another plugin's payloads", json.dumps(sink.payloads, default=str))
+    assert any(isinstance(p, dict) and p.get("customer") == "<EMAIL>" for p in sink.payloads)
     assert "<EMAIL>" in caplog.text  # the tool's log line is there, scrubbed
     # The step output the caller gets was inspected too (inspect_output = true).
     assert_clean("the result", json.dumps(pydantic_core.to_jsonable_python(result.output)))

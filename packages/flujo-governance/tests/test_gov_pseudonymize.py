@@ -3,7 +3,6 @@ never persisted, and forgotten when the run ends."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from gov_testkit import database_bytes, make_config
@@ -44,9 +43,10 @@ async def test_round_trip(tmp_path: Path) -> None:
     assert model.requests[1].tool_returns["contact"] == (
         "<EMAIL_1>: write to <EMAIL_1> or <EMAIL_2>"
     )
-    # The second step received the pseudonyms and added the raw value back: same pseudonym.
+    # The second step received the pseudonyms and added the raw value back: same pseudonym
+    # (step results come back as stored; only the final output is restored).
     assert result.steps[1].output == (
-        f"Wrote to <EMAIL_1> and <EMAIL_2> about <CREDIT_CARD_1>. Also {EMAIL}."
+        "Wrote to <EMAIL_1> and <EMAIL_2> about <CREDIT_CARD_1>. Also <EMAIL_1>."
     )
     # The caller gets the originals back...
     assert result.output == f"Wrote to {EMAIL} and {OTHER} about {CARD}. Also {EMAIL}."
@@ -75,4 +75,7 @@ async def test_runs_do_not_share_pseudonyms(tmp_path: Path) -> None:
     assert seen == ["<EMAIL_1> and <EMAIL_2>", "<EMAIL_1>"]
     assert first.output == f"{OTHER} and {EMAIL}"
     assert second.output == EMAIL
-    assert json.dumps([first.run_id, second.run_id])  # distinct runs, distinct vaults
+    # Distinct vaults: EMAIL was <EMAIL_2> in the first run and is <EMAIL_1> in the second,
+    # and neither run's originals outlive it.
+    assert first.run_id != second.run_id
+    assert first.run_id not in policy.vaults and second.run_id not in policy.vaults

@@ -149,14 +149,18 @@ class Condition(_Model):
     """Step names (globs); the step must match one."""
     args: dict[str, str | list[str]] = Field(default_factory=dict)
     """``{argument: glob}`` (or a list of globs, any of them) the call's arguments must match;
-    a missing argument does not match."""
+    a missing argument does not match. Compared ignoring case (``PROD_users`` matches
+    ``prod_*``) unless ``case_sensitive``."""
+    case_sensitive: bool = False
+    """Compare ``args`` globs case-sensitively."""
 
 
 class ToolRule(_Model):
     """``[[governance.tools.rules]]``: when a tool may be called, checked at call time."""
 
     tool: str
-    """Tool name or glob."""
+    """Tool name or glob: the name the model sees or the id a plugin registered the tool
+    under (``flujo.builtins.code_interpreter``); an output function's name works too."""
     effect: Literal["allow", "deny"] = "allow"
     """``allow``: the tool is allowed only when ``when`` holds (denied otherwise).
     ``deny``: the tool is denied when ``when`` holds."""

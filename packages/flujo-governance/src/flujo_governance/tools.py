@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
+from flujo.domain.scope import tool_names
 from flujo_governance import audit
 from flujo_governance._scope import StepInfo, step_info
 from flujo_governance.settings import Condition, OnDeny, ToolRule, ToolsSettings
@@ -34,6 +35,13 @@ def _glob_any(value: str, globs: Iterable[str]) -> str | None:
     return next((g for g in globs if fnmatch.fnmatchcase(value, g)), None)
 
 
+def _name_glob(names: tuple[str, ...], globs: Iterable[str]) -> str | None:
+    """The first glob matching any name of the tool (its model-visible name, its registered
+    id): a rule written with either name holds."""
+    globs = list(globs)
+    return next((g for name in names if (g := _glob_any(name, globs)) is not None), None)
+
+
 def _lookup(context: Any, dotted: str) -> Any:
     value = context
     for part in dotted.split("."):
@@ -52,14 +60,21 @@ def _equal(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
-def _arg_matches(actual: Any, globs: list[str]) -> bool:
+def _arg_matches(actual: Any, globs: list[str], *, case_sensitive: bool = False) -> bool:
+    """Whether ``actual`` (every item, for a list) matches one of ``globs``; compared
+    case-insensitively (``casefold``) unless ``case_sensitive``: ``PROD_users`` is a
+    ``prod_*`` table to a rule about production."""
     values = actual if isinstance(actual, list | tuple) else [actual]
     if not values:
         return False
+    if not case_sensitive:
+        globs = [g.casefold() for g in globs]
     for value in values:
         if isinstance(value, dict | list | tuple) or value is None:
             return False
         text = str(value).lower() if isinstance(value, bool) else str(value)
+        if not case_sensitive:
+            text = text.casefold()
         if _glob_any(text, globs) is None:
             return False
     return True
@@ -81,7 +96,7 @@ def condition_holds(when: Condition, context: Any, step: StepInfo, args: Mapping
     for name, glob in when.args.items():
         actual = args.get(name, _MISSING)
         if actual is _MISSING or not _arg_matches(
-            actual, [glob] if isinstance(glob, str) else glob
+            actual, [glob] if isinstance(glob, str) else glob, case_sensitive=when.case_sensitive
         ):
             return False
     return True
@@ -120,12 +135,16 @@ class ToolAllowlistPolicy:
     def verdict(
         self, context: Any, tool_name: str, args: Mapping[str, Any], step: StepInfo
     ) -> ToolVerdict:
-        """The decision for one call, without raising."""
+        """The decision for one call, without raising.
+
+        Names, lists and rules match any name the tool has (``tool_name.ids`` when the core
+        gives them: the model-visible name and the id the tool was registered under)."""
+        names = tool_names(tool_name)
         allow, deny = self._lists(step)
-        denied_by = _glob_any(tool_name, deny)
+        denied_by = _name_glob(names, deny)
         if denied_by is not None:
             return self._deny(None, f"deny:{denied_by}", f"tool {tool_name!r} is denied")
-        rules = [r for r in self.settings.rules if fnmatch.fnmatchcase(tool_name, r.tool)]
+        rules = [r for r in self.settings.rules if _name_glob(names, [r.tool]) is not None]
         for rule in rules:
             if rule.effect == "deny" and condition_holds(rule.when, context, step, args):
                 return self._deny(rule, rule.label, f"rule {rule.label!r} denies {tool_name!r}")
@@ -141,7 +160,7 @@ class ToolAllowlistPolicy:
                 f"the conditions for calling {tool_name!r} do not hold",
             )
         if allow is not None:
-            allowed_by = _glob_any(tool_name, allow)
+            allowed_by = _name_glob(names, allow)
             if allowed_by is None:
                 return self._deny(None, "allow-list", f"tool {tool_name!r} is not allowed")
             return ToolVerdict(True, f"allow:{allowed_by}")

@@ -4,11 +4,19 @@
 flujo's agent protocol (``async run(data, *, context)``). Around every run the wrapper
 
 - routes each tool call the model makes through the step's policies
-  (:meth:`flujo.domain.scope.StepScope.guard_tool_call`) *before* the tool runs; a denial
-  propagates as :class:`~flujo.domain.errors.PolicyViolation` and the step ends ``blocked``,
-  a refusal (:class:`~flujo.domain.errors.ToolCallRefused`) becomes the tool's result; every
-  result passes :meth:`~flujo.domain.scope.StepScope.inspect_tool_result` before the model sees
-  it;
+  (:meth:`flujo.domain.scope.StepScope.guard_tool_call`) *before* the tool runs, under every
+  name the tool has (:class:`~flujo.domain.scope.ToolName`: the model-visible name and the id
+  a plugin registered it under); a denial propagates as
+  :class:`~flujo.domain.errors.PolicyViolation` and the step ends ``blocked``, a refusal
+  (:class:`~flujo.domain.errors.ToolCallRefused`) becomes the tool's result; every result
+  passes :meth:`~flujo.domain.scope.StepScope.inspect_tool_result` before the model sees it;
+- routes pydantic-ai output functions (``output_type=[fn]``) through the same tool-call
+  policies before they run (a refusal is told to the model as a retry);
+- passes every other text the model is about to receive and no policy has seen yet (retry
+  prompts a tool or an output function raised with ``ModelRetry``, tool returns that did not
+  come from a guarded tool, later user messages) through ``inspect_tool_result`` too, right
+  before each model request: nothing built from tool or context data reaches the provider
+  unchecked;
 - passes the run's remaining usage budget to pydantic-ai and turns its limit errors into
   :class:`~flujo.domain.errors.UsageLimitExceededError`;
 - records tokens, requests and cost into the step (:func:`flujo.record_usage`), also for runs
@@ -23,22 +31,28 @@ This module imports pydantic-ai; ``flujo`` imports it only when ``make_agent_asy
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import pydantic_core
 from pydantic_ai import Agent
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import (
     AgentRunError,
+    ModelRetry,
     RunTimedOut,
     UnexpectedModelBehavior,
     UsageLimitExceeded,
 )
 from pydantic_ai.exceptions import UserError as PydanticAIUserError
-from pydantic_ai.models import Model, infer_model, parse_model_id
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
+from pydantic_ai.models import Model, ModelRequestContext, infer_model, parse_model_id
+from pydantic_ai.output import OutputContext
 from pydantic_ai.providers import infer_provider_class
 from pydantic_ai.tools import RunContext, Tool
 from pydantic_ai.toolsets import FunctionToolset, ToolsetTool, WrapperToolset
@@ -55,7 +69,7 @@ from flujo.domain.errors import (
     UsageLimitExceededError,
 )
 from flujo.domain.models import Usage
-from flujo.domain.scope import StepScope, current_step_scope, record_usage
+from flujo.domain.scope import StepScope, ToolName, current_step_scope, record_usage
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
@@ -88,6 +102,9 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
     of being fed back to the model as a retry.
     """
 
+    registered: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Model-visible tool name -> the id a plugin registered the tool under."""
+
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
     ) -> Any:
@@ -98,24 +115,121 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         # log and audit them, and must not be able to change what the tool receives.
         args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
         try:
-            await scope.guard_tool_call(name, args)
+            await scope.guard_tool_call(ToolName(name, [self.registered.get(name, "")]), args)
         except ToolCallRefused as refused:
             # The tool does not run; the model is told why and may choose another way.
             return refused.tool_result
         result = await super().call_tool(name, tool_args, ctx, tool)
-        return await scope.inspect_tool_result(name, result)
+        result = await scope.inspect_tool_result(name, result)
+        seen = _INSPECTED.get()
+        if seen is not None:
+            seen.add(id(result))  # the model request guard need not inspect it again
+        return result
+
+
+_INSPECTED: ContextVar[set[int] | None] = ContextVar("flujo_inspected_parts", default=None)
+"""Ids of the message parts of the current agent run the policies already saw (kept alive by
+the run's message history, so an id is never reused while the run lasts)."""
+
+
+def _unseen_parts(messages: Sequence[ModelMessage], seen: set[int]) -> list[tuple[int, int, Any]]:
+    """``(message index, part index, part)`` of the request parts carrying content no policy
+    has seen: retry prompts and feedback, tool returns other than what the guarded toolset
+    returned (a ``ModelRetry`` travels as a tool return), user messages after the first request
+    (the first one is the step's input, already inspected), anything new pydantic-ai adds."""
+    found = []
+    first_request = True
+    for i, message in enumerate(messages):
+        if not isinstance(message, ModelRequest):
+            continue
+        for j, part in enumerate(message.parts):
+            if id(part) in seen or not hasattr(part, "content"):
+                continue
+            if isinstance(part, UserPromptPart) and first_request:
+                continue
+            if isinstance(part, ToolReturnPart) and id(part.content) in seen:
+                continue
+            found.append((i, j, part))
+        first_request = False
+    return found
+
+
+@dataclass
+class _PolicyGuard(AbstractCapability[Any]):
+    """The step's policies on what pydantic-ai builds outside the toolset: output functions'
+    calls, and every text of the next model request that no policy has seen yet.
+
+    pydantic-ai turns a ``ModelRetry`` raised by a tool or an output function into a retry
+    prompt *after* the toolset returned, and output functions are not tools of any toolset: a
+    guard on tool calls and results alone lets both through to the provider.
+    """
+
+    async def before_output_process(
+        self, ctx: RunContext[Any], *, output_context: OutputContext, output: Any
+    ) -> Any:
+        scope = current_step_scope()
+        if not output_context.has_function or scope is None or scope.gate is None:
+            return output
+        call = output_context.tool_call
+        names = [n for n in (output_context.function_name, call.tool_name if call else None) if n]
+        name = ToolName(names[0] if names else "output function", names)
+        args = pydantic_core.to_jsonable_python(output, fallback=repr)
+        try:
+            await scope.guard_tool_call(name, args if isinstance(args, dict) else {"": args})
+        except ToolCallRefused as refused:
+            # The output function does not run; the model hears why, as for a refused tool.
+            raise ModelRetry(refused.tool_result) from None
+        return output
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        scope = current_step_scope()
+        if scope is None or scope.gate is None:
+            return request_context
+        seen = _INSPECTED.get()
+        if seen is None:
+            seen = set()
+        replaced: dict[int, ModelMessage] = {}
+        messages = request_context.messages
+        for i, j, part in _unseen_parts(messages, seen):
+            label = getattr(part, "tool_name", None) or "model request"
+            content = await scope.inspect_tool_result(label, part.content)
+            new_part = (
+                part if content is part.content else dataclasses.replace(part, content=content)
+            )
+            seen.add(id(new_part))
+            if new_part is part:
+                continue
+            message = replaced.get(i, messages[i])
+            assert isinstance(message, ModelRequest)
+            parts = list(message.parts)
+            parts[j] = new_part
+            replaced[i] = dataclasses.replace(message, parts=parts)
+        if replaced:
+            # The request and the run's history both: later requests resend the history.
+            old = {id(messages[i]): new for i, new in replaced.items()}
+            request_context.messages = [old.get(id(m), m) for m in messages]
+            ctx.messages[:] = [old.get(id(m), m) for m in ctx.messages]
+        return request_context
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None  # holds runtime state, not part of an agent spec
 
 
 def _resolve_tools(
     tools: Sequence[ToolSpec], config: FlujoConfig | None
-) -> list[Callable[..., Any] | Tool[Any]]:
-    """Replace tool ids by the tools their plugins' factories make.
+) -> tuple[list[Callable[..., Any] | Tool[Any]], dict[str, str]]:
+    """Replace tool ids by the tools their plugins' factories make; also return the
+    model-visible name of each of those tools -> its id (policies match either).
 
     The configuration is only discovered when there is an id to resolve: an agent with plain
     function tools must not read ``flujo.toml`` or load plugins.
     """
     resolved: list[Callable[..., Any] | Tool[Any]] = []
     seen: dict[str, str] = {}  # model-visible name -> where that tool came from
+    registered: dict[str, str] = {}  # model-visible name -> the id it was registered under
     for spec in tools:
         if not isinstance(spec, str):
             if not callable(spec) and not isinstance(spec, Tool):
@@ -138,7 +252,9 @@ def _resolve_tools(
             )
         _claim_name(seen, tool, f"tool id {spec!r} of plugin {owner!r}")
         resolved.append(tool)
-    return resolved
+        visible = tool.name if isinstance(tool, Tool) else getattr(tool, "__name__", spec)
+        registered[visible] = spec
+    return resolved, registered
 
 
 def _claim_name(seen: dict[str, str], tool: Callable[..., Any] | Tool[Any], origin: str) -> None:
@@ -328,6 +444,7 @@ class AsyncAgentWrapper(Generic[OutputT]):
         # spent is still known when it raises.
         usage = RunUsage()
         budget = _remaining_limits(scope)
+        inspected = _INSPECTED.set(set())
         try:
             result = await self._agent.run(
                 prompt,
@@ -354,6 +471,7 @@ class AsyncAgentWrapper(Generic[OutputT]):
         except PydanticAIUserError as exc:
             raise ConfigError(f"agent {self.name or where!r}: {exc}") from exc
         finally:
+            _INSPECTED.reset(inspected)
             record_usage(_flujo_usage(usage))
         return result.output
 
@@ -480,9 +598,10 @@ def make_agent_async(
     if timeout_s is not None and timeout_s <= 0:
         raise PipelineDefinitionError("make_agent_async: timeout_s must be > 0")
     _check_model(model)
-    resolved = _resolve_tools(tools, config)
+    resolved, registered = _resolve_tools(tools, config)
     try:
-        toolsets = [_PolicyGuardedToolset(FunctionToolset(resolved))] if resolved else []
+        functions = FunctionToolset(resolved)
+        toolsets = [_PolicyGuardedToolset(functions, registered)] if resolved else []
         agent: Agent[Any, Any] = Agent(
             model,
             output_type=output_type,
@@ -490,6 +609,7 @@ def make_agent_async(
             name=name,
             retries=retries,
             toolsets=toolsets,
+            capabilities=[_PolicyGuard()],
             defer_model_check=True,
         )
     except PydanticAIUserError as exc:

@@ -167,7 +167,7 @@ class ExecutionManager:
             step = self.pipeline.steps[index]
             if stop is not None and stop.requested:
                 return await self._interrupted(
-                    run, index, stop, steps, usage, committed_context, lease
+                    run, index, stop, stored_steps, usage, committed_context, lease
                 )
             try:
                 async with self._step_hooks(run, index, step, data, context):
@@ -175,7 +175,7 @@ class ExecutionManager:
             except _StepCancelled:
                 assert stop is not None  # only a stop request cancels a step this way
                 return await self._interrupted(
-                    run, index, stop, steps, usage, committed_context, lease, cancelled=True
+                    run, index, stop, stored_steps, usage, committed_context, lease, cancelled=True
                 )
             usage.add(result.usage)
             (
@@ -349,8 +349,9 @@ class ExecutionManager:
         ``committed_context`` is the context JSON of the last step's commit, stored again as
         is (a context that could not be stored failed that step).
 
-        What is stored and observed is scrubbed; the caller gets the output back through every
-        active policy's ``restore`` (e.g. pseudonyms swapped back for the original values).
+        What is stored and observed is scrubbed, and so are the error and the step results the
+        caller gets; only the final output comes back through every active policy's
+        ``restore`` (e.g. pseudonyms swapped back for the original values).
         """
         stored_error = storable_text(await self.scrub(context, error))
         if committed_context is None:
@@ -386,7 +387,10 @@ class ExecutionManager:
             )
         for restore in self._restorers:
             output = await maybe_await(restore(context, output))
-        return PipelineResult(run.run_id, status, output, steps, usage, error)
+        # Only the final output comes back restored: the error and the step results are what
+        # a caller prints or logs (`flujo run` shows the error on stderr), so they are the
+        # stored, scrubbed copies.
+        return PipelineResult(run.run_id, status, output, stored_steps, usage, stored_error)
 
     @asynccontextmanager
     async def _step_hooks(

@@ -7,6 +7,7 @@ usage budget. Outside a step it is ``None``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,6 +16,30 @@ from flujo.domain.models import Usage, UsageLimits
 
 if TYPE_CHECKING:
     from flujo.domain.context import PipelineContext
+
+
+class ToolName(str):
+    """The name a policy gets for a tool call: the string is the name the model used; ``ids``
+    holds every name the tool is known by, that one first (e.g. ``"code_interpreter"`` and the
+    id it was registered under, ``"flujo.builtins.code_interpreter"``; an output function's
+    tool name and the function's own name).
+
+    A plain ``str`` for policies that do not look further; an allow/deny list should match
+    any of ``ids``, so a rule written with either name holds.
+    """
+
+    ids: tuple[str, ...]
+
+    def __new__(cls, name: str, ids: Iterable[str] = ()) -> ToolName:
+        self = super().__new__(cls, name)
+        self.ids = tuple(dict.fromkeys([str(name), *(str(i) for i in ids if i)]))
+        return self
+
+
+def tool_names(tool_name: str) -> tuple[str, ...]:
+    """Every name of the tool ``tool_name`` designates (:attr:`ToolName.ids`, or the string)."""
+    ids = getattr(tool_name, "ids", None)
+    return ids if isinstance(ids, tuple) and ids else (str(tool_name),)
 
 
 class ToolGate(Protocol):
