@@ -184,6 +184,46 @@ def test_stored_state_holds_no_pii_and_the_audit_log_has_the_refusal(
         assert "flujo memory search" in report
 
 
+def test_the_memory_store_and_evaluations_hold_no_pii_read_through_the_store(
+    reports: tuple[str, str], desk: Path
+) -> None:
+    """The raw-byte check above cannot see what Qdrant keeps compressed: every memory the
+    store holds is read back through the store itself (every payload field), and every
+    evaluation row through SQL."""
+    import asyncio
+
+    from flujo.config import load_config
+    from flujo.state import open_state
+    from flujo_memory.service import MemoryService
+
+    async def scan() -> list[Any]:
+        config = load_config(desk / "flujo.toml", environ={})
+        state = await open_state(config)
+        registry = config.plugin_manager.registry if config.plugin_manager else None
+        service = MemoryService(config, state, registry=registry)
+        try:
+            found: list[Any] = await service.get_store().scan()
+            return found
+        finally:
+            await service.close()
+            await state.close()
+
+    memories = asyncio.run(scan())
+    assert len(memories) >= 2, "the store holds no memories: the check would prove nothing"
+    for memory in memories:
+        payload = json.dumps(
+            [memory.text, memory.scope, memory.run_id, memory.step_name, memory.metadata],
+            ensure_ascii=False,
+            default=str,
+        )
+        for needle in [EMAIL, *CARDS]:
+            assert needle not in payload, f"{needle!r} in memory {memory.id}: {payload}"
+    evaluations = _rows(desk / ".flujo" / "flujo.db", "SELECT * FROM evaluations")
+    assert evaluations
+    for needle in [EMAIL, *CARDS]:
+        assert needle not in json.dumps(evaluations, default=str)
+
+
 def test_without_a_sandbox_the_demo_fails_closed(desk: Path, tmp_path: Path) -> None:
     folder = tmp_path / "support_desk"
     shutil.copytree(desk, folder, ignore=shutil.ignore_patterns(".flujo", "__pycache__"))

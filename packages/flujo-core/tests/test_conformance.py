@@ -341,6 +341,11 @@ def test_policy_checks_skip_with_a_reason_when_no_denied_case(pytester: pytest.P
         "test_denied_tool_call_is_denied",
         "test_blocks_a_real_run",
         "test_inspect_output_has_the_input_shape",
+        # No `scrub`: the scrub/restore checks do not apply.
+        "test_scrub_removes_the_sensitive_value_wherever_it_sits",
+        "test_scrub_keeps_clean_data_and_is_deterministic",
+        "test_nothing_stored_or_observed_holds_the_sensitive_value_whatever_its_type",
+        "test_the_caller_gets_the_output_restored_or_scrubbed",
     }
     assert _with(run.outcomes["TestDefaults"], "failed", "error") == set()
     run.result.stdout.fnmatch_lines(["*the `denied_input` fixture is None*"])
@@ -549,6 +554,87 @@ class Test{cls.__name__}(GovernancePolicyConformance):
     assert _failed(run, "TestBareOutputPolicy") == {
         "test_inspect_output_has_the_input_shape",
         "test_allows_a_real_run",
+    }
+
+
+class MaskingPolicy(DenyWordPolicy):
+    """Reference scrubbing policy: ``scrub`` masks the card number ``4111111111111111`` in any
+    JSON data, as text or as a number, keys included."""
+
+    card = "4111111111111111"
+
+    def scrub(self, context: PipelineContext, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(self.card, "<CARD>")
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) == self.card:
+            return "<CARD>"
+        if isinstance(value, dict):
+            return {self.scrub(context, k): self.scrub(context, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.scrub(context, v) for v in value]
+        return value
+
+
+class TopLevelScrubPolicy(MaskingPolicy):
+    """Broken: scrubs a top-level string only (nested data and numbers leak)."""
+
+    def scrub(self, context: PipelineContext, value: Any) -> Any:
+        return value.replace(self.card, "<CARD>") if isinstance(value, str) else value
+
+
+class TextOnlyScrubPolicy(MaskingPolicy):
+    """Broken: walks the data but never looks at numbers."""
+
+    def scrub(self, context: PipelineContext, value: Any) -> Any:
+        if isinstance(value, int):
+            return value
+        return super().scrub(context, value)
+
+
+class SwappingRestorePolicy(MaskingPolicy):
+    """Broken: ``restore`` makes up a value for clean output."""
+
+    def restore(self, context: PipelineContext, output: Any) -> Any:
+        return f"{output}!"
+
+
+def test_governance_suite_holds_scrubbing_policies_to_the_runners_bar(
+    pytester: pytest.Pytester,
+) -> None:
+    policies = [MaskingPolicy, TopLevelScrubPolicy, TextOnlyScrubPolicy, SwappingRestorePolicy]
+    body = "\n".join(
+        f"""
+class Test{cls.__name__}(GovernancePolicyConformance):
+    @pytest.fixture
+    def policy(self):
+        return {cls.__name__}()
+
+    @pytest.fixture
+    def denied_input(self):
+        return "the secret card 4111111111111111"
+
+    @pytest.fixture
+    def sensitive_value(self):
+        return "4111111111111111"
+
+    @pytest.fixture
+    def sensitive_number(self):
+        return 4111111111111111
+"""
+        for cls in policies
+    )
+    run = _run_inner(pytester, [DenyWordPolicy, *policies], body)
+    assert _failed(run, "TestMaskingPolicy") == set()
+    assert _failed(run, "TestTopLevelScrubPolicy") == {
+        "test_scrub_removes_the_sensitive_value_wherever_it_sits",
+        "test_nothing_stored_or_observed_holds_the_sensitive_value_whatever_its_type",
+    }
+    assert _failed(run, "TestTextOnlyScrubPolicy") == {
+        "test_scrub_removes_the_sensitive_value_wherever_it_sits",
+        "test_nothing_stored_or_observed_holds_the_sensitive_value_whatever_its_type",
+    }
+    assert _failed(run, "TestSwappingRestorePolicy") == {
+        "test_the_caller_gets_the_output_restored_or_scrubbed"
     }
 
 

@@ -38,6 +38,10 @@ class TestPIIRedact(GovernancePolicyConformance):
     def denied_tool_call(self) -> tuple[str, dict[str, Any]] | None:
         return ("send_mail", {"to": EMAIL})
 
+    @pytest.fixture
+    def sensitive_number(self) -> int | None:
+        return 4111111111111111
+
 
 class TestPIIPseudonymize(TestPIIRedact):
     @pytest.fixture

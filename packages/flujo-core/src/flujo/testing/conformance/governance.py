@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import BaseModel
 
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import PolicyViolation
 from flujo.domain.interfaces import GovernancePolicy, PolicyDecision
+from flujo.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from flujo.domain.models import PipelineResult
@@ -36,7 +41,205 @@ def _check_pair(result: Any, method: str) -> tuple[PolicyDecision, Any]:
     return decision, data
 
 
-class GovernancePolicyConformance:
+def _scrub_of(policy: GovernancePolicy) -> Any:
+    scrub = getattr(policy, "scrub", None)
+    if scrub is None:
+        pytest.skip("the policy has no scrub (it is optional)")
+    assert callable(scrub), "scrub must be a method"
+    return scrub
+
+
+def _as_text(value: Any) -> str:
+    """Everything ``value`` holds as text: objects by their fields, not their ``repr``."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, BaseModel):
+            return obj.model_dump(mode="json")
+        if isinstance(obj, bytes):
+            return obj.decode("utf-8", "replace")
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
+        if isinstance(obj, set | frozenset | tuple):
+            return sorted(map(str, obj))
+        if hasattr(obj, "__dict__"):
+            return {k: v for k, v in vars(obj).items() if not k.startswith("__")}
+        return repr(obj)
+
+    return json.dumps(value, default=default, ensure_ascii=False)
+
+
+@dataclasses.dataclass
+class _Holder:
+    note: str
+    hidden: str = dataclasses.field(init=False, default="")
+
+
+class _Carrier(BaseModel):
+    value: Any
+
+
+def _shapes(secret: str, number: int | None) -> dict[str, Any]:
+    """``secret`` (and ``number``) in every shape a step may return them in."""
+    holder = _Holder("see hidden")
+    holder.hidden = f"hidden: {secret}"
+    return {
+        "namespace": types.SimpleNamespace(value=secret),
+        "dataclass": holder,
+        "model": _Carrier(value=[secret]),
+        "bytes": secret.encode(),
+        "containers": [(secret,), {"set": {secret}}, {secret: "as a key"}],
+        "number": number,
+    }
+
+
+class _Sink:
+    """Another plugin: what the runner hands to observers."""
+
+    def __init__(self) -> None:
+        self.payloads: list[Any] = []
+
+    @hookimpl
+    def flujo_step_completed(self, event: Any) -> None:
+        self.payloads += [event.input, event.step.output, event.step.error, event.context]
+
+    @hookimpl
+    def flujo_run_finalized(self, event: Any) -> None:
+        run = event.run
+        self.payloads += [run.input, run.output, run.error, run.context]
+        self.payloads += [(s.output, s.error) for s in run.steps]
+
+
+class _ScrubChecks:
+    """The ``scrub``/``restore`` checks (mixed into :class:`GovernancePolicyConformance`)."""
+
+    @pytest.mark.asyncio
+    async def test_scrub_removes_the_sensitive_value_wherever_it_sits(
+        self,
+        policy: GovernancePolicy,
+        pipeline_context: PipelineContext,
+        sensitive_value: str | None,
+        sensitive_number: int | None,
+    ) -> None:
+        """``scrub(context, value)`` gets the JSON data the runner stores (dicts, lists,
+        strings, numbers): the sensitive value goes wherever it sits (in a nested list, as a
+        dict key, as an ``int``), and the shape around it stays. Skipped without ``scrub`` or
+        without ``sensitive_value``."""
+        scrub = _scrub_of(policy)
+        if sensitive_value is None:
+            pytest.skip("the `sensitive_value` fixture is None")
+        data: dict[str, Any] = {
+            "text": f"note: {sensitive_value}",
+            "nested": [[{"deep": sensitive_value}]],
+            "keys": {sensitive_value: 1},
+            "clean": 7,
+        }
+        if sensitive_number is not None:
+            data["number"] = sensitive_number
+            data["numbers"] = [sensitive_number]
+        scrubbed = await _resolve(scrub(pipeline_context, data))
+        text = _as_text(scrubbed)
+        assert sensitive_value not in text, f"scrub left {sensitive_value!r} in {scrubbed!r}"
+        if sensitive_number is not None:
+            assert str(sensitive_number) not in text, (
+                f"scrub left the number {sensitive_number!r} in {scrubbed!r}"
+            )
+        assert isinstance(scrubbed, dict) and set(scrubbed) >= {"text", "nested", "clean"}, (
+            f"scrub must keep the data's shape: {scrubbed!r}"
+        )
+        assert scrubbed["clean"] == 7, "scrub changed a value that holds nothing sensitive"
+
+    @pytest.mark.asyncio
+    async def test_scrub_keeps_clean_data_and_is_deterministic(
+        self,
+        policy: GovernancePolicy,
+        pipeline_context: PipelineContext,
+        allowed_input: Any,
+        denied_input: Any,
+    ) -> None:
+        """Clean data comes back equal; the same data scrubbed twice gives the same result."""
+        scrub = _scrub_of(policy)
+        clean = {"input": allowed_input, "n": [1, 2.5, True, None]}
+        assert await _resolve(scrub(pipeline_context, clean)) == clean, (
+            "scrub changed data that holds nothing sensitive"
+        )
+        if denied_input is not None:
+            first = await _resolve(scrub(pipeline_context, {"v": denied_input}))
+            second = await _resolve(scrub(pipeline_context, {"v": denied_input}))
+            assert first == second, f"scrub is not deterministic: {first!r}, then {second!r}"
+
+    @pytest.mark.asyncio
+    async def test_nothing_stored_or_observed_holds_the_sensitive_value_whatever_its_type(
+        self,
+        policy: GovernancePolicy,
+        sensitive_value: str | None,
+        sensitive_number: int | None,
+        tmp_path: Path,
+    ) -> None:
+        """In a real run whose step returns the sensitive value inside a ``SimpleNamespace``,
+        a dataclass (``init=False`` field), a pydantic model, bytes, tuples, sets and dict
+        keys: the database file (and its WAL) and another plugin's observers never get it.
+        Skipped without ``scrub`` or without ``sensitive_value``."""
+        _scrub_of(policy)
+        if sensitive_value is None:
+            pytest.skip("the `sensitive_value` fixture is None")
+        shapes = _shapes(sensitive_value, sensitive_number)
+
+        def produce(data: Any) -> Any:
+            return shapes
+
+        sink = _Sink()
+        _, result, stored = await _run_once(policy, "go", tmp_path, produce, sink)
+        # A policy may also block such an output (it inspects outputs): nothing leaks either way.
+        assert result.status.value in ("succeeded", "blocked"), (
+            f"the run ended {result.status.value}: {result.error}"
+        )
+        needles = [sensitive_value] + ([] if sensitive_number is None else [str(sensitive_number)])
+        observed = _as_text(sink.payloads)
+        for needle in needles:
+            assert needle.encode() not in stored, f"{needle!r} is in the database file"
+            assert needle not in observed, f"{needle!r} reached another plugin's observer"
+
+    @pytest.mark.asyncio
+    async def test_the_caller_gets_the_output_restored_or_scrubbed(
+        self,
+        policy: GovernancePolicy,
+        denied_input: Any,
+        sensitive_value: str | None,
+        tmp_path: Path,
+    ) -> None:
+        """A step echoes ``denied_input`` (redacted by the policy) and adds the sensitive value
+        itself: the database never holds it, and the caller's output is either restored (the
+        original values back, through ``restore``) or still scrubbed: never a mix that swaps
+        one value for another. ``restore`` leaves clean output unchanged. Skipped without
+        ``scrub``, without ``sensitive_value`` or with a non-string ``denied_input``."""
+        _scrub_of(policy)
+        if sensitive_value is None or not isinstance(denied_input, str):
+            pytest.skip("needs a string `denied_input` and a `sensitive_value`")
+
+        restore = getattr(policy, "restore", None)
+        if callable(restore):
+            context = PipelineContext(run_id="conformance-restore")
+            assert await _resolve(restore(context, "clean output")) == "clean output", (
+                "restore changed an output that holds no placeholder"
+            )
+
+        def echo(data: Any) -> Any:
+            return f"{data} | {sensitive_value}"
+
+        received, result, stored = await _run_once(policy, denied_input, tmp_path, echo, None)
+        if result.status.value == "blocked":
+            return  # a policy that denies the input: nothing ran, nothing to restore
+        assert result.succeeded, f"the run ended {result.status.value}: {result.error}"
+        assert sensitive_value.encode() not in stored, "the sensitive value is in the database"
+        restored = f"{received[0]} | {sensitive_value}" if received else None
+        original = f"{denied_input} | {sensitive_value}"
+        output = result.output
+        assert output in (original, restored) or sensitive_value not in str(output), (
+            f"the caller's output {output!r} is neither restored ({original!r}) nor scrubbed"
+        )
+
+
+class GovernancePolicyConformance(_ScrubChecks):
     """Checks that a governance policy keeps the contract the step coordinator relies on.
 
     Subclass it in your test suite (the class name must start with ``Test``) and provide a
@@ -57,8 +260,17 @@ class GovernancePolicyConformance:
     policy must deny or redact; ``None`` skips the checks that need one), ``allowed_input``
     (``"hello"``), ``sensitive_value`` (what must be gone after a redaction; ``None``),
     ``denied_tool_call`` (``(tool_name, args)`` the policy must refuse; ``None`` skips),
-    ``allowed_tool_call`` (``("search", {"q": "x"})``) and ``pipeline_context`` (the context
-    the policy's methods receive).
+    ``allowed_tool_call`` (``("search", {"q": "x"})``), ``sensitive_number`` (an ``int`` the
+    policy's ``scrub`` must remove, e.g. a card number; ``None``) and ``pipeline_context`` (the
+    context the policy's methods receive).
+
+    Policies with the optional ``scrub`` (and ``restore``) are held to what the runner relies
+    on: what ``scrub`` returns holds no ``sensitive_value`` wherever it sits in the JSON data
+    the runner hands it (nested, as a key, as a number), clean data comes back equal, and in a
+    real run nothing the database or another plugin's observers get holds the sensitive value
+    whatever the Python type a step returned it in (a ``SimpleNamespace``, a dataclass with an
+    ``init=False`` field, a pydantic model, bytes, sets and tuples), while the caller's output
+    is either restored (equal to the original) or scrubbed.
 
     Async checks are marked ``@pytest.mark.asyncio``, so they run in pytest-asyncio's strict
     and auto modes alike.
@@ -107,6 +319,12 @@ class GovernancePolicyConformance:
         Default ``("search", {"q": "x"})``.
         """
         return ("search", {"q": "x"})
+
+    @pytest.fixture
+    def sensitive_number(self) -> int | None:
+        """An ``int`` the policy's ``scrub`` must remove (e.g. ``4111111111111111``); ``None``
+        (the default) skips the number checks."""
+        return None
 
     @pytest.fixture
     def pipeline_context(self) -> PipelineContext:
@@ -302,7 +520,7 @@ class GovernancePolicyConformance:
         self._skip_without(denied_input, "denied_input")
         from flujo.domain.models import RunStatus, StepStatus
 
-        received, result = await _run_once(policy, denied_input, tmp_path)
+        received, result, _ = await _run_once(policy, denied_input, tmp_path)
         if result.status is RunStatus.BLOCKED:
             assert received == [], f"the agent was called although the run was blocked: {received}"
             assert result.steps, "a blocked run must record the blocked step"
@@ -329,36 +547,52 @@ class GovernancePolicyConformance:
     ) -> None:
         """End to end, in a real :class:`flujo.Flujo` run with this policy: ``allowed_input``
         reaches the agent unchanged and the run succeeds."""
-        received, result = await _run_once(policy, allowed_input, tmp_path)
+        received, result, _ = await _run_once(policy, allowed_input, tmp_path)
         assert result.succeeded, f"the run ended {result.status.value}: {result.error}"
         assert received == [allowed_input], f"the agent received {received!r}"
 
 
 async def _run_once(
-    policy: GovernancePolicy, data: Any, tmp_path: Path
-) -> tuple[list[Any], PipelineResult]:
-    """Run a one-step pipeline guarded by ``policy``; return what the agent saw and the result."""
+    policy: GovernancePolicy,
+    data: Any,
+    tmp_path: Path,
+    step: Any = None,
+    observer: object | None = None,
+) -> tuple[list[Any], PipelineResult, bytes]:
+    """Run a one-step pipeline guarded by ``policy``; return what the step received, the
+    result, and the bytes of the state database (WAL included) after the runner closed.
+
+    The step is ``step(data)`` (default: returns ``"done"``); ``observer`` is registered as
+    another plugin."""
     from flujo.application.runner import Flujo
     from flujo.config import FlujoConfig
     from flujo.domain.models import Pipeline, Step
+    from flujo.plugins.manager import PluginManager
     from flujo.state.sqlite import SQLiteBackend
 
     received: list[Any] = []
 
     async def agent(value: Any) -> Any:
         received.append(value)
-        return "done"
+        return "done" if step is None else step(value)
 
+    manager = PluginManager()
+    if observer is not None:
+        manager.register(observer, "conformance-observer")
     pipeline = Pipeline([Step.from_callable(agent, name="guarded")], name="conformance")
-    state = SQLiteBackend(tmp_path / "s.db")
+    path = tmp_path / "s.db"
+    state = SQLiteBackend(path)
     try:
         async with Flujo(
             pipeline,
-            config=FlujoConfig(),
+            config=FlujoConfig(plugin_manager=manager),
             state=state,
             policies=[policy],
         ) as runner:
             result = await runner.run_async(data)
+            stored = b"".join(
+                p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("s.db")
+            )
     finally:
         await state.close()
-    return received, result
+    return received, result, stored
