@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from flujo import Flujo, FlujoConfig, Pipeline, RunStatus, Step
+from flujo.config import load_config
 from flujo.state import open_state
 from flujo.testing.fake_openai import FakeOpenAIServer, openai_env
 from flujo_evals import storage
@@ -278,3 +280,48 @@ def test_flujo_run_with_a_missing_rubric_file_is_a_config_error(tmp_path: Path) 
     assert line.startswith("error: [eval] rubric: file ") and line.endswith(
         "none.md' does not exist"
     )
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["list"], ["list", "--json"], ["show", "abc"], ["summary"], ["backfill", "--since", "1d"]],
+)
+def test_commands_never_create_a_state_database(tmp_path: Path, args: list[str]) -> None:
+    proc = flujo("evals", *args, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"error: no state database at {tmp_path / '.flujo' / 'flujo.db'}\n",
+    )
+    assert _files(tmp_path) == []
+
+
+def test_reading_a_database_made_before_the_plugin_creates_no_table(tmp_path: Path) -> None:
+    """Read-only: `evals list` on a database without the evaluations table reports none and
+    leaves the database as it was (the table comes with the next run or `flujo state
+    upgrade`)."""
+    import sqlite3
+
+    from flujo.plugins.manager import PluginManager
+
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///s.db"\n')
+
+    async def core_only() -> None:
+        config = load_config(tmp_path / "flujo.toml", plugin_manager=PluginManager(), environ={})
+        await (await open_state(config)).close()
+
+    asyncio.run(core_only())
+
+    def tables() -> set[str]:
+        with sqlite3.connect(tmp_path / "s.db") as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+
+    before = tables()
+    for args in (["list"], ["summary"]):
+        proc = flujo("evals", *args, cwd=tmp_path)
+        assert (proc.returncode, proc.stdout) == (0, "no evaluations\n"), proc.stderr
+    assert flujo("evals", "list", "--json", cwd=tmp_path).stdout.strip() == "[]"
+    assert tables() == before

@@ -115,3 +115,19 @@ def test_help_does_not_import_the_commands(tmp_path: Path) -> None:
     out, imported = help_imports(heavy, cwd=tmp_path)
     assert "memory" in out
     assert imported == []
+
+
+def test_no_command_creates_the_state_database(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    """Memories live in the vector store; the state database only holds the outbox. Without
+    one, reads see an empty outbox and nothing makes `.flujo/flujo.db` (or the store's
+    folder, for reads) appear."""
+    config_file()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for args in (["search", "vpn"], ["stats"], ["forget", "--id", "abc"]):
+        proc = flujo("memory", *args, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before, args
+    stats = json.loads(flujo("memory", "stats", "--json", cwd=tmp_path).stdout)
+    assert (stats["outbox_pending"], stats["memories"]) == (0, 0)

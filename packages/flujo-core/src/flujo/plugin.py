@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         ConfigError,
         PluginError,
         PolicyViolation,
+        StateNotFoundError,
         ToolCallRefused,
         UserError,
     )
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
         hookimpl,
     )
     from flujo.plugins.registry import Kind
-    from flujo.state import open_state
+    from flujo.state import migrated, open_state
 
 _LAZY = {
     # hooks and registration
@@ -117,8 +118,10 @@ _LAZY = {
     "PluginError": "flujo.domain.errors",
     "PolicyViolation": "flujo.domain.errors",
     "ToolCallRefused": "flujo.domain.errors",
+    "StateNotFoundError": "flujo.domain.errors",
     # state, command line, config
     "open_state": "flujo.state",
+    "migrated": "flujo.state",
     "lazy_command": "flujo.cli",
     "current_config": "flujo.cli",
 }
@@ -158,6 +161,7 @@ __all__ = [
     "SandboxProtocol",
     "ScoredMemory",
     "StateBackend",
+    "StateNotFoundError",
     "StepCompleted",
     "StepResult",
     "StepStarted",
@@ -171,6 +175,7 @@ __all__ = [
     "hookimpl",
     "lazy_command",
     "load_config",
+    "migrated",
     "open_state",
 ]
 

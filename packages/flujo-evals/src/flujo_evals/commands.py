@@ -63,11 +63,34 @@ def _config() -> FlujoConfig:
 
 
 def _with_state(fn: Callable[[StateBackend], Awaitable[T]]) -> T:
+    """``fn(state)`` on the existing state database, migrated (backfill writes evaluations)."""
     from flujo.state import open_state
 
     async def go() -> T:
-        state = await open_state(_config())
+        state = await open_state(_config(), create=False)
         try:
+            return await fn(state)
+        finally:
+            await state.close()
+
+    return asyncio.run(go())
+
+
+def _read_rows(
+    fn: Callable[[StateBackend], Awaitable[list[dict[str, Any]]]],
+) -> list[dict[str, Any]]:
+    """``fn(state)`` on the state database opened read-only: nothing is created or migrated.
+
+    No database is "no state database at ..." (exit 2); a database made before flujo-evals
+    was installed has no evaluations table, which means no evaluations.
+    """
+    from flujo.state import migrated, open_state
+
+    async def go() -> list[dict[str, Any]]:
+        state = await open_state(_config(), read_only=True)
+        try:
+            if not await migrated(state, storage.migrations(state.dialect)):
+                return []
             return await fn(state)
         finally:
             await state.close()
@@ -108,7 +131,7 @@ def list_command(
 ) -> None:
     """List evaluations, newest first."""
     since_ts = parse_since(since) if since is not None else None
-    rows = _with_state(
+    rows = _read_rows(
         lambda s: storage.select_rows(
             s, run_id=run_id, evaluator=evaluator, since=since_ts, limit=limit
         )
@@ -134,7 +157,7 @@ def show_command(evaluation_id: str, as_json: bool) -> None:
     """Show one evaluation (EVALUATION_ID or a unique prefix of it)."""
     if not re.fullmatch(r"[0-9a-f]{1,32}", evaluation_id):
         raise EvaluationNotFoundError(f"no evaluation with id {evaluation_id!r}")
-    rows = _with_state(lambda s: storage.rows_with_id_prefix(s, evaluation_id))
+    rows = _read_rows(lambda s: storage.rows_with_id_prefix(s, evaluation_id))
     if not rows:
         raise EvaluationNotFoundError(f"no evaluation with id {evaluation_id!r}")
     if len(rows) > 1:
@@ -172,7 +195,7 @@ def summary_command(
 ) -> None:
     """Weighted mean score, count, coverage and failures per group."""
     since_ts = parse_since(since) if since is not None else None
-    rows = _with_state(lambda s: storage.select_rows(s, since=since_ts))
+    rows = _read_rows(lambda s: storage.select_rows(s, since=since_ts))
     groups = summarize(rows, group_by)
     failing = [
         g for g in groups if fail_below is not None and g.mean is not None and g.mean < fail_below

@@ -93,14 +93,18 @@ def scrub_command(engine: str | None, mode: str | None) -> None:
 def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
     """Policy decisions recorded in the state database (DENY and REDACT), oldest first."""
     from flujo.cli import current_config
-    from flujo.state import open_state
-    from flujo_governance.audit import fetch_decisions
+    from flujo.state import migrated, open_state
+    from flujo_governance.audit import fetch_decisions, migrations
 
     config = current_config()
 
     async def load() -> list[dict[str, Any]]:
-        state = await open_state(config)
+        # Read-only: no database is "no state database at ..." (exit 2), never a new one; a
+        # database made before flujo-governance was installed has no decisions to show.
+        state = await open_state(config, read_only=True)
         try:
+            if not await migrated(state, migrations(state.dialect)):
+                return []
             return await fetch_decisions(state, run_id=run_id, limit=limit)
         finally:
             await state.close()

@@ -34,17 +34,44 @@ def _pairs(values: tuple[str, ...], option: str, *, typed: bool) -> dict[str, An
     return out
 
 
-def _run(work: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the state database and a :class:`MemoryService`, run ``work(service)``, close."""
+async def _outbox_state(config: Any, *, read_only: bool) -> Any:
+    """The state database holding the outbox, never created here.
+
+    Memories live in the vector store; the state database only queues step outputs (the
+    outbox). Where it does not exist (or, read-only, predates this plugin's table) nothing is
+    queued, so an empty in-memory stand-in answers: ``memory search`` works without any run,
+    and no command of this group makes a ``.flujo/flujo.db`` appear.
+    """
+    from flujo.domain.errors import StateNotFoundError
+    from flujo.state import migrated, open_state
+    from flujo.state.sqlite import SQLiteBackend
+    from flujo_memory import outbox
+
+    try:
+        state = await open_state(config, create=False, read_only=read_only)
+    except StateNotFoundError:
+        state = None
+    if state is not None and (
+        not read_only or await migrated(state, outbox.migrations(state.dialect))
+    ):
+        return state
+    if state is not None:
+        await state.close()
+    empty = SQLiteBackend(":memory:")
+    await empty.open(outbox.migrations(empty.dialect))
+    return empty
+
+
+def _run(work: Callable[[Any], Awaitable[T]], *, read_only: bool = False) -> T:
+    """Open the outbox's state and a :class:`MemoryService`, run ``work(service)``, close."""
     from flujo.application.scrubbing import Scrubbing
     from flujo.cli import current_config
-    from flujo.state import open_state
     from flujo_memory.service import MemoryService
 
     config = current_config()
 
     async def main() -> T:
-        state = await open_state(config)
+        state = await _outbox_state(config, read_only=read_only)
         registry = config.plugin_manager.registry if config.plugin_manager else None
         # The configured policies: `add` scrubs its text, flagged scope values are keyed.
         service = MemoryService(
@@ -94,7 +121,9 @@ def search(
     """Find the memories closest to QUERY within a scope."""
     scope_d = _pairs(scope, "--scope", typed=False)
     filter_d = _pairs(meta, "--meta", typed=True)
-    hits = _run(lambda s: s.search(query, scope=scope_d, limit=limit, filter=filter_d))
+    hits = _run(
+        lambda s: s.search(query, scope=scope_d, limit=limit, filter=filter_d), read_only=True
+    )
     if as_json:
         rows = [
             {
@@ -140,7 +169,7 @@ def forget(scope: tuple[str, ...], run_id: str | None, ids: tuple[str, ...], as_
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def stats(as_json: bool) -> None:
     """Store, embedder, collection record, memory and outbox counts."""
-    data = _run(lambda s: s.stats())
+    data = _run(lambda s: s.stats(), read_only=True)
     if as_json:
         click.echo(json.dumps(data, default=str))
         return

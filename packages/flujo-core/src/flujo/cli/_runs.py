@@ -142,24 +142,26 @@ def runs() -> None:
     """Inspect and resume stored runs."""
 
 
-async def _with_state(state: CliState, fn: Any) -> Any:
+async def _with_state(state: CliState, fn: Any, *, read_only: bool = False) -> Any:
     from flujo.state import open_state
 
-    backend: StateBackend = await open_state(state.config())
+    # Nothing here creates a database: listing or resuming runs where none were ever stored
+    # is "no state database at ..." (a wrong folder or URI), not an empty one made up.
+    backend: StateBackend = await open_state(state.config(), create=False, read_only=read_only)
     try:
         return await fn(backend)
     finally:
         await backend.close()
 
 
-def _get_run(state: CliState, run_id: str) -> RunRecord:
+def _get_run(state: CliState, run_id: str, *, read_only: bool = False) -> RunRecord:
     """The run ``run_id`` names: its full id or a unique prefix."""
     from flujo.state.run_ids import resolve_run_id
 
     async def get(backend: StateBackend) -> RunRecord | None:
         return await backend.get_run(await resolve_run_id(backend, run_id))
 
-    record: RunRecord | None = asyncio.run(_with_state(state, get))
+    record: RunRecord | None = asyncio.run(_with_state(state, get, read_only=read_only))
     if record is None:
         raise RunNotFoundError(f"no run with id {run_id!r}")
     return record
@@ -182,7 +184,7 @@ def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) ->
 
     wanted = RunStatus(status) if status else None
     records: list[RunRecord] = asyncio.run(
-        _with_state(state, lambda b: b.list_runs(status=wanted, limit=limit))
+        _with_state(state, lambda b: b.list_runs(status=wanted, limit=limit), read_only=True)
     )
     if as_json:
         echo_json([r.to_dict(with_steps=False) for r in records])
@@ -206,7 +208,7 @@ def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) ->
 @click.pass_obj
 def show_run(state: CliState, run_id: str, as_json: bool) -> None:
     """Show one run with its steps."""
-    record = _get_run(state, run_id)
+    record = _get_run(state, run_id, read_only=True)
     if as_json:
         echo_json(record.to_dict())
         return

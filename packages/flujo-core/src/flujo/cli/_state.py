@@ -24,7 +24,9 @@ def state() -> None:
 def migrate(cli_state: CliState, source_uri: str, dest_uri: str, as_json: bool) -> None:
     """Copy runs, step results and plugin tables from one backend to another.
 
-    The destination gets every installed plugin's tables first; it must hold no runs yet.
+    The source must exist and is only read (opened read-only, nothing migrated). The
+    destination is created if needed and gets every installed plugin's tables first; it must
+    hold no runs yet.
     """
     from flujo.config import StateSettings
     from flujo.state import open_backend
@@ -36,7 +38,7 @@ def migrate(cli_state: CliState, source_uri: str, dest_uri: str, as_json: bool) 
     async def run() -> TransferReport:
         source = open_backend(StateSettings(uri=source_uri), config.root)
         dest = open_backend(StateSettings(uri=dest_uri), config.root)
-        await source.open(plugins.migrations(source.dialect))
+        await source.open(read_only=True)
         try:
             await dest.open(plugins.migrations(dest.dialect))
             try:
@@ -58,3 +60,21 @@ def migrate(cli_state: CliState, source_uri: str, dest_uri: str, as_json: bool) 
     for table in report.skipped:
         click.echo(f"warning: table {table} not copied: no installed plugin owns it here", err=True)
     click.echo("done")
+
+
+@state.command("upgrade")
+@click.pass_obj
+def upgrade(cli_state: CliState) -> None:
+    """Apply pending core and plugin migrations to the existing state database.
+
+    Read-only commands never migrate; after upgrading flujo or installing a plugin, this
+    brings the database up to date without running anything.
+    """
+    from flujo.state import open_state
+
+    async def run() -> None:
+        backend = await open_state(cli_state.config(), create=False)
+        await backend.close()
+
+    asyncio.run(run())
+    click.echo("state database is up to date")

@@ -132,3 +132,8 @@ class LeaseLostError(StateError):
 class UnstorableValueError(FlujoError):
     """A value (step output, context, run input) has no JSON form the state database can hold:
     a lone surrogate, NaN or infinity, bytes that are not UTF-8, an unknown type, a cycle."""
+
+
+class StateNotFoundError(UserError):
+    """No state database where one must already exist: read-only commands (``runs list``,
+    ``governance audit``, ...) and ``state migrate``'s source never create one."""

@@ -283,8 +283,14 @@ class StateBackend(Protocol):
 
     dialect: str
 
-    async def open(self, migrations: Sequence[Migration] = ()) -> None:
-        """Connect and apply the core's and the given migrations."""
+    async def open(
+        self, migrations: Sequence[Migration] = (), *, create: bool = True, read_only: bool = False
+    ) -> None:
+        """Connect and apply the core's and the given migrations.
+
+        ``create=False``: the database must exist already (``StateNotFoundError``). With
+        ``read_only`` too, and nothing is migrated or written.
+        """
         ...
 
     async def close(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from flujo.domain.errors import StateError
 from flujo.domain.interfaces import Migration
 
 CORE_OWNER = "flujo"
@@ -62,3 +65,26 @@ def core_migrations(dialect: str) -> list[Migration]:
             ),
         ),
     ]
+
+
+def pending(
+    migrations: Collection[Migration], applied: Collection[tuple[str, int]]
+) -> list[Migration]:
+    """The migrations of ``migrations`` whose ``(owner, version)`` is not in ``applied``."""
+    done = set(applied)
+    return [m for m in migrations if (m.owner, m.version) not in done]
+
+
+def require_core_schema(dialect: str, applied: Collection[tuple[str, int]], where: str) -> None:
+    """A read-only open needs the core tables as this version of flujo knows them.
+
+    Plugin migrations may be missing (a plugin installed after the database was made: its
+    commands read an empty table, see :func:`flujo.state.migrated`); core ones may not.
+    """
+    missing = pending(core_migrations(dialect), applied)
+    if missing:
+        versions = ", ".join(f"v{m.version}" for m in missing)
+        raise StateError(
+            f"the state database at {where} predates this flujo (core migrations {versions} "
+            "not applied); run `flujo state upgrade` to apply them"
+        )

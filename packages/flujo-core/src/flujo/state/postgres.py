@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from flujo.domain.errors import StateError
+from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
@@ -29,7 +29,7 @@ from flujo.state._rows import (
     step_from_row,
 )
 from flujo.state.dsn import redact_dsn
-from flujo.state.migrations import core_migrations
+from flujo.state.migrations import core_migrations, require_core_schema
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -56,6 +56,12 @@ def translate_params(sql: str) -> str:
     return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+async def _read_only_session(conn: AsyncConnection[Any]) -> None:
+    # Every transaction of a read-only backend's sessions refuses writes, DDL included.
+    await conn.execute("SET default_transaction_read_only = on")
+    await conn.commit()
+
+
 class PostgresBackend:
     """:class:`~flujo.domain.interfaces.StateBackend` on PostgreSQL."""
 
@@ -73,7 +79,20 @@ class PostgresBackend:
             raise StateError("the PostgreSQL state backend is not open")
         return self._pool
 
-    async def open(self, migrations: Sequence[Migration] = ()) -> None:
+    async def open(
+        self,
+        migrations: Sequence[Migration] = (),
+        *,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        """Connect and apply the core's and ``migrations``.
+
+        ``create=False``: the flujo tables must exist in the connection's schema
+        (:class:`StateNotFoundError` otherwise, and none is created). ``read_only``: the same,
+        with nothing migrated and every session ``default_transaction_read_only``, so not
+        even a bug can write (and a role with only ``SELECT`` suffices).
+        """
         if self._pool is not None:
             return
         # Autocommit: a statement commits on the server as it runs, not when this coroutine
@@ -86,6 +105,7 @@ class PostgresBackend:
             open=False,
             timeout=30,
             kwargs={"autocommit": True},
+            configure=_read_only_session if read_only else None,
         )
         try:
             await pool.open(wait=True, timeout=30)
@@ -95,7 +115,33 @@ class PostgresBackend:
                 f"cannot connect to the state database {redact_dsn(self.dsn)}: {exc}"
             ) from exc
         self._pool = pool
-        await self._migrate([*core_migrations(self.dialect), *migrations])
+        try:
+            if read_only or not create:
+                applied = await self._applied()
+                if read_only:
+                    require_core_schema(self.dialect, applied, redact_dsn(self.dsn))
+                    return
+            await self._migrate([*core_migrations(self.dialect), *migrations])
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _applied(self) -> list[tuple[str, int]]:
+        """``(owner, version)`` of every applied migration; :class:`StateNotFoundError` when
+        the schema has no flujo tables (PostgreSQL's "no database file")."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT to_regclass('flujo_migrations') IS NOT NULL, current_schema()"
+            )
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                schema = row[1] if row is not None and row[1] else "(none)"
+                raise StateNotFoundError(
+                    f"no state database at {redact_dsn(self.dsn)} "
+                    f"(no flujo tables in schema {schema})"
+                )
+            cur = await conn.execute("SELECT owner, version FROM flujo_migrations")
+            return [(str(owner), int(version)) for owner, version in await cur.fetchall()]
 
     async def _migrate(self, migrations: Sequence[Migration]) -> None:
         async with self.pool.connection() as conn, conn.transaction():

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flujo.domain.errors import StateError
+from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
@@ -27,7 +27,7 @@ from flujo.state._rows import (
     run_from_row,
     step_from_row,
 )
-from flujo.state.migrations import core_migrations
+from flujo.state.migrations import core_migrations, require_core_schema
 
 _RUNNING = RunStatus.RUNNING.value
 # A take's epoch is the run's new version: it grows with every take, and the taker knows it
@@ -61,21 +61,73 @@ class SQLiteBackend:
             raise StateError("the SQLite state backend is not open")
         return self._conn
 
-    async def open(self, migrations: Sequence[Migration] = ()) -> None:
+    async def open(
+        self,
+        migrations: Sequence[Migration] = (),
+        *,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        """Connect and apply the core's and ``migrations``.
+
+        ``create=False``: the file must exist (:class:`StateNotFoundError` otherwise; no folder
+        or file is made). ``read_only``: the same, opened ``mode=ro`` with nothing migrated;
+        the core tables must be there (plugin tables may not: see
+        :func:`flujo.state.migrated`).
+        """
         if self._conn is not None:
             return
+        must_exist = read_only or not create
+        if must_exist:
+            self._require_file()
         try:
-            if isinstance(self.path, Path):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            if must_exist:
+                # A URI with mode=ro/rw: SQLite itself refuses to create the file, so a
+                # database removed since the check above is not recreated either.
+                mode = "ro" if read_only else "rw"
+                uri = f"{Path(self.path).absolute().as_uri()}?mode={mode}"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            else:
+                if isinstance(self.path, Path):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    str(self.path), check_same_thread=False, isolation_level=None
+                )
+            if not read_only:
+                conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                conn.execute("PRAGMA query_only=ON")
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open state database {self.path}: {exc}") from exc
         self._conn = conn
-        self._migrate([*core_migrations(self.dialect), *migrations])
+        try:
+            if read_only:
+                require_core_schema(self.dialect, self._applied(), str(self.path))
+            else:
+                self._migrate([*core_migrations(self.dialect), *migrations])
+        except BaseException:
+            await self.close()
+            raise
+
+    def _require_file(self) -> None:
+        path = str(self.path)
+        if path == ":memory:" or not Path(path).is_file():
+            raise StateNotFoundError(f"no state database at {path}")
+
+    def _applied(self) -> list[tuple[str, int]]:
+        """``(owner, version)`` of every applied migration; refuses a file flujo did not make."""
+        try:
+            rows = self.conn.execute("SELECT owner, version FROM flujo_migrations").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if "no such table" in str(exc):
+                raise StateNotFoundError(
+                    f"no state database at {self.path} (the file holds no flujo tables)"
+                ) from None
+            raise StateError(f"cannot read state database {self.path}: {exc}") from exc
+        return [(str(owner), int(version)) for owner, version in rows]
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         conn = self.conn
