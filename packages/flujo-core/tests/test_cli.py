@@ -166,17 +166,9 @@ def test_failed_run_exits_1_and_is_listed_by_status(project: Path) -> None:
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(project: Path, args: list[str], message: str) -> None:
-    import asyncio
+    from flujo.testing.state import create_core_state
 
-    from flujo.config import load_config
-    from flujo.plugins.manager import PluginManager
-    from flujo.state import open_state
-
-    async def create_state() -> None:  # so `runs show nope` finds a database without `nope`
-        config = load_config(project / "flujo.toml", plugin_manager=PluginManager(), environ={})
-        await (await open_state(config)).close()
-
-    asyncio.run(create_state())
+    create_core_state(project / "flujo.toml")  # `runs show nope`: a database without `nope`
     proc = run_cli(*args, cwd=project, env=ENV)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert message in proc.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from flujo import Flujo, FlujoConfig, Pipeline, RunStatus, Step
-from flujo.config import load_config
 from flujo.state import open_state
 from flujo.testing.fake_openai import FakeOpenAIServer, openai_env
 from flujo_evals import storage
@@ -303,25 +301,13 @@ def test_reading_a_database_made_before_the_plugin_creates_no_table(tmp_path: Pa
     """Read-only: `evals list` on a database without the evaluations table reports none and
     leaves the database as it was (the table comes with the next run or `flujo state
     upgrade`)."""
-    import sqlite3
-
-    from flujo.plugins.manager import PluginManager
+    from flujo.testing.state import create_core_state, sqlite_tables
 
     (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///s.db"\n')
-
-    async def core_only() -> None:
-        config = load_config(tmp_path / "flujo.toml", plugin_manager=PluginManager(), environ={})
-        await (await open_state(config)).close()
-
-    asyncio.run(core_only())
-
-    def tables() -> set[str]:
-        with sqlite3.connect(tmp_path / "s.db") as conn:
-            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-
-    before = tables()
+    create_core_state(tmp_path / "flujo.toml")
+    before = sqlite_tables(tmp_path / "s.db")
     for args in (["list"], ["summary"]):
         proc = flujo("evals", *args, cwd=tmp_path)
         assert (proc.returncode, proc.stdout) == (0, "no evaluations\n"), proc.stderr
     assert flujo("evals", "list", "--json", cwd=tmp_path).stdout.strip() == "[]"
-    assert tables() == before
+    assert sqlite_tables(tmp_path / "s.db") == before

@@ -208,24 +208,11 @@ def test_audit_never_creates_a_state_database(tmp_path: Path) -> None:
 
 
 def test_audit_of_a_database_made_before_the_plugin_changes_nothing(tmp_path: Path) -> None:
-    import sqlite3
-
-    from flujo.plugins.manager import PluginManager
-    from flujo.state import open_state
+    from flujo.testing.state import create_core_state, sqlite_tables
 
     (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///s.db"\n')
-
-    async def core_only() -> None:
-        config = load_config(tmp_path / "flujo.toml", plugin_manager=PluginManager(), environ={})
-        await (await open_state(config)).close()
-
-    asyncio.run(core_only())
-
-    def tables() -> set[str]:
-        with sqlite3.connect(tmp_path / "s.db") as conn:
-            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-
-    before = tables()
+    create_core_state(tmp_path / "flujo.toml")
+    before = sqlite_tables(tmp_path / "s.db")
     proc = flujo("governance", "audit", cwd=tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "no policy decisions recorded\n"), proc.stderr
-    assert tables() == before
+    assert sqlite_tables(tmp_path / "s.db") == before

@@ -7,6 +7,9 @@
 - :mod:`flujo.testing.conformance`: suites a plugin's tests subclass
   (``GovernancePolicyConformance``, ``VectorStoreConformance``, ``SandboxConformance``,
   ``EvaluatorConformance``).
+- :mod:`flujo.testing.cli`: :func:`run_flujo` (the real CLI in a subprocess), ``help_imports``.
+- :mod:`flujo.testing.state`: ``create_core_state`` (a database from before a plugin was
+  installed) and ``sqlite_tables``.
 - pytest fixtures, registered automatically when flujo-core is installed:
   ``flujo_plugin_manager``, ``registered_plugin``, ``flujo_config``, ``fake_openai``.
 
