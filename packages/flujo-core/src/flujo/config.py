@@ -79,9 +79,12 @@ class StateSettings(_Section):
 
 
 class PluginsSettings(_Section):
-    """``[plugins]``: which installed plugins not to load."""
+    """``[plugins]``: which installed plugins not to load, and how long one may take to."""
 
     disable: list[str] = Field(default_factory=list)
+    import_timeout_s: float = Field(default=10.0, ge=0)
+    """How long importing one plugin may take before it is listed as ``error: import timed
+    out`` and every command goes on without it; ``0`` imports on the main thread, no limit."""
 
 
 class RunSettings(_Section):
@@ -362,6 +365,24 @@ def _env_keys(origins: Mapping[tuple[str, str], str], section: str) -> dict[str,
     return {key: var for (sec, key), var in origins.items() if sec == section}
 
 
+def read_plugins_settings(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Path | None, PluginsSettings]:
+    """The config file found and its ``[plugins]`` table (environment overrides applied),
+    what is needed before any plugin is imported (the CLI reads only this at startup)."""
+    env = os.environ if environ is None else environ
+    file = find_config_file(environ=env)
+    raw, origins = _apply_env_overrides(read_config_file(file), env)
+    label = str(file) if file is not None else "environment"
+    settings = _validate_section(
+        PluginsSettings,
+        raw.get("plugins", {}),
+        f"{label}: [plugins]",
+        _env_keys(origins, "plugins"),
+    )
+    return file, settings
+
+
 def load_config(
     path: Path | str | None = None,
     *,
@@ -390,7 +411,9 @@ def load_config(
         from flujo.plugins.manager import PluginManager
 
         plugin_manager = PluginManager()
-        plugin_manager.load_entry_points(disable=plugins.disable, environ=env)
+        plugin_manager.load_entry_points(
+            disable=plugins.disable, environ=env, import_timeout_s=plugins.import_timeout_s
+        )
 
     config = FlujoConfig(path=file, plugins=plugins, plugin_manager=plugin_manager)
     config.state = validate(StateSettings, "state", raw.get("state", {}))

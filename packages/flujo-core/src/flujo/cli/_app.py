@@ -35,27 +35,25 @@ class CliState:
 
 
 def _load_plugins() -> CliState:
-    from flujo.config import PluginsSettings, _validate_section, find_config_file, read_config_file
+    from flujo.config import PluginsSettings, read_plugins_settings
     from flujo.domain.errors import ConfigError
 
-    disable: list[str] = []
+    settings = PluginsSettings()
     error: Exception | None = None
-    path = None
     try:
-        path = find_config_file()
-        raw = read_config_file(path).get("plugins", {})
-        disable = _validate_section(PluginsSettings, raw, f"{path}: [plugins]").disable
+        settings = read_plugins_settings()[1]
     except ConfigError as exc:
         # Keep going so --help and `flujo plugins` work; commands needing config re-raise it.
         error = exc
     except Exception as exc:  # noqa: BLE001 - `flujo --help` must work whatever the file holds
-        error = ConfigError(f"{path or 'flujo.toml'}: cannot read: {type(exc).__name__}: {exc}")
+        error = ConfigError(f"flujo.toml: cannot read: {type(exc).__name__}: {exc}")
     manager = PluginManager()
     # Without a readable [plugins] table we cannot know which plugins the user disabled:
     # importing one anyway would run code they turned off (failing open), so none is loaded.
     manager.load_entry_points(
-        disable=disable,
+        disable=settings.disable,
         hold=None if error is None else "not loaded: the configuration cannot be read",
+        import_timeout_s=settings.import_timeout_s,
     )
     return CliState(manager, error)
 

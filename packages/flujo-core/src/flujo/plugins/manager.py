@@ -8,6 +8,21 @@ applied *before* a plugin is imported:
 - ``FLUJO_LOAD_PLUGINS``: comma list of distribution names to load; set but empty loads none.
 - ``FLUJO_DISABLE_PLUGINS``: comma list of distribution names not to load.
 - ``[plugins] disable = [...]`` in ``flujo.toml``: the same, from config.
+
+Isolation covers every exception a plugin can raise, ``BaseException`` included (a plugin
+calling ``sys.exit()`` or raising ``KeyboardInterrupt`` itself is withdrawn and listed as
+``error``), but not a real Ctrl-C, which still stops the program:
+
+- each plugin is imported on its own daemon thread, which catches whatever the import raises,
+  while the main thread waits at most ``[plugins] import_timeout_s`` (default 10 s; ``0``
+  imports on the main thread with no limit). A plugin whose import hangs is listed as
+  ``error: import timed out after 10s`` and the command goes on without it (its thread is
+  abandoned). SIGINT is always delivered to the main thread, so Ctrl-C interrupts the wait;
+- registration hooks and ``flujo_register_commands`` run on the main thread under a SIGINT
+  watch: a ``KeyboardInterrupt`` is re-raised only if a SIGINT really arrived;
+- observers (``flujo_step_completed``, ...) are isolated from everything but
+  ``KeyboardInterrupt``: during a run a Ctrl-C cannot be told from a plugin's own, and
+  stopping is the safe reading.
 """
 
 from __future__ import annotations
@@ -15,6 +30,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -130,6 +147,84 @@ def _reject_unsupported(plugin: object, callers: Sequence[Any]) -> None:
                     raise PluginError(impl.plugin_name, f"{caller.name} {reason}")
 
 
+DEFAULT_IMPORT_TIMEOUT_S = 10.0
+
+
+class _SigintWatch:
+    """Tells a real Ctrl-C from a ``KeyboardInterrupt`` a plugin raised itself.
+
+    While active (main thread only; elsewhere a SIGINT cannot raise anyway) a SIGINT sets
+    :attr:`seen` and then does what the previous handler would have done.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+        self._installed = False
+        self._main = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _SigintWatch:
+        if self._main:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+            except (ValueError, OSError):  # an embedding host that owns signals
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def is_real(self, exc: BaseException) -> bool:
+        """Whether ``exc`` must propagate: a Ctrl-C that really happened."""
+        # Off the main thread no signal can raise; unwatched on it, assume it was real.
+        return isinstance(exc, KeyboardInterrupt) and (
+            self.seen or (self._main and not self._installed)
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    return repr(exc) if str(exc) else type(exc).__name__ + "()"
+
+
+def _import_on_thread(load: Callable[[], Any], timeout_s: float, name: str) -> tuple[Any, str]:
+    """``(plugin, "")``, or ``(None, why)`` when ``load`` raised anything or did not return
+    within ``timeout_s`` (``<= 0``: on this thread, no limit, a ``KeyboardInterrupt`` is taken
+    for a real Ctrl-C)."""
+    if timeout_s <= 0:
+        try:
+            return load(), ""
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - isolation: SystemExit too
+            return None, f"failed to import: {_describe(exc)}"
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["plugin"] = load()
+        except BaseException as exc:  # noqa: BLE001 - reported on the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"flujo-import:{name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return None, f"import timed out after {timeout_s:g}s"
+    if "error" in box:
+        return None, f"failed to import: {_describe(box['error'])}"
+    return box["plugin"], ""
+
+
 class _FlujoPluggy(pluggy.PluginManager):
     """Treats any callable named ``flujo_*`` as a hook implementation, marked or not.
 
@@ -165,11 +260,14 @@ class PluginManager:
         disable: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
         hold: str | None = None,
+        import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S,
     ) -> None:
         """Load every installed plugin that the allow/deny lists let through.
 
         ``hold``: import none; list each one that would have loaded as disabled, with this
         reason (the CLI does so when flujo.toml, and so its disable list, cannot be read).
+        ``import_timeout_s``: how long one plugin's import may take (``0``: no limit, on the
+        calling thread); see the module's doc.
         """
         from importlib_metadata import entry_points
 
@@ -197,10 +295,9 @@ class PluginManager:
                     name, version, ep.value, status="disabled", error=hold
                 )
                 continue
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - isolation: any import error is recorded
-                self._fail(PluginInfo(name, version, ep.value), f"failed to import: {exc!r}")
+            plugin, failure = _import_on_thread(ep.load, import_timeout_s, name)
+            if failure:
+                self._fail(PluginInfo(name, version, ep.value), failure)
                 continue
             self.register(plugin, name, version=version, entry_point=ep.value)
 
@@ -219,9 +316,17 @@ class PluginManager:
         strict). Returns the plugin's record.
         """
         info = PluginInfo(name, version, entry_point or getattr(plugin, "__name__", repr(plugin)))
+        with _SigintWatch() as watch:
+            return self._register(plugin, name, info, watch)
+
+    def _register(
+        self, plugin: object, name: str, info: PluginInfo, watch: _SigintWatch
+    ) -> PluginInfo:
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - pluggy validation errors vary in type
+        except BaseException as exc:  # pluggy validation errors vary in type
+            if watch.is_real(exc):
+                raise
             return self._fail(info, f"invalid hook implementation: {exc}")
         try:
             unknown = sorted(
@@ -234,9 +339,16 @@ class PluginManager:
             self._run_registrations(plugin, name)
             info.sections = self._collect_sections(plugin, name)
             info.registered = {k: v for k, v in self.registry.owned_by(name).items() if v}
-        except Exception as exc:  # noqa: BLE001 - isolation: any plugin error is recorded
+        except BaseException as exc:  # isolation: SystemExit and the like too
+            if watch.is_real(exc):
+                self._withdraw(name)
+                raise
             self._withdraw(name)
-            message = str(exc) if isinstance(exc, PluginError) else f"failed to register: {exc!r}"
+            message = (
+                str(exc)
+                if isinstance(exc, PluginError)
+                else f"failed to register: {_describe(exc)}"
+            )
             return self._fail(info, message.removeprefix(f"plugin {name!r}: "))
         self._infos[name] = info
         return info
@@ -367,19 +479,29 @@ class PluginManager:
         for impl in impls:
             try:
                 self.call(impl, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - observers never raise into the run
-                errors.append(f"{impl.plugin_name}.{impl.function.__name__}: {exc!r}")
-                _log.exception("plugin %s observer failed", impl.plugin_name)
+            except KeyboardInterrupt:
+                raise  # possibly a real Ctrl-C: stopping is the safe reading (module doc)
+            except BaseException as exc:  # noqa: BLE001 - observers never raise into the run
+                errors.append(f"{impl.plugin_name}.{impl.function.__name__}: {_describe(exc)}")
+                _log.error(
+                    "plugin %s observer failed", impl.plugin_name, exc_info=(type(exc), exc, None)
+                )
         return errors
 
     def add_commands(self, cli: click.Group) -> None:
         """Let every loaded plugin add its commands to ``cli``; failures are recorded."""
-        for impl in self.pm.hook.flujo_register_commands.get_hookimpls():
-            try:
-                self.call(impl, cli=cli)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
-                self._withdraw(impl.plugin_name)
-                info = self._infos.get(impl.plugin_name)
-                if info is not None:
-                    info.hooks, info.registered, info.sections = [], {}, []
-                    self._fail(info, f"failed to add commands: {exc!r}")
+        with _SigintWatch() as watch:
+            for impl in self.pm.hook.flujo_register_commands.get_hookimpls():
+                self._add_commands(impl, cli, watch)
+
+    def _add_commands(self, impl: pluggy.HookImpl, cli: click.Group, watch: _SigintWatch) -> None:
+        try:
+            self.call(impl, cli=cli)
+        except BaseException as exc:  # a broken plugin must not break the CLI
+            if watch.is_real(exc):
+                raise
+            self._withdraw(impl.plugin_name)
+            info = self._infos.get(impl.plugin_name)
+            if info is not None:
+                info.hooks, info.registered, info.sections = [], {}, []
+                self._fail(info, f"failed to add commands: {_describe(exc)}")
