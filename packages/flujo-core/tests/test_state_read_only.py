@@ -188,20 +188,40 @@ def test_a_sqlite_file_that_is_not_a_flujo_database(tmp_path: Path) -> None:
     )
 
 
-def test_a_database_older_than_the_core_is_refused_read_only(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'state.db'}"
+def test_a_database_older_than_the_core_is_refused_read_only_until_upgraded(
+    tmp_path: Path,
+) -> None:
+    """A database made by a flujo with only the first core migration: reads say what to do
+    (and change nothing), `flujo state upgrade` applies the rest, then reads work."""
+    import sqlite3
 
-    async def forget_core_migrations() -> None:
-        backend = open_backend(StateSettings(uri=uri), tmp_path)
-        await backend.open()
-        await backend.execute("DELETE FROM flujo_migrations")
-        await backend.close()
+    from flujo.state.migrations import core_migrations
 
-    asyncio.run(forget_core_migrations())
-    proc = run_flujo("runs", "list", cwd=tmp_path, env={**ENV, "FLUJO_STATE_URI": uri})
+    first, *later = core_migrations("sqlite")
+    assert later, "this test needs a core migration after the first"
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE flujo_migrations (owner TEXT NOT NULL, version INTEGER NOT NULL, "
+        "applied_at REAL NOT NULL, PRIMARY KEY (owner, version))"
+    )
+    for statement in first.statements:
+        conn.execute(statement)
+    conn.execute("INSERT INTO flujo_migrations VALUES ('flujo', 1, 0)")
+    conn.commit()
+    conn.close()
+    env = {**ENV, "FLUJO_STATE_URI": f"sqlite:///{path}"}
+    before = path.read_bytes()
+    proc = run_flujo("runs", "list", cwd=tmp_path, env=env)
     assert proc.returncode == 1
-    assert "predates this flujo (core migrations v1 not applied)" in proc.stderr
+    versions = ", ".join(f"v{m.version}" for m in later)
+    assert f"predates this flujo (core migrations {versions} not applied)" in proc.stderr
     assert "flujo state upgrade" in proc.stderr
+    assert path.read_bytes() == before
+    upgraded = run_flujo("state", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    listed = run_flujo("runs", "list", cwd=tmp_path, env=env)
+    assert (listed.returncode, listed.stdout) == (0, "no runs\n"), listed.stderr
 
 
 def test_state_upgrade_applies_a_new_plugins_tables(tmp_path: Path, make_dist: Any) -> None:
