@@ -144,7 +144,7 @@ def test_a_keyboard_interrupt_in_an_observer_stops_the_run(tmp_path: Path) -> No
 
 GOOD = """
 def flujo_register_tools(register):
-    register("good_tool", lambda config: print)
+    register("iso_good_tool", lambda config: print)
 """
 
 RAISES_AT_IMPORT = {
@@ -168,14 +168,14 @@ def _install(make_dist: MakeDist, plugins: dict[str, str]) -> str:
 
 
 def test_base_exceptions_at_import_and_registration_are_isolated(make_dist: MakeDist) -> None:
-    every = {"flujo-good": GOOD, **RAISES_AT_IMPORT, **RAISES_AT_REGISTRATION}
+    every = {"flujo-iso-good": GOOD, **RAISES_AT_IMPORT, **RAISES_AT_REGISTRATION}
     names = _install(make_dist, every)
     manager = PluginManager()
     manager.load_entry_points(environ={"FLUJO_LOAD_PLUGINS": names})
     listed = {p.name: p for p in manager.plugins}
-    assert listed["flujo-good"].status == "ok"
-    assert manager.registry.names("tools") == ["good_tool"]
-    for name in set(every) - {"flujo-good", "flujo-reg-commands"}:
+    assert listed["flujo-iso-good"].status == "ok"
+    assert manager.registry.names("tools") == ["iso_good_tool"]
+    for name in set(every) - {"flujo-iso-good", "flujo-reg-commands"}:
         assert listed[name].status == "error", (name, listed[name])
     assert listed["flujo-exits"].error == "failed to import: SystemExit(0)"
     assert listed["flujo-interrupts"].error == "failed to import: KeyboardInterrupt()"
@@ -185,13 +185,15 @@ def test_base_exceptions_at_import_and_registration_are_isolated(make_dist: Make
 
 
 def test_the_cli_lists_them_and_keeps_working(make_dist: MakeDist, tmp_path: Path) -> None:
-    names = _install(make_dist, {"flujo-good": GOOD, **RAISES_AT_IMPORT, **RAISES_AT_REGISTRATION})
+    names = _install(
+        make_dist, {"flujo-iso-good": GOOD, **RAISES_AT_IMPORT, **RAISES_AT_REGISTRATION}
+    )
     env = {"FLUJO_LOAD_PLUGINS": names}
     proc = run_flujo("plugins", "--json", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     mine = set(names.split(","))
     status = {p["name"]: p["status"] for p in json.loads(proc.stdout) if p["name"] in mine}
-    assert status.pop("flujo-good") == "ok"
+    assert status.pop("flujo-iso-good") == "ok"
     assert set(status.values()) == {"error"}, status
     errors = {p["name"]: p["error"] for p in json.loads(proc.stdout)}
     assert errors["flujo-reg-commands"] == "failed to add commands: SystemExit(2)"
@@ -208,7 +210,7 @@ time.sleep(600)
 def test_a_plugin_hanging_at_import_is_given_up_after_the_timeout(
     make_dist: MakeDist, tmp_path: Path
 ) -> None:
-    names = _install(make_dist, {"flujo-good": GOOD, "flujo-hangs": HANGS})
+    names = _install(make_dist, {"flujo-iso-good": GOOD, "flujo-hangs": HANGS})
     (tmp_path / "flujo.toml").write_text("[plugins]\nimport_timeout_s = 0.5\n")
     env = {"FLUJO_LOAD_PLUGINS": names, "HANG_MARKER": str(tmp_path / "started")}
     proc = run_flujo("plugins", "--json", cwd=tmp_path, env=env, timeout=60)
@@ -218,7 +220,7 @@ def test_a_plugin_hanging_at_import_is_given_up_after_the_timeout(
         "error",
         "import timed out after 0.5s",
     )
-    assert listed["flujo-good"]["status"] == "ok"
+    assert listed["flujo-iso-good"]["status"] == "ok"
     for args in (["--help"], ["config", "show", "--json"]):
         assert run_flujo(*args, cwd=tmp_path, env=env, timeout=60).returncode == 0, args
     # The environment override names the same setting.
