@@ -414,9 +414,16 @@ def test_normalize_does_not_touch_examples_or_the_input() -> None:
     assert schema["example"] == {"type": "int", "items": [1]}
 
 
-def test_yaml_booleans_are_yaml_12() -> None:
+def test_yaml_booleans_and_dates_are_yaml_12() -> None:
     parsed = _parse(b"v: [yes, no, on, off, NO, y, n, true, False]\n", "s.yaml")
     assert parsed == {"v": ["yes", "no", "on", "off", "NO", "y", "n", True, False]}
+    # An impossible date (held-out mollie spec: internal error ValueError) and real ones.
+    parsed = _parse(b"a: 2023-02-30\nb: 2020-07-28T18:00:00Z\nc: 2001-12-14 21:59:43.10 -5\n", "s")
+    assert parsed == {
+        "a": "2023-02-30",
+        "b": "2020-07-28T18:00:00Z",
+        "c": "2001-12-14 21:59:43.10 -5",
+    }
 
 
 # --------------------------------------------------------------------------- internal errors

@@ -286,7 +286,8 @@ _LOADERS: list[Any] = []
 
 
 def _yaml_loader() -> Any:
-    """PyYAML's safe loader with YAML 1.2 booleans: only ``true``/``false`` are booleans.
+    """PyYAML's safe loader with YAML 1.2 scalars: only ``true``/``false`` are booleans and
+    dates are strings.
 
     YAML 1.1 (PyYAML's default) also reads ``yes``, ``no``, ``on``, ``off``, ``y`` and ``n``
     as booleans, turning string enums such as ``[on, off]`` or the country code ``NO`` into
@@ -298,8 +299,11 @@ def _yaml_loader() -> Any:
         # The C loader when available (much faster on big specs), else the Python one.
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         bool_tag = "tag:yaml.org,2002:bool"
+        # YAML 1.2 has no implicit timestamps either: an unquoted date stays the text
+        # written (PyYAML's would fail on ``2023-02-30`` with a ValueError).
+        dropped = {bool_tag, "tag:yaml.org,2002:timestamp"}
         resolvers = {
-            first: [(tag, regexp) for tag, regexp in pairs if tag != bool_tag]
+            first: [(tag, regexp) for tag, regexp in pairs if tag not in dropped]
             for first, pairs in base.yaml_implicit_resolvers.items()
         }
         loader: Any = type("OpenAPIYamlLoader", (base,), {"yaml_implicit_resolvers": resolvers})

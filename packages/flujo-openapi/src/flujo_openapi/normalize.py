@@ -152,17 +152,17 @@ def _walk(node: Any, *, schema: bool, v31: bool) -> None:
 
 
 def _fix_schema(node: dict[str, Any], v31: bool) -> None:
+    if "required" in node and not isinstance(node["required"], list):
+        del node["required"]  # `required: true` on a property: a Swagger 1.x habit
     if "$ref" in node and isinstance(node["$ref"], str):
-        return
+        return  # a reference: its target is fixed where it is defined
     _fix_type(node)
     items = node.get("items")
     if isinstance(items, list):
         # JSON Schema draft 4 tuple validation: each position its own schema.
         schemas = [i for i in items if isinstance(i, dict | bool)]
         node["items"] = schemas[0] if len(schemas) == 1 else {"anyOf": schemas} if schemas else {}
-    if "required" in node and not isinstance(node["required"], list):
-        del node["required"]  # `required: true` on a property: a Swagger 1.x habit
-    elif isinstance(node.get("required"), list):
+    if isinstance(node.get("required"), list):
         node["required"] = list(dict.fromkeys(r for r in node["required"] if isinstance(r, str)))
     for key in ("properties", "patternProperties"):
         if key in node and not isinstance(node[key], dict):

@@ -159,6 +159,8 @@ def validate(document: dict[str, Any]) -> None:
     components = document.get("components", {})
     _expect(components, dict, "/components", "components")
     for section, value in components.items():
+        if str(section).startswith("x-"):
+            continue  # a vendor extension: any value
         _expect(value, dict, f"/components/{escape_pointer(section)}", section)
     for name, schema in components.get("schemas", {}).items():
         _expect(schema, (dict, bool), f"/components/schemas/{escape_pointer(name)}", "a schema")
