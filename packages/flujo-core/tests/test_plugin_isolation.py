@@ -9,13 +9,14 @@ given up after ``[plugins] import_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,65 @@ def test_a_real_ctrl_c_during_a_plugin_import_stops_the_program(
             proc.communicate()
     assert proc.returncode in (-signal.SIGINT, 130), (proc.returncode, err)
     assert "flujo-hangs" not in out  # stopped before listing anything
+
+
+class _ExitingWrapper:
+    """A step wrapper that raises ``exc`` when the hook is called, on entry or on exit."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        self.where, self.exc = where, exc
+
+    @hookimpl
+    def flujo_wrap_step(self, event: Any) -> Any:
+        exc = self.exc
+        if self.where == "hook":
+            raise exc
+
+        @contextlib.contextmanager
+        def cm() -> Iterator[None]:
+            if self.where == "enter":
+                raise exc
+            yield
+            raise exc
+
+        return cm()
+
+
+class _ExitingTask:
+    """An observer whose background task raises ``exc``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    @hookimpl
+    def flujo_step_completed(self, event: Any, runtime: Any) -> None:
+        async def work() -> None:
+            raise self.exc
+
+        runtime.tasks.schedule("exits", work)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(4), _Weird("odd")], ids=["system-exit", "base"])
+def test_base_exceptions_in_wrappers_and_background_tasks_are_recorded(
+    tmp_path: Path, exc: BaseException
+) -> None:
+    manager = PluginManager()
+    for where in ("hook", "enter", "exit"):
+        manager.register(_ExitingWrapper(where, exc), f"flujo-wrap-{where}")
+    manager.register(_ExitingTask(exc), "flujo-task")
+
+    async def go() -> tuple[Any, list[str]]:
+        runner: Flujo[Any] = Flujo(
+            Pipeline([Step.from_callable(str.upper, name="up")]),
+            config=FlujoConfig(plugin_manager=manager),
+            state=SQLiteBackend(tmp_path / "s.db"),
+        )
+        result = await runner.run_async("a")
+        await runner.aclose()
+        return result, sorted(f.name + ": " + f.error for f in runner.runtime.tasks.failures)
+
+    result, failures = asyncio.run(go())
+    assert (result.succeeded, result.output) == (True, "A"), result.error
+    name = type(exc).__name__
+    assert len(failures) == 4, failures
+    assert all(name in f for f in failures), failures

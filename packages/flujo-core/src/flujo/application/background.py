@@ -73,7 +73,9 @@ class BackgroundTaskManager:
             except asyncio.CancelledError:
                 self.record_failure(name, "cancelled at the drain deadline")
                 raise
-            except Exception as exc:  # noqa: BLE001 - background errors never reach the run
+            except (KeyboardInterrupt, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a plugin's SystemExit never reaches the run
                 self.record_failure(name, f"{type(exc).__name__}: {exc}")
                 _log.debug("background task %s traceback", name, exc_info=True)
             else:

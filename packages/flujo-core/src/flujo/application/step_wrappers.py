@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -48,8 +49,14 @@ async def wrapped(
                 entered.append((where, manager, False))
             else:
                 record(f"{where}: returned {type(manager).__name__}, not a context manager")
-        except Exception as exc:  # noqa: BLE001 - a wrapper never breaks the step it wraps
-            _log.exception("plugin %s step wrapper failed on entry", impl.plugin_name)
+        except (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
+            raise  # an interrupt or the task's own cancellation, not the wrapper's failure
+        except BaseException as exc:  # noqa: BLE001 - a wrapper never breaks its step (SystemExit too)
+            _log.error(
+                "plugin %s step wrapper failed on entry",
+                impl.plugin_name,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
             record(f"{where}: {exc!r}")
     exc_info: ExcInfo = (None, None, None)
     try:
@@ -64,6 +71,12 @@ async def wrapped(
                     await manager.__aexit__(*exc_info)
                 else:
                     manager.__exit__(*exc_info)
-            except Exception as exc:  # noqa: BLE001 - a wrapper never breaks the step it wraps
-                _log.exception("step wrapper %s failed on exit", where)
+            except (KeyboardInterrupt, GeneratorExit, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a wrapper never breaks the step it wraps
+                _log.error(
+                    "step wrapper %s failed on exit",
+                    where,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
                 record(f"{where}: {exc!r}")
