@@ -36,11 +36,13 @@ def test_memory_cli_scrubs_text_and_keys_flagged_scopes(tmp_path: Path) -> None:
     [hit] = json.loads(found.stdout)
     assert hit["text"] == "call <EMAIL> about card <CREDIT_CARD>"
     assert hit["metadata"]["scope.user"].startswith("fp:")
-    assert EMAIL not in found.stdout and CARD not in found.stdout
+    assert EMAIL not in found.stdout
+    assert CARD not in found.stdout
     for path in (tmp_path / ".flujo").rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert EMAIL.encode() not in data and CARD.encode() not in data, path
+            assert EMAIL.encode() not in data, path
+            assert CARD.encode() not in data, path
     gone = run_flujo("memory", "forget", "--scope", scope, "--json", cwd=tmp_path, env=ENV)
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout) == {"store": 1, "outbox": 0}

@@ -103,11 +103,15 @@ def test_the_model_receives_pseudonyms_and_the_reply_gets_the_values_back(
     for report in reports:
         assert "models: scripted (deterministic, offline)" in report
         received = _section(report, 2)
-        assert "<EMAIL_1>" in received and "<CREDIT_CARD_1>" in received
-        assert EMAIL not in received and not any(card in received for card in CARDS)
+        assert "<EMAIL_1>" in received
+        assert "<CREDIT_CARD_1>" in received
+        assert EMAIL not in received
+        assert not any(card in received for card in CARDS)
         assert "redacted CREDIT_CARD:1, EMAIL:1" in received
         reply = _section(report, 6)
-        assert EMAIL in reply and CARDS[0] in reply and "<EMAIL_1>" not in reply
+        assert EMAIL in reply
+        assert CARDS[0] in reply
+        assert "<EMAIL_1>" not in reply
 
 
 def test_delete_customer_is_refused_by_policy_and_never_reaches_the_service(
@@ -170,7 +174,8 @@ def test_stored_state_holds_no_pii_and_the_audit_log_has_the_refusal(
             assert needle.encode() not in data, f"{needle!r} stored in {path}"
     db = state / "flujo.db"
     runs = _rows(db, "SELECT run_id, status, input FROM workflow_state")
-    assert {row["status"] for row in runs} == {"succeeded"} and len(runs) == 2
+    assert {row["status"] for row in runs} == {"succeeded"}
+    assert len(runs) == 2
     assert all("<EMAIL_1>" in row["input"] for row in runs)
     refusals = _rows(
         db,
@@ -243,8 +248,10 @@ def test_without_a_sandbox_the_demo_fails_closed(desk: Path, tmp_path: Path) -> 
     )
     assert done.returncode == 3, done.stdout + done.stderr
     assert "bubblewrap (bwrap) is not installed" in done.stderr
-    assert "flujo sandbox doctor" in done.stderr and "Nothing was run" in done.stderr
-    assert done.stdout == "" and not (folder / ".flujo").exists()
+    assert "flujo sandbox doctor" in done.stderr
+    assert "Nothing was run" in done.stderr
+    assert done.stdout == ""
+    assert not (folder / ".flujo").exists()
 
 
 def test_a_provider_model_runs_the_same_pipeline_and_never_sees_pii(
@@ -293,13 +300,17 @@ def test_a_provider_model_runs_the_same_pipeline_and_never_sees_pii(
     assert done.returncode == 0, done.stdout + done.stderr
     report = done.stdout
     assert "models: openai:gpt-4o-mini" in report
-    assert len(sent) == len(replies) and paths == {"/v1/responses"}
-    assert "<EMAIL_1>" in sent[0] and "<CREDIT_CARD_1>" in sent[0]
+    assert len(sent) == len(replies)
+    assert paths == {"/v1/responses"}
+    assert "<EMAIL_1>" in sent[0]
+    assert "<CREDIT_CARD_1>" in sent[0]
     for body in sent:  # nothing that left for the provider carries the personal data
-        assert EMAIL not in body and not any(card in body for card in CARDS)
+        assert EMAIL not in body
+        assert not any(card in body for card in CARDS)
     assert re.search(r"delete_customer\s+pii ALLOW, tool_allowlist DENY", _section(report, 4))
     assert "stdout: 59.9   exit code: 0   backend: local" in _section(report, 5)
-    assert EMAIL in _section(report, 6) and "refunded 59.90 EUR" in _section(report, 6)
+    assert EMAIL in _section(report, 6)
+    assert "refunded 59.90 EUR" in _section(report, 6)
     assert "scored, score 0.75, good" in _section(report, 7)
 
 

@@ -242,7 +242,8 @@ async def test_agent_runs_outside_a_pipeline_without_policies(tools: Tools) -> N
     assert await agent.run("Weather in Rome?", context=context) == "Rome is sunny"
     assert context.lookups == ["Rome"]
     assert isinstance(agent, AsyncAgentWrapper)
-    assert agent.output_type is str and agent.input_type is None
+    assert agent.output_type is str
+    assert agent.input_type is None
 
 
 async def test_test_model_tool_calls_pass_through_policies(
@@ -436,7 +437,8 @@ async def test_invalid_output_is_retried_then_fails_with_the_validation_error(
     assert model.pending == 0  # 2 step attempts x (1 try + 1 pydantic-ai retry)
     assert step.usage.requests == 4  # failed attempts are paid for too
     stored = await state.get_run(result.run_id)
-    assert stored is not None and stored.error == result.error
+    assert stored is not None
+    assert stored.error == result.error
 
 
 async def test_a_step_retry_can_recover_from_invalid_output(

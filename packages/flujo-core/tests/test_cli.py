@@ -63,13 +63,15 @@ def test_run_json_shape(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert set(data) == {"run_id", "status", "output", "error", "steps", "usage"}
-    assert data["status"] == "succeeded" and data["error"] is None
+    assert data["status"] == "succeeded"
+    assert data["error"] is None
     assert data["output"] == "re: ana: hello (p5)"
     assert [s["name"] for s in data["steps"]] == ["triage", "reply"]
     first = data["steps"][0]
     assert {"name", "status", "output", "error", "attempts", "latency_ms"} <= set(first)
     assert first["output"] == {"subject": "ana: hello", "priority": 5}
-    assert first["attempts"] == 1 and first["latency_ms"] >= 0
+    assert first["attempts"] == 1
+    assert first["latency_ms"] >= 0
     assert set(data["usage"]) >= {
         "input_tokens",
         "output_tokens",
@@ -81,12 +83,14 @@ def test_run_json_shape(project: Path) -> None:
     listed = run_cli("runs", "list", "--json", cwd=project, env=ENV)
     rows = json.loads(listed.stdout)
     assert [r["run_id"] for r in rows] == [data["run_id"]]
-    assert "steps" not in rows[0] and rows[0]["status"] == "succeeded"
+    assert "steps" not in rows[0]
+    assert rows[0]["status"] == "succeeded"
 
     shown = run_cli("runs", "show", data["run_id"], "--json", cwd=project, env=ENV)
     assert json.loads(shown.stdout)["steps"][1]["output"] == "re: ana: hello (p5)"
     human = run_cli("runs", "show", data["run_id"], cwd=project, env=ENV)
-    assert "succeeded" in human.stdout and "triage" in human.stdout
+    assert "succeeded" in human.stdout
+    assert "triage" in human.stdout
 
 
 def test_input_from_file_and_stdin_and_function_targets(project: Path) -> None:
@@ -185,7 +189,8 @@ def test_bad_config_is_a_user_error_and_debug_shows_the_traceback(project: Path)
         "(allowed: uri, synchronous, lease_s, pool_size)"
     )
     debug = run_cli("--debug", "runs", "list", cwd=project, env=ENV)
-    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr
     # Listing plugins still works with a broken config, and reports it; help just works.
     listed = run_cli("plugins", "--json", cwd=project, env=ENV)
     assert listed.returncode == 2
@@ -207,7 +212,8 @@ def test_version_and_config_show(project: Path) -> None:
     assert data["config"]["state"]["uri"] == "sqlite:///runs.db"
     assert data["config"]["run"]["max_requests"] == 9
     text = run_cli("config", "show", cwd=project, env=ENV)
-    assert 'uri = "sqlite:///runs.db"' in text.stdout and "# max_requests is unset" in text.stdout
+    assert 'uri = "sqlite:///runs.db"' in text.stdout
+    assert "# max_requests is unset" in text.stdout
 
 
 @pytest.mark.parametrize(
@@ -234,15 +240,18 @@ def test_a_hostile_config_is_one_line_exit_2_and_help_still_works(
         proc = run_cli(*args, cwd=project, env=env)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), (args, proc.stderr)
+        assert len(lines) == 1, (args, proc.stderr)
+        assert lines[0].startswith(f"error: {path}"), (args, proc.stderr)
         assert "internal error" not in proc.stderr
     shown = run_cli("--help", cwd=project, env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "runs " in shown.stdout and "Plugins not loaded:" in shown.stdout
+    assert "runs " in shown.stdout
+    assert "Plugins not loaded:" in shown.stdout
     assert shown.stderr == ""
     listed = run_cli("plugins", "--json", cwd=project, env=env)
     assert listed.returncode == 2
-    assert listed.stderr.startswith(f"error: {path}") and len(listed.stderr.splitlines()) == 1
+    assert listed.stderr.startswith(f"error: {path}")
+    assert len(listed.stderr.splitlines()) == 1
     memory = [p for p in json.loads(listed.stdout) if p["name"] == "flujo-memory"]
     assert memory == [
         {**memory[0], "status": "disabled", "error": "not loaded: the configuration cannot be read"}
@@ -286,7 +295,8 @@ def test_a_missing_api_key_is_a_config_error_before_anything_is_stored(project: 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: agent 'draft': ") and "OPENAI_API_KEY" in lines[0]
+    assert lines[0].startswith("error: agent 'draft': ")
+    assert "OPENAI_API_KEY" in lines[0]
     assert proc.stdout == ""
     assert not (project / "runs.db").exists(), "a run was stored for a configuration error"
 

@@ -20,7 +20,8 @@ def test_no_file_means_defaults() -> None:
     cfg = _load(None)
     assert cfg.path is None
     assert cfg.state.uri == "sqlite:///.flujo/flujo.db"
-    assert cfg.run.policies == [] and cfg.run.usage_limits() is None
+    assert cfg.run.policies == []
+    assert cfg.run.usage_limits() is None
 
 
 def test_discovery_walks_up_from_the_working_directory(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ def test_nested_tables_unset_keys_and_odd_values_read_back() -> None:
     assert parsed["governance"]["pii"] == {"engine": "regex", "overrides": [{"a": 1}]}
     assert parsed["governance"]["tools"] == {"deny": ["x.*"]}
     assert parsed["odd"] == data["odd"]
-    assert "# presidio_model is unset" in text and text.startswith("# two\n# lines\n")
+    assert "# presidio_model is unset" in text
+    assert text.startswith("# two\n# lines\n")
 
 
 def test_config_show_feeds_back_through_flujo_config(tmp_path: Path) -> None:

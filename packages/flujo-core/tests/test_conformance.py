@@ -314,9 +314,13 @@ class TestExactMatchEvaluator(EvaluatorConformance):
 
 def test_make_run_record_builds_finished_runs() -> None:
     ok = make_run_record()
-    assert ok.status is RunStatus.SUCCEEDED and ok.output == "4" and ok.error is None
+    assert ok.status is RunStatus.SUCCEEDED
+    assert ok.output == "4"
+    assert ok.error is None
     failed = make_run_record(RunStatus.FAILED)
-    assert failed.output is None and failed.error and failed.steps[0].status.value == "failed"
+    assert failed.output is None
+    assert failed.error
+    assert failed.steps[0].status.value == "failed"
     blocked = make_run_record(RunStatus.BLOCKED, error="policy 'x' denied the input")
     assert blocked.steps[0].status.value == "blocked"
     with pytest.raises(ValueError, match="finished runs"):
@@ -998,6 +1002,7 @@ def test_missing_required_fixture_fails_with_a_clear_message(
 ) -> None:
     run = _run_inner(pytester, [], f"class TestIncomplete({suite}):\n    pass\n")
     outcomes = run.outcomes["TestIncomplete"]
-    assert outcomes and set(outcomes.values()) <= {"error", "skipped"}
+    assert outcomes
+    assert set(outcomes.values()) <= {"error", "skipped"}
     assert "error" in set(outcomes.values())
     run.result.stdout.fnmatch_lines([f"*TestIncomplete must define a*`{fixture}` fixture*"])

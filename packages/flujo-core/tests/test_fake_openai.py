@@ -124,7 +124,8 @@ async def test_openai_chat_model_with_a_tool_call_and_structured_output(
     assert tool_names == ["lookup_weather", "final_result"]
     tool_messages = [m for m in second.body["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == ["Oslo: 21C"]
-    assert result.usage.requests == 2 and result.usage.total_tokens == 30
+    assert result.usage.requests == 2
+    assert result.usage.total_tokens == 30
 
 
 @pytest.mark.parametrize("model", ["openai:gpt-4o-mini", "openai-chat:gpt-4o-mini"])

@@ -210,9 +210,11 @@ def test_blocking_sync_steps_longer_than_the_lease_run_and_commit_once(
         {(step, f"run{i}"): 1 for i in range(2) for step in ("spin", "nap", "spin_again")}
     )
     steps = asyncio.run(_ledger(commit_ledger, state_uri, tmp_path, "steps"))
-    assert set(steps.values()) == {1} and len(steps) == 6
+    assert set(steps.values()) == {1}
+    assert len(steps) == 6
     finals = asyncio.run(_ledger(commit_ledger, state_uri, tmp_path, "finals"))
-    assert set(finals.values()) == {1} and {status for _, status in finals} == {"succeeded"}
+    assert set(finals.values()) == {1}
+    assert {status for _, status in finals} == {"succeeded"}
 
 
 # --------------------------------------------------------------------------- a paused worker
@@ -279,7 +281,8 @@ def test_a_paused_worker_past_its_lease_cannot_commit(
         )
         assert rescue.returncode == 0, rescue.stderr
         [rescued] = json.loads(rescue.stdout)
-        assert rescued["status"] == "succeeded" and rescued["output"] == "in-1-2-3"
+        assert rescued["status"] == "succeeded"
+        assert rescued["output"] == "in-1-2-3"
         (tmp_path / "go").touch()
     finally:
         worker.send_signal(signal.SIGCONT)
@@ -392,7 +395,8 @@ def test_concurrent_resumes_of_one_run_commit_each_step_once(
             runner.close()
     for seen in outcomes:
         assert seen.count("succeeded") == 1, outcomes
-        assert len(seen) == 3 and set(seen) <= {"succeeded", "RunLeasedError", "RunFinishedError"}
+        assert len(seen) == 3
+        assert set(seen) <= {"succeeded", "RunLeasedError", "RunFinishedError"}
     # Each run: one, the failed two, the resumed two; nothing more.
     expected = Counter({("one", "warm-up"): 1, ("two", "warm-up"): 1})
     for i in range(rounds):
@@ -449,6 +453,8 @@ async def test_a_drain_goes_on_past_a_run_taken_from_it(state_uri: str, tmp_path
             results = await runner.resume_stale_async()
         assert [(r.run_id, r.output) for r in results] == [("b", "keep!")]
         stolen = await setup.get_run("a")
-        assert stolen is not None and stolen.status is RunStatus.RUNNING and stolen.steps == []
+        assert stolen is not None
+        assert stolen.status is RunStatus.RUNNING
+        assert stolen.steps == []
     finally:
         await setup.close()

@@ -82,7 +82,8 @@ def test_an_implementation_flujo_cannot_call_is_a_load_error(
     manager = PluginManager()
     info = manager.register(plugin, "odd")
     assert info.status == "error", info
-    assert hook in str(info.error) and says in str(info.error)
+    assert hook in str(info.error)
+    assert says in str(info.error)
     # Withdrawn entirely: nothing it registered, no hook left to call.
     assert manager.registry.names("tools") == []
     assert manager.implementations(hook) == []
@@ -223,7 +224,8 @@ async def test_every_hook_runs_its_implementations_in_load_order(tmp_path: Path)
     ):
         assert _order(log, hook) == ["a", "b", "c"], hook
     decided = _order(log, "flujo_policy_decided")
-    assert decided and decided == ["a", "b", "c"] * (len(decided) // 3)
+    assert decided
+    assert decided == ["a", "b", "c"] * (len(decided) // 3)
 
 
 def test_load_order_is_by_distribution_name(make_dist: MakeDist) -> None:

@@ -69,7 +69,8 @@ def test_named_factories_are_created_with_the_config_on_demand() -> None:
     }
     config = FlujoConfig(plugin_manager=manager)
     store = manager.registry.create("vector_stores", "toy_store", config)
-    assert isinstance(store, _Store) and store.config is config
+    assert isinstance(store, _Store)
+    assert store.config is config
     assert manager.registry.create("embedders", "toy_embedder", config).dimension == 3
     assert manager.registry.create("evaluators", "always_one", config).name == "always_one"
 
@@ -127,7 +128,8 @@ async def test_plugin_tables_migrations_and_policy_decisions(tmp_path: Path) -> 
     async with Flujo(pipeline, config=config, state=SQLiteBackend(db), policies=[_Deny()]) as r:
         ok = await r.run_async("hello")
         blocked = await r.run_async("a secret")
-    assert ok.succeeded and blocked.status is RunStatus.BLOCKED
+    assert ok.succeeded
+    assert blocked.status is RunStatus.BLOCKED
     assert [(d.policy, d.where, d.decision) for d in auditor.decisions] == [
         ("deny_secret", "input", PolicyDecision.ALLOW),
         ("deny_secret", "input", PolicyDecision.DENY),

@@ -126,7 +126,8 @@ def _resumes_at_once(tmp_path: Path, env: dict[str, str], run_id: str) -> None:
     resumed = run_flujo("runs", "resume", run_id, "--json", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
-    assert result["status"] == "succeeded" and result["output"] == "in-a-b-c"
+    assert result["status"] == "succeeded"
+    assert result["output"] == "in-a-b-c"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -176,9 +177,11 @@ def test_an_async_step_is_cancelled_and_runs_again_on_resume(
         f"resume with: flujo runs resume {run_id}"
     )
     printed = json.loads(out)  # --json prints the run as stored
-    assert printed["status"] == "interrupted" and printed["output"] is None
+    assert printed["status"] == "interrupted"
+    assert printed["output"] is None
     row = _show(tmp_path, site, run_id)
-    assert row["status"] == "interrupted" and row["error"] == printed["error"]
+    assert row["status"] == "interrupted"
+    assert row["error"] == printed["error"]
     assert row["current_step"] == 1
     assert [s["name"] for s in row["steps"]] == ["a"]
 
@@ -217,7 +220,8 @@ def test_a_second_signal_exits_at_once_and_the_run_stays_resumable(
     assert line.startswith(f"run {run_id} interrupted by a second SIGINT: stopped at once")
     assert line.endswith(f"; resume with: flujo runs resume {run_id}")
     row = _show(tmp_path, site, run_id)
-    assert row["status"] == "interrupted" and row["current_step"] == 1
+    assert row["status"] == "interrupted"
+    assert row["current_step"] == 1
 
     _resumes_at_once(tmp_path, site, run_id)  # b was not committed: it runs again
     assert (_calls(tmp_path, "a"), _calls(tmp_path, "b"), _calls(tmp_path, "c")) == (1, 2, 1)
@@ -251,7 +255,8 @@ def test_a_stale_worker_stops_on_sigterm_and_loses_nothing(
     # Nothing is left claimed: both runs are interrupted, neither is leased or running.
     for run_id in run_ids:
         row = _show(tmp_path, site, run_id)
-        assert row["status"] == "interrupted" and row["current_step"] == 1
+        assert row["status"] == "interrupted"
+        assert row["current_step"] == 1
     assert _calls(tmp_path, "b") == 3  # the worker started b of one run only
 
     # The next worker finishes both.
@@ -289,11 +294,14 @@ async def test_request_stop_from_python_stops_before_the_next_step(state_uri: st
         assert result.error == "interrupted by SIGTERM before step 'second' (2 of 2)"
         assert seen == ["first"]  # first was async but had returned: committed, not cancelled
         stored = await runner.runtime.state.get_run(result.run_id)
-        assert stored is not None and stored.status is RunStatus.INTERRUPTED
-        assert stored.current_step == 1 and stored.error == result.error
+        assert stored is not None
+        assert stored.status is RunStatus.INTERRUPTED
+        assert stored.current_step == 1
+        assert stored.error == result.error
         assert await runner.resume_stale_async() == []  # a stopping runner claims nothing
     async with Flujo(pipeline, config=config) as other:
         [resumed] = await other.resume_stale_async()  # interrupted runs are picked up
     assert resumed.run_id == result.run_id
-    assert resumed.status is RunStatus.SUCCEEDED and resumed.output == "in-1-2"
+    assert resumed.status is RunStatus.SUCCEEDED
+    assert resumed.output == "in-1-2"
     assert seen == ["first", "second"]

@@ -161,7 +161,8 @@ async def test_failing_wrappers_and_observers_are_recorded_never_raised(tmp_path
     ) as runner:
         result = await runner.run_async("go")
         failures = sorted(f.error for f in runner.runtime.tasks.failures)
-    assert result.succeeded and result.output == "GO", result.error
+    assert result.succeeded, result.error
+    assert result.output == "GO", result.error
     assert failures == sorted(
         [
             "broken-enter.flujo_wrap_step: RuntimeError('enter broke')",
@@ -175,7 +176,8 @@ async def test_failing_wrappers_and_observers_are_recorded_never_raised(tmp_path
         ]
     )
     # The healthy tracer still wrapped the step.
-    assert "enter t:up" in log and "exit t:up" in log
+    assert "enter t:up" in log
+    assert "exit t:up" in log
 
 
 _attempts: list[str] = []
@@ -219,7 +221,8 @@ async def test_run_started_is_called_for_a_new_run_and_for_each_resume(tmp_path:
         failed = await runner.run_async("in")
         assert not failed.succeeded
         resumed = await runner.resume_async(failed.run_id)
-    assert resumed.succeeded and resumed.output == "in-1-2", resumed.error
+    assert resumed.succeeded, resumed.error
+    assert resumed.output == "in-1-2", resumed.error
     # The resume starts at the failed step, with the input that step receives.
     assert log.runs == [(0, "in"), (1, "in-1")]
     assert [(i, data) for i, _, data in log.steps] == [(0, "in"), (1, "in-1"), (1, "in-1")]

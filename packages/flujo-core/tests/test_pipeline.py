@@ -49,7 +49,8 @@ def test_rshift_composes_steps_and_pipelines_in_order() -> None:
 def test_from_callable_reads_types_from_annotations() -> None:
     step = Step.from_callable(parse)
     assert step.name == "parse"
-    assert step.input_type is str and step.output_type is Order
+    assert step.input_type is str
+    assert step.output_type is Order
 
 
 def test_type_mismatch_is_an_error_when_the_pipeline_is_built() -> None:
@@ -107,7 +108,8 @@ async def test_inputs_are_validated_and_coerced_at_run_time(
     pipeline = Step.from_callable(untyped) >> Step.from_callable(keep)
     async with Flujo(pipeline, config=config, state=state) as runner:
         result = await runner.run_async("anything")
-        assert result.succeeded and result.output == 2.5
+        assert result.succeeded
+        assert result.output == 2.5
         assert seen == [Order(id=7, amount=2.5)]
 
         # JSON text validates into a structured first-step input (what the CLI passes).
@@ -136,12 +138,11 @@ async def test_bad_intermediate_output_fails_the_run_with_a_clear_error(
     async with Flujo(pipeline, config=config, state=state) as runner:
         result = await runner.run_async("x")
     assert result.status.value == "failed"
-    assert (
-        result.error is not None
-        and "input to step 'total' does not validate as Order" in result.error
-    )
+    assert result.error is not None
+    assert "input to step 'total' does not validate as Order" in result.error
     stored = await _reopen(state, result.run_id)
-    assert stored.status.value == "failed" and stored.error == result.error
+    assert stored.status.value == "failed"
+    assert stored.error == result.error
     assert [s.status.value for s in stored.steps] == ["succeeded", "failed"]
 
 

@@ -121,8 +121,10 @@ def test_a_failing_observer_does_not_stop_the_other_plugins_observers(
     result, failures = asyncio.run(go())
     assert (result.succeeded, result.output) == (True, "A")
     for hook in ("decided", "step", "finalized", "closing"):
-        assert f"first:{hook}" in seen and f"last:{hook}" in seen, (hook, seen)
-    assert len(failures) == 4 and all(f.startswith("flujo-broken.flujo_") for f in failures)
+        assert f"first:{hook}" in seen, (hook, seen)
+        assert f"last:{hook}" in seen, (hook, seen)
+    assert len(failures) == 4
+    assert all(f.startswith("flujo-broken.flujo_") for f in failures)
     assert type(exc).__name__ in failures[0]
 
 

@@ -48,7 +48,8 @@ def test_create_makes_a_registered_object_outside_a_run() -> None:
     manager.register(_Plugin(), "acme")
     config = FlujoConfig(plugin_manager=manager)
     box = flujo.plugin.create("sandboxes", "acme.box", config)
-    assert isinstance(box, _Box) and box.config is config
+    assert isinstance(box, _Box)
+    assert box.config is config
     with pytest.raises(
         ConfigError, match=r"unknown sandbox 'nope'; registered: acme\.box \(acme\)"
     ):

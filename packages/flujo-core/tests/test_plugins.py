@@ -167,7 +167,8 @@ def test_config_sections_validate_and_report_owner(tmp_path: Path) -> None:
 
     # A second plugin claiming the same section is refused, the first keeps it.
     info = manager.register(Owner(), "thief")
-    assert info.status == "error" and "already owned by 'owner'" in str(info.error)
+    assert info.status == "error"
+    assert "already owned by 'owner'" in str(info.error)
 
 
 def test_section_of_disabled_plugin_is_ignored_with_a_warning(
@@ -221,7 +222,8 @@ def test_flujo_plugins_cli(make_dist: MakeDist, tmp_path: Path) -> None:
 
     table = run_cli("plugins", cwd=tmp_path, env=env)
     assert table.returncode == 0
-    assert "flujo-good" in table.stdout and "policies: allow_all" in table.stdout
+    assert "flujo-good" in table.stdout
+    assert "policies: allow_all" in table.stdout
     assert "boom at import" in table.stdout
 
     # Other commands keep working with a broken plugin installed.
@@ -246,7 +248,8 @@ def test_plugin_commands_load_lazily(make_dist: MakeDist, tmp_path: Path) -> Non
     )
     env = {"FLUJO_LOAD_PLUGINS": "flujo-cmd"}
     help_out = run_cli("--help", cwd=tmp_path, env=env)
-    assert "hello" in help_out.stdout and "Say hello." in help_out.stdout
+    assert "hello" in help_out.stdout
+    assert "Say hello." in help_out.stdout
     assert "IMPORTED" not in help_out.stdout
     ran = run_cli("hello", "--name", "ana", cwd=tmp_path, env=env)
     assert ran.returncode == 0, ran.stderr
@@ -280,7 +283,8 @@ def test_a_plugin_failing_to_add_commands_is_withdrawn_entirely() -> None:
     assert manager.register(BadCommands(), "bad-commands").status == "ok"
     manager.add_commands(click.Group("flujo"))
     info = next(p for p in manager.plugins if p.name == "bad-commands")
-    assert info.status == "error" and "no commands today" in str(info.error)
+    assert info.status == "error"
+    assert "no commands today" in str(info.error)
     assert manager.registry.names("policies") == []
     assert manager.implementations("flujo_register_policies") == []
 

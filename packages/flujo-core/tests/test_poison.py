@@ -121,9 +121,11 @@ async def test_unstorable_context_fails_the_step(
     assert result.status is RunStatus.FAILED
     assert result.error is not None
     assert result.error.startswith("the context after step 'spoil' cannot be stored: ")
-    assert stored is not None and stored.status is RunStatus.FAILED
+    assert stored is not None
+    assert stored.status is RunStatus.FAILED
     # The stored context is the last one that could be stored, so a resume starts from it.
-    assert stored.context["note"] == "kept" and stored.context["score"] == 0.0
+    assert stored.context["note"] == "kept"
+    assert stored.context["score"] == 0.0
     assert stored.current_step == 1
 
 
@@ -149,8 +151,10 @@ async def test_an_error_message_that_cannot_be_stored_is_stored_escaped(
         result = await runner.run_async("in")
         stored = await runner.runtime.state.get_run(result.run_id)
     assert result.status is RunStatus.FAILED
-    assert stored is not None and stored.status is RunStatus.FAILED
-    assert stored.error == result.error and result.error is not None
+    assert stored is not None
+    assert stored.status is RunStatus.FAILED
+    assert stored.error == result.error
+    assert result.error is not None
     result.error.encode("utf-8")  # storable text: no lone surrogate
     assert "\x00" not in result.error
     assert result.error.startswith(type(exc).__name__)
@@ -193,7 +197,8 @@ def test_cli_poison_output_is_a_failed_run_that_recovery_leaves_alone(
     env = {"FLUJO_LOAD_PLUGINS": "", "FLUJO__STATE__URI": state_uri}
     proc = run_flujo("run", "pipe.py:pipeline", "--input", "in", "--json", cwd=tmp_path, env=env)
     assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "internal error" not in proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "failed"
     assert "the output of step 'charge' cannot be stored" in out["error"]

@@ -101,7 +101,8 @@ async def test_refused_tool_call_lets_the_step_go_on_and_results_are_redacted(
         policies=[Vault()],
     ) as runner:
         result = await runner.run_async("go")
-    assert result.status is RunStatus.SUCCEEDED and result.output == "All done"
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.output == "All done"
     assert tools.wiped is False
     returns = [r.tool_returns for r in model.requests[1:]]
     assert returns[0] == {
@@ -179,7 +180,8 @@ async def test_scrub_keeps_secrets_out_of_the_database_and_plugins_and_restore_r
     assert "<CARD_1>" in json.dumps(sink.payloads)
     # Observers get a scrubbed snapshot of the context, never the live object.
     assert live.card == SECRET
-    assert sink.contexts and all(c is not live for c in sink.contexts)
+    assert sink.contexts
+    assert all(c is not live for c in sink.contexts)
     # run started, step 1 started (card empty), step 1 completed, step 2 started and completed
     cards = [getattr(c, "card", None) for c in sink.contexts]
     assert cards == ["", "", "<CARD_1>", "<CARD_1>", "<CARD_1>"]
@@ -223,7 +225,8 @@ async def test_runtime_services_and_closing_flush(tmp_path: Path) -> None:
     assert runner.services["svc"] is plugin.service
     assert plugin.service.flushed == 0
     report = await runner.aclose()
-    assert report is not None and report.completed == 1
+    assert report is not None
+    assert report.completed == 1
     assert plugin.service.flushed == 1
 
 

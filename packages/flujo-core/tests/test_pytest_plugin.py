@@ -122,15 +122,18 @@ def test_registered_plugin_registers_for_the_block(
     plugin = DenyWordsPlugin()
     with registered_plugin(plugin, name="deny-words", version="1.2") as reg:
         assert isinstance(reg, RegisteredPlugin)
-        assert reg.plugin is plugin and reg.name == "deny-words"
+        assert reg.plugin is plugin
+        assert reg.name == "deny-words"
         assert reg.manager is flujo_plugin_manager
-        assert reg.info.status == "ok" and reg.info.version == "1.2"
+        assert reg.info.status == "ok"
+        assert reg.info.version == "1.2"
         assert reg.info.registered == {"policies": ["deny_words"]}
         assert reg.info.sections == ["denywords"]
         assert [p.name for p in flujo_plugin_manager.plugins] == ["deny-words"]
         assert reg.config.plugin_manager is flujo_plugin_manager
         policy = reg.create("policies", "deny_words")
-        assert isinstance(policy, DenyWords) and policy.words == ["secret"]
+        assert isinstance(policy, DenyWords)
+        assert policy.words == ["secret"]
     assert_clean(flujo_plugin_manager)
 
 
@@ -173,7 +176,8 @@ def test_registered_plugin_ignores_flujo_toml_of_the_working_directory(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FLUJO__RUN__MAX_REQUESTS", "7")
     with registered_plugin(DenyWordsPlugin()) as reg:
-        assert reg.config.path is not None and reg.config.path.parent != tmp_path
+        assert reg.config.path is not None
+        assert reg.config.path.parent != tmp_path
         assert reg.config.run.max_requests is None
 
 
@@ -200,7 +204,8 @@ def test_registered_plugin_failure_is_inspectable_when_not_strict(
 ) -> None:
     with registered_plugin(BrokenPlugin(), name="broken", strict=False) as reg:
         assert reg.info.status == "error"
-        assert reg.info.error is not None and "cannot register" in reg.info.error
+        assert reg.info.error is not None
+        assert "cannot register" in reg.info.error
         assert [p.name for p in flujo_plugin_manager.plugins] == ["broken"]
     assert_clean(flujo_plugin_manager)
 
@@ -309,7 +314,8 @@ async def test_flujo_config_runs_a_pipeline_with_state_in_tmp_path(
 
     async with Flujo(Pipeline([Step.from_callable(shout)]), config=flujo_config) as runner:
         result = await runner.run_async("hi")
-    assert result.succeeded and result.output == "HI"
+    assert result.succeeded
+    assert result.output == "HI"
     assert (tmp_path / ".flujo" / "flujo.db").is_file()
 
 

@@ -104,7 +104,8 @@ def test_resume_after_sigkill_continues_at_the_first_unfinished_step(tmp_path: P
     shown = run_cli("runs", "show", run_id, "--json", cwd=tmp_path, env={"FLUJO_LOAD_PLUGINS": ""})
     assert shown.returncode == 0, shown.stderr
     row = json.loads(shown.stdout)
-    assert row["status"] == "running" and row["current_step"] == 1
+    assert row["status"] == "running"
+    assert row["current_step"] == 1
     assert row["context"]["trail"] == ["first"]
     assert [s["name"] for s in row["steps"]] == ["first"]
 
@@ -190,7 +191,8 @@ async def test_resume_a_failed_run_from_python(tmp_path: Path) -> None:
         failed = await runner.run_async("in")
         assert failed.status is RunStatus.FAILED
         resumed = await runner.resume_async(failed.run_id)
-        assert resumed.status is RunStatus.SUCCEEDED and resumed.output == "in-1-2"
+        assert resumed.status is RunStatus.SUCCEEDED
+        assert resumed.output == "in-1-2"
         assert resumed.run_id == failed.run_id
         assert flaky_calls == ["first", "in-1", "in-1"]
         assert [s.status.value for s in resumed.steps] == ["succeeded", "succeeded"]
@@ -199,7 +201,8 @@ async def test_resume_a_failed_run_from_python(tmp_path: Path) -> None:
         with pytest.raises(RunNotFoundError):
             await runner.resume_async("nope")
         stored = await state.get_run(failed.run_id)
-        assert stored is not None and stored.status is RunStatus.SUCCEEDED
+        assert stored is not None
+        assert stored.status is RunStatus.SUCCEEDED
         assert [s.attempts for s in stored.steps] == [1, 1]
 
 

@@ -58,13 +58,15 @@ async def test_context_is_shared_by_steps_and_persisted(
         Step.from_callable(add) >> Step.from_callable(note), config=config, state=state
     ) as runner:
         result = await runner.run_async("tea", context={"note": "start"})
-    assert result.succeeded and result.output == 4
+    assert result.succeeded
+    assert result.output == 4
     stored = await _stored(state, result.run_id)
     assert stored.context["items"] == ["tea"]
     assert stored.context["note"] == "1 item(s)"
     assert stored.context["run_id"] == result.run_id
     assert [s.output for s in stored.steps] == ["tea!", 4]
-    assert stored.status is RunStatus.SUCCEEDED and stored.output == 4
+    assert stored.status is RunStatus.SUCCEEDED
+    assert stored.output == 4
 
 
 async def test_bad_context_is_a_clear_error(config: FlujoConfig, state: SQLiteBackend) -> None:
@@ -95,7 +97,8 @@ async def test_retries_then_success_counts_attempts(
         Pipeline([Step.from_callable(flaky, max_retries=2)]), config=config, state=state
     ) as runner:
         result = await runner.run_async("x")
-    assert result.succeeded and result.steps[0].attempts == 3
+    assert result.succeeded
+    assert result.steps[0].attempts == 3
 
 
 async def test_exhausted_retries_fail_the_run_with_the_last_error(
@@ -115,10 +118,12 @@ async def test_exhausted_retries_fail_the_run_with_the_last_error(
         result = await runner.run_async("x")
     assert result.status is RunStatus.FAILED
     assert result.error == "ValueError: always broken"
-    assert result.steps[0].attempts == 2 and len(result.steps) == 1
+    assert result.steps[0].attempts == 2
+    assert len(result.steps) == 1
     assert after == []
     stored = await _stored(state, result.run_id)
-    assert stored.status is RunStatus.FAILED and stored.error == "ValueError: always broken"
+    assert stored.status is RunStatus.FAILED
+    assert stored.error == "ValueError: always broken"
     assert stored.current_step == 0
 
 
@@ -140,7 +145,8 @@ async def test_timeouts_are_enforced_and_retried(config: FlujoConfig, state: SQL
         state=state,
     ) as runner:
         result = await runner.run_async("x")
-    assert result.succeeded and result.output == "second try"
+    assert result.succeeded
+    assert result.output == "second try"
     assert result.steps[0].attempts == 2
 
     async def hang(x: str) -> str:
@@ -178,7 +184,8 @@ async def test_usage_is_recorded_per_step_and_run(
         result = await runner.run_async("x")
     assert result.output == "x++"
     assert [s.usage.total_tokens for s in result.steps] == [20, 10]
-    assert result.usage.total_tokens == 30 and result.usage.requests == 2
+    assert result.usage.total_tokens == 30
+    assert result.usage.requests == 2
     assert result.usage.cost_usd == pytest.approx(0.02)
     stored = await _stored(state, result.run_id)
     assert stored.usage.total_tokens == 30
@@ -260,7 +267,8 @@ async def test_policies_redact_deny_and_fail_closed(
         ok = await runner.run_async("card 4111")
         blocked = await runner.run_async("please drop table")
         broken = await runner.run_async("explode")
-    assert ok.succeeded and received == ["card [REDACTED]"]
+    assert ok.succeeded
+    assert received == ["card [REDACTED]"]
     assert deny.seen[0] == "card [REDACTED]"  # the second policy gets the redacted data
     assert blocked.status is RunStatus.BLOCKED
     assert blocked.error == "policy 'deny' denied the input: input mentions 'drop'"
@@ -332,12 +340,15 @@ async def test_background_work_is_off_the_hot_path_and_drained(state: SQLiteBack
     runner: Flujo[Any] = Flujo(pipeline, config=cfg, state=state)
     result = await runner.run_async("Ab")
     # The run returned while its indexing tasks still wait: nothing blocked the hot path.
-    assert result.succeeded and observer.indexed == []
+    assert result.succeeded
+    assert observer.indexed == []
     assert observer.finalized == ["succeeded"]
     assert runner.runtime.tasks.pending >= 2  # the two indexings wait (the judge may have run)
     observer.release.set()
     report = await runner.aclose()
-    assert report is not None and report.completed == 2 and report.cancelled == 0
+    assert report is not None
+    assert report.completed == 2
+    assert report.cancelled == 0
     assert sorted(observer.indexed) == ["AB", "ab"]
     assert [f.name for f in runner.runtime.tasks.failures] == ["judge"]
     assert "judge unavailable" in runner.runtime.tasks.failures[0].error
@@ -355,7 +366,9 @@ async def test_drain_deadline_cancels_stuck_work(state: SQLiteBackend) -> None:
     )
     await runner.run_async("a")
     report = await runner.aclose()
-    assert report is not None and report.cancelled == 1 and report.completed == 0
+    assert report is not None
+    assert report.cancelled == 1
+    assert report.completed == 0
     assert any("cancelled" in f.error for f in runner.runtime.tasks.failures)
 
 
@@ -373,7 +386,8 @@ async def test_a_failing_observer_never_reaches_the_run(state: SQLiteBackend) ->
         state=state,
     ) as runner:
         result = await runner.run_async("a")
-        assert result.succeeded and result.output == "A"
+        assert result.succeeded
+        assert result.output == "A"
         assert "observer bug" in runner.runtime.tasks.failures[0].error
 
 
@@ -445,7 +459,8 @@ async def test_plugins_may_activate_their_policies_from_their_own_section(
     ) as runner:
         dropped = await runner.run_async("drop it")
         removed = await runner.run_async("rm it")
-    assert dropped.status is RunStatus.BLOCKED and removed.status is RunStatus.BLOCKED
+    assert dropped.status is RunStatus.BLOCKED
+    assert removed.status is RunStatus.BLOCKED
     # [run] policies first, then the plugin's, each once: no_rm saw both inputs first.
     assert no_rm.seen == ["drop it", "rm it"]
     assert no_drop.seen == ["drop it"]

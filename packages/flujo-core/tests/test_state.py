@@ -82,7 +82,8 @@ async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None
             ("a", StepStatus.SUCCEEDED, 1, None),
             ("b", StepStatus.FAILED, 2, "ValueError: no"),
         ]
-        assert run.steps[0].usage.total_tokens == 7 and run.usage.cost_usd == 0.5
+        assert run.steps[0].usage.total_tokens == 7
+        assert run.usage.cost_usd == 0.5
 
         # A retried step replaces its row.
         fixed = StepResult("b", StepStatus.SUCCEEDED, "done", None, 1, 1.0)
@@ -97,7 +98,9 @@ async def test_runs_and_steps_round_trip(state_uri: str, tmp_path: Path) -> None
             lease=lease,
         )
         run = await state.get_run("r1")
-        assert run is not None and run.status is RunStatus.SUCCEEDED and run.output == "done"
+        assert run is not None
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.output == "done"
         assert [s.status for s in run.steps] == [StepStatus.SUCCEEDED, StepStatus.SUCCEEDED]
         assert await state.get_run("nope") is None
     finally:
@@ -326,12 +329,15 @@ async def test_runner_runs_and_resumes_on_each_backend(state_uri: str, tmp_path:
         failed = await runner.run_async(3)
         assert failed.status is RunStatus.FAILED
         resumed = await runner.resume_async(failed.run_id)
-    assert resumed.status is RunStatus.SUCCEEDED and resumed.output == 7
+    assert resumed.status is RunStatus.SUCCEEDED
+    assert resumed.output == 7
     assert calls == [6, 6]
     state = await _open(state_uri, tmp_path)
     try:
         stored = await state.get_run(failed.run_id)
-        assert stored is not None and stored.status is RunStatus.SUCCEEDED and stored.output == 7
+        assert stored is not None
+        assert stored.status is RunStatus.SUCCEEDED
+        assert stored.output == 7
         lease = await state.fetch_all(
             "SELECT lease_owner FROM workflow_state WHERE run_id = :r", {"r": failed.run_id}
         )
@@ -408,7 +414,8 @@ async def test_copy_state_moves_runs_steps_and_plugin_tables(
         assert report.skipped == []
         for result in results:
             moved = await dest.get_run(result.run_id)
-            assert moved is not None and moved.output == result.output
+            assert moved is not None
+            assert moved.output == result.output
             assert [s.output for s in moved.steps] == [result.output]
         assert await dest.fetch_all("SELECT run_id, n FROM audit_rows") == [{"run_id": "x", "n": 1}]
         with pytest.raises(UserError, match="already holds runs"):

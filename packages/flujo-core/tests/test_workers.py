@@ -170,7 +170,8 @@ def test_stale_runs_of_a_killed_worker_are_finished_exactly_once(
         resumed += [r["run_id"] for r in json.loads(out)]
     runs = _runs(tmp_path, env)
     assert sorted(resumed) == sorted(str(r["run_id"]) for r in runs)  # each exactly once
-    assert len(runs) == 6 and {r["status"] for r in runs} == {"succeeded"}
+    assert len(runs) == 6
+    assert {r["status"] for r in runs} == {"succeeded"}
     executed = _executions(tmp_path)
     assert set(executed.values()) == {1}  # step one was not re-run; two and three ran once
     assert sorted(executed) == sorted(

@@ -101,12 +101,14 @@ def test_list_and_filters(populated: dict[str, Any], tmp_path: Path) -> None:
     proc = flujo("evals", "list", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
-    assert len(listed) == 6 and {r["pipeline"] for r in listed} == {"shout"}
+    assert len(listed) == 6
+    assert {r["pipeline"] for r in listed} == {"shout"}
     first = populated["ids"][0]
     proc = flujo("evals", "list", "--run", first, "--evaluator", "regex", "--json", cwd=tmp_path)
     assert [r["run_id"] for r in json.loads(proc.stdout)] == [first]
     proc = flujo("evals", "list", "--since", "1h", "--limit", "2", cwd=tmp_path)
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 2
     proc = flujo("evals", "list", "--since", "2999-01-01", cwd=tmp_path)
     assert proc.stdout.strip() == "no evaluations"
 
@@ -116,7 +118,9 @@ def test_show_by_id_prefix(populated: dict[str, Any], tmp_path: Path) -> None:
     proc = flujo("evals", "show", wanted["id"][:12], "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
-    assert shown["id"] == wanted["id"] and shown["score"] == 1.0 and shown["pipeline"] == "shout"
+    assert shown["id"] == wanted["id"]
+    assert shown["score"] == 1.0
+    assert shown["pipeline"] == "shout"
     proc = flujo("evals", "show", wanted["id"], cwd=tmp_path)
     assert "reasoning      because" in proc.stdout
     proc = flujo("evals", "show", "ffffffffffff", cwd=tmp_path)
@@ -131,21 +135,25 @@ def test_summary_weighted_means(populated: dict[str, Any], tmp_path: Path) -> No
     judge, regex = groups["judge"], groups["regex"]
     assert judge["mean_score"] == pytest.approx(10 / 11)  # weighted: not the plain 0.5
     assert (judge["count"], judge["rows"], judge["failures"], judge["skipped"]) == (2, 4, 1, 1)
-    assert judge["coverage"] == 0.5 and judge["estimated_runs"] == 11.0
-    assert regex["mean_score"] == pytest.approx(0.6) and regex["coverage"] == 1.0
+    assert judge["coverage"] == 0.5
+    assert judge["estimated_runs"] == 11.0
+    assert regex["mean_score"] == pytest.approx(0.6)
+    assert regex["coverage"] == 1.0
     for by, key in [("pipeline", "shout"), ("step", "$output")]:
         proc = flujo("evals", "summary", "--group-by", by, "--json", cwd=tmp_path)
         (group,) = json.loads(proc.stdout)
         assert group["group"] == key
         assert group["mean_score"] == pytest.approx((10 * 1.0 + 0.0 + 0.5 + 0.7) / 13)
     proc = flujo("evals", "summary", "--group-by", "day", cwd=tmp_path)
-    assert proc.returncode == 0 and time.strftime("%Y-%m-%d", time.gmtime()) in proc.stdout
+    assert proc.returncode == 0
+    assert time.strftime("%Y-%m-%d", time.gmtime()) in proc.stdout
 
 
 def test_fail_below_is_a_ci_gate(populated: dict[str, Any], tmp_path: Path) -> None:
     proc = flujo("evals", "summary", "--fail-below", "0.8", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "regex" in proc.stdout and "FAIL" in proc.stdout
+    assert "regex" in proc.stdout
+    assert "FAIL" in proc.stdout
     assert proc.stderr.strip() == "fail: mean score below 0.8 for regex (0.600)"
     assert flujo("evals", "summary", "--fail-below", "0.5", cwd=tmp_path).returncode == 0
     script = tmp_path / "gate.sh"
@@ -169,14 +177,16 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, args: list[str], messag
     proc = flujo("evals", *args, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0]
+    assert len(lines) == 1
+    assert message in lines[0]
 
 
 def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     (tmp_path / "flujo.toml").write_text("[eval]\nsampling_rate = 2\n")
     proc = flujo("evals", "list", cwd=tmp_path)
     assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "sampling_rate" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "sampling_rate" in proc.stderr
 
 
 BACKFILL_TOML = (
@@ -275,9 +285,8 @@ def test_flujo_run_with_a_missing_rubric_file_is_a_config_error(tmp_path: Path) 
     proc = flujo("run", "shout.py:pipeline", "--input", "hello", cwd=tmp_path)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: [eval] rubric: file ") and line.endswith(
-        "none.md' does not exist"
-    )
+    assert line.startswith("error: [eval] rubric: file ")
+    assert line.endswith("none.md' does not exist")
 
 
 def _files(folder: Path) -> list[str]:

@@ -45,10 +45,16 @@ async def test_scored_row_has_everything(state: SQLiteBackend, kit: Kit) -> None
     assert engine.on_run_finalized(run) == 1  # no task manager: queued only
     await engine.flush()
     (row,) = await rows(state)
-    assert row["status"] == "scored" and row["score"] == 1.0 and row["label"] == "ok"
-    assert row["sample_weight"] == 1.0 and row["step"] == "$output"
-    assert row["cost_usd"] == 0.002 and row["billable"] == 1 and row["attempts"] == 1
-    assert row["rubric_hash"] == "counting-v1" and row["latency_ms"] >= 0
+    assert row["status"] == "scored"
+    assert row["score"] == 1.0
+    assert row["label"] == "ok"
+    assert row["sample_weight"] == 1.0
+    assert row["step"] == "$output"
+    assert row["cost_usd"] == 0.002
+    assert row["billable"] == 1
+    assert row["attempts"] == 1
+    assert row["rubric_hash"] == "counting-v1"
+    assert row["latency_ms"] >= 0
 
 
 async def test_reevaluation_is_idempotent(state: SQLiteBackend, kit: Kit) -> None:
@@ -56,7 +62,8 @@ async def test_reevaluation_is_idempotent(state: SQLiteBackend, kit: Kit) -> Non
     run = await stored_run(state, "r1")
     assert (await engine.run_job(Job(run, "$output", "counting", 1.0))).status == "scored"
     assert (await engine.run_job(Job(run, "$output", "counting", 1.0))).status is None
-    assert len(await rows(state)) == 1 and kit.calls == ["r1"]
+    assert len(await rows(state)) == 1
+    assert kit.calls == ["r1"]
 
 
 async def test_hourly_budget_records_skipped_budget_rows(state: SQLiteBackend, kit: Kit) -> None:
@@ -65,7 +72,8 @@ async def test_hourly_budget_records_skipped_budget_rows(state: SQLiteBackend, k
         engine.on_run_finalized(await stored_run(state, f"r{i}"))
     await engine.flush()
     statuses = [r["status"] for r in await rows(state)]
-    assert statuses.count("scored") == 3 and statuses.count("skipped_budget") == 2
+    assert statuses.count("scored") == 3
+    assert statuses.count("skipped_budget") == 2
     assert len(kit.calls) == 3  # the judge was not called over budget
     skipped = await rows(state, "status = 'skipped_budget'")
     assert all(r["score"] is None and "max_evals_per_hour" in r["reasoning"] for r in skipped)
@@ -106,7 +114,9 @@ async def test_timeout_is_retried_then_recorded(state: SQLiteBackend, kit: Kit) 
     engine.on_run_finalized(await stored_run(state, "r1"))
     await engine.flush()
     (row,) = await rows(state)
-    assert row["status"] == "timeout" and row["attempts"] == 2 and row["score"] is None
+    assert row["status"] == "timeout"
+    assert row["attempts"] == 2
+    assert row["score"] is None
 
 
 async def test_retryable_failures_are_retried_with_backoff(state: SQLiteBackend, kit: Kit) -> None:
@@ -121,7 +131,9 @@ async def test_retryable_failures_are_retried_with_backoff(state: SQLiteBackend,
     engine.on_run_finalized(await stored_run(state, "r1"))
     await engine.flush()
     (row,) = await rows(state)
-    assert row["status"] == "scored" and row["attempts"] == 3 and row["score"] == 0.75
+    assert row["status"] == "scored"
+    assert row["attempts"] == 3
+    assert row["score"] == 0.75
     assert waits == [0.5, 1.0]
 
 
@@ -131,7 +143,9 @@ async def test_retries_are_bounded(state: SQLiteBackend, kit: Kit) -> None:
     engine.on_run_finalized(await stored_run(state, "r1"))
     await engine.flush()
     (row,) = await rows(state)
-    assert row["status"] == "judge_error" and row["attempts"] == 3 and row["score"] is None
+    assert row["status"] == "judge_error"
+    assert row["attempts"] == 3
+    assert row["score"] is None
     assert "connection reset" in row["reasoning"]
 
 
@@ -143,9 +157,12 @@ async def test_scripted_judge_scores(state: SQLiteBackend) -> None:
     await engine.flush()
     (row,) = await rows(state)
     assert (row["status"], row["score"], row["label"]) == ("scored", 0.8, "good")
-    assert row["tokens"] == 15 and row["judge_model"] == "scripted" and row["billable"] == 1
+    assert row["tokens"] == 15
+    assert row["judge_model"] == "scripted"
+    assert row["billable"] == 1
     prompt = model.requests[0].user_prompt or ""
-    assert '"input": "What is 2 + 2?"' in prompt and '"output": "4"' in prompt
+    assert '"input": "What is 2 + 2?"' in prompt
+    assert '"output": "4"' in prompt
 
 
 async def test_unparsable_judge_answer_is_a_parse_error_row(state: SQLiteBackend) -> None:
@@ -155,8 +172,10 @@ async def test_unparsable_judge_answer_is_a_parse_error_row(state: SQLiteBackend
     engine.on_run_finalized(await stored_run(state, "r1"))
     await engine.flush()
     (row,) = await rows(state)
-    assert row["status"] == "parse_error" and row["score"] is None
-    assert row["attempts"] == 1 and row["tokens"] == 30  # not retried further; tokens counted
+    assert row["status"] == "parse_error"
+    assert row["score"] is None
+    assert row["attempts"] == 1
+    assert row["tokens"] == 30
     assert model.pending == 0
 
 
@@ -246,4 +265,5 @@ async def test_concurrent_paid_evaluations_respect_the_hourly_budget(
     jobs = [Job(await stored_run(state, f"r{i}"), "$output", "counting", 1.0) for i in range(10)]
     await asyncio.gather(*(engine.run_job(j) for j in jobs))
     statuses = [r["status"] for r in await rows(state)]
-    assert statuses.count("scored") == 4 and statuses.count("skipped_budget") == 6
+    assert statuses.count("scored") == 4
+    assert statuses.count("skipped_budget") == 6

@@ -57,7 +57,8 @@ async def test_judge_http_errors_are_recorded_not_scored(
         (row,) = await state.fetch_all("SELECT * FROM evaluations")
     finally:
         await state.close()
-    assert row["status"] == "judge_error" and row["score"] is None
+    assert row["status"] == "judge_error"
+    assert row["score"] is None
     assert "400" in row["reasoning"]
 
 
@@ -85,6 +86,7 @@ async def test_unreachable_judge_is_recorded_and_opens_the_breaker(
     finally:
         await state.close()
     statuses = [r["status"] for r in rows]
-    assert statuses.count("judge_error") == 1 and statuses.count("skipped_circuit") == 2
+    assert statuses.count("judge_error") == 1
+    assert statuses.count("skipped_circuit") == 2
     assert all(r["score"] is None for r in rows)
     assert any("Connection error" in r["reasoning"] for r in rows)

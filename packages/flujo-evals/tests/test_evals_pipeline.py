@@ -88,7 +88,8 @@ async def test_the_run_does_not_wait_for_evaluations(make_config: Any, kit: Kit)
         result = await runner.run_async("hello")
         assert result.succeeded
         engine = runner.services[SERVICE]
-        assert isinstance(engine, EvalEngine) and engine.scheduled == 1
+        assert isinstance(engine, EvalEngine)
+        assert engine.scheduled == 1
         assert runner.runtime.tasks.pending == 1  # the evaluation is still to do
         kit.gate.set()
     (row,) = await _eval_rows(config)
@@ -107,7 +108,8 @@ async def test_shutdown_records_unfinished_evaluations_as_not_done(
     ids = [(await runner.run_async(f"hello {i}")).run_id for i in range(3)]
     await asyncio.wait_for(kit.started.wait(), 10)
     report = await runner.aclose()
-    assert report is not None and report.cancelled == 1
+    assert report is not None
+    assert report.cancelled == 1
     rows = await _eval_rows(config)
     assert sorted(r["run_id"] for r in rows) == sorted(ids)
     assert {r["status"] for r in rows} == {"not_done"}
@@ -123,7 +125,8 @@ async def test_shutdown_drains_pending_evaluations(make_config: Any) -> None:
         for i in range(20):
             await runner.run_async(f"hello {i}")
     rows = await _eval_rows(config)
-    assert len(rows) == 20 and {r["status"] for r in rows} == {"scored"}
+    assert len(rows) == 20
+    assert {r["status"] for r in rows} == {"scored"}
 
 
 def test_sampling_rate_out_of_range_is_a_config_error(make_config: Any) -> None:
@@ -165,7 +168,8 @@ async def test_rubric_file_is_read_relative_to_the_config(make_config: Any, tmp_
     async with Flujo(PIPELINE, config=config) as runner:
         await runner.start()
         judge = runner.services[SERVICE].evaluators["judge"]
-        assert isinstance(judge, JudgeEvaluator) and judge.rubric == "Shouting is good."
+        assert isinstance(judge, JudgeEvaluator)
+        assert judge.rubric == "Shouting is good."
 
 
 class _Redact:
@@ -195,7 +199,8 @@ async def test_the_judge_gets_the_redacted_run(make_config: Any, kit: Kit) -> No
         result = await runner.run_async("card 4111 1111")
     assert result.output == "CARD 4111 1111"  # the caller gets the real output
     prompt = model.requests[0].user_prompt or ""
-    assert "[CARD]" in prompt and "4111" not in prompt
+    assert "[CARD]" in prompt
+    assert "4111" not in prompt
     (row,) = await _eval_rows(config)
     assert row["status"] == "scored"
 

@@ -32,7 +32,8 @@ def test_flujo_plugins_lists_it(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     (entry,) = [p for p in json.loads(proc.stdout) if p["name"] == "flujo-evals"]
-    assert entry["status"] == "ok" and entry["sections"] == ["eval"]
+    assert entry["status"] == "ok"
+    assert entry["sections"] == ["eval"]
     assert set(entry["hooks"]) == {
         "flujo_config_sections",
         "flujo_register_commands",

@@ -63,10 +63,12 @@ async def test_statements_work_on_postgresql(pg_state: Any, kit: Kit) -> None:
     assert (await generous.run_job(job)).status == "scored"
     assert len(await storage.select_rows(pg_state)) == 10
     (prefix_row,) = await storage.rows_with_id_prefix(pg_state, first["id"][:10])
-    assert prefix_row["id"] == first["id"] and prefix_row["pipeline"] == "conformance"
+    assert prefix_row["id"] == first["id"]
+    assert prefix_row["pipeline"] == "conformance"
     keys = await storage.final_keys(pg_state, 0)
     assert len(keys) == 9  # 3 + 5 scored, + the one the generous engine scored
     finished = await storage.finished_runs_since(pg_state, 0)
     assert len(finished) == 5
     groups = {g.group: g for g in summarize(rows, "evaluator")}
-    assert groups["regex"].mean is not None and groups["counting"].skipped == 2
+    assert groups["regex"].mean is not None
+    assert groups["counting"].skipped == 2

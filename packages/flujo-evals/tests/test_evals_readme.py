@@ -25,7 +25,8 @@ def test_readme_config_example_validates(tmp_path: Path) -> None:
     manager.register(evals_plugin, "flujo-evals")
     config = load_config(tmp_path / "flujo.toml", plugin_manager=manager, environ={})
     settings = config.section("eval", EvalSettings)
-    assert settings.enabled and settings.sampling_rate == 0.1
+    assert settings.enabled
+    assert settings.sampling_rate == 0.1
     documented = set(re.findall(r"^\| `(\w+)`", README.read_text(), re.M))
     documented |= {"judge_output_usd_per_mtok"}  # shares a table row with its input twin
     assert set(EvalSettings.model_fields) <= documented

@@ -14,8 +14,10 @@ def test_migrations_per_dialect() -> None:
     (postgres,) = migrations("postgresql")
     assert sqlite.owner == postgres.owner == OWNER == "flujo-governance"
     assert sqlite.version == postgres.version == 1
-    assert "AUTOINCREMENT" in sqlite.statements[0] and "REAL" in sqlite.statements[0]
-    assert "BIGSERIAL" in postgres.statements[0] and "DOUBLE PRECISION" in postgres.statements[0]
+    assert "AUTOINCREMENT" in sqlite.statements[0]
+    assert "REAL" in sqlite.statements[0]
+    assert "BIGSERIAL" in postgres.statements[0]
+    assert "DOUBLE PRECISION" in postgres.statements[0]
     for statements in (sqlite.statements, postgres.statements):
         assert any(f"CREATE INDEX {TABLE}_run" in s for s in statements)
 

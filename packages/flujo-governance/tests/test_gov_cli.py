@@ -114,7 +114,8 @@ def test_audit_command(tmp_path: Path) -> None:
     assert "no policy decisions recorded for run nope" in proc.stdout
     proc = flujo("governance", "audit", "--run", run_id, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "EMAIL:2" in proc.stdout and "redact" in proc.stdout
+    assert "EMAIL:2" in proc.stdout
+    assert "redact" in proc.stdout
 
 
 def test_plugin_module_is_cheap_to_import() -> None:

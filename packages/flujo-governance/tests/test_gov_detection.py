@@ -51,7 +51,8 @@ def test_recall_floors_and_cross_type_false_positives(part: str) -> None:
 
 def test_the_splits_are_disjoint_and_sourced() -> None:
     dev, held = split("dev"), split("heldout")
-    assert len(held) > 300 and len(dev) > 600
+    assert len(held) > 300
+    assert len(dev) > 600
     assert not {c["text"] for c in dev} & {c["text"] for c in held}
     assert all(c["source"] for c in dev + held)
 

@@ -116,9 +116,11 @@ def test_walks_nested_values_keeping_shape() -> None:
     out = SCRUBBER.value(value, redact_placeholder, counts)
     assert list(out) == ["<EMAIL>", "model", "pair", "box", "n"]
     assert out["<EMAIL>"] == [("call <PHONE>", 3), {"x", "ip <IP_ADDRESS>"}]
-    assert isinstance(out["model"], Address) and out["model"].email == "<EMAIL>"
+    assert isinstance(out["model"], Address)
+    assert out["model"].email == "<EMAIL>"
     assert out["model"].note == "none"
-    assert isinstance(out["pair"], Pair) and out["pair"].left == "key <AWS_KEY>"
+    assert isinstance(out["pair"], Pair)
+    assert out["pair"].left == "key <AWS_KEY>"
     assert out["box"] == Box(b"mail <EMAIL>")
     # An int card number is a card number: it becomes the placeholder (a string).
     assert out["n"] == "<CREDIT_CARD>"

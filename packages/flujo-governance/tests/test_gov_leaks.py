@@ -180,7 +180,9 @@ async def test_deny_mode_blocks_before_the_model(tmp_path: Path) -> None:
         result = await runner.run_async(USER_INPUT)
         clean = await runner.run_async("Refund order A-1001 of 2024-01-15 ($12.50)")
     assert result.status is RunStatus.BLOCKED
-    assert result.error is not None and "PII" in result.error and EMAIL not in result.error
+    assert result.error is not None
+    assert "PII" in result.error
+    assert EMAIL not in result.error
     assert clean.status is RunStatus.SUCCEEDED
     assert len(model.requests) == 1  # only the clean run reached the model
     assert_clean("the database file", database_bytes(tmp_path))
@@ -250,5 +252,6 @@ async def test_pii_in_tool_arguments(tmp_path: Path, action: str) -> None:
         )
     else:
         assert result.status is RunStatus.BLOCKED
-        assert "EMAIL x1" in (result.error or "") and EMAIL not in (result.error or "")
+        assert "EMAIL x1" in (result.error or "")
+        assert EMAIL not in (result.error or "")
     assert EMAIL.encode() not in database_bytes(tmp_path)

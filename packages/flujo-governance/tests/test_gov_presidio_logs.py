@@ -58,8 +58,11 @@ def test_presidio_engine_offline(no_network: list[Any]) -> None:
     policy = PIIScrubbingPolicy(PIISettings(engine="presidio", presidio_score_threshold=0.3))
     text = "mail ana.lopez@example.com, card 4111 1111 1111 1111, from 203.0.113.42"
     out = policy.scrubber.text(text, lambda kind, value: f"<{kind}>")
-    assert "ana.lopez@example.com" not in out and "4111 1111 1111 1111" not in out
-    assert "<EMAIL>" in out and "<CREDIT_CARD>" in out and "<IP_ADDRESS>" in out
+    assert "ana.lopez@example.com" not in out
+    assert "4111 1111 1111 1111" not in out
+    assert "<EMAIL>" in out
+    assert "<CREDIT_CARD>" in out
+    assert "<IP_ADDRESS>" in out
     assert no_network == []
 
 
@@ -126,7 +129,8 @@ def test_record_factory_scrubs_every_record(caplog: pytest.LogCaptureFixture) ->
     log.info("after: ana@example.com")
     assert "user <EMAIL> paid with <CREDIT_CARD>" in caplog.text
     assert "failed for {'email': '<EMAIL>'}" in caplog.text
-    assert "bad key <AWS_KEY>" in caplog.text and "AKIAIOSFODNN7EXAMPLE" not in caplog.text
+    assert "bad key <AWS_KEY>" in caplog.text
+    assert "AKIAIOSFODNN7EXAMPLE" not in caplog.text
     assert "after: ana@example.com" in caplog.text  # uninstalled
 
 

@@ -54,7 +54,8 @@ async def test_round_trip(tmp_path: Path) -> None:
     raw = database_bytes(tmp_path)
     for secret in (EMAIL, OTHER, CARD):
         assert secret.encode() not in raw
-    assert b"<EMAIL_1>" in raw and b"<CREDIT_CARD_1>" in raw
+    assert b"<EMAIL_1>" in raw
+    assert b"<CREDIT_CARD_1>" in raw
     # ...and the vault of the finished run is gone.
     assert result.run_id not in policy.vaults
 
@@ -78,4 +79,5 @@ async def test_runs_do_not_share_pseudonyms(tmp_path: Path) -> None:
     # Distinct vaults: EMAIL was <EMAIL_2> in the first run and is <EMAIL_1> in the second,
     # and neither run's originals outlive it.
     assert first.run_id != second.run_id
-    assert first.run_id not in policy.vaults and second.run_id not in policy.vaults
+    assert first.run_id not in policy.vaults
+    assert second.run_id not in policy.vaults

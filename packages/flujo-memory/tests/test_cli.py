@@ -50,7 +50,8 @@ def test_add_search_stats_forget_reindex(tmp_path: Path, config_file: Callable[.
     found = flujo("memory", "search", "vpn", "--scope", "tenant=acme", "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     [hit] = json.loads(found.stdout)
-    assert hit["id"] == memory_id and hit["text"] == "the vpn needs mfa"
+    assert hit["id"] == memory_id
+    assert hit["text"] == "the vpn needs mfa"
     assert hit["metadata"] == {"source": "wiki", "page": 3, "scope.tenant": "acme"}
     filtered = flujo(
         "memory",
@@ -69,7 +70,8 @@ def test_add_search_stats_forget_reindex(tmp_path: Path, config_file: Callable[.
 
     stats = flujo("memory", "stats", "--json", cwd=tmp_path)
     data = json.loads(stats.stdout)
-    assert data["memories"] == 2 and data["recorded_embedder"] == "wordllama:l2_supercat:256"
+    assert data["memories"] == 2
+    assert data["recorded_embedder"] == "wordllama:l2_supercat:256"
 
     reindexed = flujo("memory", "reindex", cwd=tmp_path)
     assert reindexed.returncode == 0, reindexed.stderr
@@ -98,11 +100,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, config_file: Callable[
 
     config_file(store="nope")
     proc = flujo("memory", "stats", cwd=tmp_path)
-    assert proc.returncode == 2 and "unknown vector store 'nope'" in proc.stderr
+    assert proc.returncode == 2
+    assert "unknown vector store 'nope'" in proc.stderr
 
     config_file(bogus=1)
     proc = flujo("memory", "stats", cwd=tmp_path)
-    assert proc.returncode == 2 and "unknown key 'bogus'" in proc.stderr
+    assert proc.returncode == 2
+    assert "unknown key 'bogus'" in proc.stderr
 
     config_file(url="http://127.0.0.1:9")
     proc = flujo("memory", "stats", cwd=tmp_path)

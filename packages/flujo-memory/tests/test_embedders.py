@@ -85,7 +85,8 @@ async def test_openai_embedder_over_http(server: EmbeddingsServer) -> None:
     vectors = await embedder.embed(["alpha beta", "gamma"])
     await embedder.aclose()
     assert vectors == [server.embedder.embed_one("alpha beta"), server.embedder.embed_one("gamma")]
-    assert embedder.dimension == 16 and embedder.identity == "openai:tiny:16"
+    assert embedder.dimension == 16
+    assert embedder.identity == "openai:tiny:16"
     assert server.requests == [{"model": "tiny", "input": ["alpha beta", "gamma"]}]
     assert server.headers == ["Bearer sk-test"]
 
@@ -127,7 +128,8 @@ async def test_pipeline_indexes_through_the_http_embedder_with_retries(
 def test_hashing_embedder_is_deterministic_and_normalised() -> None:
     embedder = HashingEmbedder(64)
     a, b = embedder.embed_one("Tea with milk"), embedder.embed_one("tea with MILK")
-    assert a == b and len(a) == 64
+    assert a == b
+    assert len(a) == 64
     assert abs(sum(x * x for x in a) - 1.0) < 1e-9
     assert embedder.embed_one("") == [0.0] * 64
 
@@ -203,7 +205,8 @@ def test_wordllama_truncated_dimension_and_bad_dimension() -> None:
     from flujo_memory.errors import EmbedderConfigError
 
     small = WordLlamaEmbedder(64)
-    assert len(small.embed_sync(["x y"])[0]) == 64 and small.identity.endswith(":64")
+    assert len(small.embed_sync(["x y"])[0]) == 64
+    assert small.identity.endswith(":64")
     assert small.embed_sync([]) == []
     with pytest.raises(EmbedderConfigError, match="64, 128 or 256"):
         WordLlamaEmbedder(100)

@@ -79,7 +79,8 @@ async def test_scope_filter_applies_to_both_halves(store: Any) -> None:
         hits = await store.hybrid_search(
             "ZX4471 license token", _vector(0), 10, filter={"scope": "b"}, mode=mode
         )
-        assert hits and {h.memory.scope for h in hits} == {"b"}, mode
+        assert hits, mode
+        assert {h.memory.scope for h in hits} == {"b"}, mode
     nothing = await store.hybrid_search("ZX4471", _vector(0), 10, filter={"scope": "zzz"})
     assert nothing == []
 
@@ -185,7 +186,8 @@ async def test_memory_search_setting_reaches_the_store(
         unrelated = await service.search("qqqq", limit=2)
         assert (unrelated == []) is (mode == "lexical")
         info = await service.get_store().get_info()
-        assert info["lexical"] == lexical.LEXICAL_ID and info["embedder"].startswith("wordllama")
+        assert info["lexical"] == lexical.LEXICAL_ID
+        assert info["embedder"].startswith("wordllama")
 
 
 async def test_lexical_search_on_a_store_without_a_lexical_index_is_an_error() -> None:

@@ -128,9 +128,11 @@ async def test_scoped_query_returns_exactly_the_k_nearest_of_its_scope(
     assert pg_store.search_mode(False, 50) == "hnsw"
     assert len(await pg_store.search(vectors[0].tolist(), 50)) == 50
     everything = await pg_store.search(vectors[0].tolist(), 1001)
-    assert len(everything) == 1000 and everything[0].memory.id == "m0"
+    assert len(everything) == 1000
+    assert everything[0].memory.id == "m0"
     described = await pg_store.describe()
-    assert described["pgvector"] and described["table"] == pg_store.table
+    assert described["pgvector"]
+    assert described["table"] == pg_store.table
     if pg_store.iterative:
         assert described["filtered_search"].startswith("iterative index scan")
     else:
@@ -174,7 +176,8 @@ async def test_over_2000_dimensions_has_no_hnsw_index_and_searches_exactly(
     assert pg_store.search_mode(False, 5) == "exact"
     assert "no HNSW index" in (await pg_store.describe())["filtered_search"]
     hits = await pg_store.search(vectors[7].tolist(), 3, filter={"scope": "s"})
-    assert hits[0].memory.id == "w7" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].memory.id == "w7"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_stats_on_the_command_line(
@@ -195,7 +198,8 @@ def test_stats_on_the_command_line(
     lines = dict(line.split(None, 1) for line in proc.stdout.splitlines() if " " in line)
     assert lines["store"] == "pgvector"
     assert lines["filtered_search"].startswith(("exact scan", "iterative index scan"))
-    assert lines["pgvector"] and lines["memories"] == "0"
+    assert lines["pgvector"]
+    assert lines["memories"] == "0"
 
 
 def test_table_names_and_filters_are_safe() -> None:
@@ -237,7 +241,8 @@ async def test_iterative_scan_on_new_servers_and_exact_fallback() -> None:
 
     store._query = fake_query  # type: ignore[method-assign,assignment]
     found = await store.search([1.0, 0.0], 3, filter={"scope": "s"})
-    assert calls == ["iterative", "exact"] and len(found) == 3
+    assert calls == ["iterative", "exact"]
+    assert len(found) == 3
 
 
 async def test_missing_extension_is_a_clear_error(pgvector_dsn: str) -> None:
@@ -347,8 +352,10 @@ async def test_pipeline_run_two_recalls_run_one(
     assert tables[store.table] != state_schema  # memories stay out of execution state
     assert second.status is RunStatus.SUCCEEDED, second.error
     assert second.output == ["fact: the build cache lives on the nfs share"]
-    assert stats["store"] == "pgvector" and stats["memories"] == 1
-    assert stats["recorded_embedder"] == "wordllama:l2_supercat:256" and stats["dimension"] == 256
+    assert stats["store"] == "pgvector"
+    assert stats["memories"] == 1
+    assert stats["recorded_embedder"] == "wordllama:l2_supercat:256"
+    assert stats["dimension"] == 256
     assert "***" in stats["location"] or "@" not in stats["location"]
     assert "scan" in stats["filtered_search"]
 

@@ -137,7 +137,8 @@ async def test_metadata_filters_and_forget_by_scope_run_and_ids(
         left = await service.search("likes", scope={"tenant": "globex", "user": "cy"})
         assert [h.memory.text for h in left] == ["fact: cy likes tea"]
         stats = await service.stats()
-        assert stats["memories"] == 1 and stats["outbox_pending"] == 0
+        assert stats["memories"] == 1
+        assert stats["outbox_pending"] == 0
     assert await outbox_rows(tmp_path) == []
 
 

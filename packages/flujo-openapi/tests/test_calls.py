@@ -363,7 +363,8 @@ def test_gadgets_generation_facts(gadgets: ModuleType) -> None:
     manifest_skips = gadgets.OPERATIONS  # the manifest is checked in test_cli
     assert "searchGadgets" in manifest_skips
     assert set(gadgets.TAGS) == {"gadgets", "admin"}
-    assert callable(gadgets.make_gadgets_agent) and callable(gadgets.make_admin_agent)
+    assert callable(gadgets.make_gadgets_agent)
+    assert callable(gadgets.make_admin_agent)
 
 
 async def test_header_key_query_arrays_header_and_cookie(
@@ -435,8 +436,10 @@ async def test_basic_multipart_upload(gadgets: ModuleType, loopback_api: Loopbac
     assert result is None
     req = loopback_api.last
     assert req.headers["content-type"].startswith("multipart/form-data; boundary=")
-    assert b'name="caption"' in req.body and b"front" in req.body
-    assert b'name="file"' in req.body and b"\x89PNG\x00" in req.body
+    assert b'name="caption"' in req.body
+    assert b"front" in req.body
+    assert b'name="file"' in req.body
+    assert b"\x89PNG\x00" in req.body
     assert req.headers["authorization"] == "Basic " + base64.b64encode(b"ann:pw").decode()
 
 

@@ -135,7 +135,8 @@ def test_generate_check_regenerate_and_refuse(tmp_path: Path) -> None:
     (out / "notes.txt").write_text("mine")
     proc = flujo("dev", "import-openapi", str(PETSTORE), "--output-dir", str(out), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "notes.txt" in proc.stderr and "--force" in proc.stderr
+    assert "notes.txt" in proc.stderr
+    assert "--force" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = flujo(
         "dev",
@@ -175,7 +176,8 @@ def test_options_filter_and_manifest_records_them(tmp_path: Path) -> None:
     manifest = json.loads((out / "flujo-openapi.json").read_text())
     assert manifest["package"] == "msg"
     paths = {op["path"] for op in manifest["operations"]}
-    assert paths and all(p.startswith("/v1/Services") for p in paths)
+    assert paths
+    assert all(p.startswith("/v1/Services") for p in paths)
     assert "DeleteService" not in {op["operation_id"] for op in manifest["operations"]}
     reasons = {e["reason"] for e in manifest["excluded"]}
     assert reasons == {"excluded by --include-paths", "excluded by --exclude-operations"}

@@ -114,7 +114,8 @@ async def test_media_types_with_parameters_vendor_json_and_non_json(
 
     with pytest.raises(ApiError) as caught:
         await ops["intCodes"].function(ops["intCodes"].input_model(), client=client)
-    assert caught.value.documented and caught.value.data.detail == "gone"
+    assert caught.value.documented
+    assert caught.value.data.detail == "gone"
 
     @loopback_api.route("POST", r"/vendor")
     def vendor(req: Recorded) -> tuple[int, Any]:
@@ -236,7 +237,8 @@ def test_swagger2_not_quite_valid(quirks: Corpus) -> None:
     record = module.OPERATIONS["getRecord"].output_type
     spec = quirks.packages["quirks_swagger2"].spec
     fields = record.model_fields
-    assert fields["id"].is_required() and fields["id"].annotation is str
+    assert fields["id"].is_required()
+    assert fields["id"].annotation is str
     assert fields["maybe"].annotation == str | None
     yes_no = [m.value for m in fields["yes_no"].annotation.__args__[0]]
     # YAML 1.2: yes/no are strings; the booleans of a string enum become their text.
@@ -333,7 +335,8 @@ def test_odd_paths_and_names(quirks: Corpus) -> None:
     assert len(set(functions)) == len(functions)
     for name, op in ops.items():
         assert TOOL_NAME.match(name), name
-        assert op.function.__name__.isidentifier() and op.function.__name__.isascii()
+        assert op.function.__name__.isidentifier()
+        assert op.function.__name__.isascii()
         assert op.input_model.__name__.isidentifier()
     # Undeclared or unrequired path variables are required inputs.
     for name, required in (("patch__x_a_b", ["a", "b"]), ("delete-the-item", ["item-id"])):

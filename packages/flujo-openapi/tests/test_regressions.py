@@ -186,7 +186,8 @@ def test_a_property_named_ref_and_a_properties_map_given_as_a_ref(tmp_path: Path
             "properties": {"$ref": "#/y"},
         }
         droplet = Droplet.model_validate({"id": 1, "region": {"slug": "nyc1"}})
-        assert droplet.region is not None and droplet.region.slug == "nyc1"
+        assert droplet.region is not None
+        assert droplet.region.slug == "nyc1"
         assert Local.model_validate({"a": 2}).a == 2
     finally:
         sys.path.remove(str(out))
@@ -307,7 +308,8 @@ def test_generated_code_is_strict_clean_and_invalid_defaults_are_reported(
         from typed.models import Kind  # type: ignore[import-not-found]
 
         fields = typed.OPERATIONS["test_list"].input_model.model_fields
-        assert fields["id"].default is None and fields["n"].default is None
+        assert fields["id"].default is None
+        assert fields["n"].default is None
         assert str(fields["when"].default) == "2020-01-02"
         assert fields["kind"].default is None or fields["kind"].default == Kind.A
     finally:

@@ -53,7 +53,8 @@ async def test_agent_calls_code_interpreter(config: FlujoConfig) -> None:
     assert answer == "The answer is 42."
     returned = json.loads(model.requests[1].tool_returns[TOOL_NAME])
     assert returned["stdout"] == "42\n"
-    assert returned["exit_code"] == 0 and returned["error"] is None
+    assert returned["exit_code"] == 0
+    assert returned["error"] is None
     assert returned["backend"] in ("local", "remote(local)")
 
 

@@ -57,7 +57,8 @@ async def test_host_secret_files_are_unreadable(box: Any, tmp_path: Path) -> Non
     result = await box.exec_code(code, timeout_s=20)
     assert result.exit_code == 0, result.stderr
     assert "TOP-SECRET-HOST-DATA" not in result.stdout
-    assert "READ" not in result.stdout and "LISTED" not in result.stdout, result.stdout
+    assert "READ" not in result.stdout, result.stdout
+    assert "LISTED" not in result.stdout, result.stdout
 
 
 async def test_host_environment_is_not_visible(box: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +81,8 @@ async def test_host_environment_is_not_visible(box: Any, monkeypatch: pytest.Mon
     assert "env-s3cret-value" not in result.stdout
     assert "FLUJO_SANDBOX_TEST_SECRET" not in result.stdout
     # Nothing of the host's environment at all, only what the sandbox sets.
-    assert "OPENAI" not in result.stdout and "VIRTUAL_ENV" not in result.stdout
+    assert "OPENAI" not in result.stdout
+    assert "VIRTUAL_ENV" not in result.stdout
 
 
 @pytest.mark.parametrize("cgroups", ["auto", "off"])
@@ -137,10 +139,12 @@ async def test_nothing_of_the_host_process_is_visible(
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     assert "host-cwd-marker-7f3a" not in out, out
-    assert "host-env-marker-5d1e" not in out and "FLUJO_SANDBOX_HOST_MARKER" not in out
+    assert "host-env-marker-5d1e" not in out
+    assert "FLUJO_SANDBOX_HOST_MARKER" not in out
     # The per-execution folder's host path (under work_root) is not in any command line.
     assert "work-root-marker-91c2" not in out, out
-    assert "VIRTUAL_ENV" not in out and "HOSTNAME" not in out
+    assert "VIRTUAL_ENV" not in out
+    assert "HOSTNAME" not in out
     # pid 1 (bubblewrap's init) has exactly the environment bubblewrap was started with.
     assert "/proc/1/environ b'PATH=/usr/bin:/bin\\x00'" in out, out
 
@@ -288,7 +292,8 @@ async def test_fork_bomb_is_contained(box: Any) -> None:
     # Every sandboxed Python runs as `python -s /code/main.py`: none may be left.
     assert _host_pids_with("/code/main.py") == []
     after = await box.exec_code("print('alive')", timeout_s=20)
-    assert after.ok and "alive" in after.stdout
+    assert after.ok
+    assert "alive" in after.stdout
 
 
 async def test_bash_fork_bomb_is_contained(box: Any) -> None:
@@ -296,7 +301,8 @@ async def test_bash_fork_bomb_is_contained(box: Any) -> None:
     result = await box.exec_code(
         ":(){ :|:& };:\nsleep 30\n", "bash", timeout_s=2, limits=SandboxLimits(pids=32)
     )
-    assert result.timed_out and not result.ok
+    assert result.timed_out
+    assert not result.ok
     assert _host_pids_with("/code/main.sh") == []
     after = await box.exec_code("print('alive')", timeout_s=20)
     assert after.ok
@@ -321,7 +327,8 @@ async def test_cpu_limit_stops_a_busy_loop(box: Any) -> None:
 
 async def test_infinite_loop_times_out(box: Any) -> None:
     result = await box.exec_code("while True:\n    pass\n", timeout_s=1)
-    assert result.timed_out and not result.ok
+    assert result.timed_out
+    assert not result.ok
     assert result.duration_ms < 10_000
 
 

@@ -34,7 +34,8 @@ def test_exec_from_stdin_and_file(tmp_path: Path, local_sandbox: LocalSandbox) -
     script.write_text("import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)\n")
     proc = flujo("sandbox", "exec", "--backend", "local", str(script), cwd=tmp_path)
     assert proc.returncode == 3
-    assert proc.stdout == "out\n" and "err" in proc.stderr
+    assert proc.stdout == "out\n"
+    assert "err" in proc.stderr
 
 
 def test_exec_json_bash_and_timeout(tmp_path: Path, local_sandbox: LocalSandbox) -> None:
@@ -42,7 +43,8 @@ def test_exec_json_bash_and_timeout(tmp_path: Path, local_sandbox: LocalSandbox)
     proc = flujo("sandbox", "exec", "--lang", "bash", "--json", "-", cwd=tmp_path, stdin="echo hi")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["stdout"] == "hi\n" and data["backend"] == "local"
+    assert data["stdout"] == "hi\n"
+    assert data["backend"] == "local"
     assert data["limits"]["network"] is False
     proc = flujo("sandbox", "exec", "--timeout", "1", "-", cwd=tmp_path, stdin="while 1: pass")
     assert proc.returncode == 124
@@ -64,13 +66,15 @@ def test_exec_user_errors_are_one_line_exit_2(
     proc = flujo("sandbox", "exec", *args, cwd=tmp_path, stdin=stdin)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0], proc.stderr
 
 
 def test_bad_config_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "nope"\n')
     proc = flujo("sandbox", "doctor", cwd=tmp_path)
-    assert proc.returncode == 2 and "[sandbox]" in proc.stderr
+    assert proc.returncode == 2
+    assert "[sandbox]" in proc.stderr
 
 
 def test_doctor(tmp_path: Path) -> None:
@@ -80,7 +84,8 @@ def test_doctor(tmp_path: Path) -> None:
     assert set(report["backends"]) == {"local", "remote", "docker", "e2b"}
     assert report["backends"]["remote"]["available"] is False
     proc = flujo("sandbox", "doctor", cwd=tmp_path)
-    assert proc.returncode == 0 and "local" in proc.stdout
+    assert proc.returncode == 0
+    assert "local" in proc.stdout
 
 
 def test_serve_answers_and_stops_cleanly(tmp_path: Path, local_sandbox: LocalSandbox) -> None:
@@ -122,7 +127,8 @@ def test_serve_answers_and_stops_cleanly(tmp_path: Path, local_sandbox: LocalSan
             headers={"Authorization": "Bearer tok-123"},
             timeout=60,
         )
-        assert answer.status_code == 200 and answer.json()["stdout"] == "42\n"
+        assert answer.status_code == 200
+        assert answer.json()["stdout"] == "42\n"
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -160,7 +166,8 @@ def test_serve_usage_errors(tmp_path: Path, args: list[str], message: str) -> No
     proc = flujo("sandbox", "serve", *args, cwd=tmp_path, env=env)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0], proc.stderr
 
 
 class Served:
@@ -236,7 +243,8 @@ def test_serve_without_a_token_only_when_asked_and_loudly(
     try:
         assert "NO TOKEN" in served.first_line
         answer = httpx.post(f"{served.url}/execute", json={"code": "print(6*7)"}, timeout=60)
-        assert answer.status_code == 200 and answer.json()["stdout"] == "42\n"
+        assert answer.status_code == 200
+        assert answer.json()["stdout"] == "42\n"
         # Still no web page: a browser's cross-origin request carries an Origin.
         page = httpx.post(
             f"{served.url}/execute",
@@ -301,7 +309,8 @@ def test_clients_without_the_token_cannot_grow_the_servers_memory(
             headers={"Authorization": "Bearer tok-123"},
             timeout=60,
         )
-        assert ok.status_code == 200 and ok.json()["stdout"] == "42\n"
+        assert ok.status_code == 200
+        assert ok.json()["stdout"] == "42\n"
     finally:
         assert served.stop() == 0, served.stderr
     growth_mib = (peak - before) / 1024
@@ -333,7 +342,8 @@ def test_exec_through_the_sidecar(tmp_path: Path, sidecar: Any) -> None:
     proc = flujo("sandbox", "exec", "--json", "-", cwd=tmp_path, env=env, stdin="print(6*7)")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["stdout"] == "42\n" and data["backend"] == "remote(local)"
+    assert data["stdout"] == "42\n"
+    assert data["backend"] == "remote(local)"
     proc = flujo(
         "sandbox",
         "exec",
@@ -345,7 +355,9 @@ def test_exec_through_the_sidecar(tmp_path: Path, sidecar: Any) -> None:
     # A wrong token is a configuration error: one line naming the variable, exit 2.
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "bearer token" in lines[0] and "FLUJO_SANDBOX_TOKEN" in lines[0]
+    assert len(lines) == 1
+    assert "bearer token" in lines[0]
+    assert "FLUJO_SANDBOX_TOKEN" in lines[0]
 
 
 ACME = """
@@ -388,7 +400,8 @@ def test_exec_and_config_accept_another_plugins_sandbox(tmp_path: Path) -> None:
     assert proc.stdout == "acme ran x"
     (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "acme.box"\n')
     proc = flujo("sandbox", "exec", "-", cwd=tmp_path, env=env, stdin="y")
-    assert proc.returncode == 0 and proc.stdout == "acme ran y", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "acme ran y", proc.stderr
     proc = flujo("sandbox", "exec", "--backend", "acme.bx", "-", cwd=tmp_path, env=env, stdin="z")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

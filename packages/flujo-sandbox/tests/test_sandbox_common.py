@@ -62,7 +62,8 @@ def test_output_buffer_keeps_head_and_tail() -> None:
     buffer.feed(b"T" * 60)
     text = buffer.text()
     assert buffer.truncated
-    assert text.startswith("H" * 50) and text.endswith("T" * 50)
+    assert text.startswith("H" * 50)
+    assert text.endswith("T" * 50)
     assert len(text.encode()) <= 100 + 256
 
 
@@ -82,7 +83,8 @@ def test_collect_artifacts_skips_links_and_caps(tmp_path: Path) -> None:
     os.symlink("/etc/hostname", out / "link")
     artifacts, notes = collect_artifacts(out, max_count=10, max_bytes=50)
     assert artifacts == {"a.txt": b"a"}
-    assert any("big.bin" in n for n in notes) and any("link" in n for n in notes)
+    assert any("big.bin" in n for n in notes)
+    assert any("link" in n for n in notes)
     assert collect_artifacts(tmp_path / "missing", max_count=1, max_bytes=1) == ({}, [])
 
 

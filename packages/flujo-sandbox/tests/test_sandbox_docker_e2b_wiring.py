@@ -107,17 +107,22 @@ async def test_docker_wiring_container_is_hardened_and_removed() -> None:
     fake = FakeDocker()
     box = DockerSandbox(SandboxSettings(backend="docker"), client=fake)
     result = await box.exec_code("print('hello')", files={"in.txt": b"x"}, timeout_s=5)
-    assert result.ok and result.stdout == "hello\n" and result.stderr == "warn\n"
+    assert result.ok
+    assert result.stdout == "hello\n"
+    assert result.stderr == "warn\n"
     assert result.artifacts == {"r.txt": b"art"}
     (container,) = fake.created
     o = container.options
     assert o["user"] == "65534:65534"
     assert o["cap_drop"] == ["ALL"]
     assert o["security_opt"] == ["no-new-privileges"]
-    assert o["read_only"] is True and "/work" in o["tmpfs"]
+    assert o["read_only"] is True
+    assert "/work" in o["tmpfs"]
     assert o["network_mode"] == "none"
-    assert o["mem_limit"] == "512m" and o["memswap_limit"] == "512m"
-    assert o["pids_limit"] == 64 and o["nano_cpus"] > 0
+    assert o["mem_limit"] == "512m"
+    assert o["memswap_limit"] == "512m"
+    assert o["pids_limit"] == 64
+    assert o["nano_cpus"] > 0
     assert container.events == ["start", "wait 5", "remove"]
     assert not fake.pulled
 
@@ -125,7 +130,8 @@ async def test_docker_wiring_container_is_hardened_and_removed() -> None:
 async def test_docker_wiring_timeout_kills_and_removes() -> None:
     fake = FakeDocker(hang=True)
     result = await DockerSandbox(client=fake).exec_code("while True: pass", timeout_s=1)
-    assert result.timed_out and not result.ok
+    assert result.timed_out
+    assert not result.ok
     assert fake.created[0].events == ["start", "wait 1", "kill", "remove"]
 
 
@@ -133,7 +139,8 @@ async def test_docker_wiring_missing_image_is_never_pulled() -> None:
     fake = FakeDocker(image_present=False)
     with pytest.raises(SandboxUnavailableError, match="docker pull"):
         await DockerSandbox(client=fake).exec_code("print(1)")
-    assert not fake.pulled and fake.created == []
+    assert not fake.pulled
+    assert fake.created == []
 
 
 async def test_docker_wiring_limits_and_payload_caps() -> None:
@@ -141,9 +148,12 @@ async def test_docker_wiring_limits_and_payload_caps() -> None:
     result = await DockerSandbox(client=fake).exec_code(
         "x", limits=SandboxLimits(memory_mb=64, pids=8, output_bytes=1000, network=True)
     )
-    assert result.exit_code == 3 and result.truncated
+    assert result.exit_code == 3
+    assert result.truncated
     o = fake.created[0].options
-    assert o["mem_limit"] == "64m" and o["pids_limit"] == 8 and o["network_mode"] == "bridge"
+    assert o["mem_limit"] == "64m"
+    assert o["pids_limit"] == 8
+    assert o["network_mode"] == "bridge"
     with pytest.raises(SandboxFileError, match="at most"):
         await DockerSandbox(client=fake).exec_code("x", files={"big": os.urandom(200_000)})
 
@@ -260,19 +270,25 @@ def _e2b(
 async def test_e2b_wiring_runs_and_kills_its_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
     box, made, kwargs = _e2b(None, monkeypatch)
     result = await box.exec_code("print('hi')", files={"in.txt": b"x"}, timeout_s=3)
-    assert result.ok and result.stdout == "hi\n" and result.artifacts == {"a.txt": b"A"}
-    assert made[0].killed and made[0].files_written["/home/user/work/in.txt"] == b"x"
+    assert result.ok
+    assert result.stdout == "hi\n"
+    assert result.artifacts == {"a.txt": b"A"}
+    assert made[0].killed
+    assert made[0].files_written["/home/user/work/in.txt"] == b"x"
     assert made[0].commands_run[0][2] == 3
-    assert kwargs[0]["allow_internet_access"] is False and kwargs[0]["api_key"] == "k"
+    assert kwargs[0]["allow_internet_access"] is False
+    assert kwargs[0]["api_key"] == "k"
 
 
 async def test_e2b_wiring_exit_codes_and_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     box, _, _ = _e2b(CommandExitException("o", "Traceback", 3), monkeypatch)
     result = await box.exec_code("import sys; sys.exit(3)")
-    assert result.exit_code == 3 and result.stderr == "Traceback"
+    assert result.exit_code == 3
+    assert result.stderr == "Traceback"
     box, made, _ = _e2b(TimeoutException("slow"), monkeypatch)
     result = await box.exec_code("while True: pass", timeout_s=1)
-    assert result.timed_out and made[0].killed
+    assert result.timed_out
+    assert made[0].killed
 
 
 async def test_e2b_wiring_fails_closed_on_limits_it_cannot_enforce(
@@ -291,7 +307,8 @@ async def test_e2b_wiring_stateful_session_reuses_one_sandbox(
     assert box.stateful
     await box.exec_code("print(1)")
     await box.exec_code("print(2)")
-    assert len(made) == 1 and not made[0].killed
+    assert len(made) == 1
+    assert not made[0].killed
     await box.aclose()
     assert made[0].killed
 

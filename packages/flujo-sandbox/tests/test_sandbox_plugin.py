@@ -69,9 +69,11 @@ def test_factories_build_configured_backends(tmp_path: Path) -> None:
     )
     config = load_config(toml, plugin_manager=pm, environ={"FLUJO__SANDBOX__TIMEOUT_S": "7"})
     local = pm.registry.create("sandboxes", "local", config)
-    assert isinstance(local, LocalSandbox) and local.settings.limits.pids == 7
+    assert isinstance(local, LocalSandbox)
+    assert local.settings.limits.pids == 7
     remote = pm.registry.create("sandboxes", "remote", config)
-    assert isinstance(remote, RemoteSandbox) and remote.settings.timeout_s == 7
+    assert isinstance(remote, RemoteSandbox)
+    assert remote.settings.timeout_s == 7
 
 
 class AcmeBox:

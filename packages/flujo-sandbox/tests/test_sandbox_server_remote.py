@@ -76,7 +76,8 @@ async def test_token_is_required(served: tuple[SandboxServer, FakeBackend, str])
         wrong = await client.post(
             f"{url}/execute", json={"code": "1"}, headers={"Authorization": "Bearer nope"}
         )
-    assert missing.status_code == 401 and wrong.status_code == 401
+    assert missing.status_code == 401
+    assert wrong.status_code == 401
     assert backend.calls == []
 
 
@@ -97,7 +98,8 @@ async def test_legacy_request_shape(served: tuple[SandboxServer, FakeBackend, st
         )
     assert answer.status_code == 200, answer.text
     data = answer.json()
-    assert data["stdout"] == "ran print(1)" and data["exit_code"] == 0
+    assert data["stdout"] == "ran print(1)"
+    assert data["exit_code"] == 0
     assert data["artifacts"] == {"r.bin": {"base64": "AAE="}}
     assert data["sandbox_id"]
     call = backend.calls[0]
@@ -143,7 +145,8 @@ async def test_saturated_server_answers_429(
         busy = await client.post(f"{url}/execute", json={"code": "fast"}, headers=headers)
         backend.gate.set()
         done = await first
-    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    assert busy.status_code == 429
+    assert busy.headers["Retry-After"] == "1"
     assert done.status_code == 200
 
 
@@ -166,7 +169,8 @@ async def test_client_round_trip_through_a_server(
     _, backend, url = served
     box = RemoteSandbox(SandboxSettings(api_url=url), token="tok")
     result = await box.exec_code("x = 1", files={"a.txt": b"hi", "b.bin": b"\xff\xfe"})
-    assert result.ok and result.stdout == "ran x = 1"
+    assert result.ok
+    assert result.stdout == "ran x = 1"
     assert result.artifacts == {"r.bin": b"\x00\x01"}
     assert result.backend == "remote(fake)"
     assert backend.calls[0]["files"] == {"a.txt": b"hi", "b.bin": b"\xff\xfe"}
@@ -192,7 +196,8 @@ async def test_retries_connection_errors_only() -> None:
 
     result = await _remote(refuse, retries=2).exec_code("print(1)")
     assert len(calls) == 3
-    assert result.error is not None and "cannot reach" in result.error
+    assert result.error is not None
+    assert "cannot reach" in result.error
 
     calls.clear()
 
@@ -202,7 +207,8 @@ async def test_retries_connection_errors_only() -> None:
 
     result = await _remote(read_timeout, retries=2).exec_code("print(1)")
     assert len(calls) == 1, "a request that was sent may have run: never retried"
-    assert result.error is not None and not result.ok
+    assert result.error is not None
+    assert not result.ok
 
 
 async def test_response_size_is_capped() -> None:
@@ -210,7 +216,8 @@ async def test_response_size_is_capped() -> None:
         return httpx.Response(200, json={**GOOD, "stdout": "x" * 5000, "limits": {}})
 
     result = await _remote(huge, max_response_bytes=1024).exec_code("print(1)")
-    assert result.error is not None and "over 1024 bytes" in result.error
+    assert result.error is not None
+    assert "over 1024 bytes" in result.error
 
 
 async def test_unconfirmed_limits_fail_closed_unless_trusted() -> None:
@@ -223,7 +230,8 @@ async def test_unconfirmed_limits_fail_closed_unless_trusted() -> None:
     with pytest.raises(SandboxLimitError, match="trust_remote_limits"):
         await _remote(legacy).exec_code("print(1)")
     result = await _remote(legacy, trust_remote_limits=True).exec_code("print(1)")
-    assert result.ok and result.stdout == "ok"
+    assert result.ok
+    assert result.stdout == "ok"
     assert set(seen[0]) >= {"code", "language", "files", "environment", "arguments", "timeout_s"}
 
     def weaker(request: httpx.Request) -> httpx.Response:
@@ -267,13 +275,16 @@ async def test_busy_and_http_errors_are_results() -> None:
         return httpx.Response(429, json={"error": "busy"})
 
     result = await _remote(busy).exec_code("print(1)")
-    assert not result.ok and result.error is not None and "429" in result.error
+    assert not result.ok
+    assert result.error is not None
+    assert "429" in result.error
 
     def broken(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, text="oops")
 
     result = await _remote(broken).exec_code("print(1)")
-    assert not result.ok and result.error is not None
+    assert not result.ok
+    assert result.error is not None
 
     def refused_file(request: httpx.Request) -> httpx.Response:
         return httpx.Response(422, json={"error": "bad name", "error_type": "file"})
@@ -289,7 +300,8 @@ async def test_output_is_cut_on_the_client_too() -> None:
         )
 
     result = await _remote(chatty).exec_code("print(1)", limits=SandboxLimits(output_bytes=1000))
-    assert result.truncated and len(result.stdout.encode()) <= 1000 + 256
+    assert result.truncated
+    assert len(result.stdout.encode()) <= 1000 + 256
 
 
 def test_missing_api_url_is_a_clear_error() -> None:

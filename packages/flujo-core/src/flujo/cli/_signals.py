@@ -101,7 +101,8 @@ class Interrupts:
         from flujo.state._stop_now import interrupt_run_now
 
         runner = self.runner
-        assert runner is not None and runner.current_run is not None
+        assert runner is not None
+        assert runner.current_run is not None
         run_id, beat = runner.current_run
         config = runner.runtime.config
         name = signal.Signals(signum).name

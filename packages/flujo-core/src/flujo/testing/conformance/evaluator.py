@@ -67,17 +67,17 @@ def _check_result(result: Any, what: str) -> EvaluationResult:
         f"evaluate must return an EvaluationResult for {what}, got {type(result).__name__}"
     )
     score = result.score
-    assert isinstance(score, (int, float)) and not isinstance(score, bool), (
-        f"score must be a number, got {score!r}"
-    )
-    assert math.isfinite(score) and 0.0 <= score <= 1.0, f"score must be in [0, 1], got {score!r}"
+    assert isinstance(score, (int, float)), f"score must be a number, got {score!r}"
+    assert not isinstance(score, bool), f"score must be a number, got {score!r}"
+    assert math.isfinite(score), f"score must be in [0, 1], got {score!r}"
+    assert 0.0 <= score <= 1.0, f"score must be in [0, 1], got {score!r}"
     assert isinstance(result.label, str), f"label must be a str, got {result.label!r}"
     assert isinstance(result.reasoning, str), f"reasoning must be a str, got {result.reasoning!r}"
     cost = result.cost_usd
-    assert isinstance(cost, (int, float)) and not isinstance(cost, bool), (
-        f"cost_usd must be a number, got {cost!r}"
-    )
-    assert math.isfinite(cost) and cost >= 0.0, f"cost_usd must be >= 0, got {cost!r}"
+    assert isinstance(cost, (int, float)), f"cost_usd must be a number, got {cost!r}"
+    assert not isinstance(cost, bool), f"cost_usd must be a number, got {cost!r}"
+    assert math.isfinite(cost), f"cost_usd must be >= 0, got {cost!r}"
+    assert cost >= 0.0, f"cost_usd must be >= 0, got {cost!r}"
     return result
 
 

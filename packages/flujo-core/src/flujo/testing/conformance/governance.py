@@ -31,9 +31,10 @@ async def _resolve(value: Any) -> Any:
 
 
 def _check_pair(result: Any, method: str) -> tuple[PolicyDecision, Any]:
-    assert isinstance(result, tuple) and len(result) == 2, (
+    assert isinstance(result, tuple), (
         f"{method} must return a (PolicyDecision, data) tuple, got {result!r}"
     )
+    assert len(result) == 2, f"{method} must return a (PolicyDecision, data) tuple, got {result!r}"
     decision, data = result
     assert isinstance(decision, PolicyDecision), (
         f"{method} returned decision {decision!r}, which {_NOT_A_DECISION}"
@@ -143,7 +144,8 @@ class _ScrubChecks:
             assert str(sensitive_number) not in text, (
                 f"scrub left the number {sensitive_number!r} in {scrubbed!r}"
             )
-        assert isinstance(scrubbed, dict) and set(scrubbed) >= {"text", "nested", "clean"}, (
+        assert isinstance(scrubbed, dict), f"scrub must keep the data's shape: {scrubbed!r}"
+        assert set(scrubbed) >= {"text", "nested", "clean"}, (
             f"scrub must keep the data's shape: {scrubbed!r}"
         )
         assert scrubbed["clean"] == 7, "scrub changed a value that holds nothing sensitive"

@@ -63,9 +63,8 @@ def _check_results(results: Any) -> list[ScoredMemory]:
     for r in results:
         assert isinstance(r, ScoredMemory), f"search results must be ScoredMemory, got {r!r}"
         assert isinstance(r.memory, Memory), f"ScoredMemory.memory must be a Memory: {r!r}"
-        assert isinstance(r.score, (int, float)) and not isinstance(r.score, bool), (
-            f"score must be a number, got {r.score!r}"
-        )
+        assert isinstance(r.score, (int, float)), f"score must be a number, got {r.score!r}"
+        assert not isinstance(r.score, bool), f"score must be a number, got {r.score!r}"
         assert math.isfinite(r.score), f"score must be finite, got {r.score!r}"
     scores = [r.score for r in results]
     assert scores == sorted(scores, reverse=True), f"scores must be descending: {scores}"
