@@ -89,7 +89,7 @@ async def recall_earlier_tickets(ctx: RunContext[DeskContext], query: str) -> li
             )
         else:
             note = str(stored.get("summary", hit.memory.text))
-        notes.append(f"run {str(hit.memory.run_id)[:12]}: {note}")
+        notes.append(f"run {hit.memory.run_id}: {note}")
     ctx.deps.recalled = notes
     return notes
 

@@ -335,3 +335,23 @@ def test_the_look_deeper_commands_work_as_printed_from_another_folder(
         )
         assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
         assert done.stdout.strip(), f"{command} printed nothing"
+
+
+def test_plugins_run_options_take_the_id_prefix_listings_print(
+    reports: tuple[str, str], desk: Path
+) -> None:
+    """governance audit and evals list print full run ids and accept a unique prefix; an
+    unknown prefix is an error (exit 2), never an empty listing that looks like "no rows"."""
+    from flujo.testing.cli import run_flujo
+
+    run_id = _run_id(reports[0])
+    audit = run_flujo("governance", "audit", "--run", run_id[:12], cwd=desk, env=_env())
+    assert audit.returncode == 0, audit.stderr
+    assert run_id in audit.stdout
+    listed = run_flujo("evals", "list", "--run", run_id[:12], cwd=desk, env=_env())
+    assert listed.returncode == 0, listed.stderr
+    assert run_id in listed.stdout
+    for command in (["governance", "audit"], ["evals", "list"]):
+        unknown = run_flujo(*command, "--run", "ffff0000ffff", cwd=desk, env=_env())
+        assert unknown.returncode == 2, unknown.stdout
+        assert unknown.stderr.strip() == "error: no run with id 'ffff0000ffff'"

@@ -135,3 +135,16 @@ def test_no_command_creates_the_state_database(
         assert sorted(p.name for p in tmp_path.rglob("*")) == before, args
     stats = json.loads(flujo("memory", "stats", "--json", cwd=tmp_path).stdout)
     assert (stats["outbox_pending"], stats["memories"]) == (0, 0)
+
+
+def test_forget_by_run_takes_a_full_id_or_a_prefix_of_a_known_run(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    """A full id needs no state database (memories outlive it); a prefix must name one run."""
+    config_file()
+    full = flujo("memory", "forget", "--run", "0123456789abcdef0123456789abcdef", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.strip() == "forgot 0 stored and 0 queued memories"
+    prefix = flujo("memory", "forget", "--run", "0123456789ab", cwd=tmp_path)
+    assert prefix.returncode == 2
+    assert prefix.stderr.strip() == "error: no run with id '0123456789ab'"

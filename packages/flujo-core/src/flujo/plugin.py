@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     )
     from flujo.plugins.registry import Kind
     from flujo.state import migrated, open_state
+    from flujo.state.run_ids import resolve_run_id
 
 _LAZY = {
     # hooks and registration
@@ -122,6 +123,7 @@ _LAZY = {
     # state, command line, config
     "open_state": "flujo.state",
     "migrated": "flujo.state",
+    "resolve_run_id": "flujo.state.run_ids",
     "lazy_command": "flujo.cli",
     "current_config": "flujo.cli",
 }
@@ -177,6 +179,7 @@ __all__ = [
     "load_config",
     "migrated",
     "open_state",
+    "resolve_run_id",
 ]
 
 

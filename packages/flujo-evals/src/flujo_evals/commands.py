@@ -130,12 +130,18 @@ def list_command(
     run_id: str | None, evaluator: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
     """List evaluations, newest first."""
+    from flujo.plugin import resolve_run_id
+
     since_ts = parse_since(since) if since is not None else None
-    rows = _read_rows(
-        lambda s: storage.select_rows(
-            s, run_id=run_id, evaluator=evaluator, since=since_ts, limit=limit
+
+    async def select(state: StateBackend) -> list[dict[str, Any]]:
+        # A run id prefix, as any listing prints it; an unknown one is an error, not "none".
+        full_id = await resolve_run_id(state, run_id) if run_id else None
+        return await storage.select_rows(
+            state, run_id=full_id, evaluator=evaluator, since=since_ts, limit=limit
         )
-    )
+
+    rows = _read_rows(select)
     if as_json:
         _echo_json([_public(r) for r in rows])
         return
@@ -144,7 +150,7 @@ def list_command(
         return
     for r in rows:
         click.echo(
-            f"{r['id'][:12]}  {_iso(float(r['created_at']))}  {r['run_id'][:12]}  "
+            f"{r['id']}  {_iso(float(r['created_at']))}  {r['run_id']}  "
             f"{r['evaluator']:<12}  {r['step']:<12}  {r['status']:<15}  {_score(r['score'])}  "
             f"{r['label'] or ''}"
         )

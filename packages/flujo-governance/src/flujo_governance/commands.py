@@ -93,7 +93,7 @@ def scrub_command(engine: str | None, mode: str | None) -> None:
 def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
     """Policy decisions recorded in the state database (DENY and REDACT), oldest first."""
     from flujo.cli import current_config
-    from flujo.state import migrated, open_state
+    from flujo.plugin import migrated, open_state, resolve_run_id
     from flujo_governance.audit import fetch_decisions, migrations
 
     config = current_config()
@@ -103,9 +103,11 @@ def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
         # database made before flujo-governance was installed has no decisions to show.
         state = await open_state(config, read_only=True)
         try:
+            # A run id prefix, as any listing prints it; an unknown one is an error, not "none".
+            full_id = await resolve_run_id(state, run_id) if run_id else None
             if not await migrated(state, migrations(state.dialect)):
                 return []
-            return await fetch_decisions(state, run_id=run_id, limit=limit)
+            return await fetch_decisions(state, run_id=full_id, limit=limit)
         finally:
             await state.close()
 
@@ -119,7 +121,7 @@ def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
     header = ("RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES")
     table = [
         (
-            row["run_id"][:12],
+            row["run_id"],
             row["step"],
             row["policy"],
             row["stage"],

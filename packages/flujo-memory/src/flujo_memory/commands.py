@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -147,6 +148,19 @@ def search(
         click.echo(f"{h.score:.3f}  {h.memory.id[:12]}  {text[:100]}")
 
 
+async def _full_run_id(state: Any, run_id: str) -> str:
+    """``run_id`` or the one run id it is a prefix of, as every command takes run ids.
+
+    A full id is taken as typed: memories live in the vector store, which outlives (or may
+    never have had) the state database a prefix is resolved in.
+    """
+    from flujo.plugin import resolve_run_id
+
+    if re.fullmatch(r"[0-9a-f]{32}", run_id):
+        return run_id
+    return await resolve_run_id(state, run_id)
+
+
 @memory.command("forget")
 @click.option("--scope", "scope", multiple=True, metavar="KEY=VALUE", help="Scope (partial ok).")
 @click.option("--run", "run_id", default=None, metavar="RUN_ID", help="Every memory of a run.")
@@ -158,7 +172,12 @@ def forget(scope: tuple[str, ...], run_id: str | None, ids: tuple[str, ...], as_
     if chosen != 1:
         raise MemoryUserError("flujo memory forget: give exactly one of --scope, --run, --id")
     scope_d = _pairs(scope, "--scope", typed=False)
-    report = _run(lambda s: s.forget(scope=scope_d or None, run_id=run_id, ids=list(ids) or None))
+
+    async def work(service: Any) -> Any:
+        full_id = await _full_run_id(service.state, run_id) if run_id else None
+        return await service.forget(scope=scope_d or None, run_id=full_id, ids=list(ids) or None)
+
+    report = _run(work)
     if as_json:
         click.echo(json.dumps({"store": report.store, "outbox": report.outbox}))
     else:
