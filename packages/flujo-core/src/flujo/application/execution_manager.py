@@ -170,7 +170,10 @@ class ExecutionManager:
                     run, index, stop, stored_steps, usage, committed_context, lease
                 )
             try:
-                async with self._step_hooks(run, index, step, data, context):
+                if self._step_start_observers or self._step_wrappers:
+                    async with self._step_hooks(run, index, step, data, context):
+                        result = await self._run_step(step, data, context, run.run_id, usage, stop)
+                else:  # the hot path: no context manager to enter when no plugin asks for one
                     result = await self._run_step(step, data, context, run.run_id, usage, stop)
             except _StepCancelled:
                 assert stop is not None  # only a stop request cancels a step this way
@@ -402,10 +405,7 @@ class ExecutionManager:
         context: PipelineContext,
     ) -> AsyncIterator[None]:
         """``flujo_step_started`` observers, then the body inside every ``flujo_wrap_step``
-        wrapper. Without either, no snapshot is taken and no hook called."""
-        if not (self._step_start_observers or self._step_wrappers):
-            yield
-            return
+        wrapper (entered only when a plugin implements either hook)."""
         snapshot, keys = self._snapshot(context, *await self._stored_context(context))
         event = StepStarted(
             run.run_id,
