@@ -230,32 +230,26 @@ def test_version_and_config_show(project: Path) -> None:
 def test_a_hostile_config_is_one_line_exit_2_and_help_still_works(
     project: Path, content: bytes
 ) -> None:
-    """Every command that needs the config names the file; --help lists the core commands and
-    says why plugins are missing; `flujo plugins` lists them (none imported: the disable list
-    could not be read) and ends with the error, exit 2."""
+    """Every command that needs the config names the file; --help still works; `flujo plugins`
+    ends with the error, exit 2 (with a plugin installed: tests/integration/test_hostile_config).
+    """
     path = project / "flujo.toml"
     path.write_bytes(content)
-    env = {"FLUJO_LOAD_PLUGINS": "flujo-memory"}
-    for args in (["runs", "list"], ["config", "show"], ["memory", "stats"]):
-        proc = run_cli(*args, cwd=project, env=env)
+    for args in (["runs", "list"], ["config", "show"]):
+        proc = run_cli(*args, cwd=project, env=ENV)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, (args, proc.stderr)
         assert lines[0].startswith(f"error: {path}"), (args, proc.stderr)
         assert "internal error" not in proc.stderr
-    shown = run_cli("--help", cwd=project, env=env)
+    shown = run_cli("--help", cwd=project, env=ENV)
     assert shown.returncode == 0, shown.stderr
     assert "runs " in shown.stdout
-    assert "Plugins not loaded:" in shown.stdout
     assert shown.stderr == ""
-    listed = run_cli("plugins", "--json", cwd=project, env=env)
+    listed = run_cli("plugins", "--json", cwd=project, env=ENV)
     assert listed.returncode == 2
     assert listed.stderr.startswith(f"error: {path}")
     assert len(listed.stderr.splitlines()) == 1
-    memory = [p for p in json.loads(listed.stdout) if p["name"] == "flujo-memory"]
-    assert memory == [
-        {**memory[0], "status": "disabled", "error": "not loaded: the configuration cannot be read"}
-    ]
 
 
 def test_flujo_config_pointing_nowhere_or_at_a_folder(project: Path) -> None:
