@@ -28,6 +28,7 @@ from flujo.plugins.manager import PluginManager
 from flujo.state import open_backend
 from flujo.state.postgres import PostgresBackend
 from flujo.state.sqlite import SQLiteBackend
+from flujo.testing.cli import wait_for_file
 
 
 async def _open(uri: str, root: Path) -> StateBackend:
@@ -64,16 +65,6 @@ def _executions(tmp_path: Path) -> Counter[tuple[str, str]]:
         for line in f.read_text().splitlines()
     ]
     return Counter((step, x) for step, x in lines)
-
-
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    # The child writes the file; there is no other channel into a process we will stop.
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.communicate()}")
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
 
 
 async def _until_expired(uri: str, root: Path) -> None:
@@ -268,7 +259,7 @@ def test_a_paused_worker_past_its_lease_cannot_commit(
         text=True,
     )
     try:
-        _wait_for(tmp_path / "two.started", worker)
+        wait_for_file(tmp_path / "two.started", worker)
         worker.send_signal(signal.SIGSTOP)
         asyncio.run(_until_expired(state_uri, tmp_path))
         rescue = subprocess.run(

@@ -16,6 +16,7 @@ from flujo import Flujo, FlujoConfig, Pipeline, ResumeError, RunNotFoundError, R
 from flujo.application.targets import load_target
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.cli import run_flujo as run_cli
+from flujo.testing.cli import wait_for_file
 
 PIPELINE = """
 import os, pathlib
@@ -49,17 +50,6 @@ pipeline = Step.from_callable(first) >> Step.from_callable(second) >> Step.from_
 """
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    # Polls a file the child writes; there is no other channel into a process we will kill.
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.02)
-
-
 def _wait_for_expired_lease(db: Path, run_id: str, timeout_s: float = 30.0) -> None:
     import sqlite3
 
@@ -91,7 +81,7 @@ def test_resume_after_sigkill_continues_at_the_first_unfinished_step(tmp_path: P
         text=True,
     )
     try:
-        _wait_for(tmp_path / "second.started", proc)
+        wait_for_file(tmp_path / "second.started", proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -140,8 +140,9 @@ async def test_saturated_server_answers_429(
         first = asyncio.create_task(
             client.post(f"{url}/execute", json={"code": "slow"}, headers=headers)
         )
-        while server.active == 0:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):  # the first request is being served
+            while server.active == 0:
+                await asyncio.sleep(0.01)
         busy = await client.post(f"{url}/execute", json={"code": "fast"}, headers=headers)
         backend.gate.set()
         done = await first
