@@ -109,9 +109,13 @@ def test_audit_command(tmp_path: Path) -> None:
     ]
     assert rows[0]["entities"] == {"EMAIL": 2}
     assert "example.com" not in proc.stdout
+    # An id that names no run is an error, not an empty listing that reads as "no decisions".
     proc = flujo("governance", "audit", "--run", "nope", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: no run with id 'nope' (run ids are hexadecimal)"
+    proc = flujo("governance", "audit", "--run", run_id[:12], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "no policy decisions recorded for run nope" in proc.stdout
+    assert run_id in proc.stdout
     proc = flujo("governance", "audit", "--run", run_id, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "EMAIL:2" in proc.stdout

@@ -188,9 +188,12 @@ def find_config_file(
 
 def _resolve(path: Path, label: str) -> Path:
     try:
-        return path.resolve()
+        resolved = path.resolve()
     except (OSError, RuntimeError) as exc:  # 3.11 raises RuntimeError on a symlink loop
         raise ConfigError(f"{label}: cannot resolve the path: {exc}") from None
+    if resolved.is_symlink():  # 3.13 stops at a symlink loop without raising
+        raise ConfigError(f"{label}: cannot resolve the path: a symlink loop at {resolved}")
+    return resolved
 
 
 MAX_CONFIG_BYTES = 1 << 20
