@@ -132,8 +132,9 @@ def report(result: PipelineResult, agents: Agents, order_requests: list[str]) ->
             say(f"    policy {row['policy']} on step {row['step']!r}: redacted {kinds}")
 
     say(f"\n3. Memories recalled (flujo-memory, scope customer_id={CUSTOMER})")
-    case = (result.steps[1].output if len(result.steps) > 1 else None) or None
-    recalled = list(getattr(case, "earlier_tickets", []) or [])
+    # Step results come back as stored (scrubbed, JSON form): the case is a dict here.
+    case = (result.steps[1].output if len(result.steps) > 1 else None) or {}
+    recalled = list(case.get("earlier_tickets") or []) if isinstance(case, dict) else []
     if recalled:
         for note in recalled:
             say(_wrap(note, "- "))

@@ -140,7 +140,7 @@ def test_the_second_run_recalls_the_first(reports: tuple[str, str]) -> None:
     first, second = reports
     assert "none: this customer's first ticket here" in _section(first, 3)
     recalled = _section(second, 3)
-    first_run = _run_id(first)[:12]
+    first_run = _run_id(first)
     assert f"run {first_run}: refunded 59.90 EUR for order A-1001" in recalled
     assert f"run {first_run}: cus_1042 reports order A-1001 charged 2 times" in recalled
     assert "now a priority" in _section(second, 6)
