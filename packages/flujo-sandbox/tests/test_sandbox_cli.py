@@ -70,6 +70,57 @@ def test_exec_user_errors_are_one_line_exit_2(
     assert message in lines[0], proc.stderr
 
 
+def test_no_backend_configured_uses_the_local_one_doctor_finds(
+    tmp_path: Path, local_sandbox: LocalSandbox
+) -> None:
+    """No flujo.toml: `auto` is the sandbox doctor says is available (bubblewrap, here)."""
+    proc = flujo("sandbox", "exec", "--json", "-", cwd=tmp_path, stdin="print(6*7)")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["backend"] == "local"
+    proc = flujo("sandbox", "doctor", cwd=tmp_path)
+    assert "configured backend: auto (uses local)" in proc.stdout
+
+
+def test_auto_prefers_the_configured_service(tmp_path: Path) -> None:
+    """An api_url is the user's choice of a service: auto never swaps it for local."""
+    (tmp_path / "flujo.toml").write_text('[sandbox]\napi_url = "http://127.0.0.1:9"\n')
+    proc = flujo("sandbox", "exec", "--json", "-", cwd=tmp_path, stdin="print(1)")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["backend"] == "remote"
+    assert "cannot reach the sandbox service at http://127.0.0.1:9" in proc.stdout
+
+
+def test_auto_with_nothing_available_fails_closed_naming_the_choices(tmp_path: Path) -> None:
+    # An interpreter that does not exist makes the local check fail as missing bubblewrap would.
+    (tmp_path / "flujo.toml").write_text('[sandbox]\npython = "/no/such/python3"\n')
+    proc = flujo("sandbox", "exec", "-", cwd=tmp_path, stdin="print(1)")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "no sandbox can run here" in lines[0]
+    assert "/no/such/python3" in lines[0]
+    assert '[sandbox] backend = "remote"' in lines[0]
+    assert "--backend" in lines[0]
+    assert proc.stdout == ""
+    proc = flujo("sandbox", "doctor", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "configured backend: auto (none available" in proc.stdout
+
+
+def test_remote_without_url_names_the_local_backend_found(
+    tmp_path: Path, local_sandbox: LocalSandbox
+) -> None:
+    """Asked for remote: never silently run locally instead, but say how to choose local."""
+    (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "remote"\n')
+    proc = flujo("sandbox", "exec", "-", cwd=tmp_path, stdin="print(1)")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "[sandbox] backend remote needs [sandbox] api_url" in lines[0]
+    assert "--backend local" in lines[0]
+    assert '[sandbox] backend = "local"' in lines[0]
+
+
 def test_bad_config_is_exit_2(tmp_path: Path) -> None:
     (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "nope"\n')
     proc = flujo("sandbox", "doctor", cwd=tmp_path)

@@ -110,7 +110,7 @@ def test_another_plugins_sandbox_is_chosen_by_name(tmp_path: Path) -> None:
 
 
 def test_settings_model() -> None:
-    assert SandboxSettings().backend == "remote"
+    assert SandboxSettings().backend == "auto"
     with pytest.raises(ValidationError):
         SandboxSettings.model_validate({"limits": {"cpu": 1}})
 

@@ -16,7 +16,7 @@ from flujo.cli import current_config
 from flujo.domain.errors import UserError
 from flujo_sandbox._common import clean_token, result_to_json
 from flujo_sandbox.errors import SandboxUnavailableError
-from flujo_sandbox.factory import check_backend, configured_sandbox, sandbox_settings
+from flujo_sandbox.factory import AUTO, check_backend, configured_sandbox, sandbox_settings
 
 __all__ = ["sandbox"]
 
@@ -271,13 +271,16 @@ async def _serve(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(as_json: bool) -> None:
     """Report which backends can run on this machine, and why (not)."""
-    check_backend(current_config())
     settings = sandbox_settings(current_config())
+    if settings.backend not in (AUTO, "remote"):
+        # An unknown name is a config error; auto and remote are reported on, not refused:
+        # saying what is missing is this command's job.
+        check_backend(current_config())
     report = _doctor_report(settings)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo(f"configured backend: {settings.backend}")
+    click.echo(f"configured backend: {_configured(report)}")
     for name, entry in report["backends"].items():
         status = "available" if entry["available"] else "unavailable"
         click.echo(f"{name:8} {status}")
@@ -334,4 +337,19 @@ def _doctor_report(settings: Any) -> dict[str, Any]:
             (f"{settings.e2b_api_key_env} is set" if key else f"{settings.e2b_api_key_env} unset"),
         ],
     }
-    return {"configured": settings.backend, "backends": backends}
+    chosen: str | None = settings.backend
+    if chosen == AUTO:
+        # What `auto` resolves to, by the rule auto_backend() applies.
+        chosen = "remote" if settings.api_url else ("local" if local.ok else None)
+    return {"configured": settings.backend, "chosen": chosen, "backends": backends}
+
+
+def _configured(report: dict[str, Any]) -> str:
+    configured, chosen = report["configured"], report["chosen"]
+    if configured != AUTO:
+        return str(configured)
+    if chosen is None:
+        return (
+            "auto (none available: install bubblewrap, or set [sandbox] backend and what it needs)"
+        )
+    return f"auto (uses {chosen})"

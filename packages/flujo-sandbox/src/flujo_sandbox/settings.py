@@ -53,11 +53,13 @@ class SandboxSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: str = Field(default="remote", min_length=1)
-    """Any registered sandbox name (``flujo plugins`` lists them): ``remote`` (the production
-    default: a sandbox service), ``local`` (bubblewrap on this machine), ``docker``, ``e2b``,
-    or one another plugin registered. An unknown name is an error listing the registered
-    names and the plugin of each."""
+    backend: str = Field(default="auto", min_length=1)
+    """Any registered sandbox name (``flujo plugins`` lists them): ``local`` (bubblewrap on
+    this machine), ``remote`` (a sandbox service at ``api_url``), ``docker``, ``e2b``, or one
+    another plugin registered; or ``auto`` (the default): ``remote`` when ``api_url`` is set,
+    else ``local`` when it can run here, else an error saying how to choose (never
+    ``docker``/``e2b``, never unsandboxed). An unknown name is an error listing the
+    registered names and the plugin of each."""
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     """Wall-clock limit of one execution when the caller gives none."""
     max_timeout_s: float = Field(default=300.0, gt=0, le=86400)
