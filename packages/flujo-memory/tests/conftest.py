@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+# The pgvector server fixtures, shared with the integration tests.
+from flujo_memory.testing import pgvector_database, pgvector_dsn  # noqa: F401
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 

@@ -1,8 +1,8 @@
 """The ``pgvector`` store against a real PostgreSQL with pgvector.
 
 The server is ``FLUJO_TEST_PGVECTOR_DSN`` when set, else one ``pgserver`` starts for the session
-(PostgreSQL 16 with pgvector 0.6.2, in a temporary folder). Without either the tests skip
-locally and fail in CI (``CI=true``). Every test works in its own collection (table).
+(:mod:`flujo_memory.testing`). Without either the tests skip locally and fail in CI
+(``CI=true``). Every test works in its own collection (table).
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,37 +37,6 @@ from flujo_memory.stores.pgvector import (  # noqa: E402 - after the importorski
     table_name,
     where_clause,
 )
-
-
-def _missing(reason: str) -> None:
-    """Skip locally; in CI a missing real component is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def pgvector_dsn() -> Iterator[str]:
-    """A PostgreSQL server with pgvector: ``FLUJO_TEST_PGVECTOR_DSN`` or a pgserver."""
-    given = os.environ.get("FLUJO_TEST_PGVECTOR_DSN")
-    if given:
-        yield given
-        return
-    folder = tempfile.mkdtemp(prefix="flujo-pgv-")  # short: the socket lives there
-    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set"
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            import pgserver  # type: ignore[import-untyped,unused-ignore]
-        except ImportError:
-            _missing("pgserver is not installed (pip install 'flujo-memory[test]')")
-        try:
-            server = pgserver.get_server(folder, cleanup_mode="delete")
-        except (OSError, subprocess.SubprocessError, AssertionError, KeyError) as exc:
-            _missing(f"pgserver could not start PostgreSQL: {type(exc).__name__}: {exc}")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
 
 
 def fresh_collection() -> str:
