@@ -17,9 +17,11 @@ import click
 from pydantic import BaseModel, ConfigDict
 
 from flujo import Flujo, FlujoConfig, Pipeline, PipelineContext, PolicyDecision, Step, hookimpl
+from flujo.application.run_view import plugin_sections
 from flujo.application.runtime import Runtime
 from flujo.domain.events import PolicyDecided, RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.domain.interfaces import Memory, Migration, ScoredMemory
+from flujo.domain.models import RunRecord
 from flujo.plugins.manager import PluginManager, hook_names
 from flujo.state.sqlite import SQLiteBackend
 
@@ -158,6 +160,10 @@ class Recorder:
     def flujo_policy_decided(self, event: PolicyDecided, runtime: Runtime) -> None:
         self._saw("flujo_policy_decided")
 
+    @hookimpl
+    def flujo_run_view(self, run: RunRecord) -> None:
+        self._saw("flujo_run_view")
+
 
 async def _recall(text: str, context: PipelineContext) -> str:
     found = await context.retrieve(text, limit=1)
@@ -181,5 +187,14 @@ async def test_the_core_calls_every_hookspec(tmp_path: Path) -> None:
         result = await runner.run_async("tea")
     assert result.succeeded, result.error
     assert result.output == "recalled tea"
+    # A run's view is read after the run, as `flujo runs show` does.
+    state = SQLiteBackend(tmp_path / "s.db")
+    await state.open(read_only=True)
+    try:
+        record = await state.get_run(result.run_id)
+        assert record is not None
+        assert await plugin_sections(record, state, config) == []
+    finally:
+        await state.close()
     never_called = sorted(_spec_names() - set(recorder.called))
     assert never_called == [], f"hookspecs the core never called: {never_called}"

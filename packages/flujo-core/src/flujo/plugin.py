@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+    from flujo.domain.run_view import RunViewSection
     from flujo.plugins.hookspecs import (
         Factory,
         Register,
@@ -98,6 +99,7 @@ _LAZY = {
     "StepResult": "flujo.domain.models",
     "StepStatus": "flujo.domain.models",
     "Usage": "flujo.domain.models",
+    "RunViewSection": "flujo.domain.run_view",
     # protocols and their data types
     "GovernancePolicy": "flujo.domain.interfaces",
     "PolicyDecision": "flujo.domain.interfaces",
@@ -158,6 +160,7 @@ __all__ = [
     "RunRecord",
     "RunStarted",
     "RunStatus",
+    "RunViewSection",
     "Runtime",
     "SandboxLimits",
     "SandboxProtocol",

@@ -6,7 +6,7 @@ settings model and the commands are imported inside the hooks, when used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from flujo import hookimpl
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
     from flujo.application.runtime import Runtime
     from flujo.domain.events import RunFinalized
-    from flujo.domain.interfaces import Migration
+    from flujo.domain.interfaces import Migration, StateBackend
+    from flujo.plugin import RunRecord, RunViewSection
     from flujo.plugins.hookspecs import Register
 
 SERVICE = "evals"
@@ -69,6 +70,14 @@ def flujo_run_finalized(event: RunFinalized, runtime: Runtime) -> None:
     engine = runtime.services.get(SERVICE)
     if engine is not None:
         engine.on_run_finalized(event.run)
+
+
+@hookimpl
+def flujo_run_view(run: RunRecord, state: StateBackend) -> Awaitable[RunViewSection | None]:
+    """The run's evaluations, for ``flujo runs show``."""
+    from flujo_evals.storage import run_view
+
+    return run_view(state, run.run_id)
 
 
 @hookimpl

@@ -13,6 +13,7 @@ from flujo.domain.interfaces import Migration
 
 if TYPE_CHECKING:
     from flujo.domain.interfaces import StateBackend
+    from flujo.plugin import RunViewSection
 
 OWNER = "flujo-evals"
 """The owner of this plugin's migrations (its distribution name)."""
@@ -225,4 +226,40 @@ async def finished_runs_since(state: StateBackend, since: float) -> list[dict[st
         "WHERE created_at >= :since AND status NOT IN (:running, :interrupted) "
         "ORDER BY created_at, run_id",
         {"since": since, "running": "running", "interrupted": "interrupted"},
+    )
+
+
+async def run_view(state: StateBackend, run_id: str) -> RunViewSection | None:
+    """This run's evaluations, for ``flujo runs show`` (``None``: a database made before
+    flujo-evals was installed; ``[eval]`` may still be off, then the section says so)."""
+    from flujo.plugin import RunViewSection, migrated
+
+    if not await migrated(state, migrations(state.dialect)):
+        return None
+    rows = list(reversed(await select_rows(state, run_id=run_id)))  # oldest first
+    scores = [float(r["score"]) for r in rows if r["status"] == SCORED and r["score"] is not None]
+    fields: dict[str, str | int | float | None] = {"evaluations": len(rows)}
+    if scores:
+        fields["mean score"] = round(sum(scores) / len(scores), 4)
+    cost = sum(float(r["cost_usd"] or 0.0) for r in rows)
+    if cost:
+        fields["judge cost usd"] = round(cost, 6)
+    return RunViewSection(
+        "Evaluations",
+        fields=fields,
+        columns=("step", "evaluator", "status", "score", "label", "latency ms", "reasoning"),
+        rows=[
+            (
+                r["step"],
+                r["evaluator"],
+                r["status"],
+                r["score"],
+                r["label"],
+                round(float(r["latency_ms"] or 0.0), 1),
+                r["reasoning"],
+            )
+            for r in rows
+        ],
+        payload=[{k: r[k] for k in COLUMNS if k not in ("run_id", "rubric_hash")} for r in rows],
+        empty="no evaluations (none sampled, or [eval] is off)",
     )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flujo.application.runtime import Runtime
     from flujo.domain.events import PolicyDecided
     from flujo.domain.interfaces import StateBackend
+    from flujo.plugin import RunViewSection
 
 __all__ = [
     "OWNER",
@@ -32,6 +33,7 @@ __all__ = [
     "forget_run",
     "migrations",
     "record",
+    "run_view",
     "take",
 ]
 
@@ -168,3 +170,36 @@ async def fetch_decisions(
     for row in rows:
         row["entities"] = json.loads(row["entities"] or "{}")
     return rows
+
+
+async def run_view(state: StateBackend, run_id: str) -> RunViewSection | None:
+    """This run's policy decisions, for ``flujo runs show`` (``None``: a database made before
+    flujo-governance was installed, so nothing was ever recorded in it)."""
+    from flujo.plugin import RunViewSection, migrated
+
+    if not await migrated(state, migrations(state.dialect)):
+        return None
+    rows = await fetch_decisions(state, run_id=run_id, limit=10_000)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["decision"]] = counts.get(row["decision"], 0) + 1
+    return RunViewSection(
+        "Policy decisions",
+        fields={"decisions": len(rows), **{k.lower(): n for k, n in sorted(counts.items())}},
+        columns=("step", "policy", "stage", "tool", "decision", "rule", "entities", "reason"),
+        rows=[
+            (
+                row["step"],
+                row["policy"],
+                row["stage"],
+                row["tool"],
+                row["decision"],
+                row["rule"],
+                ", ".join(f"{k}:{v}" for k, v in row["entities"].items()) or None,
+                row["reason"],
+            )
+            for row in rows
+        ],
+        payload=[{k: v for k, v in row.items() if k != "run_id"} for row in rows],
+        empty="no DENY or REDACT decisions recorded",
+    )

@@ -6,7 +6,7 @@ table and the commands live in their own modules and are imported inside the hoo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from flujo import hookimpl
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
     from flujo.domain.events import PolicyDecided, RunFinalized
-    from flujo.domain.interfaces import Migration
+    from flujo.domain.interfaces import Migration, StateBackend
+    from flujo.plugin import RunRecord, RunViewSection
     from flujo.plugins.hookspecs import Register
     from flujo_governance.pii import PIIScrubbingPolicy
     from flujo_governance.settings import GovernanceSettings
@@ -112,6 +113,14 @@ def flujo_run_finalized(event: RunFinalized, runtime: Runtime) -> None:
         forget_run(run_id)
 
     runtime.tasks.schedule("flujo-governance.drop-vault", drop)
+
+
+@hookimpl
+def flujo_run_view(run: RunRecord, state: StateBackend) -> Awaitable[RunViewSection | None]:
+    """The run's policy decisions, for ``flujo runs show``."""
+    from flujo_governance.audit import run_view
+
+    return run_view(state, run.run_id)
 
 
 @hookimpl

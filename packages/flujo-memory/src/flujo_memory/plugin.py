@@ -6,7 +6,7 @@ qdrant load only when memory is actually used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from flujo import hookimpl
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from flujo.application.runtime import Runtime
     from flujo.domain.events import StepCompleted
     from flujo.domain.interfaces import Migration, Retriever
+    from flujo.plugin import FlujoConfig, RunRecord, RunViewSection, StateBackend
     from flujo.plugins.hookspecs import Register
 
 SERVICE = "memory"
@@ -107,6 +108,16 @@ def flujo_runtime_closing(runtime: Runtime) -> None:
     service = runtime.services.get(SERVICE)
     if service is not None:
         runtime.tasks.schedule("flujo-memory.close", service.flush_and_close)
+
+
+@hookimpl
+def flujo_run_view(
+    run: RunRecord, state: StateBackend, config: FlujoConfig
+) -> Awaitable[RunViewSection | None]:
+    """What the run wrote to memory, for ``flujo runs show``."""
+    from flujo_memory.view import run_view
+
+    return run_view(state, config, run.run_id)
 
 
 @hookimpl

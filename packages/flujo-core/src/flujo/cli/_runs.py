@@ -204,27 +204,31 @@ def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) ->
 
 @runs.command("show")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_obj
 def show_run(state: CliState, run_id: str, as_json: bool) -> None:
-    """Show one run with its steps."""
-    record = _get_run(state, run_id, read_only=True)
+    """Show everything about one run: the run, its steps, then each plugin's section
+    (policy decisions, evaluations, memory writes, ...)."""
+    from flujo.application.run_view import PluginSection, plugin_sections
+    from flujo.state.run_ids import resolve_run_id
+
+    config = state.config()
+
+    async def view(backend: StateBackend) -> tuple[RunRecord | None, list[PluginSection]]:
+        record = await backend.get_run(await resolve_run_id(backend, run_id))
+        if record is None:
+            return None, []
+        return record, await plugin_sections(record, backend, config)
+
+    found, sections = asyncio.run(_with_state(state, view, read_only=True))
+    if found is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
     if as_json:
-        echo_json(record.to_dict())
+        echo_json({**found.to_dict(), "sections": {s.plugin: s.to_dict() for s in sections}})
         return
-    click.echo(
-        f"run {record.run_id}: {record.status.value}  pipeline {record.pipeline_name} "
-        f"(version {record.pipeline_version})"
-    )
-    if record.error:
-        click.echo(f"error: {record.error}")
-    for i, s in enumerate(record.steps):
-        click.echo(
-            f"  {i}. {s.name:<20} {s.status.value:<14} attempts={s.attempts} "
-            f"{s.latency_ms:.1f}ms" + (f"  {s.error}" if s.error else "")
-        )
-    click.echo(f"output: {dump_json(record.output)}")
-    click.echo(f"usage: {dump_json(record.usage.to_dict())}")
+    from flujo.cli._view import render_run
+
+    click.echo("\n".join(render_run(found, sections)))
 
 
 @runs.command("resume")

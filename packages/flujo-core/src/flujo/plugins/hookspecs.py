@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
     import click
@@ -65,8 +66,11 @@ if TYPE_CHECKING:
         Migration,
         Retriever,
         SandboxProtocol,
+        StateBackend,
         VectorStoreProtocol,
     )
+    from flujo.domain.models import RunRecord
+    from flujo.domain.run_view import RunViewSection
 
 PROJECT_NAME = "flujo"
 
@@ -307,4 +311,33 @@ def flujo_policy_decided(event: PolicyDecided, runtime: Runtime) -> None:
     May only schedule background work.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_run_view(
+    run: RunRecord, state: StateBackend, config: FlujoConfig
+) -> RunViewSection | Awaitable[RunViewSection | None] | None:
+    """Contribute this plugin's section to a run's view (``flujo runs show RUN_ID``).
+
+    **When**: each time a run's view is shown, after the run and its steps were read;
+    never during a run. ``run`` is the stored (scrubbed) run, steps included; ``state`` is
+    the state database opened **read-only**; ``config`` the validated configuration.
+
+    **Return** ``None`` when this plugin has nothing about this run (its section is left
+    out), a :class:`~flujo.domain.run_view.RunViewSection`, or an awaitable of either: the
+    hook itself is a plain function, so to read your tables write an ``async def`` helper and
+    return its coroutine (``return _section(run, state)``). Read only what you stored (your
+    own tables, already scrubbed); do not write.
+
+    **Shown**: in plugin load order after the run and its steps, under the section's title
+    (text) and under this plugin's distribution name in ``--json`` (``{"sections":
+    {"flujo-governance": {"title", "fields", "columns", "rows", "data", "error"}}}``).
+
+    **Errors**: anything the hook or its awaitable raises, an answer that is not a valid
+    section (see :meth:`RunViewSection.check`), or no answer within 30 s is shown as one
+    error line for this section; the run and the other sections are still shown and the
+    command still succeeds.
+
+    .. versionadded:: 0.2
     """

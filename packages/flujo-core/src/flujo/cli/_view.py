@@ -1,0 +1,158 @@
+"""``flujo runs show`` for people: the run, its steps, then each plugin's section, as text.
+
+No JSON is mixed in: structured values are printed as indented ``key: value`` lines. Every
+string comes from stored data, so control characters are shown escaped (a stored ``ESC [``
+cannot repaint the user's terminal) and multi-line text stays inside its indentation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flujo.application.run_view import PluginSection
+    from flujo.domain.models import RunRecord
+    from flujo.domain.run_view import RunViewSection
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_MAX_DEPTH = 12
+
+
+def clean(text: str) -> str:
+    """``text`` with control characters (tabs and newlines kept) shown as escapes."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _cell(value: object) -> str:
+    """One table cell or field value on one line."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else repr(round(value, 4))
+    return " ".join(clean(str(value)).replace("\t", " ").splitlines()) or '""'
+
+
+def timestamp(seconds: float) -> str:
+    """A stored time as people read it: ISO 8601, UTC, to the second."""
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  "
+) -> list[str]:
+    """Aligned rows under a header row."""
+    cells = [[_cell(c) for c in columns], *([_cell(v) for v in row] for row in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
+
+
+def value_lines(value: Any, indent: str = "  ", depth: int = 0) -> list[str]:
+    """A JSON-like value as indented lines (mappings as ``key: value``, lists as ``- item``)."""
+    if depth > _MAX_DEPTH:
+        return [indent + "…"]
+    if isinstance(value, Mapping):
+        if not value:
+            return [indent + "(empty)"]
+        lines: list[str] = []
+        for key, item in value.items():
+            label = _cell(key)
+            if _simple(item):
+                lines.extend(_text_lines(item, f"{indent}{label}: ", indent + "  "))
+            else:
+                lines.append(f"{indent}{label}:")
+                lines.extend(value_lines(item, indent + "  ", depth + 1))
+        return lines
+    if isinstance(value, list | tuple):
+        if not value:
+            return [indent + "(empty)"]
+        lines = []
+        for item in value:
+            if _simple(item):
+                lines.extend(_text_lines(item, f"{indent}- ", indent + "  "))
+            else:
+                lines.append(f"{indent}-")
+                lines.extend(value_lines(item, indent + "  ", depth + 1))
+        return lines
+    return _text_lines(value, indent, indent)
+
+
+def _simple(value: object) -> bool:
+    return not isinstance(value, Mapping | list | tuple) or not value
+
+
+def _text_lines(value: object, first: str, rest: str) -> list[str]:
+    if isinstance(value, Mapping | list | tuple):
+        return [first + ("{}" if isinstance(value, Mapping) else "[]")]
+    if isinstance(value, str) and "\n" in value:
+        parts = clean(value.replace("\t", "    ")).split("\n")
+        return [first + parts[0]] + [rest + p for p in parts[1:]]
+    if isinstance(value, str):
+        return [first + (clean(value) or '""')]
+    return [first + _cell(value)]
+
+
+def _usage(record: RunRecord) -> str:
+    u = record.usage
+    text = f"{u.total_tokens} tokens ({u.input_tokens} in, {u.output_tokens} out), "
+    text += f"{u.requests} request{'s' if u.requests != 1 else ''}"
+    return text + (f", ${u.cost_usd:.4f}" if u.cost_usd else "")
+
+
+def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str]:
+    """Every line of ``flujo runs show RUN_ID``."""
+    lines = [f"run {record.run_id}: {record.status.value}"]
+    summary: dict[str, object] = {
+        "pipeline": f"{record.pipeline_name} (version {record.pipeline_version})",
+        "created": timestamp(record.created_at),
+        "updated": timestamp(record.updated_at),
+        "usage": _usage(record),
+    }
+    if record.error:
+        summary["error"] = record.error
+    width = max(len(k) for k in summary)
+    lines.extend(f"  {k.ljust(width)}  {_cell(v)}" for k, v in summary.items())
+    lines += ["", "steps"]
+    if record.steps:
+        rows = [
+            [i, s.name, s.status.value, s.attempts, f"{s.latency_ms:.1f} ms", s.error]
+            for i, s in enumerate(record.steps)
+        ]
+        lines.extend(table(["#", "step", "status", "attempts", "latency", "error"], rows))
+    else:
+        lines.append("  none yet")
+    for title, value in (("input", record.input), ("output", record.output)):
+        lines += ["", title, *value_lines(value)]
+    if record.context:
+        lines += ["", "context", *value_lines(record.context)]
+    for found in sections:
+        lines.append("")
+        if found.section is None:
+            lines += [f"{found.plugin}", f"  error: {_cell(found.error)}"]
+        else:
+            lines += section_lines(found.section, found.plugin)
+    return lines
+
+
+def section_lines(section: RunViewSection, plugin: str) -> list[str]:
+    """A plugin's section: its title, its fields, its table."""
+    lines = [f"{_cell(section.title)} ({plugin})"]
+    if section.fields:
+        width = max(len(_cell(k)) for k in section.fields)
+        lines.extend(f"  {_cell(k).ljust(width)}  {_cell(v)}" for k, v in section.fields.items())
+    if section.columns:
+        if section.rows:
+            lines.extend(table(section.columns, section.rows))
+        else:
+            lines.append(f"  {_cell(section.empty)}")
+    elif not section.fields:
+        lines.append(f"  {_cell(section.empty)}")
+    return lines

@@ -1,0 +1,195 @@
+"""``flujo_run_view``: each plugin's section of a run's view, and how failures are contained.
+
+Real plugin manager, real SQLite state with a real stored run; the plugins are small classes
+registered in-process (and, for the command line, through ``runs show`` in a subprocess with
+no plugin installed: the run and its steps alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flujo import Flujo, FlujoConfig, Pipeline, Step, hookimpl
+from flujo.application.run_view import plugin_sections
+from flujo.plugin import RunRecord, RunViewSection, StateBackend
+from flujo.plugins.manager import PluginManager
+from flujo.state.sqlite import SQLiteBackend
+from flujo.testing.cli import run_flujo
+
+
+class Good:
+    @hookimpl
+    def flujo_run_view(self, run: RunRecord, state: StateBackend) -> Awaitable[RunViewSection]:
+        async def section() -> RunViewSection:
+            [row] = await state.fetch_all("SELECT COUNT(*) AS n FROM workflow_state", {})
+            return RunViewSection(
+                "Good things",
+                fields={"runs in db": row["n"], "steps": len(run.steps)},
+                columns=("step", "status"),
+                rows=[(s.name, s.status.value) for s in run.steps],
+                payload={"first": run.steps[0].name},
+            )
+
+        return section()
+
+
+class Sync:
+    @hookimpl
+    def flujo_run_view(self, run: RunRecord) -> RunViewSection:
+        return RunViewSection("Plain", fields={"id": run.run_id[:4]})
+
+
+class Nothing:
+    @hookimpl
+    def flujo_run_view(self) -> None:
+        return None
+
+
+class Raises:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        raise RuntimeError("table gone\nsecond line")
+
+
+class RaisesLater:
+    @hookimpl
+    def flujo_run_view(self) -> Awaitable[RunViewSection]:
+        async def section() -> RunViewSection:
+            raise KeyError("x")
+
+        return section()
+
+
+class WrongType:
+    @hookimpl
+    def flujo_run_view(self) -> Any:
+        return {"title": "a dict"}
+
+
+class BadPayload:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        return RunViewSection("Bad", payload={"when": object()})
+
+
+class RaggedRows:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        return RunViewSection("Ragged", columns=("a", "b"), rows=[("only one",)])
+
+
+class NotFinite:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        return RunViewSection("NaN", fields={"score": float("nan")})
+
+
+class Hangs:
+    @hookimpl
+    def flujo_run_view(self) -> Awaitable[RunViewSection]:
+        return asyncio.Event().wait()  # type: ignore[return-value]
+
+
+def _first(x: str) -> str:
+    return x + "!"
+
+
+async def _stored_run(tmp_path: Path) -> tuple[FlujoConfig, str]:
+    config = FlujoConfig(plugin_manager=PluginManager())
+    pipeline = Pipeline([Step.from_callable(_first, name="first")])
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "s")) as f:
+        result = await f.run_async("hi")
+    return config, result.run_id
+
+
+async def test_sections_in_load_order_failures_contained(tmp_path: Path) -> None:
+    config, run_id = await _stored_run(tmp_path)
+    manager = config.plugin_manager
+    assert manager is not None
+    plugins = [
+        ("a-good", Good()),
+        ("b-raises", Raises()),
+        ("c-nothing", Nothing()),
+        ("d-later", RaisesLater()),
+        ("e-wrong", WrongType()),
+        ("f-payload", BadPayload()),
+        ("g-ragged", RaggedRows()),
+        ("h-nan", NotFinite()),
+        ("i-hangs", Hangs()),
+        ("j-sync", Sync()),
+    ]
+    for name, plugin in plugins:
+        assert manager.register(plugin, name).status == "ok", name
+    state = SQLiteBackend(tmp_path / "s")
+    await state.open()
+    try:
+        run = await state.get_run(run_id)
+        assert run is not None
+        found = await plugin_sections(run, state, config, timeout_s=0.2)
+    finally:
+        await state.close()
+    by_name = {f.plugin: f for f in found}
+    assert [f.plugin for f in found] == [n for n, _ in plugins if n != "c-nothing"]
+    good = by_name["a-good"].to_dict()
+    assert good == {
+        "title": "Good things",
+        "fields": {"runs in db": 1, "steps": 1},
+        "columns": ["step", "status"],
+        "rows": [["first", "succeeded"]],
+        "data": {"first": "first"},
+        "error": None,
+    }
+    assert by_name["j-sync"].section == RunViewSection("Plain", fields={"id": run_id[:4]})
+    errors = {n: f.error for n, f in by_name.items() if f.error is not None}
+    assert errors == {
+        "b-raises": "RuntimeError: table gone second line",
+        "d-later": "KeyError: 'x'",
+        "e-wrong": "TypeError: returned dict, not a RunViewSection",
+        "f-payload": "TypeError: payload['when']: object is not a str, number, bool or None",
+        "g-ragged": "ValueError: rows[0] has not one value per column (2)",
+        "h-nan": "ValueError: fields['score']: nan is not a finite number",
+        "i-hangs": "no answer within 0.2s",
+    }
+    assert by_name["b-raises"].to_dict() == {"error": "RuntimeError: table gone second line"}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pipe.py").write_text(
+        "from flujo import Step\n"
+        "def shout(text: str) -> dict:\n"
+        "    return {'said': text.upper(), 'lines': ['a\\nb', '\\x1b[2J']}\n"
+        "pipeline = Step.from_callable(shout)\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\n')
+    return tmp_path
+
+
+def test_runs_show_text_for_people_and_one_json_document(project: Path) -> None:
+    env = {"FLUJO_LOAD_PLUGINS": ""}
+    ran = run_flujo("run", "pipe.py:pipeline", "--input", "hi", "--json", cwd=project, env=env)
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    shown = run_flujo("runs", "show", run_id, cwd=project, env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"run {run_id}: succeeded"
+    assert "steps" in lines
+    assert "output" in lines
+    out = lines[lines.index("output") + 1 :]
+    # Nested values as indented lines, multi-line text kept inside its indentation, a stored
+    # escape sequence shown escaped (it cannot repaint the terminal), no JSON.
+    assert out[:5] == ["  said: HI", "  lines:", "    - a", "      b", "    - \\x1b[2J"]
+    assert "\x1b" not in shown.stdout
+    assert "{" not in shown.stdout
+    as_json = run_flujo("runs", "show", run_id[:10], "--json", cwd=project, env=env)
+    view = json.loads(as_json.stdout)
+    assert view["output"] == {"said": "HI", "lines": ["a\nb", "\x1b[2J"]}
+    assert view["sections"] == {}
