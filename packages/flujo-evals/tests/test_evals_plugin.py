@@ -39,6 +39,7 @@ def test_flujo_plugins_lists_it(tmp_path: Path) -> None:
         "flujo_register_commands",
         "flujo_register_evaluators",
         "flujo_run_finalized",
+        "flujo_run_view",
         "flujo_runtime_started",
         "flujo_storage_migrations",
     }
