@@ -71,13 +71,21 @@ def specs(unpack_to: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def refs_root(spec: Path) -> list[str]:
+    """``--refs-root`` for a spec whose references leave its own folder (petstore-separate's
+    root file, in ``spec/``, refers to ``../common/``); none for the others."""
+    if spec.parent.name == "spec" and spec.parent.parent.name == "petstore-separate":
+        return ["--refs-root", str(spec.parent.parent)]
+    return []
+
+
 def spec_operations(spec: Path) -> int:
     """Operations under ``paths`` (references to other files followed)."""
     from flujo_openapi.errors import OpenAPIImportError
     from flujo_openapi.loader import load_spec
 
     try:
-        document = load_spec(str(spec)).document
+        document = load_spec(str(spec), refs_root=(refs_root(spec) or [None, None])[1]).document
     except OpenAPIImportError:
         return 0
     count = 0
@@ -105,7 +113,7 @@ def measure(name: str, spec: Path, work: Path, opc: str | None, timeout: float) 
     code, output, row.seconds = _run(
         [
             sys.executable, "-m", "flujo", "dev", "import-openapi", str(spec),
-            "--output-dir", str(out), "--package-name", package, "-q",
+            "--output-dir", str(out), "--package-name", package, "-q", *refs_root(spec),
         ],
         work,
         timeout,

@@ -42,6 +42,14 @@ def corpus() -> list[Path]:
     return found
 
 
+def refs_root(spec: Path) -> str | None:
+    """The folder ``spec``'s references may read (``--refs-root``): petstore-separate's root
+    file, in ``spec/``, refers to ``../common/`` -- outside its own folder, the default."""
+    if spec.parent.name == "spec" and spec.parent.parent.name == "petstore-separate":
+        return str(spec.parent.parent)
+    return None
+
+
 def spec_id(path: Path) -> str:
     """A stable test id and package name for a corpus spec."""
     if path in LOCAL_SPECS:
@@ -108,7 +116,7 @@ def generate_and_check(specs: dict[str, Path], base: Path) -> Corpus:
     """Generate each spec (package name -> spec) under ``base``; one mypy --strict run."""
     packages: dict[str, Generated] = {}
     for name, spec in specs.items():
-        result = generate(str(spec), Options(package_name=name))
+        result = generate(str(spec), Options(package_name=name, refs_root=refs_root(spec)))
         root = base / name
         write_output(result, root)
         packages[name] = Generated(spec, root, name, result)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openapi_testlib import SPECS, LoopbackAPI, Recorded, require_corpus
+from openapi_testlib import SPECS, require_corpus
 
 from flujo.testing.cli import run_flujo
 
@@ -91,7 +91,7 @@ def test_help_lists_dev_without_importing_the_generator(tmp_path: Path) -> None:
         "--exclude-operations",
         "--check",
         "--force",
-        "--allow-remote-refs",
+        "--refs-root",
     ):
         assert option in proc.stdout
 
@@ -388,44 +388,6 @@ def test_external_and_circular_refs(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unresolvable $ref 'defs/params.json#/limit'" in proc.stderr
-
-
-def test_remote_refs_are_opt_in(tmp_path: Path, loopback_api: LoopbackAPI) -> None:
-    @loopback_api.route("GET", r"/schemas/pet\.json")
-    def pet(req: Recorded) -> tuple[int, Any]:
-        return 200, {"type": "object", "properties": {"name": {"type": "string"}}}
-
-    @loopback_api.route("GET", r"/api\.json")
-    def api(req: Recorded) -> tuple[int, Any]:
-        return 200, minimal(
-            **{
-                "/pet": {
-                    "get": {
-                        "operationId": "getPet",
-                        "responses": {
-                            "200": {
-                                "description": "ok",
-                                "content": {
-                                    "application/json": {"schema": {"$ref": "schemas/pet.json"}}
-                                },
-                            }
-                        },
-                    }
-                }
-            }
-        )
-
-    url = loopback_api.url + "/api.json"
-    proc = flujo("dev", "import-openapi", url, "--output-dir", str(tmp_path / "a"), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "--allow-remote-refs" in proc.stderr
-    proc = flujo(
-        "dev", "import-openapi", url, "--output-dir", str(tmp_path / "b"),
-        "--allow-remote-refs", "-q", cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((tmp_path / "b" / "flujo-openapi.json").read_text())
-    assert manifest["operations"][0]["name"] == "getPet"
 
 
 def test_swagger2_form_data_becomes_form_fields(tmp_path: Path) -> None:

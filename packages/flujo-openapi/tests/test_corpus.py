@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from openapi_testlib import LOCAL_SPECS, Corpus, corpus, require_corpus, spec_id
+from openapi_testlib import LOCAL_SPECS, Corpus, corpus, refs_root, require_corpus, spec_id
 
 from flujo_openapi.runtime import Operation
 
@@ -115,7 +115,9 @@ def test_regeneration_is_byte_identical(generated_corpus: Corpus) -> None:
 
     for name in ("twilio_twilio_messaging_v1", "swagger2_petstore_separate_spec_swagger"):
         generated = generated_corpus.packages[name]
-        again = generate(str(generated.spec), Options(package_name=name))
+        again = generate(
+            str(generated.spec), Options(package_name=name, refs_root=refs_root(generated.spec))
+        )
         assert again.files == generated.result.files
         assert check_output(again, generated.root) == []
 

@@ -50,7 +50,11 @@ def dev() -> None:
     help="Write nothing; exit 1 when regenerating would change the output directory.",
 )
 @click.option("--force", is_flag=True, help="Write even if the directory holds other files.")
-@click.option("--allow-remote-refs", is_flag=True, help="Fetch $refs that point to http(s) URLs.")
+@click.option(
+    "--refs-root",
+    default=None,
+    help="Folder $refs may read files from (default: the spec's folder; URLs never).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def import_openapi(
     spec: str,
@@ -61,7 +65,7 @@ def import_openapi(
     exclude_operations: str | None,
     check: bool,
     force: bool,
-    allow_remote_refs: bool,
+    refs_root: str | None,
     quiet: bool,
 ) -> None:
     """Generate typed tools, agents and steps from the OpenAPI/Swagger spec SPEC.
@@ -73,7 +77,7 @@ def import_openapi(
         include_tags=_split(include_tags),
         include_paths=_split(include_paths),
         exclude_operations=_split(exclude_operations),
-        allow_remote_refs=allow_remote_refs,
+        refs_root=refs_root,
     )
     started = time.perf_counter()
 

@@ -64,7 +64,9 @@ class Options:
     include_tags: tuple[str, ...] = ()
     include_paths: tuple[str, ...] = ()
     exclude_operations: tuple[str, ...] = ()
-    allow_remote_refs: bool = False
+    refs_root: str | None = None
+    """The folder ``$ref``s may read files from (default: the spec's folder). Where to read
+    from, like the spec's own path: not recorded in the manifest (it would be absolute)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's JSON shape."""
@@ -73,7 +75,6 @@ class Options:
             "include_tags": list(self.include_tags),
             "include_paths": list(self.include_paths),
             "exclude_operations": list(self.exclude_operations),
-            "allow_remote_refs": self.allow_remote_refs,
         }
 
 
@@ -1099,7 +1100,7 @@ def generate(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     say(f"reading {spec}")
-    loaded = load_spec(spec, allow_remote=options.allow_remote_refs)
+    loaded = load_spec(spec, refs_root=options.refs_root)
     document = loaded.document
     timings["load"] = time.perf_counter() - started
     source_version = str(document.get("swagger") or document.get("openapi") or "?")

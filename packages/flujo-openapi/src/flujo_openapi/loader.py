@@ -1,11 +1,17 @@
 """Reading a spec: files and URLs, JSON and YAML, external ``$ref``s bundled into one document.
 
 :func:`load_spec` returns one self-contained document whose ``$ref``s are all local
-(``#/...``). References to other files (or, with ``allow_remote``, URLs) are bundled: a
-referenced *schema* becomes a named schema of the document (``components/schemas`` or, for
-Swagger 2.0, ``definitions``), anything else (a parameter, a response, ...) is inlined.
-Circular references between files work because each external schema is added once, under
-one name, before its own references are followed.
+(``#/...``). References to other files are bundled: a referenced *schema* becomes a named
+schema of the document (``components/schemas`` or, for Swagger 2.0, ``definitions``),
+anything else (a parameter, a response, ...) is inlined. Circular references between files
+work because each external schema is added once, under one name, before its own references
+are followed.
+
+A spec is untrusted input and whatever a reference reads ends up in generated code, so a
+reference may only name a regular file inside the root spec's folder (after resolving
+symbolic links) or inside the ``refs_root`` the user names: no absolute path, no ``..`` out
+of it, no scheme (``file:``), and no URL -- remote references are never fetched (a spec read
+from a URL can only use references inside itself).
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +322,29 @@ def _yaml_loader() -> Any:
     return _LOADERS[0]
 
 
+def _read_confined(path: str) -> bytes:
+    """The bytes of the regular file at ``path`` (already resolved and checked to be inside
+    the allowed tree): the last component is not followed if it became a link since, and a
+    FIFO or device is refused before anything blocks on it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise SpecLoadError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise SpecLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecLoadError(f"{path} is not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise SpecLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
 def _fetch(location: str, timeout_s: float) -> bytes:
     if _is_url(location):
         import httpx
@@ -335,11 +366,12 @@ def _fetch(location: str, timeout_s: float) -> bytes:
 
 
 class _Bundler:
-    def __init__(self, root: dict[str, Any], source: str, *, allow_remote: bool, timeout_s: float):
+    def __init__(self, root: dict[str, Any], source: str, *, tree: Path | None):
         self.root = root
         self.source = source
-        self.allow_remote = allow_remote
-        self.timeout_s = timeout_s
+        self.tree = tree
+        """The folder references may read from (resolved); ``None`` for a spec read from a
+        URL, which may only refer to itself."""
         self.docs: dict[str, Any] = {}
         self.raw: dict[str, bytes] = {}
         self.swagger2 = "swagger" in root
@@ -362,13 +394,8 @@ class _Bundler:
         if location == self.source:
             return self.root
         if location not in self.docs:
-            if _is_url(location) and not self.allow_remote:
-                raise RefResolutionError(
-                    f"remote $ref {location!r} at {pointer} (in {referrer}): remote references "
-                    "are off; pass --allow-remote-refs to fetch them"
-                )
             try:
-                data = _fetch(location, self.timeout_s)
+                data = _read_confined(location)
             except SpecLoadError as exc:
                 raise RefResolutionError(
                     f"unresolvable $ref at {pointer} (in {referrer}): {exc}"
@@ -378,15 +405,53 @@ class _Bundler:
         return self.docs[location]
 
     def _target(self, ref: str, base: str, pointer: str) -> tuple[str, str]:
+        """The file (resolved) and fragment ``ref`` names, checked to be a file references
+        may read (see the module docs)."""
         file_part, _, fragment = ref.partition("#")
-        location = base
-        if file_part:
-            location = (
-                urljoin(base, file_part)
-                if _is_url(base) or _is_url(file_part)
-                else str((Path(base).parent / unquote(file_part)).resolve())
+        if not file_part:
+            return base, fragment
+
+        def refuse(why: str) -> RefResolutionError:
+            return RefResolutionError(f"$ref {ref!r} at {pointer or '/'} (in {base}): {why}")
+
+        split = urlsplit(file_part)
+        if _is_url(base) or split.scheme.lower() in ("http", "https"):
+            return self._remote(ref, base, pointer, file_part)
+        if split.scheme:
+            raise refuse(
+                f"scheme {split.scheme.lower()!r} is not followed: a reference may only name "
+                "a file by a path relative to the file it appears in"
             )
-        return location, fragment
+        if split.netloc or file_part.startswith("//"):
+            raise refuse("a reference naming a host is not followed")
+        path = unquote(file_part)
+        if "\x00" in path:
+            raise refuse("a NUL character in a file name")
+        if Path(path).is_absolute():
+            raise refuse(
+                "absolute paths are not followed: a reference may only name a file by a path "
+                "relative to the file it appears in"
+            )
+        try:
+            location = (Path(base).parent / path).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise refuse(f"cannot resolve the path ({exc})") from None
+        assert self.tree is not None  # a local root always has a tree
+        if not location.is_relative_to(self.tree):
+            raise refuse(
+                f"it points outside {self.tree}, the folder references may read from (links "
+                "resolved); name a wider folder with --refs-root if you trust it"
+            )
+        return str(location), fragment
+
+    def _remote(self, ref: str, base: str, pointer: str, file_part: str) -> tuple[str, str]:
+        location = urljoin(base, file_part) if _is_url(base) else file_part
+        if _is_url(base) and location.partition("#")[0] == base:
+            return base, ref.partition("#")[2]  # the spec's own URL: a local reference
+        raise RefResolutionError(
+            f"remote $ref {ref!r} at {pointer or '/'} (in {base}): remote references are never "
+            "fetched; download the files it needs next to the spec and refer to them by path"
+        )
 
     def _name_for(self, location: str, fragment: str) -> str:
         stem = fragment.rstrip("/").rsplit("/", 1)[-1] if fragment.strip("/") else ""
@@ -495,20 +560,30 @@ class _Bundler:
         return self.walk(copy.deepcopy(target), location, False, f"{location}#{fragment}")
 
 
-def load_spec(source: str, *, allow_remote: bool = False, timeout_s: float = 30.0) -> LoadedSpec:
+def load_spec(source: str, *, refs_root: str | None = None, timeout_s: float = 30.0) -> LoadedSpec:
     """Read the spec at ``source`` (a path or an http(s) URL) and bundle its references.
 
+    ``refs_root``: the folder other files may be read from (default: the spec's own folder,
+    links resolved); for a spec whose references reach a sibling folder (``../models/``).
+
     :raises SpecLoadError: the file or URL cannot be read or parsed.
-    :raises RefResolutionError: an external ``$ref`` cannot be resolved, or is remote while
-        ``allow_remote`` is off.
+    :raises RefResolutionError: an external ``$ref`` cannot be resolved, is remote, or names
+        a file outside the allowed folder (see the module docs).
     :raises InvalidSpecError: the document is not a JSON/YAML object.
     """
-    location = source if _is_url(source) else str(Path(source).resolve())
+    tree: Path | None = None
+    if _is_url(source):
+        location = source
+    else:
+        location = str(Path(source).resolve())
+        tree = Path(refs_root).resolve() if refs_root else Path(location).parent
+        if refs_root and not tree.is_dir():
+            raise SpecLoadError(f"--refs-root {refs_root}: not a folder")
     raw = _fetch(location if _is_url(source) else source, timeout_s)
     document = _parse(raw, source)
     if not isinstance(document, dict):
         raise InvalidSpecError("", f"the document must be an object, not {type(document).__name__}")
-    bundler = _Bundler(document, location, allow_remote=allow_remote, timeout_s=timeout_s)
+    bundler = _Bundler(document, location, tree=tree)
     bundled = bundler.walk(document, location, False, "")
     if bundler.extra:
         if bundler.swagger2:
