@@ -68,6 +68,7 @@ if TYPE_CHECKING:
         hookimpl,
     )
     from flujo.plugins.registry import Kind
+    from flujo.domain.scope import decision_detail
     from flujo.state import migrated, open_state
     from flujo.state.run_ids import resolve_run_id
 
@@ -122,6 +123,8 @@ _LAZY = {
     "PolicyViolation": "flujo.domain.errors",
     "ToolCallRefused": "flujo.domain.errors",
     "StateNotFoundError": "flujo.domain.errors",
+    # what a policy says about its decision (audit detail on PolicyDecided)
+    "decision_detail": "flujo.domain.scope",
     # state, command line, config
     "open_state": "flujo.state",
     "migrated": "flujo.state",
@@ -177,6 +180,7 @@ __all__ = [
     "VectorStoreProtocol",
     "create",
     "current_config",
+    "decision_detail",
     "hookimpl",
     "lazy_command",
     "load_config",

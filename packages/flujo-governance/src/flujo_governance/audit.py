@@ -1,19 +1,16 @@
 """The ``policy_decisions`` table: every DENY and REDACT, with rule and entity counts.
 
-Policies attach details (the rule that decided, the kinds and counts of PII found — never the
-values) with :func:`attach`; the ``flujo_policy_decided`` hook pairs them with the core's
-:class:`~flujo.domain.events.PolicyDecided` event and schedules the insert on the runner's
-background tasks, so auditing adds no latency to the run.
+Policies say the rule that decided and the kinds and counts of PII found (never the values)
+with :func:`flujo.plugin.decision_detail`; the core puts them on the
+:class:`~flujo.domain.events.PolicyDecided` event of that very decision, and the
+``flujo_policy_decided`` hook schedules the insert on the runner's background tasks, so
+auditing adds no latency to the run and needs no state of its own.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.interfaces import Migration, PolicyDecision
@@ -27,14 +24,10 @@ if TYPE_CHECKING:
 __all__ = [
     "OWNER",
     "TABLE",
-    "Detail",
-    "attach",
     "fetch_decisions",
-    "forget_run",
     "migrations",
     "record",
     "run_view",
-    "take",
 ]
 
 OWNER = "flujo-governance"
@@ -71,67 +64,16 @@ def migrations(dialect: str) -> list[Migration]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Detail:
-    """What a policy adds to one decision: the rule and the PII kinds with counts."""
-
-    rule: str | None = None
-    entities: Mapping[str, int] = field(default_factory=dict)
-
-
-_Key = tuple[str, str, str, str | None]
-_MAX_KEYS = 4096
-_pending: OrderedDict[_Key, deque[Detail]] = OrderedDict()
-_lock = threading.Lock()
-
-
-def attach(run_id: str, policy: str, stage: str, tool: str | None, detail: Detail) -> None:
-    """Remember ``detail`` for the next decision event of this run, policy, stage and tool.
-
-    Bounded: details nobody takes (a policy used without the plugin's hooks) are dropped,
-    oldest first.
-    """
-    key = (run_id, policy, stage, tool)
-    with _lock:
-        queue = _pending.get(key)
-        if queue is None:
-            queue = _pending[key] = deque(maxlen=64)
-        queue.append(detail)
-        _pending.move_to_end(key)
-        while len(_pending) > _MAX_KEYS:
-            _pending.popitem(last=False)
-
-
-def take(run_id: str, policy: str, stage: str, tool: str | None) -> Detail | None:
-    """The detail attached for this decision, if any (removed)."""
-    key = (run_id, policy, stage, tool)
-    with _lock:
-        queue = _pending.get(key)
-        if not queue:
-            return None
-        detail = queue.popleft()
-        if not queue:
-            del _pending[key]
-        return detail
-
-
-def forget_run(run_id: str) -> None:
-    """Drop details left for ``run_id``."""
-    with _lock:
-        for key in [k for k in _pending if k[0] == run_id]:
-            del _pending[key]
-
-
 def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bool:
     """Schedule the row for ``event``; ``False`` when it is not recorded (an ALLOW)."""
-    detail = take(event.run_id, event.policy, event.where, event.tool_name) or Detail()
     if event.decision is PolicyDecision.ALLOW and not include_allow:
         return False
-    reason = event.reason
-    if reason is not None:
-        from flujo_governance.pii import redact_text
+    # The core scrubbed reason and rule with the run's policies; the regex engine's pass is
+    # for runs whose policies do not scrub (the audit table never holds raw PII).
+    from flujo_governance.pii import redact_text
 
-        reason = redact_text(reason)
+    reason = None if event.reason is None else redact_text(event.reason)
+    rule = None if event.rule is None else redact_text(event.rule)
     params = {
         "run_id": event.run_id,
         "step": event.step_name,
@@ -139,9 +81,9 @@ def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bo
         "stage": event.where,
         "tool": event.tool_name,
         "decision": str(event.decision.value),
-        "rule": detail.rule,
+        "rule": rule,
         "reason": reason,
-        "entities": json.dumps(dict(sorted(detail.entities.items()))),
+        "entities": json.dumps(dict(sorted(event.entities.items()))),
         "created_at": time.time(),
     }
     state = runtime.state

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import weakref
 from collections import Counter
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
-from flujo_governance import audit
+from flujo.plugin import decision_detail
 from flujo_governance._scope import StepInfo, step_info
 from flujo_governance.engines import load_engine
 from flujo_governance.engines.base import PIIEngine, resolve_entities
@@ -26,14 +25,7 @@ from flujo_governance.settings import PIIOverride, PIISettings
 if TYPE_CHECKING:
     from flujo import PipelineContext
 
-__all__ = ["PIIScrubbingPolicy", "describe", "live_policies", "redact_text"]
-
-_LIVE: weakref.WeakSet[PIIScrubbingPolicy] = weakref.WeakSet()
-
-
-def live_policies() -> list[PIIScrubbingPolicy]:
-    """Every ``pii`` policy alive in this process (to drop vaults of finished runs)."""
-    return list(_LIVE)
+__all__ = ["PIIScrubbingPolicy", "describe", "redact_text"]
 
 
 @lru_cache(maxsize=1)
@@ -96,7 +88,6 @@ class PIIScrubbingPolicy:
         self._scrubbers: dict[frozenset[str], Scrubber] = {}
         self.scrubber = self._scrubber(self._base_kinds)
         self.vaults = VaultStore()
-        _LIVE.add(self)
 
     # ------------------------------------------------------------------ configuration
 
@@ -150,7 +141,7 @@ class PIIScrubbingPolicy:
         if mode == "deny" and stage in ("input", "output"):
             counts = scrubber.contains(data)
             if counts:
-                audit.attach(context.run_id, self.name, stage, None, audit.Detail("deny", counts))
+                decision_detail("deny", counts)
                 raise PolicyViolation(
                     self.name, f"the {stage} contains PII ({describe(counts)})", where=stage
                 )
@@ -158,7 +149,7 @@ class PIIScrubbingPolicy:
         redacted = scrubber.value(data, self._replacer(context, mode, data), counts)
         if not counts:
             return PolicyDecision.ALLOW, data
-        audit.attach(context.run_id, self.name, stage, None, audit.Detail(mode, counts))
+        decision_detail(mode, counts)
         return PolicyDecision.REDACT, redacted
 
     def inspect_input(self, context: PipelineContext, data: Any) -> tuple[PolicyDecision, Any]:
@@ -184,9 +175,7 @@ class PIIScrubbingPolicy:
         if not counts:
             return PolicyDecision.ALLOW
         action = self.settings.inspect_tool_args
-        audit.attach(
-            context.run_id, self.name, "tool_call", tool_name, audit.Detail(action, counts)
-        )
+        decision_detail(action, counts)
         reason = f"the arguments of {tool_name!r} contain PII ({describe(counts)})"
         if action == "refuse":
             raise ToolCallRefused(self.name, reason)
@@ -206,9 +195,7 @@ class PIIScrubbingPolicy:
         redacted = scrubber.value(result, self._replacer(context, mode, result), counts)
         if not counts:
             return PolicyDecision.ALLOW, result
-        audit.attach(
-            context.run_id, self.name, "tool_result", tool_name, audit.Detail(mode, counts)
-        )
+        decision_detail(mode, counts)
         return PolicyDecision.REDACT, redacted
 
     # ------------------------------------------------------------------ sinks

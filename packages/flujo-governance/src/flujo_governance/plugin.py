@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
-    from flujo.domain.events import PolicyDecided, RunFinalized
+    from flujo.domain.events import PolicyDecided
     from flujo.domain.interfaces import Migration, StateBackend
     from flujo.plugin import RunRecord, RunViewSection
     from flujo.plugins.hookspecs import Register
@@ -86,33 +86,11 @@ def flujo_storage_migrations(dialect: str) -> Sequence[Migration]:
 @hookimpl
 def flujo_policy_decided(event: PolicyDecided, runtime: Runtime) -> None:
     """Schedule the audit row of a decision (DENY and REDACT; ALLOW with ``audit_allow``)."""
-    from flujo_governance.audit import record
-
     settings = _settings(runtime.config)
     if settings.audit:
+        from flujo_governance.audit import record
+
         record(event, runtime, include_allow=settings.audit_allow)
-    else:
-        from flujo_governance.audit import take
-
-        take(event.run_id, event.policy, event.where, event.tool_name)
-
-
-@hookimpl
-def flujo_run_finalized(event: RunFinalized, runtime: Runtime) -> None:
-    """Schedule dropping the finished run's pseudonym vaults and pending audit details."""
-    # The runner restores the caller's output (which needs the run's vault) right after this
-    # hook, in the same step of the event loop; the scheduled drop runs after that.
-    from flujo_governance.audit import forget_run
-    from flujo_governance.pii import live_policies
-
-    run_id = event.run.run_id
-
-    async def drop() -> None:
-        for policy in live_policies():
-            policy.drop_run(run_id)
-        forget_run(run_id)
-
-    runtime.tasks.schedule("flujo-governance.drop-vault", drop)
 
 
 @hookimpl

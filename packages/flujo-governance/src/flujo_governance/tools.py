@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
 from flujo.domain.scope import tool_names
-from flujo_governance import audit
+from flujo.plugin import decision_detail
 from flujo_governance._scope import StepInfo, step_info
 from flujo_governance.settings import Condition, OnDeny, ToolRule, ToolsSettings
 
@@ -177,12 +177,9 @@ class ToolAllowlistPolicy:
         :class:`~flujo.PolicyViolation` (``fail``)."""
         verdict = self.verdict(context, tool_name, args, step_info())
         if verdict.allowed:
-            if verdict.rule is not None:
-                audit.attach(
-                    context.run_id, self.name, "tool_call", tool_name, audit.Detail(verdict.rule)
-                )
+            decision_detail(verdict.rule)
             return PolicyDecision.ALLOW
-        audit.attach(context.run_id, self.name, "tool_call", tool_name, audit.Detail(verdict.rule))
+        decision_detail(verdict.rule)
         if verdict.on_deny == "refuse":
             raise ToolCallRefused(self.name, verdict.reason)
         raise PolicyViolation(self.name, verdict.reason, where="tool_call")

@@ -220,7 +220,9 @@ class Flujo(Generic[ContextT]):
             for message in plugins.notify(listeners, event=event, runtime=runtime):
                 tasks.record_failure("observer", message)
 
-        coordinator = StepCoordinator(policies, on_decision=on_decision if listeners else None)
+        coordinator = StepCoordinator(
+            policies, on_decision=on_decision if listeners else None, scrubbing=runtime.scrubbing
+        )
         self._retriever = plugins.first_result("flujo_retriever", runtime=runtime)
         for impl in plugins.implementations("flujo_runtime_started"):
             try:

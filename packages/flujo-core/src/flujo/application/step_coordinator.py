@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
 from flujo.domain.context import PipelineContext
@@ -18,7 +18,17 @@ from flujo.domain.errors import (
 from flujo.domain.events import PolicyDecided
 from flujo.domain.interfaces import GovernancePolicy, PolicyDecision
 from flujo.domain.models import Step, StepResult, StepStatus, Usage, UsageLimits
-from flujo.domain.scope import StepScope, reset_step_scope, set_step_scope
+from flujo.domain.scope import (
+    DecisionNote,
+    StepScope,
+    end_decision_note,
+    reset_step_scope,
+    set_step_scope,
+    start_decision_note,
+)
+
+if TYPE_CHECKING:
+    from flujo.application.scrubbing import Scrubbing
 
 PolicyListener = Callable[[PolicyDecided], None]
 
@@ -53,39 +63,91 @@ class StepCoordinator:
         policies: Sequence[GovernancePolicy] = (),
         *,
         on_decision: PolicyListener | None = None,
+        scrubbing: Scrubbing | None = None,
     ) -> None:
         self.policies = tuple(policies)
         self._on_decision = on_decision
+        self._scrubbing = scrubbing
 
-    def _decided(
+    async def _decided(
         self,
         scope: StepScope,
         policy: GovernancePolicy,
         where: str,
         decision: PolicyDecision,
+        note: DecisionNote,
         *,
         tool_name: str | None = None,
         reason: str | None = None,
     ) -> None:
-        if self._on_decision is not None:
-            self._on_decision(
-                PolicyDecided(
-                    scope.run_id, scope.step_name, policy.name, where, decision, tool_name, reason
-                )
+        if self._on_decision is None:
+            return
+        rule = note.rule
+        if self._scrubbing is not None and self._scrubbing.active:
+            # Observers get scrubbed data: a reason or rule may quote what the policy saw.
+            reason = await self._scrubbed_text(scope, reason)
+            rule = await self._scrubbed_text(scope, rule)
+        self._on_decision(
+            PolicyDecided(
+                scope.run_id,
+                scope.step_name,
+                policy.name,
+                where,
+                decision,
+                tool_name,
+                reason,
+                rule,
+                dict(note.entities),
             )
+        )
+
+    async def _scrubbed_text(self, scope: StepScope, text: str | None) -> str | None:
+        if text is None or self._scrubbing is None:
+            return text
+        scrubbed = await self._scrubbing.scrub(scope.context, text)
+        return scrubbed if isinstance(scrubbed, str) else str(scrubbed)
+
+    async def _ask(
+        self,
+        scope: StepScope,
+        policy: GovernancePolicy,
+        where: str,
+        method: Callable[..., Any],
+        *args: Any,
+        tool_name: str | None = None,
+    ) -> tuple[Any, DecisionNote]:
+        """``method(*args)`` (one inspect method) with a fresh :func:`decision_detail` note; a
+        :class:`PolicyViolation` is reported as that policy's DENY and raised again."""
+        note, token = start_decision_note()
+        try:
+            answer = await maybe_await(method(*args))
+        except PolicyViolation as exc:
+            end_decision_note(token)
+            await self._decided(
+                scope,
+                policy,
+                where,
+                PolicyDecision.DENY,
+                note,
+                tool_name=tool_name,
+                reason=exc.reason,
+            )
+            raise
+        except BaseException:
+            end_decision_note(token)
+            raise
+        end_decision_note(token)
+        return answer, note
 
     async def _inspect(self, scope: StepScope, where: str, data: Any) -> Any:
         for policy in self.policies:
             method = getattr(policy, f"inspect_{where}", None)
             if method is None:
                 continue
-            try:
-                decision, data = await maybe_await(method(scope.context, data))
-            except PolicyViolation as exc:
-                self._decided(scope, policy, where, PolicyDecision.DENY, reason=exc.reason)
-                raise
+            answer, note = await self._ask(scope, policy, where, method, scope.context, data)
+            decision, data = answer
             decision = PolicyDecision(decision)
-            self._decided(scope, policy, where, decision)
+            await self._decided(scope, policy, where, decision, note)
             if decision is PolicyDecision.DENY:
                 raise PolicyViolation(
                     policy.name, f"the {where} of step {scope.step_name!r}", where=where
@@ -95,21 +157,18 @@ class StepCoordinator:
     async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
         """Ask every policy about a tool call (:class:`~flujo.domain.scope.ToolGate`)."""
         for policy in self.policies:
-            try:
-                decision = PolicyDecision(
-                    await maybe_await(policy.inspect_tool_call(scope.context, tool_name, args))
-                )
-            except PolicyViolation as exc:
-                self._decided(
-                    scope,
-                    policy,
-                    "tool_call",
-                    PolicyDecision.DENY,
-                    tool_name=tool_name,
-                    reason=exc.reason,
-                )
-                raise
-            self._decided(scope, policy, "tool_call", decision, tool_name=tool_name)
+            answer, note = await self._ask(
+                scope,
+                policy,
+                "tool_call",
+                policy.inspect_tool_call,
+                scope.context,
+                tool_name,
+                args,
+                tool_name=tool_name,
+            )
+            decision = PolicyDecision(answer)
+            await self._decided(scope, policy, "tool_call", decision, note, tool_name=tool_name)
             if decision is not PolicyDecision.ALLOW:
                 # REDACT has no meaning for a call; refusing it is the safe reading.
                 raise PolicyViolation(policy.name, f"tool call {tool_name!r}", where="tool_call")
@@ -120,20 +179,19 @@ class StepCoordinator:
             method = getattr(policy, "inspect_tool_result", None)
             if method is None:
                 continue
-            try:
-                decision, result = await maybe_await(method(scope.context, tool_name, result))
-            except PolicyViolation as exc:
-                self._decided(
-                    scope,
-                    policy,
-                    "tool_result",
-                    PolicyDecision.DENY,
-                    tool_name=tool_name,
-                    reason=exc.reason,
-                )
-                raise
+            answer, note = await self._ask(
+                scope,
+                policy,
+                "tool_result",
+                method,
+                scope.context,
+                tool_name,
+                result,
+                tool_name=tool_name,
+            )
+            decision, result = answer
             decision = PolicyDecision(decision)
-            self._decided(scope, policy, "tool_result", decision, tool_name=tool_name)
+            await self._decided(scope, policy, "tool_result", decision, note, tool_name=tool_name)
             if decision is PolicyDecision.DENY:
                 raise PolicyViolation(
                     policy.name, f"the result of tool {tool_name!r}", where="tool_result"

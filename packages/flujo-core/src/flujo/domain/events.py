@@ -99,3 +99,14 @@ class PolicyDecided:
     decision: PolicyDecision
     tool_name: str | None = None
     reason: str | None = None
+    """Why the policy denied (``PolicyViolation.reason``), scrubbed by the run's policies."""
+    rule: str | None = None
+    """The rule that decided, as the policy said with :func:`flujo.plugin.decision_detail`
+    (scrubbed like ``reason``).
+
+    .. versionadded:: 0.2"""
+    entities: Mapping[str, int] = field(default_factory=dict)
+    """The kinds of sensitive data the policy found and how many of each (``{"EMAIL": 2}``;
+    never the values), as it said with :func:`flujo.plugin.decision_detail`.
+
+    .. versionadded:: 0.2"""

@@ -7,9 +7,10 @@ usage budget. Outside a step it is ``None``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flujo.domain.models import Usage, UsageLimits
@@ -118,3 +119,69 @@ def set_step_scope(scope: StepScope | None) -> object:
 def reset_step_scope(token: object) -> None:
     """Leave the scope entered with :func:`set_step_scope`."""
     _current.reset(token)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- decision detail
+
+
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+_MAX_RULE = 200
+
+
+@dataclass(slots=True)
+class DecisionNote:
+    """What a policy said about the decision it is taking (:func:`decision_detail`)."""
+
+    rule: str | None = None
+    entities: dict[str, int] = field(default_factory=dict)
+
+
+_note: ContextVar[DecisionNote | None] = ContextVar("flujo_decision_note", default=None)
+
+
+def decision_detail(rule: str | None = None, entities: Mapping[str, int] | None = None) -> None:
+    """Say why the decision a policy is taking was taken, for its audit trail.
+
+    Call it from ``inspect_input``/``inspect_output``/``inspect_tool_call``/
+    ``inspect_tool_result`` before returning (or raising): the runner puts ``rule`` (which
+    rule decided, e.g. ``"redact"``) and ``entities`` (the kinds of sensitive data found and
+    how many of each, e.g. ``{"EMAIL": 2}`` — never the values) on the
+    :class:`~flujo.domain.events.PolicyDecided` event of this very call. Each call of an
+    inspect method starts with no detail; a second call replaces ``rule`` and adds counts.
+    Outside an inspect method run by the runner (a unit test calling it directly) it does
+    nothing.
+
+    :raises TypeError: ``rule`` is not a string, or an entity kind is not a name
+        (``[A-Za-z][A-Za-z0-9_.:-]{0,63}``) or its count not a non-negative ``int``.
+    :raises ValueError: ``rule`` is longer than 200 characters.
+    """
+    if rule is not None and not isinstance(rule, str):
+        raise TypeError(f"decision_detail: rule must be a string, not {type(rule).__name__}")
+    if rule is not None and len(rule) > _MAX_RULE:
+        raise ValueError(f"decision_detail: rule is longer than {_MAX_RULE} characters")
+    counts: dict[str, int] = {}
+    for kind, n in dict(entities or {}).items():
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise TypeError(f"decision_detail: entity kind {kind!r} is not a name")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise TypeError(f"decision_detail: count of {kind} must be an int >= 0, not {n!r}")
+        counts[kind] = n
+    note = _note.get()
+    if note is None:
+        return
+    if rule is not None:
+        note.rule = rule
+    for kind, n in counts.items():
+        note.entities[kind] = note.entities.get(kind, 0) + n
+
+
+def start_decision_note() -> tuple[DecisionNote, object]:
+    """A fresh note for one policy call and a token for :func:`end_decision_note` (the
+    runner's step coordinator, around each inspect call)."""
+    note = DecisionNote()
+    return note, _note.set(note)
+
+
+def end_decision_note(token: object) -> None:
+    """Stop noting for the policy call started with :func:`start_decision_note`."""
+    _note.reset(token)  # type: ignore[arg-type]

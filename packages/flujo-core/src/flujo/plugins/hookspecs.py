@@ -308,7 +308,9 @@ def flujo_run_finalized(event: RunFinalized, runtime: Runtime) -> None:
 def flujo_policy_decided(event: PolicyDecided, runtime: Runtime) -> None:
     """Observe every decision a governance policy took (for audit trails).
 
-    May only schedule background work.
+    ``event.rule`` and ``event.entities`` are what the policy said about this very decision
+    with :func:`flujo.plugin.decision_detail`; ``event.reason`` and ``event.rule`` are
+    scrubbed by the run's policies. May only schedule background work.
 
     .. versionadded:: 0.1
     """
