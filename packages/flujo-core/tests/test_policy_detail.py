@@ -109,7 +109,7 @@ async def test_reason_and_rule_reach_observers_scrubbed(tmp_path: Path) -> None:
 
 def test_decision_detail_outside_a_run_does_nothing_and_checks_its_arguments() -> None:
     decision_detail(rule="r", entities={"EMAIL": 2})  # a policy's unit test: no runner
-    with pytest.raises(TypeError, match="entity kind 'an email: a@b.c' is not a name"):
+    with pytest.raises(TypeError, match=r"entity kind 'an email: a@b\.c' is not a name"):
         decision_detail(entities={"an email: a@b.c": 1})
     with pytest.raises(TypeError, match="count of EMAIL must be an int >= 0"):
         decision_detail(entities={"EMAIL": -1})

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
     from flujo.domain.run_view import RunViewSection
+    from flujo.domain.scope import decision_detail
     from flujo.plugins.hookspecs import (
         Factory,
         Register,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
         hookimpl,
     )
     from flujo.plugins.registry import Kind
-    from flujo.domain.scope import decision_detail
     from flujo.state import migrated, open_state
     from flujo.state.run_ids import resolve_run_id
 
