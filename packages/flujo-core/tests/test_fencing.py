@@ -251,7 +251,17 @@ def test_a_paused_worker_past_its_lease_cannot_commit(
     (tmp_path / "pausable.py").write_text(PAUSABLE)
     asyncio.run(_ledger(commit_ledger, state_uri, tmp_path, "install"))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "flujo", "run", "pausable:pipeline", "--input", "in", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "flujo",
+            "run",
+            "pausable:pipeline",
+            "--input",
+            "in",
+            "--json",
+            "-q",
+        ],
         cwd=tmp_path,
         env={**env, "PAUSE": "1"},
         stdout=subprocess.PIPE,
@@ -263,7 +273,7 @@ def test_a_paused_worker_past_its_lease_cannot_commit(
         worker.send_signal(signal.SIGSTOP)
         asyncio.run(_until_expired(state_uri, tmp_path))
         rescue = subprocess.run(
-            [sys.executable, "-m", "flujo", "runs", "resume", "--stale", "--json"],
+            [sys.executable, "-m", "flujo", "runs", "resume", "--stale", "--json", "-q"],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -85,7 +85,8 @@ def site(tmp_path: Path, state_uri: str) -> dict[str, str]:
 def _start(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLUJO")}
     return subprocess.Popen(
-        [sys.executable, "-m", "flujo", *args],
+        # --quiet: these tests read the lines about the interruption, not step progress.
+        [sys.executable, "-m", "flujo", *args, "--quiet"],
         cwd=tmp_path,
         env={**clean, **env},
         stdout=subprocess.PIPE,
@@ -123,7 +124,7 @@ def _calls(tmp_path: Path, step: str) -> int:
 
 
 def _resumes_at_once(tmp_path: Path, env: dict[str, str], run_id: str) -> None:
-    resumed = run_flujo("runs", "resume", run_id, "--json", cwd=tmp_path, env=env)
+    resumed = run_flujo("runs", "resume", run_id, "--json", "-q", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["status"] == "succeeded"
@@ -260,7 +261,7 @@ def test_a_stale_worker_stops_on_sigterm_and_loses_nothing(
     assert _calls(tmp_path, "b") == 3  # the worker started b of one run only
 
     # The next worker finishes both.
-    drained = run_flujo("runs", "resume", "--stale", "--json", cwd=tmp_path, env=site)
+    drained = run_flujo("runs", "resume", "--stale", "--json", "-q", cwd=tmp_path, env=site)
     assert drained.returncode == 0, drained.stderr
     results = json.loads(drained.stdout)
     assert sorted(r["run_id"] for r in results) == sorted(run_ids)

@@ -21,6 +21,7 @@ from flujo.domain.errors import (
 )
 
 if TYPE_CHECKING:
+    from flujo.cli._progress import Progress
     from flujo.domain.interfaces import StateBackend
     from flujo.domain.models import PipelineResult, RunRecord
 
@@ -98,6 +99,22 @@ def _report(result: PipelineResult, as_json: bool, interrupted_code: int = 130) 
     return 0 if result.succeeded else 1
 
 
+_QUIET = click.option("--quiet", "-q", is_flag=True, help="Do not show step progress on stderr.")
+
+
+def _progress(state: CliState, quiet: bool) -> Progress | None:
+    """Step progress on stderr, observing the runs of this command (``None`` with --quiet):
+    redrawn in place on a terminal, one plain line per step start and end otherwise."""
+    if quiet:
+        return None
+    from flujo.cli._progress import Progress
+
+    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    progress = Progress(sys.stderr, live=live)
+    progress.attach(state.plugins)
+    return progress
+
+
 @click.command("run")
 @click.argument("target")
 @click.option(
@@ -105,9 +122,20 @@ def _report(result: PipelineResult, as_json: bool, interrupted_code: int = 130) 
 )
 @click.option("--context", "context_json", default=None, help="Initial context as a JSON object.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@_QUIET
 @click.pass_obj
-def run(state: CliState, target: str, input_: str, context_json: str | None, as_json: bool) -> None:
-    """Run the pipeline TARGET (path/to/file.py:name or module:name)."""
+def run(
+    state: CliState,
+    target: str,
+    input_: str,
+    context_json: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run the pipeline TARGET (path/to/file.py:name or module:name).
+
+    Each step's progress is shown on stderr (live on a terminal); stdout is the result.
+    """
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
@@ -121,8 +149,15 @@ def run(state: CliState, target: str, input_: str, context_json: str | None, as_
             sys.exit(stop.exit_code)
         runner: Flujo[Any] = Flujo(pipeline, config=config, pipeline_ref=_absolute_ref(target))
         stop.attach(runner)
-        with runner:
-            stop.result = runner.run(data, context=context)
+        progress = _progress(state, quiet)
+        try:
+            if progress is not None:
+                progress.expect(len(runner.pipeline.steps))
+            with runner:
+                stop.result = runner.run(data, context=context)
+        finally:
+            if progress is not None:
+                progress.close()  # its lines come before the result's
         code = _report(stop.result, as_json, stop.exit_code)
     sys.exit(code)
 
@@ -242,8 +277,11 @@ def show_run(state: CliState, run_id: str, as_json: bool) -> None:
     help="With --stale: how many runs to claim.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run(s) as JSON.")
+@_QUIET
 @click.pass_obj
-def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_json: bool) -> None:
+def resume_run(
+    state: CliState, run_id: str | None, stale: bool, limit: int, as_json: bool, quiet: bool
+) -> None:
     """Continue RUN_ID at its first unfinished step, or with --stale every abandoned run.
 
     A run is abandoned when its worker stopped renewing its lease ([state] lease_s). Each one
@@ -252,13 +290,25 @@ def resume_run(state: CliState, run_id: str | None, stale: bool, limit: int, as_
     if stale == (run_id is not None):
         raise click.UsageError("give either RUN_ID or --stale")
     with Interrupts(lambda r: _report(r, as_json, stop.exit_code)) as stop:
+        progress = _progress(state, quiet)
+        try:
+            if run_id is not None:
+                record = _get_run(state, run_id)
+                stop.result = _resume_one(state, record, None, stop, progress)
+            else:
+                code = _resume_stale(state, limit, as_json, stop, progress)
+        finally:
+            if progress is not None:
+                progress.close()
         if run_id is not None:
-            stop.result = _resume_one(state, _get_run(state, run_id), None, stop)
-            sys.exit(_report(stop.result, as_json, stop.exit_code))
-        sys.exit(_resume_stale(state, limit, as_json, stop))
+            assert stop.result is not None
+            code = _report(stop.result, as_json, stop.exit_code)
+        sys.exit(code)
 
 
-def _resume_stale(state: CliState, limit: int, as_json: bool, stop: Interrupts) -> int:
+def _resume_stale(
+    state: CliState, limit: int, as_json: bool, stop: Interrupts, progress: Progress | None
+) -> int:
     """Claim and finish stale runs one at a time until none is left, ``limit`` is reached or a
     signal asks to stop (then no further run is claimed: a pod shutdown loses nothing)."""
     from flujo.application.lease import new_worker_id
@@ -277,7 +327,7 @@ def _resume_stale(state: CliState, limit: int, as_json: bool, stop: Interrupts) 
         if not claimed:
             break
         try:
-            result = _resume_one(state, _get_run(state, claimed[0]), worker, stop)
+            result = _resume_one(state, _get_run(state, claimed[0]), worker, stop, progress)
         except (RunLeasedError, RunFinishedError):
             continue  # another worker took it over between claim and start: theirs now
         except FlujoError as exc:
@@ -302,7 +352,11 @@ def _resume_stale(state: CliState, limit: int, as_json: bool, stop: Interrupts) 
 
 
 def _resume_one(
-    state: CliState, record: RunRecord, worker_id: str | None, stop: Interrupts
+    state: CliState,
+    record: RunRecord,
+    worker_id: str | None,
+    stop: Interrupts,
+    progress: Progress | None = None,
 ) -> PipelineResult:
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
@@ -322,5 +376,7 @@ def _resume_one(
     if worker_id is not None:
         runner.worker_id = worker_id  # the claim's lease is ours: resume under it
     stop.attach(runner)
+    if progress is not None:
+        progress.expect(len(runner.pipeline.steps))
     with runner:
         return runner.resume(record.run_id)
