@@ -150,6 +150,7 @@ async def test_migrations_apply_once_and_plugin_tables_work(state_uri: str, tmp_
             {"owner": "audit-plugin", "version": 1},
             {"owner": "flujo", "version": 1},
             {"owner": "flujo", "version": 2},
+            {"owner": "flujo", "version": 3},
         ]
     finally:
         for backend in opened:
@@ -410,7 +411,12 @@ async def test_copy_state_moves_runs_steps_and_plugin_tables(
     dest = await _open(flujo_postgres_uri, tmp_path, (PLUGIN_TABLE,))
     try:
         report = await copy_state(source, dest)
-        assert report.copied == {"workflow_state": 3, "step_results": 3, "audit_rows": 1}
+        assert report.copied == {
+            "workflow_state": 3,
+            "step_results": 3,
+            "inner_step_results": 0,
+            "audit_rows": 1,
+        }
         assert report.skipped == []
         for result in results:
             moved = await dest.get_run(result.run_id)
@@ -447,7 +453,11 @@ def test_state_migrate_cli(flujo_postgres_uri: str, tmp_path: Path) -> None:
         env=env,
     )
     assert moved.returncode == 0, moved.stderr
-    assert json.loads(moved.stdout)["copied"] == {"workflow_state": 1, "step_results": 2}
+    assert json.loads(moved.stdout)["copied"] == {
+        "workflow_state": 1,
+        "step_results": 2,
+        "inner_step_results": 0,
+    }
     shown = run_cli(
         "runs",
         "show",

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
+from flujo.application.control_flow import RunEnv, done_steps, enter_run, leave_run
 from flujo.application.scrubbing import Scrubbing, stored_form
 from flujo.application.step_coordinator import StepCoordinator, describe_error
 from flujo.application.step_wrappers import wrapped
@@ -119,6 +120,28 @@ class ExecutionManager:
         )
 
     async def execute(
+        self,
+        run: RunRecord,
+        context: PipelineContext,
+        *,
+        start: int,
+        data: Any,
+        previous: list[StepResult],
+        lease: Heartbeat,
+        stop: StopRequest | None = None,
+    ) -> PipelineResult:
+        """:meth:`_execute` with the run current for the control-flow steps in it (their inner
+        steps commit under its lease; a resumed run's committed ones are not run again)."""
+        env = RunEnv(self, run, lease, run.usage, done_steps(run))
+        token = enter_run(env)
+        try:
+            return await self._execute(
+                run, context, start=start, data=data, previous=previous, lease=lease, stop=stop
+            )
+        finally:
+            leave_run(token)
+
+    async def _execute(
         self,
         run: RunRecord,
         context: PipelineContext,

@@ -62,7 +62,7 @@ ContextT = TypeVar("ContextT", bound=PipelineContext, default=PipelineContext)
 
 def _infer_context_model(pipeline: Pipeline) -> type[PipelineContext]:
     found: type[PipelineContext] | None = None
-    for step in pipeline.steps:
+    for step in pipeline.walk():
         tp = getattr(step.agent, "context_type", None)
         if not (isinstance(tp, type) and issubclass(tp, PipelineContext)):
             continue
@@ -178,7 +178,7 @@ class Flujo(Generic[ContextT]):
             config = self._config_arg
             if not isinstance(config, FlujoConfig):
                 config = load_config(config)
-            for step in self.pipeline.steps:
+            for step in self.pipeline.walk():
                 # A model that cannot be built (no API key) is a config error now, not a
                 # stored failed run later.
                 check_ready = getattr(step.agent, "check_ready", None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from flujo.application._maybe_await import maybe_await
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
+    InnerStepFailed,
     InputValidationError,
     PolicyViolation,
     StepTimeoutError,
@@ -207,16 +208,19 @@ class StepCoordinator:
         run_id: str,
         run_usage: Usage,
         limits: UsageLimits | None = None,
+        path: str | None = None,
     ) -> StepResult:
         """Run ``step`` on ``data`` and report the outcome; never raises for step failures.
 
         The step's :class:`~flujo.domain.scope.StepScope` is current for the whole chain, so
-        policies and agents alike can see the step's name and tags.
+        policies and agents alike can see the step's name and tags. A step inside a
+        control-flow step is known by its ``path`` (its scope's name and its result's).
         """
         started = time.perf_counter()
+        name = step.name if path is None else path
         scope = StepScope(
             run_id,
-            step.name,
+            name,
             context,
             self if self.policies else None,
             limits,
@@ -230,7 +234,7 @@ class StepCoordinator:
         finally:
             reset_step_scope(token)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        return StepResult(step.name, status, output, error, attempts, latency_ms, scope.usage)
+        return StepResult(name, status, output, error, attempts, latency_ms, scope.usage)
 
     async def _chain(
         self, step: Step, data: Any, scope: StepScope
@@ -256,6 +260,8 @@ class StepCoordinator:
                 return StepStatus.BLOCKED, None, str(exc), attempts
             except UsageLimitExceededError as exc:
                 return StepStatus.LIMIT_EXCEEDED, None, str(exc), attempts
+            except InnerStepFailed as exc:  # a control-flow step ends as its inner step did
+                return StepStatus(exc.status), None, exc.error, attempts
             except Exception as exc:  # noqa: BLE001 - any agent error is retried, then recorded
                 last_error = describe_error(exc)
                 # What a failed attempt spent counts too: no retry past the run's budget.

@@ -107,6 +107,17 @@ def _usage(record: RunRecord) -> str:
     return text + (f", ${u.cost_usd:.4f}" if u.cost_usd else "")
 
 
+def _inner_rows(record: RunRecord, first: int, stop: int | None) -> list[list[object]]:
+    """The committed steps inside the control-flow steps ``first..stop``, by path
+    (``route/billing/refund``)."""
+    return [
+        ["", f"  {s.path}", r.status.value, r.attempts, f"{r.latency_ms:.1f} ms", r.error]
+        for s in record.inner_steps
+        if s.index >= first and (stop is None or s.index < stop)
+        for r in (s.result,)
+    ]
+
+
 def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str]:
     """Every line of ``flujo runs show RUN_ID``."""
     lines = [f"run {record.run_id}: {record.status.value}"]
@@ -121,11 +132,13 @@ def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str
     width = max(len(k) for k in summary)
     lines.extend(f"  {k.ljust(width)}  {_cell(v)}" for k, v in summary.items())
     lines += ["", "steps"]
-    if record.steps:
-        rows = [
-            [i, s.name, s.status.value, s.attempts, f"{s.latency_ms:.1f} ms", s.error]
-            for i, s in enumerate(record.steps)
-        ]
+    if record.steps or record.inner_steps:
+        rows: list[list[object]] = []
+        for i, s in enumerate(record.steps):
+            rows.append([i, s.name, s.status.value, s.attempts, f"{s.latency_ms:.1f} ms", s.error])
+            rows.extend(_inner_rows(record, i, i + 1))
+        # Inside a control-flow step still in progress (no row of its own yet).
+        rows.extend(_inner_rows(record, len(record.steps), None))
         lines.extend(table(["#", "step", "status", "attempts", "latency", "error"], rows))
     else:
         lines.append("  none yet")

@@ -65,6 +65,16 @@ class StepFailedError(FlujoError):
         self.step_name = step_name
 
 
+class InnerStepFailed(FlujoError):
+    """A step inside a control-flow step did not succeed: the control-flow step ends with the
+    same status (``status`` is a :class:`~flujo.domain.models.StepStatus` value) and error."""
+
+    def __init__(self, status: str, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
 class StepTimeoutError(FlujoError):
     """One attempt of a step ran longer than its ``timeout_s``."""
 

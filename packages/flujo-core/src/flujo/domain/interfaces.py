@@ -347,6 +347,25 @@ class StateBackend(Protocol):
         raised."""
         ...
 
+    async def save_inner_step(
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str | None,
+        scope_context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        """Record a finished step inside the control-flow step at ``index``, keyed by its
+        path (``step.name``), replacing an earlier row of that path; fenced like
+        :meth:`save_step`, in one transaction with the run row's ``usage`` and (unless
+        ``None``) ``context_json``. The run's current step is not advanced.
+        ``scope_context_json`` is the context of the step's scope when it is a copy (a map
+        item, a parallel branch)."""
+        ...
+
     async def finalize_run(
         self,
         run_id: str,

@@ -196,6 +196,9 @@ class RunRecord:
     version: int = 0
     """Bumped by every write to the run (a step, its end, a worker taking it): taking a run
     is conditional on the version the taker read, so it never acts on a stale view."""
+    inner_steps: list[InnerStep] = field(default_factory=list)
+    """The committed steps inside branch/loop/map/parallel steps, addressed by path
+    (``StepResult.name`` is the path, e.g. ``research/web[2]/summarize``)."""
 
     def to_dict(self, *, with_steps: bool = True) -> dict[str, Any]:
         """The JSON shape the CLI prints (``flujo runs show/list --json``)."""
@@ -215,7 +218,29 @@ class RunRecord:
             data["input"] = self.input
             data["context"] = self.context
             data["steps"] = [s.to_dict() for s in self.steps]
+            if self.inner_steps:
+                data["inner_steps"] = [
+                    {**s.result.to_dict(), "path": s.path} for s in self.inner_steps
+                ]
         return data
+
+
+@dataclass(slots=True)
+class InnerStep:
+    """A committed step inside a control-flow step (see :mod:`flujo.domain.control`)."""
+
+    index: int
+    """The index of the top-level step it belongs to."""
+    result: StepResult
+    """Its outcome; ``result.name`` is the path."""
+    context: Any = None
+    """The (stored form of the) context of its scope after it, when the scope is a copy
+    (a map item, a parallel branch); ``None`` when it ran on the run's own context."""
+
+    @property
+    def path(self) -> str:
+        """Where it is in the tree, e.g. ``route/billing/refund``."""
+        return self.result.name
 
 
 # --------------------------------------------------------------------------- steps
@@ -372,6 +397,44 @@ class Step:
     def __repr__(self) -> str:
         return f"Step({self.name!r})"
 
+    def structure(self) -> str:
+        """What the pipeline fingerprint records of this step: its name (control-flow steps
+        add their tree's structure, so a changed tree is a new pipeline version)."""
+        return self.name
+
+    def inner_steps(self) -> Iterable[Step]:
+        """Every step nested inside this one, depth first (none for a plain step)."""
+        return ()
+
+    # The control-flow constructors live in flujo.domain.control; these are their DSL names.
+    @staticmethod
+    def branch(name: str, router: Any, routes: Mapping[str, Any], **kwargs: Any) -> Step:
+        """See :class:`flujo.domain.control.Branch`."""
+        from flujo.domain.control import Branch
+
+        return Branch(name, router, routes, **kwargs)
+
+    @staticmethod
+    def loop(name: str, body: Any, **kwargs: Any) -> Step:
+        """See :class:`flujo.domain.control.Loop`."""
+        from flujo.domain.control import Loop
+
+        return Loop(name, body, **kwargs)
+
+    @staticmethod
+    def map(name: str, body: Any, **kwargs: Any) -> Step:
+        """See :class:`flujo.domain.control.Map`."""
+        from flujo.domain.control import Map
+
+        return Map(name, body, **kwargs)
+
+    @staticmethod
+    def parallel(name: str, branches: Mapping[str, Any], **kwargs: Any) -> Step:
+        """See :class:`flujo.domain.control.Parallel`."""
+        from flujo.domain.control import Parallel
+
+        return Parallel(name, branches, **kwargs)
+
 
 def describe_validation_error(exc: ValidationError, whole: str, limit: int = 3) -> str:
     """``"amount: Field required; id: ..."``: where and what, for the first ``limit`` errors.
@@ -507,6 +570,14 @@ class Pipeline:
             if step.name in seen:
                 raise PipelineDefinitionError(f"two steps are named {step.name!r}")
             seen.add(step.name)
+            # Names are unique in the whole tree: a step's name means one step wherever a
+            # policy rule, an index_steps entry or a reader of `runs show` meets it.
+            for inner in step.inner_steps():
+                if inner.name in seen and not inner.name.startswith("@"):
+                    raise PipelineDefinitionError(
+                        f"two steps are named {inner.name!r} (one inside {step.name!r})"
+                    )
+                seen.add(inner.name)
             if i:
                 _check_fits(self.steps[i - 1], step)
         self.name = name
@@ -515,7 +586,9 @@ class Pipeline:
 
     def _fingerprint(self) -> str:
         # The step names in order: enough to tell whether a stored run still fits the code.
-        digest = hashlib.sha256("\x1f".join(s.name for s in self.steps).encode())
+        # Control-flow steps add their tree (plain steps' structure is their name, so the
+        # versions of pipelines without them are what they always were).
+        digest = hashlib.sha256("\x1f".join(s.structure() for s in self.steps).encode())
         return digest.hexdigest()[:12]
 
     @property
@@ -531,6 +604,14 @@ class Pipeline:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def walk(self) -> list[Step]:
+        """Every step of the tree, depth first: the steps inside control-flow steps too."""
+        found: list[Step] = []
+        for step in self.steps:
+            found.append(step)
+            found.extend(step.inner_steps())
+        return found
 
     def __repr__(self) -> str:
         names = " >> ".join(s.name for s in self.steps)

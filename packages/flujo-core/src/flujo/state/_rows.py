@@ -12,13 +12,14 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 
 from flujo.domain.errors import LeaseLostError, UnstorableValueError
-from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+from flujo.domain.models import InnerStep, RunRecord, RunStatus, StepResult, StepStatus, Usage
 
 RUN_COLUMNS = (
     "run_id, pipeline_name, pipeline_version, pipeline_ref, status, current_step, input, "
     "context, output, last_output, error, usage, created_at, updated_at, version"
 )
 STEP_COLUMNS = "name, status, output, error, attempts, latency_ms, usage"
+INNER_COLUMNS = "path, status, output, error, attempts, latency_ms, usage, idx, context"
 
 
 def dumps(value: Any) -> str:
@@ -177,3 +178,8 @@ def step_from_row(row: Sequence[Any]) -> StepResult:
         latency_ms=row[5],
         usage=Usage.from_dict(loads(row[6]) or {}),
     )
+
+
+def inner_from_row(row: Sequence[Any]) -> InnerStep:
+    """An :class:`InnerStep` from a row of :data:`INNER_COLUMNS`."""
+    return InnerStep(index=row[7], result=step_from_row(row[:7]), context=loads(row[8]))

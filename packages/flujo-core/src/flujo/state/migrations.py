@@ -64,6 +64,30 @@ def core_migrations(dialect: str) -> list[Migration]:
                 "ALTER TABLE workflow_state ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
             ),
         ),
+        # Steps inside branch/loop/map/parallel steps, keyed by their path in the tree. A
+        # table of its own: top-level steps keep their (run_id, idx) rows, so runs stored
+        # before it resume unchanged. ``context`` is the scope's context after the step when
+        # the scope is a copy (a map item, a parallel branch), NULL when it is the run's.
+        Migration(
+            CORE_OWNER,
+            3,
+            (
+                f"""CREATE TABLE inner_step_results (
+                    run_id TEXT NOT NULL REFERENCES workflow_state (run_id) ON DELETE CASCADE,
+                    path TEXT NOT NULL,
+                    idx INTEGER NOT NULL,
+                    status TEXT NOT NULL,
+                    output TEXT,
+                    error TEXT,
+                    attempts INTEGER NOT NULL,
+                    latency_ms {real} NOT NULL,
+                    usage TEXT NOT NULL,
+                    context TEXT,
+                    created_at {real} NOT NULL,
+                    PRIMARY KEY (run_id, path)
+                )""",
+            ),
+        ),
     ]
 
 

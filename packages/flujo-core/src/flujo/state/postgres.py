@@ -21,10 +21,12 @@ from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
+    INNER_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
     dumps,
     fenced_out,
+    inner_from_row,
     run_from_row,
     step_from_row,
 )
@@ -297,6 +299,50 @@ class PostgresBackend:
         if cur.rowcount != 1:
             raise fenced_out(run_id)
 
+    async def save_inner_step(
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str | None,
+        scope_context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        # save_step's fence and single statement; the run's current step and last output
+        # stay where they are (the control-flow step at ``index`` is still running).
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "WITH fenced AS (UPDATE workflow_state SET context = coalesce(%s, context), "
+                f"usage = %s, updated_at = {_NOW}, version = version + 1 WHERE {_HELD} "
+                f"RETURNING run_id) INSERT INTO inner_step_results (run_id, {INNER_COLUMNS}, "
+                f"created_at) SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} "
+                "FROM fenced ON CONFLICT (run_id, path) DO UPDATE SET "
+                "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+                "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
+                "usage = EXCLUDED.usage, idx = EXCLUDED.idx, context = EXCLUDED.context, "
+                "created_at = EXCLUDED.created_at",
+                (
+                    context_json,
+                    dumps(usage.to_dict()),
+                    run_id,
+                    lease.owner,
+                    lease.epoch,
+                    step.name,
+                    step.status.value,
+                    dumps(step.output),
+                    step.error,
+                    step.attempts,
+                    step.latency_ms,
+                    dumps(step.usage.to_dict()),
+                    index,
+                    scope_context_json,
+                ),
+            )
+        if cur.rowcount != 1:
+            raise fenced_out(run_id)
+
     async def finalize_run(
         self,
         run_id: str,
@@ -341,6 +387,12 @@ class PostgresBackend:
                 (run_id,),
             )
             run.steps = [step_from_row(s) for s in await cur.fetchall()]
+            cur = await conn.execute(
+                f"SELECT {INNER_COLUMNS} FROM inner_step_results WHERE run_id = %s "
+                "ORDER BY idx, created_at, path",
+                (run_id,),
+            )
+            run.inner_steps = [inner_from_row(s) for s in await cur.fetchall()]
             return run
 
     async def list_runs(

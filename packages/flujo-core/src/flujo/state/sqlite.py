@@ -20,10 +20,12 @@ from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
+    INNER_COLUMNS,
     RUN_COLUMNS,
     STEP_COLUMNS,
     dumps,
     fenced_out,
+    inner_from_row,
     run_from_row,
     step_from_row,
 )
@@ -276,6 +278,47 @@ class SQLiteBackend:
                 ),
             )
 
+    async def save_inner_step(
+        self,
+        run_id: str,
+        index: int,
+        step: StepResult,
+        *,
+        context_json: str | None,
+        scope_context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        # The fence of save_step; the run's current step and last output stay where they
+        # are (the control-flow step at ``index`` is still running).
+        now = time.time()
+        conn = self.conn
+        with _Transaction(conn, f"saving step {step.name!r} of run {run_id}"):
+            cur = conn.execute(
+                "UPDATE workflow_state SET context = coalesce(?, context), usage = ?, "
+                f"updated_at = ?, version = version + 1 WHERE {_HELD}",
+                (context_json, dumps(usage.to_dict()), now, run_id, lease.owner, lease.epoch),
+            )
+            if cur.rowcount != 1:
+                raise fenced_out(run_id)
+            conn.execute(
+                f"INSERT OR REPLACE INTO inner_step_results (run_id, {INNER_COLUMNS}, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    step.name,
+                    step.status.value,
+                    dumps(step.output),
+                    step.error,
+                    step.attempts,
+                    step.latency_ms,
+                    dumps(step.usage.to_dict()),
+                    index,
+                    scope_context_json,
+                    now,
+                ),
+            )
+
     async def finalize_run(
         self,
         run_id: str,
@@ -317,6 +360,14 @@ class SQLiteBackend:
             step_from_row(s)
             for s in self.conn.execute(
                 f"SELECT {STEP_COLUMNS} FROM step_results WHERE run_id = ? ORDER BY idx", (run_id,)
+            )
+        ]
+        run.inner_steps = [
+            inner_from_row(s)
+            for s in self.conn.execute(
+                f"SELECT {INNER_COLUMNS} FROM inner_step_results WHERE run_id = ? "
+                "ORDER BY idx, created_at, path",
+                (run_id,),
             )
         ]
         return run

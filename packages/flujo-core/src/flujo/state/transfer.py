@@ -9,7 +9,7 @@ from flujo.domain.errors import UserError
 from flujo.domain.interfaces import StateBackend
 
 # Parents before children: step_results references workflow_state.
-_CORE_TABLES = ("workflow_state", "step_results")
+_CORE_TABLES = ("workflow_state", "step_results", "inner_step_results")
 _BATCH = 500
 
 

@@ -1,0 +1,433 @@
+"""Runs branch/loop/map/parallel steps (:mod:`flujo.domain.control`) on the durable runner.
+
+A control-flow step is a step like any other to the runner: its agent runs here, inside the
+step's chain (policies, limits, the stop request). Every step inside it goes through the same
+chain (:meth:`StepCoordinator.execute_step`, known by its path) and is committed as it
+finishes with :meth:`StateBackend.save_inner_step`, under the run's lease. A step whose path
+already holds a succeeded row (a resumed run) is not run again: its stored output (and, in a
+copied scope, its stored context) stand in for it.
+
+Contexts: a branch or a loop runs on the context of its caller. A map item or a parallel
+branch runs on its own copy (its commits store that copy, not the run's context), and the
+copies come back through the step's ``context_merge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flujo.application._maybe_await import maybe_await
+from flujo.domain.control import Branch, ControlStep, Loop, Map, Parallel
+from flujo.domain.errors import InnerStepFailed
+from flujo.domain.events import StepCompleted
+from flujo.domain.models import InnerStep, Pipeline, Step, StepResult, StepStatus, Usage
+from flujo.domain.scope import StepScope, current_step_scope
+
+if TYPE_CHECKING:
+    from flujo.application.execution_manager import ExecutionManager
+    from flujo.application.lease import Heartbeat
+    from flujo.domain.context import PipelineContext
+    from flujo.domain.models import RunRecord
+
+
+@dataclass(slots=True)
+class RunEnv:
+    """What the steps inside control-flow steps need of the run executing them."""
+
+    manager: ExecutionManager
+    run: RunRecord
+    lease: Heartbeat
+    usage: Usage
+    """The run's usage before the top-level step in progress (the runner's live total)."""
+    done: dict[str, InnerStep]
+    """Committed inner steps by path (those of an earlier attempt of a resumed run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """Where a step inside a control-flow step runs."""
+
+    index: int
+    """The index of the top-level step this all belongs to."""
+    shared: bool
+    """Whether the context is the run's own (committed to the run row) or a copy."""
+    scopes: tuple[StepScope, ...]
+    """The scopes of the enclosing control-flow steps, outermost first: a step's usage is
+    theirs too."""
+
+
+_env: ContextVar[RunEnv | None] = ContextVar("flujo_control_env", default=None)
+_frame: ContextVar[_Frame | None] = ContextVar("flujo_control_frame", default=None)
+
+
+def enter_run(env: RunEnv) -> object:
+    """Make ``env`` the run that control-flow steps in this task belong to."""
+    return _env.set(env)
+
+
+def leave_run(token: object) -> None:
+    """Undo :func:`enter_run`."""
+    _env.reset(token)  # type: ignore[arg-type]
+
+
+def done_steps(run: RunRecord) -> dict[str, InnerStep]:
+    """A stored run's committed inner steps by path."""
+    return {s.path: s for s in run.inner_steps}
+
+
+async def run_construct(construct: ControlStep, data: Any, context: PipelineContext) -> Any:
+    """The agent of every control-flow step: run it in the current run."""
+    env = _env.get()
+    scope = current_step_scope()
+    if env is None or scope is None:
+        raise RuntimeError(
+            f"control-flow step {construct.name!r} runs only inside a pipeline run by Flujo"
+        )
+    outer = _frame.get()
+    if outer is None:  # a top-level step
+        index = next(
+            i for i, s in enumerate(env.manager.pipeline.steps) if s.name == construct.name
+        )
+        frame = _Frame(index, shared=True, scopes=(scope,))
+    else:
+        frame = _Frame(outer.index, outer.shared, (*outer.scopes, scope))
+    path = scope.step_name
+    if isinstance(construct, Branch):
+        output, _ = await _branch(env, frame, construct, path, data, context)
+    elif isinstance(construct, Loop):
+        output, _ = await _loop(env, frame, construct, path, data, context)
+    elif isinstance(construct, Map):
+        output = await _map(env, frame, construct, path, data, context)
+    elif isinstance(construct, Parallel):
+        output = await _parallel(env, frame, construct, path, data, context)
+    else:  # pragma: no cover - every ControlStep subclass is listed above
+        raise TypeError(f"unknown control-flow step {construct!r}")
+    return output
+
+
+# --------------------------------------------------------------------------- steps and commits
+
+
+def _restored(context: PipelineContext, stored: Any) -> PipelineContext:
+    """A scope's context from its stored form (as a resumed run's context is)."""
+    restored = type(context).model_validate(stored)
+    restored._retriever = context._retriever
+    return restored
+
+
+def _copied(context: PipelineContext) -> PipelineContext:
+    """A copy a concurrent scope may change freely (fields deep-copied, services shared)."""
+    clone = type(context).model_construct(
+        _fields_set=set(context.model_fields_set),
+        **{k: copy.deepcopy(v) for k, v in context.__dict__.items()},
+    )
+    clone._retriever = context._retriever
+    return clone
+
+
+def _succeeded(env: RunEnv, path: str) -> InnerStep | None:
+    found = env.done.get(path)
+    if found is not None and found.result.status is StepStatus.SUCCEEDED:
+        return found
+    return None
+
+
+async def _run_step(
+    env: RunEnv, frame: _Frame, step: Step, path: str, data: Any, context: PipelineContext
+) -> tuple[Any, PipelineContext]:
+    """Run one step (plain or control-flow) at ``path`` and commit it; or, when its path is
+    committed already, take its stored output (and context). Raises :class:`InnerStepFailed`
+    when it does not succeed."""
+    found = _succeeded(env, path)
+    if found is not None:
+        if found.context is not None:
+            context = _restored(context, found.context)
+        return found.result.output, context
+    env.lease.check()
+    manager = env.manager
+    so_far = Usage()
+    so_far.add(env.usage)
+    so_far.add(frame.scopes[0].usage)
+    token = _frame.set(frame)
+    try:
+        result = await manager.coordinator.execute_step(
+            step,
+            data,
+            context,
+            run_id=env.run.run_id,
+            run_usage=so_far,
+            limits=manager.limits,
+            path=path,
+        )
+    finally:
+        _frame.reset(token)
+    if not isinstance(step, ControlStep):
+        # A control-flow step's usage is its inner steps': counted once, where they ran.
+        for scope in frame.scopes:
+            scope.usage.add(result.usage)
+    result = await _commit(env, frame, result, context, data=data, tags=step.tags)
+    if result.status is not StepStatus.SUCCEEDED:
+        error = result.error or "failed"
+        if not isinstance(step, ControlStep):
+            error = f"step {path!r}: {error}"
+        raise InnerStepFailed(result.status.value, error)
+    return result.output, context
+
+
+async def _commit(
+    env: RunEnv,
+    frame: _Frame,
+    result: StepResult,
+    context: PipelineContext,
+    *,
+    data: Any = None,
+    tags: tuple[str, ...] | None = None,
+) -> StepResult:
+    """Store ``result`` (named by its path) as the runner stores a step: scrubbed, checked
+    storable (or failed, saying why), fenced by the lease. ``tags`` given: a step, whose
+    completion ``flujo_step_completed`` observers see; otherwise a scope's record (an
+    iteration, an item, a branch)."""
+    manager = env.manager
+    result, persisted, (raw, scrubbed), context_json = await manager._checked_for_commit(
+        result.name, context, result, env.run, None
+    )
+    total = Usage()
+    total.add(env.usage)
+    total.add(frame.scopes[0].usage)
+    await manager.runtime.state.save_inner_step(
+        env.run.run_id,
+        frame.index,
+        persisted,
+        context_json=context_json if frame.shared else None,
+        scope_context_json=None if frame.shared else context_json,
+        usage=total,
+        lease=env.lease.lease,
+    )
+    env.run.inner_steps.append(
+        InnerStep(frame.index, persisted, None if frame.shared else scrubbed)
+    )
+    observers = manager._step_observers
+    if observers and tags is not None:
+        snapshot, keys = manager._snapshot(context, raw, scrubbed)
+        event = StepCompleted(
+            env.run.run_id,
+            env.run.pipeline_name,
+            frame.index,
+            persisted,
+            await manager.scrub(context, data),
+            snapshot,
+            tags,
+            keys,
+        )
+        manager._observed(
+            manager.runtime.plugins.notify(observers, event=event, runtime=manager.runtime)
+        )
+    return result
+
+
+async def _record(
+    env: RunEnv, frame: _Frame, path: str, output: Any, context: PipelineContext, started: float
+) -> Any:
+    """Commit a scope's outcome (an iteration's, an item's, a branch's output) at ``path``."""
+    result = StepResult(
+        path,
+        StepStatus.SUCCEEDED,
+        output,
+        attempts=1,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+    )
+    result = await _commit(env, frame, result, context)
+    if result.status is not StepStatus.SUCCEEDED:
+        raise InnerStepFailed(result.status.value, result.error or "failed")
+    return result.output
+
+
+async def _run_pipeline(
+    env: RunEnv,
+    frame: _Frame,
+    pipeline: Pipeline,
+    prefix: str,
+    data: Any,
+    context: PipelineContext,
+) -> tuple[Any, PipelineContext]:
+    for step in pipeline.steps:
+        data, context = await _run_step(env, frame, step, f"{prefix}/{step.name}", data, context)
+    return data, context
+
+
+# --------------------------------------------------------------------------- constructs
+
+
+async def _branch(
+    env: RunEnv, frame: _Frame, branch: Branch, path: str, data: Any, context: PipelineContext
+) -> tuple[Any, PipelineContext]:
+    router = branch.router
+    # The router is a committed step: a resumed run takes the route it took before.
+    decision, context = await _run_step(env, frame, router, f"{path}/{router.name}", data, context)
+    key, route = branch.choose(decision)
+    return await _run_pipeline(env, frame, route, f"{path}/{key}", data, context)
+
+
+async def _loop(
+    env: RunEnv, frame: _Frame, loop: Loop, path: str, data: Any, context: PipelineContext
+) -> tuple[Any, PipelineContext]:
+    check = Step("until", loop.until)  # validates the stored form of a resumed iteration
+
+    async def finished(output: Any, ctx: PipelineContext) -> bool:
+        return bool(await loop.until.run(check.validate_input(output), context=ctx))
+
+    first = 1
+    while first <= loop.max_iterations and _succeeded(env, f"{path}#{first}") is not None:
+        first += 1
+    if first > 1:
+        # Resumed after iteration first-1 was committed: decide as it would have.
+        last = _succeeded(env, f"{path}#{first - 1}")
+        assert last is not None
+        data = last.result.output
+        if last.context is not None:
+            context = _restored(context, last.context)
+        if await finished(data, context):
+            return data, context
+    for iteration in range(first, loop.max_iterations + 1):
+        started = time.perf_counter()
+        where = f"{path}#{iteration}"
+        data, context = await _run_pipeline(env, frame, loop.body, where, data, context)
+        data = await _record(env, frame, where, data, context, started)
+        if await finished(data, context):
+            return data, context
+    raise InnerStepFailed(
+        StepStatus.FAILED.value,
+        f"loop {path!r} did not finish within max_iterations={loop.max_iterations}: "
+        f"its until condition was still false after iteration {loop.max_iterations}",
+    )
+
+
+async def _scoped(
+    env: RunEnv,
+    frame: _Frame,
+    pipeline: Pipeline,
+    where: str,
+    data: Any,
+    base: PipelineContext,
+    limit: asyncio.Semaphore,
+) -> tuple[Any, PipelineContext]:
+    """Run ``pipeline`` at ``where`` on a copy of ``base`` (a map item, a parallel branch),
+    unless it finished before."""
+    found = _succeeded(env, where)
+    if found is not None:
+        stored = found.context
+        return found.result.output, base if stored is None else _restored(base, stored)
+    async with limit:
+        started = time.perf_counter()
+        scope = _Frame(frame.index, shared=False, scopes=frame.scopes)
+        output, context = await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
+        output = await _record(env, scope, where, output, context, started)
+        return output, context
+
+
+async def _fail_fast(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Await all; the first failure cancels the rest and is raised."""
+    if not coros:
+        return []
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _merge_contexts(
+    owner: str,
+    how: Any,
+    base: PipelineContext,
+    scopes: dict[str, PipelineContext],
+) -> None:
+    """Bring the concurrent scopes' context changes into ``base`` (see ``ContextMerge``)."""
+    if how == "discard" or not scopes:
+        return
+    if callable(how):
+        await maybe_await(how(base, scopes))
+        return
+    before = base.model_dump()
+    changed: dict[str, tuple[str, Any]] = {}
+    for key, scope in scopes.items():
+        for name, value in scope.model_dump().items():
+            if name == "run_id" or value == before.get(name):
+                continue
+            if name in changed and changed[name][1] != value:
+                raise InnerStepFailed(
+                    StepStatus.FAILED.value,
+                    f"step {owner!r}: {changed[name][0]!r} and {key!r} both changed context "
+                    f"field {name!r}, to different values; say how to combine them with "
+                    "context_merge=",
+                )
+            changed[name] = (key, value)
+    for name, (key, _) in changed.items():
+        setattr(base, name, getattr(scopes[key], name))
+
+
+async def _map(
+    env: RunEnv, frame: _Frame, step: Map, path: str, data: Any, context: PipelineContext
+) -> list[Any]:
+    if isinstance(data, str | bytes | dict) or not isinstance(data, list | tuple):
+        raise InnerStepFailed(
+            StepStatus.FAILED.value,
+            f"map {path!r} needs a list as input, got {type(data).__name__}",
+        )
+    limit = asyncio.Semaphore(step.concurrency)
+    outcomes = await _fail_fast(
+        [
+            _scoped(env, frame, step.body, f"{path}[{i}]", item, context, limit)
+            for i, item in enumerate(data)
+        ]
+    )
+    await _merge_contexts(
+        path, step.context_merge, context, {str(i): c for i, (_, c) in enumerate(outcomes)}
+    )
+    return [output for output, _ in outcomes]
+
+
+async def _parallel(
+    env: RunEnv, frame: _Frame, step: Parallel, path: str, data: Any, context: PipelineContext
+) -> Any:
+    limit = asyncio.Semaphore(step.concurrency or len(step.branches))
+    keys = list(step.branches)
+    runs = [
+        _scoped(env, frame, step.branches[k], f"{path}/{k}", data, context, limit) for k in keys
+    ]
+    outcomes: dict[str, tuple[Any, PipelineContext]] = {}
+    if step.on_branch_failure == "fail":
+        for key, outcome in zip(keys, await _fail_fast(runs), strict=True):
+            outcomes[key] = outcome
+    else:
+        results = await asyncio.gather(*runs, return_exceptions=True)
+        errors: list[BaseException] = []
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, InnerStepFailed):
+                errors.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes[key] = result
+        if not outcomes:
+            raise errors[0]
+    await _merge_contexts(
+        path, step.context_merge, context, {k: c for k, (_, c) in outcomes.items()}
+    )
+    mapping = {k: output for k, (output, _) in outcomes.items()}
+    if step.merge is None:
+        return mapping
+    merge: Callable[[dict[str, Any]], Any | Awaitable[Any]] = step.merge
+    return await maybe_await(merge(mapping))
