@@ -34,6 +34,7 @@ from desk import Agents, DeskContext, build, demo_model  # noqa: E402
 from pydantic_ai.messages import ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart  # noqa: E402
 
 from flujo import Flujo, PipelineResult, load_config  # noqa: E402
+from flujo.plugin import model_tool_name  # noqa: E402
 
 CUSTOMER = "cus_1042"
 EMAIL = "ana.garcia@example.com"
@@ -45,6 +46,9 @@ TICKET = (
 )
 MEMORY_QUERY = "charged twice order A-1001"
 SANDBOX_MISSING = 3
+
+SANDBOX_TOOL = model_tool_name("flujo.builtins.code_interpreter")
+"""The sandbox tool as the model sees it (its id with each dot as ``__``)."""
 
 
 def sandbox_problems() -> list[str]:
@@ -169,7 +173,7 @@ def report(result: PipelineResult, agents: Agents, order_requests: list[str]) ->
     for messages in agents.inboxes["refund"].requests[-1:]:
         for message in messages:
             for part in message.parts:
-                if getattr(part, "tool_name", None) != "code_interpreter":
+                if getattr(part, "tool_name", None) != SANDBOX_TOOL:
                     continue
                 if isinstance(message, ModelResponse) and isinstance(part, ToolCallPart):
                     code = str(part.args_as_dict().get("code", ""))

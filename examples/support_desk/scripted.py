@@ -29,6 +29,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.settings import ModelSettings
 
+from flujo.plugin import model_tool_name
+
 ORDER_ID = re.compile(r"\b[A-Z]-\d{4}\b")
 CUSTOMER_ID = re.compile(r"\bcus_[A-Za-z0-9]+\b")
 PLACEHOLDER = re.compile(r"<(EMAIL|CREDIT_CARD)(?:_\d+)?>")
@@ -176,6 +178,10 @@ print(json.dumps({{"refund": refund, "overcharge": round(sum(charges) - order_to
 """
 
 
+SANDBOX_TOOL = model_tool_name("flujo.builtins.code_interpreter")
+"""The sandbox tool as a model sees it (``flujo__builtins__code_interpreter``)."""
+
+
 def refund_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     """The refund agent: compute the overcharge in the sandbox, then state the refund."""
     case = _plain(_user_prompt(messages))
@@ -183,11 +189,11 @@ def refund_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
     seen = _tool_returns(messages)
     charges = [float(c) for c in case.get("charges") or []]
     total = float(case.get("order_total") or 0.0)
-    if "code_interpreter" not in seen:
+    if SANDBOX_TOOL not in seen:
         refunded = float(case.get("refunded_before") or 0.0)
         code = REFUND_CODE.format(charges=charges, total=total, refunded=refunded)
-        return _call("code_interpreter", {"code": code, "language": "python"}, "refund-1")
-    result = seen["code_interpreter"]
+        return _call(SANDBOX_TOOL, {"code": code, "language": "python"}, "refund-1")
+    result = seen[SANDBOX_TOOL]
     result = result if isinstance(result, dict) else {}
     try:
         amount = float(json.loads(result.get("stdout") or "{}")["refund"])

@@ -281,7 +281,7 @@ def test_a_provider_model_runs_the_same_pipeline_and_never_sees_pii(
         call_tool("get_order", input={"order_id": "A-1001"}),
         call_tool("delete_customer", input={"customer_id": "cus_1042"}),
         triage,
-        call_tool("code_interpreter", code=code),
+        call_tool("flujo__builtins__code_interpreter", code=code),  # the id as a model sees it
         {"order_id": "A-1001", "amount": 59.9, "currency": "EUR", "rationale": "one extra charge"},
         {"score": 0.75, "label": "good", "reasoning": "refund stated"},  # the judge
     ]

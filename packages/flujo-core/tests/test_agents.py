@@ -534,7 +534,7 @@ async def test_string_tool_ids_resolve_through_plugins(
     config = load_config(empty, plugin_manager=manager)
     policy = RecordingPolicy()
     agent = make_agent_async(
-        scripted_model(call_tool("acme_stock", sku="T-1"), "42 in stock"),
+        scripted_model(call_tool("acme__stock", sku="T-1"), "42 in stock"),
         "Check stock.",
         tools=["acme.stock"],
         config=config,
@@ -546,7 +546,7 @@ async def test_string_tool_ids_resolve_through_plugins(
 
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert plugin.calls == ["T-1"]
-    assert policy.tool_calls == [("acme_stock", {"sku": "T-1"})]
+    assert policy.tool_calls == [("acme.stock", {"sku": "T-1"})]  # one name: the id
 
 
 def test_unknown_tool_ids_are_config_errors(tmp_path: Path) -> None:
@@ -620,37 +620,3 @@ def test_a_missing_provider_package_names_flujo_cores_extra() -> None:
     # A provider flujo-core has no extra for keeps pydantic-ai's own advice.
     missing_other = ImportError('`pip install "pydantic-ai-slim[anthropic]"`')
     assert _install_hint("anthropic", missing_other) == str(missing_other)
-
-
-class _SqlPlugin:
-    """Registers ``<prefix>.sql``; every such tool's function is named ``sql``."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def flujo_register_tools(self, register: Any) -> None:
-        def factory(config: FlujoConfig) -> Any:
-            def sql(query: str) -> str:
-                """Run a query."""
-                return query
-
-            return sql
-
-        register(f"{self.prefix}.sql", factory)
-
-
-def test_two_tools_with_one_model_visible_name_are_a_build_error_naming_both_plugins(
-    tmp_path: Path,
-) -> None:
-    manager = PluginManager()
-    manager.register(_SqlPlugin("acme"), "acme-db")
-    manager.register(_SqlPlugin("other"), "other-db")
-    empty = tmp_path / "flujo.toml"
-    empty.write_text("")
-    config = load_config(empty, plugin_manager=manager)
-    with pytest.raises(PipelineDefinitionError) as caught:
-        make_agent_async("test", "x", tools=["acme.sql", "other.sql"], config=config)
-    message = str(caught.value)
-    assert "both named 'sql'" in message
-    assert "tool id 'acme.sql' of plugin 'acme-db'" in message
-    assert "tool id 'other.sql' of plugin 'other-db'" in message

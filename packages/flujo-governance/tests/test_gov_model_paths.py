@@ -139,7 +139,7 @@ class ToolPlugin:
 
 async def _lookup_run(config: FlujoConfig, table: str) -> Any:
     looked_up.clear()
-    model = scripted_model(call_tool("lookup", table=table), "done")
+    model = scripted_model(call_tool("acme__db__lookup", table=table), "done")
     agent = make_agent_async(model, "You query.", tools=["acme.db.lookup"], config=config)
     async with Flujo(Pipeline([Step("query", agent)]), config=config) as runner:
         result = await runner.run_async("query")
@@ -151,15 +151,14 @@ async def _lookup_run(config: FlujoConfig, table: str) -> Any:
     [
         ('deny = ["acme.db.lookup"]', False),  # the registered id
         ('deny = ["acme.db.*"]', False),
-        ('deny = ["lookup"]', False),  # the name the model sees
+        ('deny = ["lookup"]', True),  # the function's name is not the tool's name
         ('allow = ["acme.db.*"]', True),
-        ('allow = ["lookup"]', True),
+        ('allow = ["lookup"]', False),
+        ('allow = ["acme__db__lookup"]', False),  # nor is the model's encoding of the id
         ('allow = ["other"]', False),
     ],
 )
-async def test_rules_match_the_registered_id_and_the_model_visible_name(
-    tmp_path: Path, tools: str, runs: bool
-) -> None:
+async def test_rules_match_the_registered_id_only(tmp_path: Path, tools: str, runs: bool) -> None:
     config = make_config(
         tmp_path,
         f'[governance]\npolicies = ["tool_allowlist"]\n[governance.tools]\n{tools}\n',
@@ -169,7 +168,7 @@ async def test_rules_match_the_registered_id_and_the_model_visible_name(
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert looked_up == (["orders"] if runs else [])
     if not runs:
-        assert "refused" in str(model.requests[1].tool_returns["lookup"])
+        assert "refused" in str(model.requests[1].tool_returns["acme__db__lookup"])
 
 
 RULE = """

@@ -19,7 +19,7 @@ from flujo_sandbox.local import LocalSandbox
 
 TOOL = "flujo.builtins.code_interpreter"
 # pydantic-ai names a tool after its function; the registry id is what agents list in tools=.
-TOOL_NAME = "code_interpreter"
+TOOL_NAME = "flujo__builtins__code_interpreter"  # the id as the model sees it
 
 
 def _config(tmp_path: Path, sandbox_toml: str) -> FlujoConfig:
@@ -104,4 +104,4 @@ def test_pipeline_run_goes_through_tool_call_policy(
     with Flujo(denied, config=config, policies=[policy]) as runner:
         result = runner.run("wipe")
     assert result.status is RunStatus.BLOCKED
-    assert [name for name, _ in policy.seen] == [TOOL_NAME, TOOL_NAME]
+    assert [name for name, _ in policy.seen] == [TOOL, TOOL]  # policies see the id

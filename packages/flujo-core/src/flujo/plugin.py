@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
     from flujo.domain.run_view import RunViewSection
-    from flujo.domain.scope import decision_detail
+    from flujo.domain.scope import decision_detail, model_tool_name, tool_id_of
     from flujo.plugins.hookspecs import (
         Factory,
         Register,
@@ -125,6 +125,9 @@ _LAZY = {
     "StateNotFoundError": "flujo.domain.errors",
     # what a policy says about its decision (audit detail on PolicyDecided)
     "decision_detail": "flujo.domain.scope",
+    # a registered tool's name as a model sees it, and back
+    "model_tool_name": "flujo.domain.scope",
+    "tool_id_of": "flujo.domain.scope",
     # state, command line, config
     "open_state": "flujo.state",
     "migrated": "flujo.state",
@@ -185,8 +188,10 @@ __all__ = [
     "lazy_command",
     "load_config",
     "migrated",
+    "model_tool_name",
     "open_state",
     "resolve_run_id",
+    "tool_id_of",
 ]
 
 

@@ -31,6 +31,7 @@ This module imports pydantic-ai; ``flujo`` imports it only when ``make_agent_asy
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -69,7 +70,13 @@ from flujo.domain.errors import (
     UsageLimitExceededError,
 )
 from flujo.domain.models import Usage
-from flujo.domain.scope import StepScope, ToolName, current_step_scope, record_usage
+from flujo.domain.scope import (
+    StepScope,
+    ToolName,
+    current_step_scope,
+    model_tool_name,
+    record_usage,
+)
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
@@ -103,7 +110,8 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
     """
 
     registered: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Model-visible tool name -> the id a plugin registered the tool under."""
+    """Model-visible tool name (``acme__sql``) -> the id a plugin registered it under
+    (``acme.sql``): the name policies and the audit see."""
 
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
@@ -114,13 +122,16 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         # Policies get plain JSON values (not the validated pydantic objects): they scan,
         # log and audit them, and must not be able to change what the tool receives.
         args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
+        # A registered tool has one name for policies and the audit: its id (the model sees
+        # the id's reversible model form, see flujo.domain.scope.model_tool_name).
+        tool_name = self.registered.get(name, name)
         try:
-            await scope.guard_tool_call(ToolName(name, [self.registered.get(name, "")]), args)
+            await scope.guard_tool_call(ToolName(tool_name), args)
         except ToolCallRefused as refused:
             # The tool does not run; the model is told why and may choose another way.
             return refused.tool_result
         result = await super().call_tool(name, tool_args, ctx, tool)
-        result = await scope.inspect_tool_result(name, result)
+        result = await scope.inspect_tool_result(ToolName(tool_name), result)
         seen = _INSPECTED.get()
         if seen is not None:
             seen.add(id(result))  # the model request guard need not inspect it again
@@ -221,8 +232,9 @@ class _PolicyGuard(AbstractCapability[Any]):
 def _resolve_tools(
     tools: Sequence[ToolSpec], config: FlujoConfig | None
 ) -> tuple[list[Callable[..., Any] | Tool[Any]], dict[str, str]]:
-    """Replace tool ids by the tools their plugins' factories make; also return the
-    model-visible name of each of those tools -> its id (policies match either).
+    """Replace tool ids by the tools their plugins' factories make, named for the model by
+    :func:`~flujo.domain.scope.model_tool_name` of their id (``acme.sql`` -> ``acme__sql``,
+    whatever the function is called); also return each of those model names -> its id.
 
     The configuration is only discovered when there is an id to resolve: an agent with plain
     function tools must not read ``flujo.toml`` or load plugins.
@@ -243,16 +255,21 @@ def _resolve_tools(
             from flujo.config import load_config
 
             config = load_config()  # once for every id of this agent
-        tool = create("tools", spec, config)
+        made = create("tools", spec, config)
         manager = config.plugin_manager
         owner = manager.registry.get("tools", spec).owner if manager else "?"
-        if not callable(tool) and not isinstance(tool, Tool):
+        visible = model_tool_name(spec)
+        if isinstance(made, Tool):
+            tool: Tool[Any] = copy.copy(made)  # the plugin's object is not renamed for others
+            tool.name = visible
+        elif callable(made):
+            tool = Tool(made, name=visible)
+        else:
             raise PluginError(
-                owner, f"tool {spec!r}: factory returned {type(tool).__name__}, not a function"
+                owner, f"tool {spec!r}: factory returned {type(made).__name__}, not a function"
             )
         _claim_name(seen, tool, f"tool id {spec!r} of plugin {owner!r}")
         resolved.append(tool)
-        visible = tool.name if isinstance(tool, Tool) else getattr(tool, "__name__", spec)
         registered[visible] = spec
     return resolved, registered
 

@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 
 
 class ToolName(str):
-    """The name a policy gets for a tool call: the string is the name the model used; ``ids``
-    holds every name the tool is known by, that one first (e.g. ``"code_interpreter"`` and the
-    id it was registered under, ``"flujo.builtins.code_interpreter"``; an output function's
-    tool name and the function's own name).
+    """The name a policy gets for a tool call.
 
-    A plain ``str`` for policies that do not look further; an allow/deny list should match
-    any of ``ids``, so a rule written with either name holds.
+    For a tool a plugin registered, its id (``"flujo.builtins.code_interpreter"``; the model
+    sees :func:`model_tool_name` of it); for a function tool, the function's name. ``ids``
+    holds that name, plus for an output function the function's own name next to its tool
+    name. A plain ``str`` for policies that do not look further; an allow/deny list should
+    match any of ``ids``.
     """
 
     ids: tuple[str, ...]
@@ -41,6 +41,49 @@ def tool_names(tool_name: str) -> tuple[str, ...]:
     """Every name of the tool ``tool_name`` designates (:attr:`ToolName.ids`, or the string)."""
     ids = getattr(tool_name, "ids", None)
     return ids if isinstance(ids, tuple) and ids else (str(tool_name),)
+
+
+_SEGMENT = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
+_TOOL_ID = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
+MAX_MODEL_TOOL_NAME = 64
+"""The longest tool name OpenAI accepts (``^[a-zA-Z0-9_-]{1,64}$``)."""
+
+
+def model_tool_name(tool_id: str) -> str:
+    """The name the model sees for the registered tool ``tool_id``: each ``.`` becomes
+    ``__`` (``"acme.sql"`` -> ``"acme__sql"``), because providers allow no dots in tool names.
+
+    Reversible (:func:`tool_id_of`) and collision-free for every valid id: an id never holds
+    ``__`` nor a ``_`` next to a ``.`` (:func:`tool_id_problem`), so each ``__`` of the model's
+    name was a dot.
+    """
+    return tool_id.replace(".", "__")
+
+
+def tool_id_of(model_name: str) -> str:
+    """The registered id a model-visible name stands for (the inverse of
+    :func:`model_tool_name`)."""
+    return model_name.replace("__", ".")
+
+
+def tool_id_problem(tool_id: object) -> str | None:
+    """Why ``tool_id`` cannot be a registered tool's id, or ``None`` when it can.
+
+    An id is dot-separated names of ASCII letters and digits with single ``_`` or ``-``
+    between them (``"acme.sql_query"``, ``"flujo.builtins.code_interpreter"``), at most 64
+    characters once its dots become ``__``.
+    """
+    if not isinstance(tool_id, str) or not _TOOL_ID.fullmatch(tool_id):
+        return (
+            "a tool id is dot-separated names of ASCII letters and digits with single '_' or "
+            "'-' between them, e.g. 'acme.sql_query'"
+        )
+    if len(model_tool_name(tool_id)) > MAX_MODEL_TOOL_NAME:
+        return (
+            f"the model sees it as {model_tool_name(tool_id)!r}, longer than "
+            f"{MAX_MODEL_TOOL_NAME} characters"
+        )
+    return None
 
 
 class ToolGate(Protocol):

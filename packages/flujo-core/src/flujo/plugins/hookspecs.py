@@ -155,6 +155,11 @@ def flujo_register_tools(register: RegisterTools) -> None:
     expects of a tool. Agents name it in ``make_agent_async(..., tools=["tool_id"])``. Use a
     dotted id that says who owns it, e.g. ``"flujo.builtins.code_interpreter"``.
 
+    The id is the tool's one name for policies, the audit and rules; the model sees it with
+    each ``.`` written ``__`` (:func:`flujo.plugin.model_tool_name`). An id must be
+    dot-separated names of ASCII letters and digits with single ``_`` or ``-`` between them,
+    at most 64 characters in its model form; another id is a load error of the plugin.
+
     .. versionadded:: 0.1
     """
 

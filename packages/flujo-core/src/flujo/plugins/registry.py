@@ -63,6 +63,12 @@ class Registry:
             raise PluginError(
                 owner, f"registered a {_SINGULAR[kind]} with an invalid name {name!r}"
             )
+        if kind == "tools":
+            from flujo.domain.scope import tool_id_problem
+
+            problem = tool_id_problem(name)
+            if problem is not None:
+                raise PluginError(owner, f"tool id {name!r} is invalid: {problem}")
         if not callable(factory):
             raise PluginError(owner, f"{_SINGULAR[kind]} {name!r}: factory is not callable")
         taken = self._entries[kind].get(name)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -96,6 +97,23 @@ class _ReplyError(Exception):
         self.status = status
         self.message = message
         self.code = code
+
+
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+"""What OpenAI accepts as a function tool's name (``^[a-zA-Z0-9_-]{1,64}$``)."""
+
+
+def _check_tool_names(tools: list[dict[str, Any]], where: str) -> None:
+    """Refuse a request offering a tool whose name OpenAI would refuse, as OpenAI does."""
+    for i, tool in enumerate(tools):
+        name = tool.get("name")
+        if name is not None and not (isinstance(name, str) and _TOOL_NAME.fullmatch(name)):
+            raise _ReplyError(
+                400,
+                f"Invalid '{where.format(i)}': string does not match pattern. Expected a "
+                "string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.",
+                code="invalid_value",
+            )
 
 
 def _is_tool_calls(reply: Any) -> bool:
@@ -259,6 +277,7 @@ class FakeOpenAIServer:
 
     def _chat_completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         tools = [t.get("function", {}) for t in body.get("tools") or () if isinstance(t, dict)]
+        _check_tool_names(tools, "tools[{}].function.name")
         calls = _as_tool_calls(reply, tools)
         message: dict[str, Any] = {"role": "assistant", "content": None}
         if calls is None:
@@ -287,6 +306,7 @@ class FakeOpenAIServer:
 
     def _response(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         tools = [t for t in body.get("tools") or () if isinstance(t, dict)]
+        _check_tool_names(tools, "tools[{}].name")
         calls = _as_tool_calls(reply, tools)
         output: list[dict[str, Any]]
         if calls is None:
