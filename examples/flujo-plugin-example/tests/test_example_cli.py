@@ -40,6 +40,9 @@ def test_plugins_json_lists_the_example(tmp_path: Path) -> None:
         "flujo_config_sections",
         "flujo_register_commands",
         "flujo_register_policies",
+        "flujo_run_view",
+        "flujo_storage_migrations",
+        "flujo_wrap_step",
     }
 
 

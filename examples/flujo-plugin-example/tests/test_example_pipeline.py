@@ -66,6 +66,9 @@ def test_registration_record(plugins: PluginManager) -> None:
         "flujo_config_sections",
         "flujo_register_commands",
         "flujo_register_policies",
+        "flujo_run_view",
+        "flujo_storage_migrations",
+        "flujo_wrap_step",
     ]
 
 

@@ -7,16 +7,28 @@ their own modules and are imported inside the functions below, only when needed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from flujo.plugin import hookimpl
 
 if TYPE_CHECKING:
     import click
-    from flujo.plugin import FlujoConfig, RegisterPolicies
+    from flujo.plugin import (
+        FlujoConfig,
+        Migration,
+        RegisterPolicies,
+        RunRecord,
+        Runtime,
+        RunViewSection,
+        StateBackend,
+        StepStarted,
+    )
     from pydantic import BaseModel
 
     from flujo_plugin_example.policy import DenyWords
+    from flujo_plugin_example.settings import ExampleSettings
 
 SECTION = "example"
 """The ``flujo.toml`` section this plugin owns: ``[example] words = [...]``."""
@@ -53,3 +65,35 @@ def flujo_register_commands(cli: click.Group) -> None:
             help="Print a greeting (from flujo-plugin-example).",
         )
     )
+
+
+def _settings(config: FlujoConfig) -> ExampleSettings:
+    from flujo_plugin_example.settings import ExampleSettings
+
+    return config.section(SECTION, ExampleSettings)
+
+
+@hookimpl
+def flujo_storage_migrations(dialect: str) -> Sequence[Migration]:
+    """The step spans table."""
+    from flujo_plugin_example.spans import migrations
+
+    return migrations(dialect)
+
+
+@hookimpl
+def flujo_wrap_step(event: StepStarted, runtime: Runtime) -> AbstractContextManager[None] | None:
+    """Time the step when ``[example] spans = true`` (``None``: do not wrap it)."""
+    if not _settings(runtime.config).spans:
+        return None
+    from flujo_plugin_example.spans import step_span
+
+    return step_span(event, runtime)
+
+
+@hookimpl
+def flujo_run_view(run: RunRecord, state: StateBackend) -> Awaitable[RunViewSection | None]:
+    """The run's step spans, for ``flujo runs show``."""
+    from flujo_plugin_example.spans import run_view
+
+    return run_view(run, state)

@@ -22,6 +22,9 @@ class ExampleSettings(BaseModel):
     """Words (or phrases) the ``deny_words`` policy denies, matched case-insensitively as
     whole words."""
 
+    spans: bool = False
+    """Time every step with a step wrapper and show the spans in ``flujo runs show``."""
+
     @field_validator("words")
     @classmethod
     def _no_blank_words(cls, words: list[str]) -> list[str]:
