@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
@@ -47,6 +46,21 @@ class RunEnv:
     """The run's usage before the top-level step in progress (the runner's live total)."""
     done: dict[str, InnerStep]
     """Committed inner steps by path (those of an earlier attempt of a resumed run)."""
+    positions: dict[str, int] = field(init=False)
+    """Where each path is in ``run.inner_steps``: a step committed again (it failed before)
+    replaces its row there, as in the database, so run observers see each path once."""
+
+    def __post_init__(self) -> None:
+        self.positions = {s.path: i for i, s in enumerate(self.run.inner_steps)}
+
+    def committed(self, inner: InnerStep) -> None:
+        """Record ``inner`` as committed in ``run.inner_steps``."""
+        at = self.positions.get(inner.path)
+        if at is None:
+            self.positions[inner.path] = len(self.run.inner_steps)
+            self.run.inner_steps.append(inner)
+        else:
+            self.run.inner_steps[at] = inner
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +200,12 @@ async def _commit(
     result: StepResult,
     context: PipelineContext,
     *,
-    data: Any = None,
-    tags: tuple[str, ...] | None = None,
+    data: Any,
+    tags: tuple[str, ...],
 ) -> StepResult:
     """Store ``result`` (named by its path) as the runner stores a step: scrubbed, checked
-    storable (or failed, saying why), fenced by the lease. ``tags`` given: a step, whose
-    completion ``flujo_step_completed`` observers see; otherwise a scope's record (an
-    iteration, an item, a branch)."""
+    storable (or failed, saying why), fenced by the lease; then tell the
+    ``flujo_step_completed`` observers."""
     manager = env.manager
     result, persisted, (raw, scrubbed), context_json = await manager._checked_for_commit(
         result.name, context, result, env.run, None
@@ -209,11 +222,9 @@ async def _commit(
         usage=total,
         lease=env.lease.lease,
     )
-    env.run.inner_steps.append(
-        InnerStep(frame.index, persisted, None if frame.shared else scrubbed)
-    )
+    env.committed(InnerStep(frame.index, persisted, None if frame.shared else scrubbed))
     observers = manager._step_observers
-    if observers and tags is not None:
+    if observers:
         snapshot, keys = manager._snapshot(context, raw, scrubbed)
         event = StepCompleted(
             env.run.run_id,
@@ -231,21 +242,11 @@ async def _commit(
     return result
 
 
-async def _record(
-    env: RunEnv, frame: _Frame, path: str, output: Any, context: PipelineContext, started: float
-) -> Any:
-    """Commit a scope's outcome (an iteration's, an item's, a branch's output) at ``path``."""
-    result = StepResult(
-        path,
-        StepStatus.SUCCEEDED,
-        output,
-        attempts=1,
-        latency_ms=(time.perf_counter() - started) * 1000.0,
-    )
-    result = await _commit(env, frame, result, context)
-    if result.status is not StepStatus.SUCCEEDED:
-        raise InnerStepFailed(result.status.value, result.error or "failed")
-    return result.output
+def _last_path(where: str, pipeline: Pipeline) -> str:
+    """The path of the last step of ``pipeline`` run at ``where``: an iteration, an item or a
+    branch has finished when that step is committed (its row holds their output, and the
+    scope's context when it is a copy), so they need no row of their own."""
+    return f"{where}/{pipeline.steps[-1].name}"
 
 
 async def _run_pipeline(
@@ -282,12 +283,15 @@ async def _loop(
     async def finished(output: Any, ctx: PipelineContext) -> bool:
         return bool(await loop.until.run(check.validate_input(output), context=ctx))
 
+    def finished_iteration(n: int) -> InnerStep | None:
+        return _succeeded(env, _last_path(f"{path}#{n}", loop.body))
+
     first = 1
-    while first <= loop.max_iterations and _succeeded(env, f"{path}#{first}") is not None:
+    while first <= loop.max_iterations and finished_iteration(first) is not None:
         first += 1
     if first > 1:
         # Resumed after iteration first-1 was committed: decide as it would have.
-        last = _succeeded(env, f"{path}#{first - 1}")
+        last = finished_iteration(first - 1)
         assert last is not None
         data = last.result.output
         if last.context is not None:
@@ -295,10 +299,8 @@ async def _loop(
         if await finished(data, context):
             return data, context
     for iteration in range(first, loop.max_iterations + 1):
-        started = time.perf_counter()
         where = f"{path}#{iteration}"
         data, context = await _run_pipeline(env, frame, loop.body, where, data, context)
-        data = await _record(env, frame, where, data, context, started)
         if await finished(data, context):
             return data, context
     raise InnerStepFailed(
@@ -319,16 +321,13 @@ async def _scoped(
 ) -> tuple[Any, PipelineContext]:
     """Run ``pipeline`` at ``where`` on a copy of ``base`` (a map item, a parallel branch),
     unless it finished before."""
-    found = _succeeded(env, where)
-    if found is not None:
+    found = _succeeded(env, _last_path(where, pipeline))
+    if found is not None:  # finished before (its steps' rows are skipped one by one otherwise)
         stored = found.context
         return found.result.output, base if stored is None else _restored(base, stored)
     async with limit:
-        started = time.perf_counter()
         scope = _Frame(frame.index, shared=False, scopes=frame.scopes)
-        output, context = await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
-        output = await _record(env, scope, where, output, context, started)
-        return output, context
+        return await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
 
 
 async def _fail_fast(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:

@@ -6,12 +6,12 @@ addressed by its *path* in the tree:
 
 - ``route/billing/refund``: step ``refund`` of route ``billing`` of branch ``route``
   (``route/@router`` or ``route/<router step>`` records the route taken);
-- ``retry#3/draft``: step ``draft`` in the third iteration of loop ``retry``
-  (``retry#3`` records the iteration's output);
-- ``summaries[2]/summarize``: step ``summarize`` for item 2 (from 0) of map ``summaries``
-  (``summaries[2]`` records the item's result);
-- ``research/web/fetch``: step ``fetch`` of branch ``web`` of parallel ``research``
-  (``research/web`` records the branch's output).
+- ``retry#3/draft``: step ``draft`` in the third iteration of loop ``retry``;
+- ``summaries[2]/summarize``: step ``summarize`` for item 2 (from 0) of map ``summaries``;
+- ``research/web/fetch``: step ``fetch`` of branch ``web`` of parallel ``research``.
+
+An iteration, an item or a branch has finished when its last step is committed: that row holds
+its output (and its context, when it ran on a copy).
 
 Names inside a tree may not hold the path's punctuation (``/ [ ] # @``) and are unique in the
 whole tree; route and branch keys are path segments too.
@@ -295,8 +295,8 @@ class Loop(ControlStep):
     ``until(output)`` / ``until(output, context)`` is true. ``max_iterations`` is required:
     a loop still unfinished after that many iterations fails the step, saying so.
 
-    Iteration ``n`` (from 1) commits its steps as ``name#n/step`` and its output as
-    ``name#n``; a resumed loop continues with the iteration it was in.
+    Iteration ``n`` (from 1) commits its steps as ``name#n/step``; a resumed loop continues
+    with the iteration it was in.
     """
 
     __slots__ = ("body", "max_iterations", "until")
@@ -363,8 +363,8 @@ class Map(ControlStep):
 
     Each item runs on its own copy of the context; ``context_merge`` says how their changes
     come back (:data:`ContextMerge`). A failing item fails the step (items not yet started
-    are not started). Item ``i`` (from 0) commits its steps as ``name[i]/step`` and its
-    result as ``name[i]``; a resumed map runs only the items that had not finished.
+    are not started). Item ``i`` (from 0) commits its steps as ``name[i]/step``; a resumed
+    map runs only the items that had not finished.
     """
 
     __slots__ = ("body", "concurrency", "context_merge")
@@ -409,8 +409,7 @@ class Parallel(ControlStep):
     (:data:`ContextMerge`). A failing branch fails the step, unless ``on_branch_failure`` is
     ``"ignore"``: then the step succeeds with the branches that did (the others are left out
     of the mapping; all failing still fails). Branch ``b`` commits its steps as
-    ``name/b/step`` and its output as ``name/b``; a resumed parallel runs only the branches
-    that had not finished.
+    ``name/b/step``; a resumed parallel runs only the branches that had not finished.
     """
 
     __slots__ = ("branches", "concurrency", "context_merge", "merge", "on_branch_failure")
