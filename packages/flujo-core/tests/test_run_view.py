@@ -90,6 +90,12 @@ class NotFinite:
         return RunViewSection("NaN", fields={"score": float("nan")})
 
 
+class Exits:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        raise SystemExit(3)
+
+
 class Hangs:
     @hookimpl
     def flujo_run_view(self) -> Awaitable[RunViewSection]:
@@ -122,6 +128,7 @@ async def test_sections_in_load_order_failures_contained(tmp_path: Path) -> None
         ("g-ragged", RaggedRows()),
         ("h-nan", NotFinite()),
         ("i-hangs", Hangs()),
+        ("i-exits", Exits()),
         ("j-sync", Sync()),
     ]
     for name, plugin in plugins:
@@ -155,6 +162,7 @@ async def test_sections_in_load_order_failures_contained(tmp_path: Path) -> None
         "g-ragged": "ValueError: rows[0] has not one value per column (2)",
         "h-nan": "ValueError: fields['score']: nan is not a finite number",
         "i-hangs": "no answer within 0.2s",
+        "i-exits": "SystemExit: 3",
     }
     assert by_name["b-raises"].to_dict() == {"error": "RuntimeError: table gone second line"}
 
@@ -193,3 +201,14 @@ def test_runs_show_text_for_people_and_one_json_document(project: Path) -> None:
     view = json.loads(as_json.stdout)
     assert view["output"] == {"said": "HI", "lines": ["a\nb", "\x1b[2J"]}
     assert view["sections"] == {}
+
+
+def test_text_escapes_what_could_repaint_or_reorder_the_terminal() -> None:
+    from flujo.cli._view import clean, section_lines
+
+    assert clean("a\x1b[2Jb\u202eevil\u2066c\x9bd") == "a\\x1b[2Jb\\u202eevil\\u2066c\\x9bd"
+    lines = section_lines(
+        RunViewSection("T\x1b]0;x\x07", fields={"k\n2": "v\r"}, columns=("c",), rows=[("x\ny",)]),
+        "p",
+    )
+    assert lines == ["T\\x1b]0;x\\x07 (p)", "  k 2  v\\r", "  c", "  x y"]

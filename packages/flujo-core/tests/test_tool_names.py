@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_ai import Tool
+from pydantic_ai import ModelRetry, Tool
 
 from flujo import (
     Flujo,
@@ -185,6 +185,40 @@ def test_a_function_named_like_an_ids_model_name_is_a_clash_naming_both() -> Non
     assert "both named 'acme__sql'" in message
     assert "tool id 'acme.sql' of plugin 'acme-db'" in message
     assert "acme__sql" in message
+
+
+class RetryPlugin:
+    """Registers ``acme.flaky``, whose first call asks the model to retry."""
+
+    def flujo_register_tools(self, register: Any) -> None:
+        def factory(config: FlujoConfig) -> Any:
+            tries: list[int] = []
+
+            def flaky(query: str) -> str:
+                """Flaky."""
+                tries.append(1)
+                if len(tries) == 1:
+                    raise ModelRetry("try again with another query")
+                return "ok"
+
+            return flaky
+
+        register("acme.flaky", factory)
+
+
+async def test_a_registered_tools_retry_prompt_reaches_policies_under_its_id(
+    tmp_path: Path,
+) -> None:
+    config = _config(("acme", RetryPlugin()))
+    model = scripted_model(
+        scripted_call("acme__flaky", query="a"), scripted_call("acme__flaky", query="b"), "done"
+    )
+    agent = make_agent_async(model, "Query.", tools=["acme.flaky"], config=config)
+    policy = Recording()
+    result = await _run(agent, config, policy, tmp_path)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    # The retry prompt (seen before the next model request) and the real result: the id.
+    assert policy.results == ["acme.flaky", "acme.flaky"]
 
 
 @pytest.mark.parametrize("bad", ["acme__sql", "acme.sql!", "x" * 65])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from flujo_memory import outbox
@@ -10,6 +11,7 @@ if TYPE_CHECKING:
     from flujo.plugin import FlujoConfig, RunViewSection, StateBackend
 
 _TEXT_CHARS = 120
+_COUNT_S = 10.0
 
 
 async def run_view(state: StateBackend, config: FlujoConfig, run_id: str) -> RunViewSection | None:
@@ -69,8 +71,11 @@ async def _indexed(state: StateBackend, config: FlujoConfig, run_id: str) -> int
         store = service.get_store()
         if not hasattr(store, "count"):
             return "unknown (the store cannot count)"
-        found: int = await store.count(filter={"run_id": run_id})
+        # Bounded on its own: a store that does not answer still leaves the outbox shown.
+        found: int = await asyncio.wait_for(store.count(filter={"run_id": run_id}), _COUNT_S)
         return found
+    except TimeoutError:
+        return f"unavailable (the store did not answer within {_COUNT_S:g}s)"
     except Exception as exc:  # noqa: BLE001 - the outbox is still worth showing
         return f"unavailable ({type(exc).__name__}: {exc})"
     finally:

@@ -175,6 +175,10 @@ class _PolicyGuard(AbstractCapability[Any]):
     guard on tool calls and results alone lets both through to the provider.
     """
 
+    registered: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """As :attr:`_PolicyGuardedToolset.registered`: a registered tool's retry prompt reaches
+    policies under the tool's id, like its calls and results."""
+
     async def before_output_process(
         self, ctx: RunContext[Any], *, output_context: OutputContext, output: Any
     ) -> Any:
@@ -205,6 +209,7 @@ class _PolicyGuard(AbstractCapability[Any]):
         messages = request_context.messages
         for i, j, part in _unseen_parts(messages, seen):
             label = getattr(part, "tool_name", None) or "model request"
+            label = self.registered.get(label, label)
             content = await scope.inspect_tool_result(label, part.content)
             new_part = (
                 part if content is part.content else dataclasses.replace(part, content=content)
@@ -626,7 +631,7 @@ def make_agent_async(
             name=name,
             retries=retries,
             toolsets=toolsets,
-            capabilities=[_PolicyGuard()],
+            capabilities=[_PolicyGuard(registered)],
             defer_model_check=True,
         )
     except PydanticAIUserError as exc:

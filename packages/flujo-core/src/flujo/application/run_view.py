@@ -70,7 +70,9 @@ async def plugin_sections(
         except TimeoutError:
             error = f"no answer within {timeout_s:g}s"
             found.append(PluginSection(impl.plugin_name, error=error))
-        except Exception as exc:  # noqa: BLE001 - one plugin's section never breaks the view
+        except KeyboardInterrupt:
+            raise  # a real Ctrl-C stops the command
+        except BaseException as exc:  # noqa: BLE001 - one plugin's section never breaks the view
             error = _one_line(f"{type(exc).__name__}: {exc}")
             found.append(PluginSection(impl.plugin_name, error=error))
         else:

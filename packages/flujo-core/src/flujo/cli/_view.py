@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from flujo.domain.models import RunRecord
     from flujo.domain.run_view import RunViewSection
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls (ESC sequences), line/paragraph separators and the bidirectional overrides
+# that make text display in another order than it reads.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _MAX_DEPTH = 12
 
 
