@@ -214,11 +214,19 @@ async def main() -> None:
     parser.add_argument("--quality-size", type=int, default=100_000)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)")
-    if args.section in ("all", "quality"):
-        await quality(args.split, args.quality_size)
-        print(f"load average after quality: {os.getloadavg()[0]:.1f}\n")
-    if args.section == "quality":
-        return
+    pg = pgvector_dsn()
+    pg_dsn = next(pg)
+    try:
+        if args.section in ("all", "quality"):
+            await quality(args.split, args.quality_size, pg_dsn)
+            print(f"load average after quality: {os.getloadavg()[0]:.1f}\n")
+        if args.section != "quality":
+            await store_section(args, pg_dsn)
+    finally:
+        pg.close()
+
+
+async def store_section(args: argparse.Namespace, pg_dsn: str | None) -> None:
     rng = np.random.default_rng(6)
     centres = rng.normal(size=(1000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -232,32 +240,27 @@ async def main() -> None:
     print(header)
     print("-" * len(header))
     notes: set[str] = set()
-    pg = pgvector_dsn()
-    pg_dsn = next(pg)
     if pg_dsn is None:
         notes.add(
             "pgvector: skipped (install flujo-memory[pgvector] and pgserver, or set "
             "FLUJO_BENCH_PGVECTOR_DSN)"
         )
-    try:
-        for size in (int(s) for s in args.sizes.split(",")):
-            data = mixture(size, rng, centres)
-            queries = mixture(args.queries, rng, centres)
-            truth = exact_top10(data, queries)
-            for name, make in stores(size, pg_dsn):
-                if args.stores not in name:
-                    continue
-                r = await measure(make, data, queries, truth)
-                if r["note"]:
-                    notes.add(f"{name}: filtered searches ran as {r['note']}")
-                print(
-                    f"{name:30} {size:>9,} {r['index_per_s']:>9,.0f} {r['p50']:>8.2f} "
-                    f"{r['p95']:>8.2f} {r['p50_scoped']:>10.2f} {r['p95_scoped']:>10.2f} "
-                    f"{r['recall']:>9.3f} {r['recall_scoped']:>7.3f}",
-                    flush=True,
-                )
-    finally:
-        pg.close()
+    for size in (int(s) for s in args.sizes.split(",")):
+        data = mixture(size, rng, centres)
+        queries = mixture(args.queries, rng, centres)
+        truth = exact_top10(data, queries)
+        for name, make in stores(size, pg_dsn):
+            if args.stores not in name:
+                continue
+            r = await measure(make, data, queries, truth)
+            if r["note"]:
+                notes.add(f"{name}: filtered searches ran as {r['note']}")
+            print(
+                f"{name:30} {size:>9,} {r['index_per_s']:>9,.0f} {r['p50']:>8.2f} "
+                f"{r['p95']:>8.2f} {r['p50_scoped']:>10.2f} {r['p95_scoped']:>10.2f} "
+                f"{r['recall']:>9.3f} {r['recall_scoped']:>7.3f}",
+                flush=True,
+            )
     for note in sorted(notes):
         print(note)
 
@@ -324,7 +327,7 @@ def stdlib_docstrings(split: str) -> list[tuple[str, str]]:
     return pairs
 
 
-async def quality(split: str, big: int) -> None:
+async def quality(split: str, big: int, pg_dsn: str | None) -> None:
     from flujo_memory import lexical
     from flujo_memory.embedders import HashingEmbedder, WordLlamaEmbedder
     from flujo_memory.stores.qdrant import QdrantEdgeStore
@@ -337,25 +340,36 @@ async def quality(split: str, big: int) -> None:
     print(
         f"quality: {len(pairs):,} docstrings of the Python {platform.python_version()} standard "
         f"library and the installed packages ({split} files), {len(asked)} known-item queries "
-        "(summary line -> rest of the docstring); store: qdrant (edge, default)\n"
+        "(summary line -> rest of the docstring); store: qdrant (edge, default), and pgvector's "
+        "own lexical index when a PostgreSQL with pgvector is at hand\n"
     )
     header = f"{'method':34} {'hit@10':>7} {'MRR@10':>7} {'p50 ms':>7}"
     print(header)
     print("-" * len(header))
     embedders: dict[str, Any] = {"hashing": HashingEmbedder(384), "wordllama": WordLlamaEmbedder()}
     methods = [
-        ("hashing (dense, 384-d)", "hashing", "dense"),
-        ("wordllama (dense, 256-d)", "wordllama", "dense"),
-        ("bm25 (lexical)", "wordllama", "lexical"),
-        ("hybrid: bm25 + wordllama (RRF, default)", "wordllama", "hybrid"),
+        ("hashing (dense, 384-d)", "qdrant", "hashing", "dense"),
+        ("wordllama (dense, 256-d)", "qdrant", "wordllama", "dense"),
+        ("bm25 (lexical)", "qdrant", "wordllama", "lexical"),
+        ("hybrid: bm25 + wordllama (RRF, default)", "qdrant", "wordllama", "hybrid"),
     ]
+    if pg_dsn is not None:
+        methods += [
+            ("pgvector: bm25 (lexical, GIN)", "pgvector", "wordllama", "lexical"),
+            ("pgvector: hybrid bm25 + wordllama", "pgvector", "wordllama", "hybrid"),
+        ]
     bodies = [b for _, b in pairs]
-    built: dict[str, tuple[Any, Path]] = {}
+    built: dict[tuple[str, str], tuple[Any, Path]] = {}
     try:
-        for name, embedder_name, mode in methods:
-            if embedder_name not in built:
+        for name, kind, embedder_name, mode in methods:
+            if (kind, embedder_name) not in built:
                 folder = Path(tempfile.mkdtemp(prefix="flujo-quality-"))
-                store = QdrantEdgeStore(folder, "q")
+                if kind == "pgvector" and pg_dsn is not None:
+                    from flujo_memory.stores.pgvector import PgVectorStore
+
+                    store = PgVectorStore(pg_dsn, f"quality_{uuid.uuid4().hex[:8]}")
+                else:
+                    store = QdrantEdgeStore(folder, "q")
                 vectors = await embedders[embedder_name].embed(bodies)
                 mems = [
                     Memory(id=str(i), text=b, vector=v, scope="default")
@@ -363,8 +377,8 @@ async def quality(split: str, big: int) -> None:
                 ]
                 for start in range(0, len(mems), BATCH):
                     await store.add(mems[start : start + BATCH])
-                built[embedder_name] = (store, folder)
-            store = built[embedder_name][0]
+                built[kind, embedder_name] = (store, folder)
+            store = built[kind, embedder_name][0]
             hits, rr, times = 0, 0.0, []
             for i in asked:
                 t0 = time.perf_counter()
@@ -381,6 +395,8 @@ async def quality(split: str, big: int) -> None:
             print(f"{name:34} {hits / n:>7.3f} {rr / n:>7.3f} {pct(times, 50):>7.2f}", flush=True)
     finally:
         for store, folder in built.values():
+            if hasattr(store, "reset") and not isinstance(store, QdrantEdgeStore):
+                await store.reset()  # pgvector: drop the benchmark's table
             await store.close()
             shutil.rmtree(folder, ignore_errors=True)
     print(

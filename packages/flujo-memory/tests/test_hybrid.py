@@ -1,10 +1,12 @@
 """Hybrid search (BM25 + dense, fused by reciprocal rank) on the stores that support it: the
-in-memory store, embedded Qdrant (real qdrant-edge shards on disk) and the Qdrant server
-store's code on qdrant-client's local mode (no Qdrant server runs here)."""
+in-memory store, embedded Qdrant (real qdrant-edge shards on disk), the Qdrant server
+store's code on qdrant-client's local mode (no Qdrant server runs here) and pgvector on a
+real PostgreSQL (the ``pgvector_dsn`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,23 @@ def _memories(scope: str = "a") -> list[Memory]:
     ]
 
 
-@pytest.fixture(params=["memory", "qdrant", "qdrant-server-code"])
+async def _pgvector(request: pytest.FixtureRequest) -> Any:
+    pytest.importorskip("psycopg", reason="pip install 'flujo-memory[pgvector]'")
+    from flujo_memory.stores.pgvector import PgVectorStore
+
+    return PgVectorStore(request.getfixturevalue("pgvector_dsn"), f"h_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["memory", "qdrant", "qdrant-server-code", "pgvector"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "memory":
         yield InMemoryStore()
+        return
+    if request.param == "pgvector":
+        pg = await _pgvector(request)
+        yield pg
+        await pg.reset()
+        await pg.close()
         return
     if request.param == "qdrant-server-code":
         from qdrant_client import AsyncQdrantClient
@@ -145,6 +160,71 @@ async def test_server_collection_records_lexical_and_old_ones_ask_for_reindex() 
     with pytest.raises(CollectionMismatchError, match="flujo memory reindex"):
         await old.hybrid_search("ZX4471", _vector(2), 1)
     await client.close()
+
+
+async def test_pgvector_ranks_words_exactly_as_the_in_memory_store(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Same words, BM25 weights and IDF: the SQL ranking equals the reference one, scores
+    included (a scope filter restricts the rows, never the collection-wide IDF)."""
+    corpus = [
+        f"{word} report number {i} about {other} and the {word}s of {other}"
+        for i, (word, other) in enumerate(
+            (w, o)
+            for w in ("invoice", "refund", "ticket", "printer", "Überweisung")
+            for o in ("billing", "privacy", "toner", "network", "café")
+        )
+    ] + ["an unrelated line", "refund refund refund", "privacy policy for the café"]
+    memories = [
+        Memory(id=f"m{i:02d}", text=t, vector=[1.0, float(i)], scope="ab"[i % 2])
+        for i, t in enumerate(corpus)
+    ]
+    reference = InMemoryStore()
+    pg = await _pgvector(request)
+    try:
+        await reference.add(memories)
+        await pg.add(memories)
+        for query in ("refund for billing", "café privacy", "Überweisung toner report", "x"):
+            for flt in (None, {"scope": "b"}):
+                want = await reference.hybrid_search(query, None, 7, filter=flt, mode="lexical")
+                got = await pg.hybrid_search(query, None, 7, filter=flt, mode="lexical")
+                assert [(h.memory.id, round(h.score, 9)) for h in got] == [
+                    (h.memory.id, round(h.score, 9)) for h in want
+                ], (query, flt)
+    finally:
+        await pg.reset()
+        await pg.close()
+
+
+async def test_old_pgvector_collection_without_a_lexical_index_asks_for_reindex(
+    request: pytest.FixtureRequest,
+) -> None:
+    pg = await _pgvector(request)
+    try:
+        await pg.set_info({"embedder": "e:1", "dimension": 5})
+        await pg.add(_memories())
+        # What a collection written before hybrid search looks like: no lexical index recorded.
+        async with pg._connection() as conn:
+            await conn.execute(
+                "UPDATE flujo_memory_collections SET lexical = NULL WHERE name = %s",
+                (pg.collection,),
+            )
+        await pg.close()
+        old = type(pg)(pg.dsn, pg.collection)
+        assert _ids(await old.hybrid_search("x", _vector(2), 1, mode="dense")) == ["a-2"]
+        with pytest.raises(CollectionMismatchError, match="flujo memory reindex"):
+            await old.hybrid_search("ZX4471", _vector(2), 1)
+        await old.add(_memories())  # writes to an old table still work (no terms column)
+        memories = await old.scan()
+        await old.reset()  # what reindex does: the new table has the lexical index
+        for m in memories:
+            m.vector = _vector(int(m.id[-1]))
+        await old.add(memories)
+        assert _ids(await old.hybrid_search("ZX4471", None, 1, mode="lexical")) == ["a-0"]
+        pg = old
+    finally:
+        await pg.reset()
+        await pg.close()
 
 
 def test_fusion_is_reciprocal_rank() -> None:

@@ -111,7 +111,11 @@ async def test_collection_table_records_embedder_and_dimension(
 ) -> None:
     assert await pg_store.get_info() is None
     await pg_store.set_info({"embedder": "hashing:v1:4", "dimension": 4})
-    assert await pg_store.get_info() == {"embedder": "hashing:v1:4", "dimension": 4}
+    assert await pg_store.get_info() == {
+        "embedder": "hashing:v1:4",
+        "dimension": 4,
+        "lexical": "bm25:v1",
+    }
     async with await psycopg.AsyncConnection.connect(pgvector_dsn) as conn:
         cur = await conn.execute(
             f"SELECT table_name, dimension, embedder, hnsw FROM {REGISTRY} WHERE name = %s",
@@ -122,10 +126,14 @@ async def test_collection_table_records_embedder_and_dimension(
             "SELECT indexdef FROM pg_indexes WHERE tablename = %s", (pg_store.table,)
         )
         indexes = " ".join(r[0] for r in await cur.fetchall())
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename = %s", (pg_store.table + "_terms",)
+        )
+        assert await cur.fetchone() == (1,)  # the lexical index's table
     assert "USING hnsw (embedding vector_cosine_ops)" in indexes
     # A second store on the same collection (another process) sees the record.
     other = PgVectorStore(pgvector_dsn, pg_store.collection)
-    assert await other.get_info() == {"embedder": "hashing:v1:4", "dimension": 4}
+    assert await other.get_info() == await pg_store.get_info()
     await other.close()
 
 

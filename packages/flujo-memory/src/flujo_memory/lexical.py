@@ -10,8 +10,8 @@ collection grows. ``AVG_LEN`` is a constant rather than the collection's true av
 length for the same reason (Qdrant's own BM25 does the same).
 
 Every store that supports hybrid search uses these functions, so ``search = "lexical"``
-ranks alike on all of them (pgvector uses PostgreSQL's full-text search instead: see its
-module).
+ranks alike on all of them: the same words, weights and IDF (pgvector keeps the weights by
+word in an inverted-index table and computes the IDF in SQL: see its module).
 """
 
 from __future__ import annotations
@@ -84,15 +84,41 @@ def _ids(text: str) -> list[int]:
     return [i for i in map(_word_id, _TOKEN.findall(text)) if i >= 0]
 
 
+def _weight(count: int, norm: float) -> float:
+    """BM25's term-frequency saturation for a term seen ``count`` times (no IDF factor)."""
+    return count * (K1 + 1.0) / (count + norm)
+
+
+def _norm(length: int) -> float:
+    return K1 * (1.0 - B + B * length / AVG_LEN)
+
+
 def document_vector(text: str) -> tuple[list[int], list[float]]:
     """``(indices, values)`` of a memory: BM25 term weights without the IDF factor."""
     words = _ids(text)
     if not words:
         return [], []
-    norm = K1 * (1.0 - B + B * len(words) / AVG_LEN)
+    norm = _norm(len(words))
     counts: Counter[int] = Counter(words)
     indices = sorted(counts)
-    return indices, [counts[i] * (K1 + 1.0) / (counts[i] + norm) for i in indices]
+    return indices, [_weight(counts[i], norm) for i in indices]
+
+
+def document_terms(text: str) -> dict[str, float]:
+    """The same weights as :func:`document_vector`, keyed by the indexed word rather than its
+    hash: for stores that keep their own inverted index by word (pgvector's terms table)."""
+    words = tokens(text)
+    if not words:
+        return {}
+    norm = _norm(len(words))
+    counts = Counter(words)
+    return {word: _weight(counts[word], norm) for word in sorted(counts)}
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct indexed words of a query, sorted (each weighs once; the store's IDF
+    does the rest)."""
+    return sorted(set(tokens(text)))
 
 
 def query_vector(text: str) -> tuple[list[int], list[float]]:

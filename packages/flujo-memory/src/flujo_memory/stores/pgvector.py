@@ -11,6 +11,9 @@ the state database, but memories never mix with execution state):
   type-tagged ``key=value`` strings equality filters compare, GIN-indexed) and ``created_at``.
   An HNSW index (``vector_cosine_ops``) is created with the table, plus B-tree indexes on
   ``scope`` and ``run_id``.
+- ``flujo_mem_<collection>_terms``: the lexical index, an inverted index as a table: one row
+  per (word, memory) with the word's BM25 weight in that memory; primary key ``(word, id)``,
+  rows deleted with their memory (``ON DELETE CASCADE``).
 
 Opening the store runs ``CREATE EXTENSION IF NOT EXISTS vector``; a server without pgvector, or
 a role that may not create it, is a one-line :class:`PgVectorExtensionError`.
@@ -27,6 +30,16 @@ a role that may not create it, is a one-line :class:`PgVectorExtensionError`.
 
 Unfiltered queries use the HNSW index (``hnsw.ef_search`` = max(``ef_search``, ``limit``)).
 ``flujo memory stats`` says which mode the server gets (:meth:`PgVectorStore.describe`).
+
+**Lexical and hybrid search** (``[memory] search``) rank exactly as the other stores do
+(:mod:`flujo_memory.lexical`: the same words, BM25 weights and IDF), in one statement: the
+postings of the query's words are read from the terms table by its primary key, each word's
+IDF comes from its number of postings over the whole collection (like Qdrant's IDF), rows sum
+``idf * weight``, the filter applies, and only the best ``limit`` rows are read whole. (A
+``jsonb`` column with a GIN index was tried first: finding the rows was fast, but scoring
+re-read every candidate row's ``jsonb`` once per query word.) Hybrid fuses that ranking with
+the dense one by reciprocal rank. Collections created before this record no ``lexical`` index
+in the registry and ask for ``flujo memory reindex``.
 """
 
 from __future__ import annotations
@@ -42,7 +55,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from flujo.domain.interfaces import Memory, ScoredMemory
 from flujo.state.dsn import redact_dsn
+from flujo_memory import lexical
 from flujo_memory.errors import (
+    CollectionMismatchError,
     DimensionMismatchError,
     ExtraNotInstalledError,
     PgVectorExtensionError,
@@ -167,6 +182,7 @@ class PgVectorStore:
         self.dsn = dsn
         self.collection = collection
         self.table = table_name(collection)
+        self.terms_table = self.table + "_terms"
         self.ef_search = max(1, min(ef_search, MAX_EF_SEARCH))
         self.pool_size = max(1, pool_size)
         self.connect_timeout_s = connect_timeout_s
@@ -177,6 +193,7 @@ class PgVectorStore:
         self._open_lock = asyncio.Lock()
         self._dimension: int | None = None
         self._hnsw = False
+        self._lexical = False
 
     # ------------------------------------------------------------------ connection
 
@@ -311,6 +328,8 @@ class PgVectorStore:
                 "dimension INTEGER NOT NULL, embedder TEXT, hnsw BOOLEAN NOT NULL, "
                 "created_at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch from now()))"
             )
+            # Registries written before hybrid search lack the column: NULL = no lexical index.
+            await conn.execute(f"ALTER TABLE {REGISTRY} ADD COLUMN IF NOT EXISTS lexical TEXT")
 
     @staticmethod
     async def _extension_version(conn: AsyncConnection[Any]) -> str | None:
@@ -359,12 +378,13 @@ class PgVectorStore:
             async with self._connection() as own:
                 return await self._lookup(own)
         cur = await conn.execute(
-            f"SELECT dimension, hnsw FROM {REGISTRY} WHERE name = %s", (self.collection,)
+            f"SELECT dimension, hnsw, lexical FROM {REGISTRY} WHERE name = %s", (self.collection,)
         )
         row = await cur.fetchone()
         if row is None:
             return False
         self._dimension, self._hnsw = int(row[0]), bool(row[1])
+        self._lexical = row[2] == lexical.LEXICAL_ID
         return True
 
     async def _ensure(self, dimension: int) -> None:
@@ -407,12 +427,24 @@ class PgVectorStore:
                     sql.Identifier(self.table + "_tags"), table
                 )
             )
+            terms = sql.Identifier(self.terms_table)
             await conn.execute(
-                f"INSERT INTO {REGISTRY} (name, table_name, dimension, hnsw) "
-                "VALUES (%s, %s, %s, %s)",
-                (self.collection, self.table, dimension, hnsw),
+                sql.SQL(
+                    "CREATE TABLE {} (word TEXT NOT NULL, id TEXT NOT NULL REFERENCES {} (id) "
+                    "ON DELETE CASCADE, weight DOUBLE PRECISION NOT NULL, PRIMARY KEY (word, id))"
+                ).format(terms, table)
             )
-        self._dimension, self._hnsw = dimension, hnsw
+            await conn.execute(  # the cascade's lookups by memory id
+                sql.SQL("CREATE INDEX {} ON {} (id)").format(
+                    sql.Identifier(self.terms_table + "_id"), terms
+                )
+            )
+            await conn.execute(
+                f"INSERT INTO {REGISTRY} (name, table_name, dimension, hnsw, lexical) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (self.collection, self.table, dimension, hnsw, lexical.LEXICAL_ID),
+            )
+        self._dimension, self._hnsw, self._lexical = dimension, hnsw, True
 
     # ------------------------------------------------------------------ protocol
 
@@ -448,10 +480,28 @@ class PgVectorStore:
             "step_name = EXCLUDED.step_name, metadata = EXCLUDED.metadata, "
             "tags = EXCLUDED.tags, created_at = EXCLUDED.created_at"
         )
+        # A collection from before hybrid search has no terms table (it asks for a reindex).
+        texts = {m.id: m.text for m in last.values()} if self._lexical else {}
 
         async def write(chunk: list[tuple[Any, ...]]) -> None:
             async with self._connection(transaction=True) as conn, conn.cursor() as cur:
                 await cur.executemany(statement, chunk)
+                if texts:  # the memory and its postings commit together
+                    ids = [row[0] for row in chunk]
+                    await cur.execute(
+                        f'DELETE FROM "{self.terms_table}" WHERE id = ANY(%s::text[])', (ids,)
+                    )
+                    postings = [
+                        (word, i, weight)
+                        for i in ids
+                        for word, weight in lexical.document_terms(texts[i]).items()
+                    ]
+                    if postings:
+                        await cur.executemany(
+                            f'INSERT INTO "{self.terms_table}" (word, id, weight) '
+                            "VALUES (%s, %s, %s)",
+                            postings,
+                        )
 
         # Chunks go through several connections at once: inserting into the HNSW graph is
         # CPU work of the server process, so a large batch spreads over the server's cores.
@@ -486,6 +536,71 @@ class PgVectorStore:
             # matches; an exact scan settles whether there are more.
             found = await self._query("exact", query, limit, condition, params)
         return found
+
+    async def hybrid_search(
+        self,
+        query_text: str,
+        query_vector: Sequence[float] | None,
+        limit: int,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        mode: lexical.SearchMode = "hybrid",
+    ) -> list[ScoredMemory]:
+        """``lexical``: BM25 over the ``terms`` index (see the module docstring); ``hybrid``:
+        that and the dense search fused by reciprocal rank; ``dense``: :meth:`search`.
+        ``filter`` restricts both halves."""
+        if limit <= 0:
+            return []
+        if mode == "dense" or (mode == "hybrid" and query_vector is None):
+            if query_vector is None:
+                raise ValueError("a dense search needs a query vector")
+            return await self.search(query_vector, limit, filter=filter)
+        if not await self._lookup():
+            return []
+        if not self._lexical:
+            raise CollectionMismatchError(
+                f"the memory collection {self.collection!r} at {self.where} was built without "
+                "a lexical index (before hybrid search); run `flujo memory reindex` to rebuild "
+                'it, or set [memory] search = "dense"'
+            )
+        depth = lexical.candidates(limit) if mode == "hybrid" else limit
+        words = await self._lexical_search(query_text, depth, filter)
+        if mode == "lexical":
+            return words
+        assert query_vector is not None
+        dense = await self.search(query_vector, depth, filter=filter)
+        return lexical.fuse([dense, words], limit)
+
+    async def _lexical_search(
+        self, query_text: str, limit: int, filter: Mapping[str, Any] | None
+    ) -> list[ScoredMemory]:
+        words = lexical.query_terms(query_text)
+        if not words:
+            return []
+        condition, params = where_clause(filter)
+        table, terms = f'"{self.table}"', f'"{self.terms_table}"'
+        # The IDF is lexical.idf over the whole collection (as Qdrant's is, and the in-memory
+        # store's), so a scope filter changes which rows rank, never how they score.
+        # Postings by primary key; IDF from the postings' counts over the whole collection (as
+        # Qdrant's and the in-memory store's: a filter changes which rows rank, never how they
+        # score); the filter applies before the limit; only the best rows are read whole.
+        statement = (
+            f"WITH hits AS MATERIALIZED (SELECT word, id, weight FROM {terms} "
+            "WHERE word = ANY(%(words)s::text[])), "
+            f"total AS MATERIALIZED (SELECT count(*)::float8 AS n FROM {table}), "
+            "q AS (SELECT word, ln(1.0 + (n - count(*) + 0.5) / (count(*) + 0.5)) AS idf "
+            "FROM hits, total GROUP BY word, n), "
+            "scored AS (SELECT id, sum(q.idf * hits.weight) AS score FROM hits JOIN q "
+            "USING (word) GROUP BY id), "
+            f"best AS (SELECT id, scored.score FROM scored JOIN {table} USING (id) "
+            f"WHERE {condition} ORDER BY scored.score DESC, id LIMIT %(k)s) "
+            f"SELECT {_COLUMNS}, best.score FROM best JOIN {table} USING (id) "
+            "ORDER BY best.score DESC, id"
+        )
+        async with self._connection() as conn:
+            cur = await conn.execute(statement, {**params, "words": words, "k": limit})
+            rows = await cur.fetchall()
+        return [ScoredMemory(_memory(row), float(row[7])) for row in rows]
 
     def search_sql(self, mode: SearchMode, condition: str, limit: int) -> tuple[list[str], str]:
         """The ``SET LOCAL`` statements and the query of a search in ``mode``."""
@@ -548,7 +663,8 @@ class PgVectorStore:
         """The collection record (embedder and dimension), ``None`` before it exists."""
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"SELECT dimension, embedder FROM {REGISTRY} WHERE name = %s", (self.collection,)
+                f"SELECT dimension, embedder, lexical FROM {REGISTRY} WHERE name = %s",
+                (self.collection,),
             )
             row = await cur.fetchone()
         if row is None:
@@ -556,6 +672,8 @@ class PgVectorStore:
         info: dict[str, Any] = {"dimension": int(row[0])}
         if row[1] is not None:
             info["embedder"] = str(row[1])
+        if row[2] is not None:
+            info["lexical"] = str(row[2])
         return info
 
     async def set_info(self, info: Mapping[str, Any]) -> None:
@@ -604,9 +722,10 @@ class PgVectorStore:
                 "SELECT pg_advisory_xact_lock(%s, %s)",
                 (_LOCK_NAMESPACE, _lock_key(self.collection)),
             )
+            await conn.execute(f'DROP TABLE IF EXISTS "{self.terms_table}"')
             await conn.execute(f'DROP TABLE IF EXISTS "{self.table}"')
             await conn.execute(f"DELETE FROM {REGISTRY} WHERE name = %s", (self.collection,))
-        self._dimension, self._hnsw = None, False
+        self._dimension, self._hnsw, self._lexical = None, False, False
 
     async def describe(self) -> dict[str, Any]:
         """What ``flujo memory stats`` adds for this store: server, table, pgvector version
