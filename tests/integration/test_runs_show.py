@@ -1,7 +1,7 @@
 """``flujo runs show`` with flujo-governance, flujo-evals and flujo-memory installed, as real
-subprocesses on a real SQLite state database: the run, its steps, then each plugin's section
-(policy decisions, evaluations, memory writes), as text for people and as one JSON document;
-a plugin whose section fails is one error line, and the rest is still shown."""
+subprocesses on real SQLite and PostgreSQL state databases: the run, its steps, then each
+plugin's section (policy decisions, evaluations, memory writes), as text for people and as one
+JSON document; a plugin whose section fails is one error line, and the rest is still shown."""
 
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ pipeline = Step.from_callable(triage) >> Step.from_callable(reply)
 """
 
 CONFIG = """
-[state]
-uri = "sqlite:///runs.db"
 [governance]
 policies = ["pii"]
 [eval]
@@ -46,9 +44,19 @@ embedder = "hashing"
 
 
 @pytest.fixture
-def run_id(tmp_path: Path) -> str:
+def state_uri(request: pytest.FixtureRequest) -> str:
+    """SQLite, or a throwaway PostgreSQL schema for tests that ask for both."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        uri: str = request.getfixturevalue("flujo_postgres_uri")
+        return uri
+    return "sqlite:///runs.db"
+
+
+@pytest.fixture
+def run_id(tmp_path: Path, state_uri: str) -> str:
     (tmp_path / "pipe.py").write_text(PIPE, encoding="utf-8")
-    (tmp_path / "flujo.toml").write_text(CONFIG, encoding="utf-8")
+    config = f"[state]\nuri = {json.dumps(state_uri)}\n" + CONFIG
+    (tmp_path / "flujo.toml").write_text(config, encoding="utf-8")
     ran = run_flujo(
         "run", "pipe.py:pipeline", "--input", f"write to {EMAIL}", "--json", cwd=tmp_path, env=ENV
     )
@@ -57,6 +65,10 @@ def run_id(tmp_path: Path) -> str:
     return found
 
 
+BOTH = pytest.mark.parametrize("state_uri", ["sqlite", "postgresql"], indirect=True)
+
+
+@BOTH
 def test_show_json_is_one_document_with_every_plugins_section(tmp_path: Path, run_id: str) -> None:
     shown = run_flujo("runs", "show", run_id[:12], "--json", cwd=tmp_path, env=ENV)
     assert shown.returncode == 0, shown.stderr
@@ -85,6 +97,7 @@ def test_show_json_is_one_document_with_every_plugins_section(tmp_path: Path, ru
     assert EMAIL not in shown.stdout
 
 
+@BOTH
 def test_show_text_has_the_run_the_steps_and_each_section_and_no_json(
     tmp_path: Path, run_id: str
 ) -> None:
