@@ -212,3 +212,28 @@ def test_text_escapes_what_could_repaint_or_reorder_the_terminal() -> None:
         "p",
     )
     assert lines == ["T\\x1b]0;x\\x07 (p)", "  k 2  v\\r", "  c", "  x y"]
+
+
+def test_runs_show_text_lists_inner_steps_by_path(tmp_path: Path) -> None:
+    (tmp_path / "pipe.py").write_text(
+        "from flujo import Step\n"
+        "def split(text: str) -> list[str]:\n"
+        "    return text.split()\n"
+        "def shout(word: str) -> str:\n"
+        "    return word.upper()\n"
+        "pipeline = Step.from_callable(split) >> Step.map('each', Step.from_callable(shout))\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\n')
+    env = {"FLUJO_LOAD_PLUGINS": ""}
+    ran = run_flujo("run", "pipe.py:pipeline", "--input", "a b", "--json", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    run_id = json.loads(ran.stdout)["run_id"]
+    view = json.loads(run_flujo("runs", "show", run_id, "--json", cwd=tmp_path, env=env).stdout)
+    paths = [s["path"] for s in view["inner_steps"]]
+    assert len(paths) == 2
+    shown = run_flujo("runs", "show", run_id, cwd=tmp_path, env=env)
+    lines = shown.stdout.splitlines()
+    at = lines.index("inner steps")
+    assert lines[at + 1].split()[:2] == ["path", "status"]
+    assert [ln.split()[0] for ln in lines[at + 2 : at + 4]] == paths

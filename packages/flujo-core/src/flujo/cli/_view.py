@@ -144,6 +144,20 @@ def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str
         lines.extend(table(["#", "step", "status", "attempts", "latency", "error"], rows))
     else:
         lines.append("  none yet")
+    if record.inner_steps:
+        # Steps inside control-flow steps (branches, loops, map items), by their path.
+        inner = [
+            [
+                s.path,
+                s.result.status.value,
+                s.result.attempts,
+                f"{s.result.latency_ms:.1f} ms",
+                s.result.error,
+            ]
+            for s in record.inner_steps
+        ]
+        lines += ["", "inner steps"]
+        lines.extend(table(["path", "status", "attempts", "latency", "error"], inner))
     for title, value in (("input", record.input), ("output", record.output)):
         lines += ["", title, *value_lines(value)]
     if record.context:
