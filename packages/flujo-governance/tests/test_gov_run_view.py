@@ -3,10 +3,9 @@ through the real command with only flujo-core and flujo-governance."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from flujo.testing.cli import run_flujo
+from flujo.testing.cli import flujo_json, run_flujo
 
 ENV = {"FLUJO_LOAD_PLUGINS": "flujo-governance"}
 EMAIL = "ana@example.com"
@@ -14,35 +13,30 @@ EMAIL = "ana@example.com"
 
 def test_runs_show_has_the_runs_policy_decisions(tmp_path: Path) -> None:
     (tmp_path / "pipe.py").write_text(
-        "from flujo import Step\n"
-        "def echo(text: str) -> str:\n"
-        "    return text\n"
+        "from flujo import Step\ndef echo(text: str) -> str:\n    return text\n"
         "pipeline = Step.from_callable(echo)\n",
         encoding="utf-8",
     )
     (tmp_path / "flujo.toml").write_text(
-        '[state]\nuri = "sqlite:///runs.db"\n[governance]\npolicies = ["pii"]\n',
-        encoding="utf-8",
+        '[state]\nuri = "sqlite:///runs.db"\n[governance]\npolicies = ["pii"]\n', encoding="utf-8"
     )
-    ran = run_flujo(
+    run_id = flujo_json(
         "run", "pipe.py:pipeline", "--input", f"mail {EMAIL}", "--json", cwd=tmp_path, env=ENV
-    )
-    assert ran.returncode == 0, ran.stderr
-    run_id = json.loads(ran.stdout)["run_id"]
-    shown = run_flujo("runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)
-    assert shown.returncode == 0, shown.stderr
-    section = json.loads(shown.stdout)["sections"]["flujo-governance"]
+    )["run_id"]
+    view = flujo_json("runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)
+    section = view["sections"]["flujo-governance"]
     assert section["error"] is None
     assert section["fields"] == {"decisions": 1, "redact": 1}
     [decision] = section["data"]
-    assert decision["step"] == "echo"
-    assert (decision["policy"], decision["stage"], decision["decision"]) == (
-        "pii",
-        "input",
-        "redact",
-    )
-    assert (decision["rule"], decision["entities"]) == ("redact", {"EMAIL": 1})
-    text = run_flujo("runs", "show", run_id, cwd=tmp_path, env=ENV)
-    assert "Policy decisions (flujo-governance)" in text.stdout
-    assert "EMAIL:1" in text.stdout
-    assert EMAIL not in shown.stdout + text.stdout
+    assert {k: decision[k] for k in ("step", "policy", "stage", "decision", "rule")} == {
+        "step": "echo",
+        "policy": "pii",
+        "stage": "input",
+        "decision": "redact",
+        "rule": "redact",
+    }
+    assert decision["entities"] == {"EMAIL": 1}
+    text = run_flujo("runs", "show", run_id, cwd=tmp_path, env=ENV).stdout
+    assert "Policy decisions (flujo-governance)" in text
+    assert "EMAIL:1" in text
+    assert EMAIL not in str(view) + text

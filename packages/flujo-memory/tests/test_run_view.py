@@ -3,12 +3,11 @@ real command with only flujo-core and flujo-memory (embedded qdrant, hashing emb
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from flujo.testing.cli import run_flujo
+from flujo.testing.cli import flujo_json, run_flujo
 
 ENV = {"FLUJO_LOAD_PLUGINS": "flujo-memory"}
 
@@ -26,12 +25,12 @@ def test_runs_show_has_the_runs_memory_writes(tmp_path: Path) -> None:
         '[memory]\nindex_steps = ["note"]\nembedder = "hashing"\n',
         encoding="utf-8",
     )
-    ran = run_flujo("run", "pipe.py:pipeline", "--input", "tea", "--json", cwd=tmp_path, env=ENV)
-    assert ran.returncode == 0, ran.stderr
-    run_id = json.loads(ran.stdout)["run_id"]
-    shown = run_flujo("runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)
-    assert shown.returncode == 0, shown.stderr
-    section = json.loads(shown.stdout)["sections"]["flujo-memory"]
+    run_id = flujo_json(
+        "run", "pipe.py:pipeline", "--input", "tea", "--json", cwd=tmp_path, env=ENV
+    )["run_id"]
+    section = flujo_json("runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)["sections"][
+        "flujo-memory"
+    ]
     assert section["error"] is None
     assert section["fields"] == {"in the store": 1, "waiting": 0, "failed": 0}
     assert section["data"] == {"indexed": 1, "outbox": []}

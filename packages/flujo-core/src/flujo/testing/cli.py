@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _environ(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -39,6 +40,21 @@ def run_flujo(
         text=True,
         timeout=timeout,
     )
+
+
+def flujo_json(*args: str, cwd: Path | str, env: Mapping[str, str] | None = None) -> Any:
+    """``flujo ARGS`` (give ``--json`` among them) that must succeed: its stdout, parsed.
+
+    Fails with what the command printed on stderr when it exits non-zero or prints anything
+    but one JSON document.
+    """
+    proc = run_flujo(*args, cwd=cwd, env=env)
+    if proc.returncode != 0:
+        raise AssertionError(f"flujo {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"flujo {' '.join(args)} printed no JSON: {proc.stdout!r}") from None
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
