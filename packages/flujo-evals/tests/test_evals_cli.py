@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from flujo import Flujo, FlujoConfig, Pipeline, RunStatus, Step
 from flujo.state import open_state
+from flujo.testing.cli import read_table
 from flujo.testing.fake_openai import FakeOpenAIServer, openai_env
 from flujo_evals import storage
 from flujo_evals.sampling import is_sampled
@@ -108,9 +111,59 @@ def test_list_and_filters(populated: dict[str, Any], tmp_path: Path) -> None:
     assert [r["run_id"] for r in json.loads(proc.stdout)] == [first]
     proc = flujo("evals", "list", "--since", "1h", "--limit", "2", cwd=tmp_path)
     assert proc.returncode == 0
-    assert len(proc.stdout.splitlines()) == 2
+    assert len(read_table(proc.stdout)) == 2
     proc = flujo("evals", "list", "--since", "2999-01-01", cwd=tmp_path)
     assert proc.stdout.strip() == "no evaluations"
+
+
+def test_list_has_a_header_aligned_columns_and_utc_times(
+    populated: dict[str, Any], tmp_path: Path
+) -> None:
+    proc = flujo("evals", "list", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0].split() == [
+        "ID", "CREATED", "RUN", "EVALUATOR", "STEP", "STATUS", "SCORE", "LABEL",
+    ]  # fmt: skip
+    rows = read_table(proc.stdout)
+    assert len(rows) == 6
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["CREATED"]), row
+    assert {r["SCORE"] for r in rows} == {"1.000", "0.000", "-", "0.500", "0.700"}
+    assert {r["LABEL"] for r in rows} >= {"good", "bad", "-"}
+    listed = json.loads(flujo("evals", "list", "--json", cwd=tmp_path).stdout)
+    for item in listed:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", item["created_at"])
+        assert "created_at_iso" not in item  # one timestamp, written one way
+
+
+def test_show_rounds_for_people_and_json_keeps_the_number(make_config: Any, tmp_path: Path) -> None:
+    config = make_config("[eval]\nenabled = false\n")
+    [result] = asyncio.run(_runs(config, ["a"]))
+    row = {**_row(result.run_id, "judge", "scored", 0.8, 1.0), "latency_ms": 211.1250499999926}
+    row["reasoning"] = "fine\nreally \x1b[31mfine"
+
+    async def write() -> None:
+        state = await open_state(config)
+        try:
+            await storage.write_row(state, row)
+        finally:
+            await state.close()
+
+    asyncio.run(write())
+    shown = flujo("evals", "show", row["id"][:8], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+    assert lines["latency_ms"] == "211"
+    assert lines["score"] == "0.800"
+    assert lines["cost_usd"] == "0.001000"
+    assert lines["judge_model"] == "openai:gpt-4o-mini"
+    assert lines["label"] == "good"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines["created_at"])
+    assert lines["reasoning"] == "fine really \\x1b[31mfine"
+    assert "None" not in shown.stdout
+    data = json.loads(flujo("evals", "show", row["id"][:8], "--json", cwd=tmp_path).stdout)
+    assert data["latency_ms"] == 211.1250499999926
+    assert data["created_at"][:19] + "Z" == lines["created_at"]
 
 
 def test_show_by_id_prefix(populated: dict[str, Any], tmp_path: Path) -> None:

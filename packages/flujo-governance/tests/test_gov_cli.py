@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
@@ -16,7 +17,7 @@ import pytest
 
 from flujo import Flujo, Pipeline, Step
 from flujo.config import load_config
-from flujo.testing.cli import run_flujo
+from flujo.testing.cli import read_table, run_flujo
 
 DIST = "flujo-governance"
 
@@ -118,8 +119,16 @@ def test_audit_command(tmp_path: Path) -> None:
     assert run_id in proc.stdout
     proc = flujo("governance", "audit", "--run", run_id, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "EMAIL:2" in proc.stdout
-    assert "redact" in proc.stdout
+    assert proc.stdout.split("\n")[0].split() == [
+        "TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES",
+    ]  # fmt: skip
+    [row] = read_table(proc.stdout)
+    assert row["ENTITIES"] == "EMAIL:2"
+    assert row["DECISION"] == "redact"
+    assert row["TOOL"] == "-"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["TIME"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", rows[0]["created_at"])
+    assert rows[0]["created_at"][:19] + "Z" == row["TIME"]
 
 
 def test_plugin_module_is_cheap_to_import() -> None:

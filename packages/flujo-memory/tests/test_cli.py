@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flujo.testing.cli import help_imports, run_flujo
+from flujo.testing.cli import help_imports, read_table, run_flujo
 
 DIST = "flujo-memory"
 
@@ -27,6 +28,40 @@ def test_plugins_lists_memory(tmp_path: Path) -> None:
         "embedders": ["fastembed", "hashing", "openai", "wordllama"],
     }
     assert entry["sections"] == ["memory"]
+
+
+def test_search_and_stats_are_written_for_people(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    """A header and aligned columns, UTC times with Z, outside text on one line with its
+    control characters escaped, and "-" rather than "None" for what is absent."""
+    config_file(scope_fields=["tenant"])
+    for text in ("the vpn needs mfa", "vpn\nsecond line \x1b]0;title\x07 and more"):
+        added = flujo("memory", "add", text, "--scope", "tenant=acme", cwd=tmp_path)
+        assert added.returncode == 0, added.stderr
+    found = flujo("memory", "search", "vpn", "--scope", "tenant=acme", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split("\n")[0].split() == ["SCORE", "ID", "CREATED", "RUN", "TEXT"]
+    rows = read_table(found.stdout)
+    assert len(rows) == 2
+    assert {r["TEXT"] for r in rows} == {
+        "the vpn needs mfa",
+        "vpn second line \\x1b]0;title\\x07 and more",
+    }
+    assert "\x1b" not in found.stdout
+    for row in rows:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row["CREATED"]), row
+        assert row["RUN"] == "-"  # added by hand, not by a run
+    data = json.loads(
+        flujo("memory", "search", "vpn", "--scope", "tenant=acme", "--json", cwd=tmp_path).stdout
+    )
+    for hit in data:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", hit["created_at"])
+    stats = flujo("memory", "stats", cwd=tmp_path)
+    assert stats.returncode == 0, stats.stderr
+    assert "None" not in stats.stdout
+    assert re.search(r"^last_error +-$", stats.stdout, re.M), stats.stdout
+    assert json.loads(flujo("memory", "stats", "--json", cwd=tmp_path).stdout)["last_error"] is None
 
 
 def test_add_search_stats_forget_reindex(tmp_path: Path, config_file: Callable[..., Path]) -> None:

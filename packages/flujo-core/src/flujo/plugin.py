@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from flujo.application.background import BackgroundTaskManager
     from flujo.application.runtime import Runtime
     from flujo.cli import current_config, lazy_command
+    from flujo.cli._output import echo_table, table_lines
     from flujo.config import FlujoConfig, load_config
     from flujo.domain.context import PipelineContext
     from flujo.domain.errors import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         StepCompleted,
         StepStarted,
     )
+    from flujo.domain.formatting import MISSING, human_time, json_time, printable
     from flujo.domain.interfaces import (
         Embedder,
         EvaluationResult,
@@ -134,9 +136,17 @@ _LAZY = {
     "resolve_run_id": "flujo.state.run_ids",
     "lazy_command": "flujo.cli",
     "current_config": "flujo.cli",
+    # output for people and JSON, the same in every command
+    "human_time": "flujo.domain.formatting",
+    "json_time": "flujo.domain.formatting",
+    "printable": "flujo.domain.formatting",
+    "MISSING": "flujo.domain.formatting",
+    "echo_table": "flujo.cli._output",
+    "table_lines": "flujo.cli._output",
 }
 
 __all__ = [
+    "MISSING",
     "BackgroundTaskManager",
     "ConfigError",
     "Embedder",
@@ -184,13 +194,18 @@ __all__ = [
     "create",
     "current_config",
     "decision_detail",
+    "echo_table",
     "hookimpl",
+    "human_time",
+    "json_time",
     "lazy_command",
     "load_config",
     "migrated",
     "model_tool_name",
     "open_state",
+    "printable",
     "resolve_run_id",
+    "table_lines",
     "tool_id_of",
 ]
 

@@ -52,10 +52,6 @@ def parse_since(value: str, *, now: float | None = None) -> float:
     return when.timestamp()
 
 
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _config() -> FlujoConfig:
     from flujo.cli import current_config
 
@@ -105,9 +101,13 @@ def _echo_json(value: Any) -> None:
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as ``--json`` prints it: ``created_at`` in UTC ISO-8601 with ``Z``, to the
+    microsecond, as every flujo command writes timestamps in JSON."""
+    from flujo.plugin import json_time
+
     out = dict(row)
     out["billable"] = bool(out.get("billable"))
-    out["created_at_iso"] = _iso(float(out["created_at"]))
+    out["created_at"] = json_time(float(out["created_at"]))
     return out
 
 
@@ -148,12 +148,25 @@ def list_command(
     if not rows:
         click.echo("no evaluations")
         return
-    for r in rows:
-        click.echo(
-            f"{r['id']}  {_iso(float(r['created_at']))}  {r['run_id']}  "
-            f"{r['evaluator']:<12}  {r['step']:<12}  {r['status']:<15}  {_score(r['score'])}  "
-            f"{r['label'] or ''}"
-        )
+    from flujo.plugin import echo_table, human_time
+
+    echo_table(
+        ("ID", "CREATED", "RUN", "EVALUATOR", "STEP", "STATUS", "SCORE", "LABEL"),
+        (
+            (
+                r["id"],
+                human_time(float(r["created_at"])),
+                r["run_id"],
+                r["evaluator"],
+                r["step"],
+                r["status"],
+                _score(r["score"]),
+                r["label"],
+            )
+            for r in rows
+        ),
+        right=(6,),
+    )
 
 
 @evals.command("show")
@@ -168,16 +181,34 @@ def show_command(evaluation_id: str, as_json: bool) -> None:
         raise EvaluationNotFoundError(f"no evaluation with id {evaluation_id!r}")
     if len(rows) > 1:
         raise EvalsUsageError(f"id prefix {evaluation_id!r} is ambiguous; give more characters")
-    row = _public(rows[0])
     if as_json:
-        _echo_json(row)
+        _echo_json(_public(rows[0]))
         return
-    for key in (
+    for key, value in _for_people(rows[0]):
+        click.echo(f"{key:<14} {value}")
+
+
+def _for_people(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """``evals show``'s fields for people: numbers rounded to what matters (JSON keeps them
+    exact), the time in UTC to the second, text on one line, ``-`` for none."""
+    from flujo.plugin import human_time, printable
+
+    def number(value: Any, spec: str) -> str:
+        return "-" if value is None else format(float(value), spec)
+
+    shown = {
+        "score": number(row["score"], ".3f"),
+        "sample_weight": number(row["sample_weight"], ".6g"),
+        "cost_usd": number(row["cost_usd"], ".6f"),
+        "latency_ms": number(row["latency_ms"], ".0f"),
+        "created_at": human_time(float(row["created_at"])),
+    }
+    keys = (
         "id", "run_id", "pipeline", "step", "evaluator", "status", "score", "label",
         "reasoning", "sample_weight", "judge_model", "rubric_hash", "tokens", "cost_usd",
-        "latency_ms", "attempts", "created_at_iso",
-    ):  # fmt: skip
-        click.echo(f"{key:<14} {row[key] if row[key] is not None else '-'}")
+        "latency_ms", "attempts", "created_at",
+    )  # fmt: skip
+    return [(key, shown[key] if key in shown else printable(row.get(key))) for key in keys]
 
 
 @evals.command("summary")

@@ -112,26 +112,34 @@ def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
             await state.close()
 
     rows = asyncio.run(load())
+    from flujo.plugin import echo_table, human_time, json_time
+
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        # Timestamps as every flujo command writes them in JSON: UTC ISO-8601, Z, microseconds.
+        click.echo(
+            json.dumps(
+                [{**row, "created_at": json_time(float(row["created_at"]))} for row in rows],
+                indent=2,
+            )
+        )
         return
     if not rows:
         click.echo("no policy decisions recorded" + (f" for run {run_id}" if run_id else ""))
         return
-    header = ("RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES")
-    table = [
+    echo_table(
+        ("TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES"),
         (
-            row["run_id"],
-            row["step"],
-            row["policy"],
-            row["stage"],
-            row["tool"] or "-",
-            row["decision"],
-            row["rule"] or "-",
-            ", ".join(f"{k}:{v}" for k, v in row["entities"].items()) or "-",
-        )
-        for row in rows
-    ]
-    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
-    for r in [header, *table]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+            (
+                human_time(float(row["created_at"])),
+                row["run_id"],
+                row["step"],
+                row["policy"],
+                row["stage"],
+                row["tool"],
+                row["decision"],
+                row["rule"],
+                ", ".join(f"{k}:{v}" for k, v in row["entities"].items()) or None,
+            )
+            for row in rows
+        ),
+    )

@@ -122,6 +122,8 @@ def search(
     """Find the memories closest to QUERY within a scope."""
     scope_d = _pairs(scope, "--scope", typed=False)
     filter_d = _pairs(meta, "--meta", typed=True)
+    from flujo.plugin import echo_table, human_time, json_time, printable
+
     hits = _run(
         lambda s: s.search(query, scope=scope_d, limit=limit, filter=filter_d), read_only=True
     )
@@ -135,7 +137,7 @@ def search(
                 "run_id": h.memory.run_id,
                 "step_name": h.memory.step_name,
                 "metadata": h.memory.metadata,
-                "created_at": h.memory.created_at,
+                "created_at": json_time(h.memory.created_at),
             }
             for h in hits
         ]
@@ -143,9 +145,21 @@ def search(
         return
     if not hits:
         click.echo("no memories found")
-    for h in hits:
-        text = h.memory.text.replace("\n", " ")
-        click.echo(f"{h.score:.3f}  {h.memory.id[:12]}  {text[:100]}")
+        return
+    echo_table(
+        ("SCORE", "ID", "CREATED", "RUN", "TEXT"),
+        (
+            (
+                f"{h.score:.3f}",
+                h.memory.id[:12],
+                human_time(h.memory.created_at),
+                h.memory.run_id,
+                printable(h.memory.text, 100),
+            )
+            for h in hits
+        ),
+        right=(0,),
+    )
 
 
 async def _full_run_id(state: Any, run_id: str) -> str:
@@ -192,8 +206,12 @@ def stats(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, default=str))
         return
+    from flujo.plugin import printable
+
     for key, value in data.items():
-        click.echo(f"{key:18} {value}")
+        # printable: an absent value (no error yet, no recorded embedder) is "-", not "None";
+        # a stored error is outside text, shown on one line.
+        click.echo(f"{key:18} {printable(value)}")
 
 
 @memory.command("reindex")

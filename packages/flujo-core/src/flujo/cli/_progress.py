@@ -18,10 +18,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from flujo.domain.formatting import printable
 from flujo.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class Progress:
     def _label(self, index: int, name: str) -> str:
         total = self.total
         where = f"{index + 1}/{total}" if total is not None and index < total else f"{index + 1}"
-        return f"[{where}] {_one_line(name)}"
+        return f"[{where}] {printable(name)}"
 
     def _write_loop(self) -> None:
         while True:
@@ -135,7 +135,7 @@ class Progress:
                     f"{_seconds(item.elapsed_s)}"
                 )
                 if item.error and item.status != "succeeded":
-                    line += f": {_one_line(item.error)}"
+                    line += f": {printable(item.error, 200)}"
                 self._emit((_CLEAR if self.live else "") + line + "\n")
 
     def _redraw(self) -> None:
@@ -158,13 +158,3 @@ class Progress:
 
 def _seconds(value: float) -> str:
     return f"{value:.1f}s"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    """``text`` on one line, shortened, with control characters shown escaped: an error
-    message comes from outside (a model, a service) and must not drive the terminal."""
-    line = "".join(
-        repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c
-        for c in " ".join(text.split())
-    )
-    return line if len(line) <= limit else line[: limit - 3] + "..."

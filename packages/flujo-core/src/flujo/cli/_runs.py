@@ -227,14 +227,15 @@ def list_runs(state: CliState, status: str | None, limit: int, as_json: bool) ->
     if not records:
         click.echo("no runs")
         return
-    import datetime as dt
+    from flujo.cli._output import echo_table, human_time
 
-    for r in records:
-        when = dt.datetime.fromtimestamp(r.created_at).isoformat(timespec="seconds")
-        click.echo(
-            f"{r.run_id}  {when}  {r.status.value:<14}  {r.pipeline_name}"
-            + (f"  {r.error}" if r.error else "")
-        )
+    echo_table(
+        ("RUN", "CREATED", "STATUS", "PIPELINE", "ERROR"),
+        (
+            (r.run_id, human_time(r.created_at), r.status.value, r.pipeline_name, r.error)
+            for r in records
+        ),
+    )
 
 
 @runs.command("show")

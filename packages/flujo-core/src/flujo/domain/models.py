@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from flujo.domain.errors import InputValidationError, PipelineDefinitionError
+from flujo.domain.formatting import json_time
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter, ValidationError
@@ -211,8 +212,8 @@ class RunRecord:
             "error": self.error,
             "usage": self.usage.to_dict(),
             "current_step": self.current_step,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
+            "created_at": json_time(self.created_at),
+            "updated_at": json_time(self.updated_at),
         }
         if with_steps:
             data["input"] = self.input

@@ -107,3 +107,29 @@ def help_imports(
     except (IndexError, ValueError):
         raise AssertionError(f"flujo --help failed: {proc.stderr}") from None
     return proc.stdout, [str(m) for m in imported]
+
+
+def read_table(text: str) -> list[dict[str, str]]:
+    """The rows of a table a ``flujo`` listing printed, as ``{HEADER: cell}``, after checking
+    that it has a header row and aligned columns.
+
+    Each column starts where its header word starts (headers are single words, and a column
+    aligned right is no wider than its header), so every line must have a space just before
+    each column's start: a cell that spills over breaks the check.
+    """
+    lines = text.rstrip("\n").split("\n")
+    header = lines[0]
+    names = header.split()
+    if not names or header != header.upper():
+        raise AssertionError(f"no header row: {header!r}")
+    starts: list[int] = []
+    for name in names:
+        starts.append(header.index(name, starts[-1] + 1 if starts else 0))
+    rows = []
+    for line in lines[1:]:
+        for start in starts[1:]:
+            if len(line) > start and line[start - 1] != " ":
+                raise AssertionError(f"column at {start} not aligned in {line!r} ({header!r})")
+        bounds = [*starts[1:], len(line) + 1]
+        rows.append({n: line[s:e].strip() for n, s, e in zip(names, starts, bounds, strict=True)})
+    return rows
