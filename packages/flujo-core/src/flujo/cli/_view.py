@@ -7,7 +7,6 @@ cannot repaint the user's terminal) and multi-line text stays inside its indenta
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,9 +39,11 @@ def _cell(value: object) -> str:
 
 
 def timestamp(seconds: float) -> str:
-    """A stored time as people read it: ISO 8601, UTC, to the second."""
-    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    """A stored time as people read it: ISO 8601, UTC, to the second (the one form every
+    command writes, :func:`flujo.domain.formatting.human_time`)."""
+    from flujo.domain.formatting import human_time
+
+    return human_time(seconds)
 
 
 def table(

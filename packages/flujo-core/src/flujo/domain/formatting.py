@@ -13,6 +13,11 @@ import unicodedata
 
 __all__ = ["MISSING", "human_time", "json_time", "printable"]
 
+_ESCAPED = frozenset({"Cc", "Cf", "Cs"})
+"""Controls (ESC, BEL...), format characters (the bidirectional overrides that make text
+display in another order than it reads) and lone surrogates. Line and paragraph separators
+are whitespace, already folded into spaces."""
+
 MISSING = "-"
 """How an absent value is shown to people."""
 
@@ -36,7 +41,7 @@ def printable(value: object, limit: int | None = None) -> str:
     if value is None:
         return MISSING
     text = " ".join(str(value).split())
-    line = "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in text)
+    line = "".join(repr(c)[1:-1] if unicodedata.category(c) in _ESCAPED else c for c in text)
     if limit is not None and len(line) > limit:
         return line[: max(limit - 3, 0)] + "..."
     return line
