@@ -412,9 +412,13 @@ async def test_observers_see_inner_steps_by_path_and_the_whole_run_once(state_ur
     """Step observers (memory's index_steps) get each inner step by path; run observers
     (evaluations) get the run's inner steps, each path once after a resume re-ran one."""
     completed: list[str] = []
+    started: list[str] = []
     finalized: list[list[str]] = []
 
     class Watcher:
+        def flujo_step_started(self, event: Any) -> None:
+            started.append(event.step_name)
+
         def flujo_step_completed(self, event: Any) -> None:
             completed.append(event.step.name)
 
@@ -438,4 +442,25 @@ async def test_observers_see_inner_steps_by_path_and_the_whole_run_once(state_ur
         resumed = await runner.resume_async(failed.run_id)
     assert resumed.succeeded
     assert sorted(completed) == ["p", "p", "p/a/a1", "p/b/flaky", "p/b/flaky"]
+    assert sorted(started) == sorted(completed)
     assert sorted(finalized[-1]) == ["p/a/a1:succeeded", "p/b/flaky:succeeded"]
+
+
+async def test_inner_usage_counts_once_and_towards_the_runs_limits(state_uri: str) -> None:
+    from flujo import UsageLimits
+    from flujo.domain.models import Usage
+    from flujo.domain.scope import record_usage
+
+    def spend(x: int) -> int:
+        record_usage(Usage(input_tokens=10, requests=1))
+        return x
+
+    mapped = Step.map("each", Step.from_callable(spend), concurrency=1)
+    ok = await _run(mapped, state_uri, [1, 2, 3])
+    assert ok.usage.requests == 3
+    assert ok.steps[0].usage.requests == 3
+    capped = await _run(mapped, state_uri, [1, 2, 3, 4], usage_limits=UsageLimits(requests=2))
+    assert capped.status is RunStatus.LIMIT_EXCEEDED
+    assert capped.error is not None
+    assert "requests 3 > limit 2" in capped.error
+    assert capped.usage.requests == 3

@@ -135,13 +135,16 @@ def _restored(context: PipelineContext, stored: Any) -> PipelineContext:
     return restored
 
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _copied(context: PipelineContext) -> PipelineContext:
     """A copy a concurrent scope may change freely (fields deep-copied, services shared)."""
-    clone = type(context).model_construct(
-        _fields_set=set(context.model_fields_set),
-        **{k: copy.deepcopy(v) for k, v in context.__dict__.items()},
-    )
-    clone._retriever = context._retriever
+    clone = context.model_copy()  # shallow: private attributes (services) are shared
+    fields = clone.__dict__
+    for name, value in fields.items():
+        if type(value) not in _IMMUTABLE:
+            fields[name] = copy.deepcopy(value)
     return clone
 
 
@@ -170,15 +173,12 @@ async def _run_step(
     so_far.add(frame.scopes[0].usage)
     token = _frame.set(frame)
     try:
-        result = await manager.coordinator.execute_step(
-            step,
-            data,
-            context,
-            run_id=env.run.run_id,
-            run_usage=so_far,
-            limits=manager.limits,
-            path=path,
-        )
+        if manager._step_start_observers or manager._step_wrappers:
+            # Plugins' step hooks (spans, progress) see inner steps too, by path.
+            async with manager._step_hooks(env.run, frame.index, step, data, context, path):
+                result = await _execute(env, step, path, data, context, so_far)
+        else:
+            result = await _execute(env, step, path, data, context, so_far)
     finally:
         _frame.reset(token)
     if not isinstance(step, ControlStep):
@@ -192,6 +192,21 @@ async def _run_step(
             error = f"step {path!r}: {error}"
         raise InnerStepFailed(result.status.value, error)
     return result.output, context
+
+
+async def _execute(
+    env: RunEnv, step: Step, path: str, data: Any, context: PipelineContext, so_far: Usage
+) -> StepResult:
+    manager = env.manager
+    return await manager.coordinator.execute_step(
+        step,
+        data,
+        context,
+        run_id=env.run.run_id,
+        run_usage=so_far,
+        limits=manager.limits,
+        path=path,
+    )
 
 
 async def _commit(
@@ -318,25 +333,39 @@ async def _scoped(
     data: Any,
     base: PipelineContext,
     limit: asyncio.Semaphore,
+    failed: list[BaseException] | None,
 ) -> tuple[Any, PipelineContext]:
     """Run ``pipeline`` at ``where`` on a copy of ``base`` (a map item, a parallel branch),
-    unless it finished before."""
+    unless it finished before. With ``failed`` (fail fast): the first failure goes there, and
+    a scope that gets its turn after one does not start."""
     found = _succeeded(env, _last_path(where, pipeline))
     if found is not None:  # finished before (its steps' rows are skipped one by one otherwise)
         stored = found.context
         return found.result.output, base if stored is None else _restored(base, stored)
     async with limit:
+        if failed:
+            raise failed[0]
         scope = _Frame(frame.index, shared=False, scopes=frame.scopes)
-        return await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
+        try:
+            return await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
+        except Exception as exc:
+            if failed is not None and not failed:
+                failed.append(exc)
+            raise
 
 
-async def _fail_fast(coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Await all; the first failure cancels the rest and is raised."""
+async def _fail_fast(
+    coros: list[Coroutine[Any, Any, Any]], failed: list[BaseException]
+) -> list[Any]:
+    """Await all; the first failure (the first in ``failed``, where the scopes put it)
+    cancels the rest and is raised."""
     if not coros:
         return []
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if failed:
+            raise failed[0]
         for task in tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -386,11 +415,13 @@ async def _map(
             f"map {path!r} needs a list as input, got {type(data).__name__}",
         )
     limit = asyncio.Semaphore(step.concurrency)
+    failed: list[BaseException] = []
     outcomes = await _fail_fast(
         [
-            _scoped(env, frame, step.body, f"{path}[{i}]", item, context, limit)
+            _scoped(env, frame, step.body, f"{path}[{i}]", item, context, limit, failed)
             for i, item in enumerate(data)
-        ]
+        ],
+        failed,
     )
     await _merge_contexts(
         path, step.context_merge, context, {str(i): c for i, (_, c) in enumerate(outcomes)}
@@ -403,12 +434,15 @@ async def _parallel(
 ) -> Any:
     limit = asyncio.Semaphore(step.concurrency or len(step.branches))
     keys = list(step.branches)
+    failed: list[BaseException] | None = [] if step.on_branch_failure == "fail" else None
     runs = [
-        _scoped(env, frame, step.branches[k], f"{path}/{k}", data, context, limit) for k in keys
+        _scoped(env, frame, step.branches[k], f"{path}/{k}", data, context, limit, failed)
+        for k in keys
     ]
     outcomes: dict[str, tuple[Any, PipelineContext]] = {}
     if step.on_branch_failure == "fail":
-        for key, outcome in zip(keys, await _fail_fast(runs), strict=True):
+        assert failed is not None
+        for key, outcome in zip(keys, await _fail_fast(runs, failed), strict=True):
             outcomes[key] = outcome
     else:
         results = await asyncio.gather(*runs, return_exceptions=True)

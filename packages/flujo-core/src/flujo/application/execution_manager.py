@@ -426,15 +426,17 @@ class ExecutionManager:
         step: Step,
         data: Any,
         context: PipelineContext,
+        path: str | None = None,
     ) -> AsyncIterator[None]:
         """``flujo_step_started`` observers, then the body inside every ``flujo_wrap_step``
-        wrapper (entered only when a plugin implements either hook)."""
+        wrapper (entered only when a plugin implements either hook). A step inside a
+        control-flow step is named by its ``path``."""
         snapshot, keys = self._snapshot(context, *await self._stored_context(context))
         event = StepStarted(
             run.run_id,
             run.pipeline_name,
             index,
-            step.name,
+            step.name if path is None else path,
             await self.scrub(context, data),
             snapshot,
             step.tags,
