@@ -40,6 +40,7 @@ class Recording:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
+        self.aliases: list[tuple[str, ...]] = []
         self.results: list[str] = []
 
     def inspect_input(self, context: PipelineContext, data: Any) -> tuple[PolicyDecision, Any]:
@@ -47,6 +48,7 @@ class Recording:
 
     def inspect_tool_call(self, context: PipelineContext, tool_name: str, args: Any) -> Any:
         self.calls.append((str(tool_name), tuple(getattr(tool_name, "ids", ()))))
+        self.aliases.append(tuple(getattr(tool_name, "aliases", ())))
         return PolicyDecision.ALLOW
 
     def inspect_tool_result(self, context: PipelineContext, tool_name: str, result: Any) -> Any:
@@ -129,6 +131,8 @@ async def test_two_ids_whose_functions_share_a_name_both_work(tmp_path: Path) ->
     # Policies see the id, one name, for the call and for its result.
     assert policy.calls == [("acme.sql", ("acme.sql",)), ("other.sql", ("other.sql",))]
     assert policy.results == ["acme.sql", "other.sql"]
+    # Not names, but what a deny list may also match: the model's form, the function's name.
+    assert policy.aliases == [("acme__sql", "sql"), ("other__sql", "sql")]
     assert model.requests[1].tool_returns == {"acme__sql": "acme: q1"}
     assert model.requests[2].tool_returns == {"other__sql": "other: q2"}
 

@@ -151,14 +151,19 @@ async def _lookup_run(config: FlujoConfig, table: str) -> Any:
     [
         ('deny = ["acme.db.lookup"]', False),  # the registered id
         ('deny = ["acme.db.*"]', False),
-        ('deny = ["lookup"]', True),  # the function's name is not the tool's name
+        # A deny written with the function's name or the model's form of the id still
+        # denies (fail closed); an allow must name the id (the function's name is not it).
+        ('deny = ["lookup"]', False),
+        ('deny = ["acme__db__*"]', False),
         ('allow = ["acme.db.*"]', True),
         ('allow = ["lookup"]', False),
-        ('allow = ["acme__db__lookup"]', False),  # nor is the model's encoding of the id
+        ('allow = ["acme__db__lookup"]', False),
         ('allow = ["other"]', False),
     ],
 )
-async def test_rules_match_the_registered_id_only(tmp_path: Path, tools: str, runs: bool) -> None:
+async def test_allows_match_the_id_denies_also_its_aliases(
+    tmp_path: Path, tools: str, runs: bool
+) -> None:
     config = make_config(
         tmp_path,
         f'[governance]\npolicies = ["tool_allowlist"]\n[governance.tools]\n{tools}\n',
@@ -200,3 +205,14 @@ async def test_argument_globs_ignore_case_unless_asked(
     result, _ = await _lookup_run(config, table)
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert looked_up == ([table] if runs else [])
+
+
+async def test_a_deny_rule_written_with_the_functions_name_still_denies(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        RULE.replace('tool = "acme.db.lookup"', 'tool = "lookup"').format(extra=""),
+        ToolPlugin(),
+    )
+    result, _ = await _lookup_run(config, "prod_users")
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert looked_up == []

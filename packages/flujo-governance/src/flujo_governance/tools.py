@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
-from flujo.domain.scope import tool_names
+from flujo.domain.scope import tool_names, tool_names_to_deny
 from flujo.plugin import decision_detail
 from flujo_governance._scope import StepInfo, step_info
 from flujo_governance.settings import Condition, OnDeny, ToolRule, ToolsSettings
@@ -137,18 +137,26 @@ class ToolAllowlistPolicy:
     ) -> ToolVerdict:
         """The decision for one call, without raising.
 
-        Names, lists and rules match any name the tool has (``tool_name.ids`` when the core
-        gives them: the model-visible name and the id the tool was registered under)."""
+        Allow lists and allow rules match the tool's names (``tool_name.ids``: a registered
+        tool's id); deny lists and deny rules also match its aliases (the model's form of the
+        id, the function's name), so a deny written with either still denies (fail closed),
+        while ``allow = ["sql"]`` never allows every plugin's ``sql``."""
         names = tool_names(tool_name)
+        deny_names = tool_names_to_deny(tool_name)
         allow, deny = self._lists(step)
-        denied_by = _name_glob(names, deny)
+        denied_by = _name_glob(deny_names, deny)
         if denied_by is not None:
             return self._deny(None, f"deny:{denied_by}", f"tool {tool_name!r} is denied")
-        rules = [r for r in self.settings.rules if _name_glob(names, [r.tool]) is not None]
-        for rule in rules:
-            if rule.effect == "deny" and condition_holds(rule.when, context, step, args):
+        for rule in self.settings.rules:
+            if rule.effect != "deny" or _name_glob(deny_names, [rule.tool]) is None:
+                continue
+            if condition_holds(rule.when, context, step, args):
                 return self._deny(rule, rule.label, f"rule {rule.label!r} denies {tool_name!r}")
-        allow_rules = [r for r in rules if r.effect == "allow"]
+        allow_rules = [
+            r
+            for r in self.settings.rules
+            if r.effect == "allow" and _name_glob(names, [r.tool]) is not None
+        ]
         if allow_rules:
             for rule in allow_rules:
                 if condition_holds(rule.when, context, step, args):

@@ -109,9 +109,9 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
     of being fed back to the model as a retry.
     """
 
-    registered: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Model-visible tool name (``acme__sql``) -> the id a plugin registered it under
-    (``acme.sql``): the name policies and the audit see."""
+    registered: Mapping[str, ToolName] = dataclasses.field(default_factory=dict)
+    """Model-visible tool name (``acme__sql``) -> the name policies and the audit see: the id
+    a plugin registered it under (``acme.sql``), with its aliases."""
 
     async def call_tool(
         self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]
@@ -124,14 +124,14 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         args = pydantic_core.to_jsonable_python(tool_args, fallback=repr)
         # A registered tool has one name for policies and the audit: its id (the model sees
         # the id's reversible model form, see flujo.domain.scope.model_tool_name).
-        tool_name = self.registered.get(name, name)
+        tool_name = self.registered.get(name) or ToolName(name)
         try:
-            await scope.guard_tool_call(ToolName(tool_name), args)
+            await scope.guard_tool_call(tool_name, args)
         except ToolCallRefused as refused:
             # The tool does not run; the model is told why and may choose another way.
             return refused.tool_result
         result = await super().call_tool(name, tool_args, ctx, tool)
-        result = await scope.inspect_tool_result(ToolName(tool_name), result)
+        result = await scope.inspect_tool_result(tool_name, result)
         seen = _INSPECTED.get()
         if seen is not None:
             seen.add(id(result))  # the model request guard need not inspect it again
@@ -175,7 +175,7 @@ class _PolicyGuard(AbstractCapability[Any]):
     guard on tool calls and results alone lets both through to the provider.
     """
 
-    registered: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    registered: Mapping[str, ToolName] = dataclasses.field(default_factory=dict)
     """As :attr:`_PolicyGuardedToolset.registered`: a registered tool's retry prompt reaches
     policies under the tool's id, like its calls and results."""
 
@@ -209,7 +209,7 @@ class _PolicyGuard(AbstractCapability[Any]):
         messages = request_context.messages
         for i, j, part in _unseen_parts(messages, seen):
             label = getattr(part, "tool_name", None) or "model request"
-            label = self.registered.get(label, label)
+            label = self.registered.get(label) or label
             content = await scope.inspect_tool_result(label, part.content)
             new_part = (
                 part if content is part.content else dataclasses.replace(part, content=content)
@@ -236,17 +236,18 @@ class _PolicyGuard(AbstractCapability[Any]):
 
 def _resolve_tools(
     tools: Sequence[ToolSpec], config: FlujoConfig | None
-) -> tuple[list[Callable[..., Any] | Tool[Any]], dict[str, str]]:
+) -> tuple[list[Callable[..., Any] | Tool[Any]], dict[str, ToolName]]:
     """Replace tool ids by the tools their plugins' factories make, named for the model by
     :func:`~flujo.domain.scope.model_tool_name` of their id (``acme.sql`` -> ``acme__sql``,
-    whatever the function is called); also return each of those model names -> its id.
+    whatever the function is called); also return each of those model names -> the
+    :class:`ToolName` policies get (the id, aliased by the model name and function name).
 
     The configuration is only discovered when there is an id to resolve: an agent with plain
     function tools must not read ``flujo.toml`` or load plugins.
     """
     resolved: list[Callable[..., Any] | Tool[Any]] = []
     seen: dict[str, str] = {}  # model-visible name -> where that tool came from
-    registered: dict[str, str] = {}  # model-visible name -> the id it was registered under
+    registered: dict[str, ToolName] = {}  # model-visible name -> the id, with its aliases
     for spec in tools:
         if not isinstance(spec, str):
             if not callable(spec) and not isinstance(spec, Tool):
@@ -275,7 +276,8 @@ def _resolve_tools(
             )
         _claim_name(seen, tool, f"tool id {spec!r} of plugin {owner!r}")
         resolved.append(tool)
-        registered[visible] = spec
+        function_name = getattr(tool.function, "__name__", "")
+        registered[visible] = ToolName(spec, aliases=(visible, function_name))
     return resolved, registered
 
 

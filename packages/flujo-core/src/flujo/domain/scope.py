@@ -30,10 +30,20 @@ class ToolName(str):
     """
 
     ids: tuple[str, ...]
+    aliases: tuple[str, ...]
+    """What the tool is *not* called but could be mistaken for: a registered tool's model
+    form (``acme__sql``) and its function's ``__name__`` (``sql``). A deny list or rule should
+    match these too (denying more is safe); an allow list must not (``sql`` would allow every
+    plugin's ``sql``)."""
 
-    def __new__(cls, name: str, ids: Iterable[str] = ()) -> ToolName:
+    def __new__(
+        cls, name: str, ids: Iterable[str] = (), *, aliases: Iterable[str] = ()
+    ) -> ToolName:
         self = super().__new__(cls, name)
         self.ids = tuple(dict.fromkeys([str(name), *(str(i) for i in ids if i)]))
+        self.aliases = tuple(
+            a for a in dict.fromkeys(str(a) for a in aliases if a) if a not in self.ids
+        )
         return self
 
 
@@ -41,6 +51,13 @@ def tool_names(tool_name: str) -> tuple[str, ...]:
     """Every name of the tool ``tool_name`` designates (:attr:`ToolName.ids`, or the string)."""
     ids = getattr(tool_name, "ids", None)
     return ids if isinstance(ids, tuple) and ids else (str(tool_name),)
+
+
+def tool_names_to_deny(tool_name: str) -> tuple[str, ...]:
+    """:func:`tool_names` plus :attr:`ToolName.aliases`: what a deny list or deny rule matches,
+    so one written with the model's name or the function's name still denies."""
+    aliases = getattr(tool_name, "aliases", ())
+    return tool_names(tool_name) + (aliases if isinstance(aliases, tuple) else ())
 
 
 _SEGMENT = r"[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*"
