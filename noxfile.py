@@ -8,6 +8,7 @@ each plugin with only the flujo-core wheel beside it, then everything together.
     nox -s demo               # the offline support-desk demo (every plugin)
     nox -s quickstart         # the smallest offline example (flujo-core only)
     nox -s wheels             # build every package's wheel into dist/ (to install elsewhere)
+    nox -s mutations          # break what the key tests guard; each must fail (docs/testing.md)
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ def _has_extra(package: Path, extra: str) -> bool:
         return extra in tomllib.load(fh)["project"].get("optional-dependencies", {})
 
 
+def _editable_all() -> list[str]:
+    """``pip install`` arguments: every package editable, with its test extra."""
+    editable = ["-e", f"{CORE}[postgres,test]"]
+    for package in PLUGINS:
+        editable += ["-e", f"{package}[test]" if _has_extra(package, "test") else str(package)]
+    return editable
+
+
 def _install_wheels(session: nox.Session, *packages: Path) -> None:
     specs = []
     for package in packages:
@@ -168,10 +177,7 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     """mypy --strict on every package's src."""
     # Every package with the extras its code imports, so mypy sees their types.
-    editable = ["-e", f"{CORE}[postgres,test]"]
-    for package in PLUGINS:
-        editable += ["-e", f"{package}[test]" if _has_extra(package, "test") else str(package)]
-    session.install(*DEV_TOOLS, *editable)
+    session.install(*DEV_TOOLS, *_editable_all())
     for package in [CORE, *PLUGINS]:
         session.run("mypy", str(package / "src"))
 
@@ -181,6 +187,17 @@ def wheels(session: nox.Session) -> None:
     """Build the wheel of every package (the core, each plugin, the example) into dist/."""
     built = [_wheel(session, package) for package in [CORE, *PLUGINS]]
     session.log("built:\n" + "\n".join(f"  {wheel.relative_to(ROOT)}" for wheel in built))
+
+
+@nox.session(python=PYTHONS[0])
+def mutations(session: nox.Session) -> None:
+    """Break, in a scratch copy, what each key test guards; each must then fail.
+
+    Needs the sources (not wheels): every package is installed editable, and the script puts
+    the broken copy's src folders first on PYTHONPATH. See docs/testing.md.
+    """
+    session.install(*_editable_all())
+    session.run("python", str(ROOT / "scripts" / "check_tests_fail.py"), *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])

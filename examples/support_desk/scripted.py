@@ -33,7 +33,13 @@ from flujo.plugin import model_tool_name
 
 ORDER_ID = re.compile(r"\b[A-Z]-\d{4}\b")
 CUSTOMER_ID = re.compile(r"\bcus_[A-Za-z0-9]+\b")
-PLACEHOLDER = re.compile(r"<(EMAIL|CREDIT_CARD)(?:_\d+)?>")
+# The contact and card exactly as the ticket writes them, as the triage prompt asks: the
+# pseudonyms when the pii policy is at work, the values themselves were it not (a model copies
+# what it is given; so the demo's "no PII stored" checks can fail).
+AS_WRITTEN = {
+    "EMAIL": re.compile(r"<EMAIL(?:_\d+)?>|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
+    "CREDIT_CARD": re.compile(r"<CREDIT_CARD(?:_\d+)?>|\b\d{4}(?:[ -]?\d{4}){3}\b"),
+}
 
 
 @dataclass
@@ -142,7 +148,9 @@ def triage_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
         for m in re.finditer(r"refunded (\d+\.\d+) [A-Z]{3} for order ([A-Z]-\d{4})", str(note))
         if order and m.group(2) == order.group()
     )
-    placeholders = {m.group(1): m.group() for m in PLACEHOLDER.finditer(ticket)}
+    written = {
+        kind: found.group() for kind, rx in AS_WRITTEN.items() if (found := rx.search(ticket))
+    }
     deletion = seen.get("delete_customer")
     refused = isinstance(deletion, str) and "refused" in deletion.lower()
     summary = (
@@ -155,8 +163,8 @@ def triage_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
         "customer_id": customer.group() if customer else "",
         "order_id": order.group() if order else None,
         "issue": "double_charge" if double else "other",
-        "contact": placeholders.get("EMAIL"),
-        "card": placeholders.get("CREDIT_CARD"),
+        "contact": written.get("EMAIL"),
+        "card": written.get("CREDIT_CARD"),
         "currency": order_data.get("currency", "EUR"),
         "order_total": total,
         "charges": charges,

@@ -175,7 +175,7 @@ async def test_resumed_runs_leave_no_pii_in_the_pgvector_store_or_its_tables(
         fields = [memory.text, memory.scope, memory.run_id, memory.step_name, memory.metadata]
         _assert_clean(f"memory {memory.step_name}", json.dumps(fields, ensure_ascii=False))
     learned = next(m for m in memories if m.step_name == "learn")
-    assert learned.metadata["scope.user"].startswith("fp:")
+    assert learned.metadata["scope.user"].startswith("fp:"), learned.metadata
     assert COMPRESSIBLE in learned.text  # stored whole (scrubbed), not dropped
     assert INCOMPRESSIBLE in next(m for m in memories if m.step_name == "later").text
     # Every row of every table of the database: memories, the collection record, and the
