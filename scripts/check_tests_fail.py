@@ -243,9 +243,10 @@ MUTATIONS = [
         "packages/flujo-core/tests/test_state.py"
         "::test_writes_under_a_lost_lease_are_refused_and_store_nothing[postgresql]",
         f"{CORE}/state/postgres.py",
-        "        if cur.rowcount != 1:\n            raise fenced_out(run_id)\n\n"
-        "    async def finalize_run(",
-        "\n    async def finalize_run(",
+        # save_step's own fence: the end of its statement's parameters, then the check.
+        "                    dumps(step.usage.to_dict()),\n                ),\n            )\n"
+        "        if cur.rowcount != 1:\n            raise fenced_out(run_id)\n",
+        "                    dumps(step.usage.to_dict()),\n                ),\n            )\n",
         "DID NOT RAISE",
         "on PostgreSQL, a step commit under a lost lease is silently dropped, not refused",
     ),
