@@ -464,3 +464,31 @@ async def test_inner_usage_counts_once_and_towards_the_runs_limits(state_uri: st
     assert capped.error is not None
     assert "requests 3 > limit 2" in capped.error
     assert capped.usage.requests == 3
+
+
+async def test_a_stop_inside_a_map_interrupts_and_the_resume_skips_finished_items(
+    state_uri: str,
+) -> None:
+    calls: list[str] = []
+    holder: dict[str, Flujo] = {}
+
+    async def work(x: int) -> int:
+        scope = current_step_scope()
+        assert scope is not None
+        calls.append(scope.step_name)
+        if x == 1 and "stopper" in holder:
+            holder.pop("stopper").request_stop()
+            await asyncio.sleep(30)  # cancelled by the stop request
+        return x * 2
+
+    mapped = Step.map("each", Step.from_callable(work), concurrency=1)
+    async with Flujo(mapped, config=_config(state_uri)) as runner:
+        holder["stopper"] = runner
+        stopped = await runner.run_async([0, 1, 2])
+    assert stopped.status is RunStatus.INTERRUPTED
+    assert calls == ["each[0]/work", "each[1]/work"]
+    async with Flujo(mapped, config=_config(state_uri)) as again:
+        resumed = await again.resume_async(stopped.run_id)
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert resumed.output == [0, 2, 4]
+    assert calls[2:] == ["each[1]/work", "each[2]/work"]

@@ -114,3 +114,26 @@ async def test_tenant_isolation_on_every_builtin_store(
         async with Flujo(recall_only, config=cfg, context_model=TenantContext) as runner:
             result = await runner.run_async("fact: secret plan", context={"tenant": "b"})
         assert result.output == ["fact: secret plan of tenant b"]
+
+
+async def test_steps_inside_control_flow_steps_are_indexed_by_path(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    """``index_steps`` names inner steps by their path in the tree (patterns match it)."""
+    from flujo import Step
+
+    def note(text: str) -> str:
+        return f"note: {text}"
+
+    def shout(text: str) -> str:
+        return text.upper()
+
+    mapped = Step.map("each", Step.from_callable(note) >> Step.from_callable(shout))
+    # fnmatch patterns: "[" opens a character class, so "each*/note" matches every item.
+    cfg = config_file(index_steps=["each*/note"])
+    async with Flujo(mapped, config=cfg) as runner:
+        result = await runner.run_async(["alpha", "beta"])
+        await runner.services["memory"].flush()
+        hits = await runner.services["memory"].search("note", limit=5)
+    assert result.output == ["NOTE: ALPHA", "NOTE: BETA"]
+    assert sorted(h.memory.text for h in hits) == ["note: alpha", "note: beta"]
