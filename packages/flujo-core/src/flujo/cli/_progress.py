@@ -15,6 +15,7 @@ a writer thread does the (possibly slow: a paused terminal, a full pipe) writing
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -143,9 +144,20 @@ class Progress:
         if current is None or not self.live:
             return
         elapsed = time.monotonic() - current.at
-        self._emit(
-            f"{_CLEAR}{self._label(current.index, current.name)} running {_seconds(elapsed)}"
-        )
+        line = f"{self._label(current.index, current.name)} running {_seconds(elapsed)}"
+        # A line wider than the terminal wraps, and "\r" would then redraw only its last
+        # row: keep the running line within one row.
+        width = self._width()
+        if len(line) >= width:
+            line = line[: max(width - 4, 1)] + "..."
+        self._emit(_CLEAR + line)
+
+    def _width(self) -> int:
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        return columns or 80  # 0: a terminal that never said its size
 
     def _emit(self, text: str) -> None:
         try:
