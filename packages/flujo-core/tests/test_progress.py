@@ -186,3 +186,36 @@ def test_live_progress_on_a_terminal_ends_in_one_line_per_step(project: Path, co
     assert re.fullmatch(rf"\[1/2\] fetch succeeded in {ELAPSED}", shown[0])
     assert re.fullmatch(rf"\[2/2\] answer succeeded in {ELAPSED}", shown[1])
     assert re.fullmatch(r"run [0-9a-f]{32}: succeeded", shown[2])
+
+
+NESTED = """
+from flujo import Step
+
+def web(text: str) -> str:
+    return text + " web"
+
+def docs(text: str) -> str:
+    return text + " docs"
+
+def join(found: dict) -> str:
+    return found["web"] + " / " + found["docs"]
+
+pipeline = Step.parallel(
+    "research", {"web": Step.from_callable(web), "docs": Step.from_callable(docs)}
+) >> Step.from_callable(join)
+"""
+
+
+def test_steps_inside_a_control_flow_step_are_shown_by_path(project: Path) -> None:
+    (project / "nested.py").write_text(NESTED)
+    proc = run_flujo("run", "nested.py:pipeline", "--input", "q", cwd=project, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "q web / q docs\n"
+    lines = proc.stderr.splitlines()[:-1]  # the last is the run's own line
+    started = [x.removesuffix(" started") for x in lines if x.endswith(" started")]
+    finished = [re.sub(rf" succeeded in {ELAPSED}$", "", x) for x in lines if "succeeded" in x]
+    assert sorted(started) == sorted(finished), proc.stderr  # each start has its end
+    assert started[0] == "[1/2] research"
+    assert {"[1/2] research/web/web", "[1/2] research/docs/docs"} <= set(started)
+    assert finished.index("[1/2] research") > finished.index("[1/2] research/web/web")
+    assert started[-1] == finished[-1] == "[2/2] join"

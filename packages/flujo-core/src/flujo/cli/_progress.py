@@ -71,7 +71,9 @@ class Progress:
         self.live = live
         self.total: int | None = None
         self._events: queue.Queue[object] = queue.Queue()
-        self._current: _Started | None = None
+        self._running: dict[tuple[int, str], _Started] = {}
+        """Steps started and not finished, oldest first: a control-flow step and the steps
+        inside it (named by path), or parallel branches, run at once."""
         self._writer = threading.Thread(target=self._write_loop, name="flujo-progress", daemon=True)
         self._writer.start()
         self._closed = False
@@ -120,17 +122,17 @@ class Progress:
                 self._redraw()
                 continue
             if item is _STOP:
-                if self.live and self._current is not None:
+                if self.live and self._running:
                     self._emit("\n")  # a step cut short (interrupted): keep its last state
                 return
             if isinstance(item, _Started):
-                self._current = item
+                self._running[(item.index, item.name)] = item
                 if self.live:
                     self._redraw()
                 else:
                     self._emit(f"{self._label(item.index, item.name)} started\n")
             elif isinstance(item, _Finished):
-                self._current = None
+                self._running.pop((item.index, item.name), None)
                 line = (
                     f"{self._label(item.index, item.name)} {item.status} in "
                     f"{_seconds(item.elapsed_s)}"
@@ -140,11 +142,13 @@ class Progress:
                 self._emit((_CLEAR if self.live else "") + line + "\n")
 
     def _redraw(self) -> None:
-        current = self._current
-        if current is None or not self.live:
+        if not self._running or not self.live:
             return
+        current = next(reversed(self._running.values()))  # the latest started
         elapsed = time.monotonic() - current.at
         line = f"{self._label(current.index, current.name)} running {_seconds(elapsed)}"
+        if len(self._running) > 1:
+            line += f" (+{len(self._running) - 1} running)"
         # A line wider than the terminal wraps, and "\r" would then redraw only its last
         # row: keep the running line within one row.
         width = self._width()
