@@ -89,6 +89,29 @@ MUTATIONS = [
         "the core logs a step's raw input and output",
     ),
     Mutation(
+        "config-unreadable",
+        "packages/flujo-core/tests/test_config.py::test_an_unreadable_file_is_a_config_error",
+        f"{CORE}/config.py",
+        "    except OSError as exc:\n"
+        '        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None\n'
+        "    try:\n        info = os.fstat(fd)\n",
+        "    except FileExistsError:\n        raise\n    try:\n        info = os.fstat(fd)\n",
+        "PermissionError",
+        "an unreadable config file raises a raw PermissionError (a traceback, not exit 2)",
+    ),
+    Mutation(
+        "presidio-missing",
+        "packages/flujo-governance/tests/test_gov_presidio_logs.py"
+        "::test_presidio_without_the_extra_is_a_clear_error",
+        "packages/flujo-governance/src/flujo_governance/engines/presidio.py",
+        "        except ImportError as exc:\n            raise EngineUnavailableError(\n"
+        "                \"[governance.pii] engine = 'presidio' needs the presidio extra: \"",
+        "        except AttributeError as exc:\n            raise EngineUnavailableError(\n"
+        "                \"[governance.pii] engine = 'presidio' needs the presidio extra: \"",
+        "ModuleNotFoundError",
+        "without the presidio extra, a raw ModuleNotFoundError instead of the one-line error",
+    ),
+    Mutation(
         "pii-negatives",
         "packages/flujo-governance/tests/test_gov_engine.py::test_negative_survives",
         "packages/flujo-governance/src/flujo_governance/engines/phones.py",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -194,13 +196,50 @@ def test_what_is_named_flujo_toml_but_is_not_a_file_is_reported(tmp_path: Path) 
         _load(None, {"FLUJO_CONFIG": str(tmp_path)})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def _load_error_as_nobody(path: Path) -> str:
+    """The ConfigError message of loading ``path`` in a forked child that dropped root for
+    ``nobody`` (root reads a file whatever its mode; CI runs as root)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on, only os._exit
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            _load(path)
+            message = "loaded without an error"
+        except ConfigError as exc:
+            message = str(exc)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, never raised
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        message = reader.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "flujo.toml"
-    path.write_text("[run]\n")
-    path.chmod(0)
-    with pytest.raises(ConfigError, match=r"flujo.toml: cannot read: Permission denied"):
-        _load(path)
+    if os.geteuid() != 0:
+        path = tmp_path / "flujo.toml"
+        path.write_text("[run]\n")
+        path.chmod(0)
+        with pytest.raises(ConfigError, match=r"flujo.toml: cannot read: Permission denied"):
+            _load(path)
+        return
+    # As root: in a folder anyone may enter, loaded by a child that is no longer root.
+    folder = Path(tempfile.mkdtemp(prefix="flujo-unreadable-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "flujo.toml"
+        path.write_text("[run]\n")
+        path.chmod(0)
+        assert "flujo.toml: cannot read: Permission denied" in _load_error_as_nobody(path)
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.mark.parametrize(
