@@ -7,7 +7,7 @@ editable installs, subprocesses included) and require it to FAIL with the expect
 A replacement whose text no longer occurs is reported as stale, not skipped: the table in
 ``docs/testing.md`` must not outlive the code it describes.
 
-    python scripts/check_tests_fail.py                 # every mutation (about 4 minutes)
+    python scripts/check_tests_fail.py                 # every mutation (about 8 minutes)
     python scripts/check_tests_fail.py --only race fence
     python scripts/check_tests_fail.py --list
 
