@@ -34,12 +34,16 @@ def test_plugins_json_lists_the_example(tmp_path: Path) -> None:
     assert entry["error"] is None
     assert entry["version"] == "0.1.0"
     assert entry["entry_point"] == "flujo_plugin_example.plugin"
-    assert entry["registered"] == {"policies": ["deny_words"]}
+    assert entry["registered"] == {
+        "policies": ["deny_words"],
+        "state_backends": ["example-sqlite"],
+    }
     assert entry["sections"] == ["example"]
     assert set(entry["hooks"]) == {
         "flujo_config_sections",
         "flujo_register_commands",
         "flujo_register_policies",
+        "flujo_register_state_backends",
         "flujo_run_view",
         "flujo_storage_migrations",
         "flujo_wrap_step",

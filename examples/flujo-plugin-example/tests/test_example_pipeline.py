@@ -60,12 +60,13 @@ def plugins() -> PluginManager:
 def test_registration_record(plugins: PluginManager) -> None:
     (info,) = plugins.plugins
     assert info.name == DIST
-    assert info.registered == {"policies": ["deny_words"]}
+    assert info.registered == {"policies": ["deny_words"], "state_backends": ["example-sqlite"]}
     assert info.sections == ["example"]
     assert info.hooks == [
         "flujo_config_sections",
         "flujo_register_commands",
         "flujo_register_policies",
+        "flujo_register_state_backends",
         "flujo_run_view",
         "flujo_storage_migrations",
         "flujo_wrap_step",
@@ -144,7 +145,7 @@ def test_found_through_entry_point() -> None:
     info = {i.name: i for i in pm.plugins}[DIST]
     assert info.status == "ok", info.error
     assert info.entry_point == "flujo_plugin_example.plugin"
-    assert info.registered == {"policies": ["deny_words"]}
+    assert info.registered == {"policies": ["deny_words"], "state_backends": ["example-sqlite"]}
     assert "deny_words" in pm.registry.names("policies")
 
 

@@ -101,7 +101,7 @@ def test_unknown_state_scheme_is_a_config_error(tmp_path: Path) -> None:
     from flujo.state import open_backend
 
     cfg = _load(None, {"FLUJO__STATE__URI": "mysql://x"})
-    with pytest.raises(ConfigError, match="unsupported scheme"):
+    with pytest.raises(ConfigError, match=r"unknown state backend 'mysql'; registered: postgres"):
         open_backend(cfg.state, tmp_path)
     relative = open_backend(_load(None).state, tmp_path)
     assert relative.path == tmp_path / ".flujo" / "flujo.db"

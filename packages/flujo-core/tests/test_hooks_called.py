@@ -20,7 +20,7 @@ from flujo import Flujo, FlujoConfig, Pipeline, PipelineContext, PolicyDecision,
 from flujo.application.run_view import plugin_sections
 from flujo.application.runtime import Runtime
 from flujo.domain.events import PolicyDecided, RunFinalized, RunStarted, StepCompleted, StepStarted
-from flujo.domain.interfaces import Memory, Migration, ScoredMemory
+from flujo.domain.interfaces import Memory, Migration, ScoredMemory, StepCommit
 from flujo.domain.models import RunRecord
 from flujo.plugins.manager import PluginManager, hook_names
 from flujo.state.sqlite import SQLiteBackend
@@ -102,6 +102,10 @@ class Recorder:
         self._saw("flujo_register_tools")
 
     @hookimpl
+    def flujo_register_state_backends(self, register: Any) -> None:
+        self._saw("flujo_register_state_backends")
+
+    @hookimpl
     def flujo_register_commands(self, cli: click.Group) -> None:
         self._saw("flujo_register_commands")
 
@@ -151,6 +155,10 @@ class Recorder:
     @hookimpl
     def flujo_step_completed(self, event: StepCompleted, runtime: Runtime) -> None:
         self._saw("flujo_step_completed")
+
+    @hookimpl
+    def flujo_step_commit(self, event: StepCompleted, commit: StepCommit) -> None:
+        self._saw("flujo_step_commit")
 
     @hookimpl
     def flujo_run_finalized(self, event: RunFinalized, runtime: Runtime) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         FlujoConfig,
         Migration,
         RegisterPolicies,
+        RegisterStateBackends,
         RunRecord,
         Runtime,
         RunViewSection,
@@ -45,6 +46,14 @@ def _create_deny_words(config: FlujoConfig) -> DenyWords:
 @hookimpl
 def flujo_register_policies(register: RegisterPolicies) -> None:
     register("deny_words", _create_deny_words)
+
+
+@hookimpl
+def flujo_register_state_backends(register: RegisterStateBackends) -> None:
+    """``[state] uri = "example-sqlite:///runs.db"`` keeps runs with this plugin's backend."""
+    from flujo_plugin_example.state import SCHEME, example_sqlite
+
+    register(SCHEME, example_sqlite)
 
 
 @hookimpl

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
         Evaluator,
         ExecutionResult,
         GovernancePolicy,
+        Lease,
+        LeaseRenewer,
         Memory,
         Migration,
         PolicyDecision,
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
         SandboxProtocol,
         ScoredMemory,
         StateBackend,
+        StateLocation,
+        StepCommit,
+        StepWrite,
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
@@ -66,12 +71,13 @@ if TYPE_CHECKING:
         RegisterEvaluators,
         RegisterPolicies,
         RegisterSandboxes,
+        RegisterStateBackends,
         RegisterTools,
         RegisterVectorStores,
         hookimpl,
     )
     from flujo.plugins.registry import Kind
-    from flujo.state import migrated, open_state
+    from flujo.state import migrated, open_state, state_backend
     from flujo.state.run_ids import resolve_run_id
 
 _LAZY = {
@@ -85,6 +91,7 @@ _LAZY = {
     "RegisterSandboxes": "flujo.plugins.hookspecs",
     "RegisterEvaluators": "flujo.plugins.hookspecs",
     "RegisterTools": "flujo.plugins.hookspecs",
+    "RegisterStateBackends": "flujo.plugins.hookspecs",
     "Kind": "flujo.plugins.registry",
     # what hooks receive
     "Runtime": "flujo.application.runtime",
@@ -117,7 +124,12 @@ _LAZY = {
     "Evaluator": "flujo.domain.interfaces",
     "EvaluationResult": "flujo.domain.interfaces",
     "StateBackend": "flujo.domain.interfaces",
+    "StateLocation": "flujo.domain.interfaces",
+    "StepCommit": "flujo.domain.interfaces",
+    "StepWrite": "flujo.domain.interfaces",
     "Migration": "flujo.domain.interfaces",
+    "Lease": "flujo.domain.interfaces",
+    "LeaseRenewer": "flujo.domain.interfaces",
     # errors a plugin raises
     "ConfigError": "flujo.domain.errors",
     "UserError": "flujo.domain.errors",
@@ -133,6 +145,7 @@ _LAZY = {
     # state, command line, config
     "open_state": "flujo.state",
     "migrated": "flujo.state",
+    "state_backend": "flujo.state",
     "resolve_run_id": "flujo.state.run_ids",
     "lazy_command": "flujo.cli",
     "current_config": "flujo.cli",
@@ -157,6 +170,8 @@ __all__ = [
     "FlujoConfig",
     "GovernancePolicy",
     "Kind",
+    "Lease",
+    "LeaseRenewer",
     "Memory",
     "Migration",
     "PipelineContext",
@@ -169,6 +184,7 @@ __all__ = [
     "RegisterEvaluators",
     "RegisterPolicies",
     "RegisterSandboxes",
+    "RegisterStateBackends",
     "RegisterTools",
     "RegisterVectorStores",
     "Retriever",
@@ -182,11 +198,14 @@ __all__ = [
     "SandboxProtocol",
     "ScoredMemory",
     "StateBackend",
+    "StateLocation",
     "StateNotFoundError",
+    "StepCommit",
     "StepCompleted",
     "StepResult",
     "StepStarted",
     "StepStatus",
+    "StepWrite",
     "ToolCallRefused",
     "Usage",
     "UserError",
@@ -205,6 +224,7 @@ __all__ = [
     "open_state",
     "printable",
     "resolve_run_id",
+    "state_backend",
     "table_lines",
     "tool_id_of",
 ]

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from flujo.application.runtime import Runtime
     from flujo.domain.events import StepCompleted
-    from flujo.domain.interfaces import Migration, Retriever
+    from flujo.domain.interfaces import Migration, Retriever, StepCommit
     from flujo.plugin import FlujoConfig, RunRecord, RunViewSection, StateBackend
     from flujo.plugins.hookspecs import Register
 
@@ -95,8 +95,16 @@ def flujo_retriever(runtime: Runtime) -> Retriever:
 
 
 @hookimpl
+def flujo_step_commit(event: StepCompleted, commit: StepCommit, runtime: Runtime) -> None:
+    """Add a matching successful step's output to the outbox, in the step's own commit."""
+    service = runtime.services.get(SERVICE)
+    if service is not None:
+        service.on_step_commit(event, commit)
+
+
+@hookimpl
 def flujo_step_completed(event: StepCompleted, runtime: Runtime) -> None:
-    """Queue a matching successful step's output in the outbox (no I/O wait)."""
+    """The step (and its outbox row) is committed: schedule the indexer (no I/O wait)."""
     service = runtime.services.get(SERVICE)
     if service is not None:
         service.on_step_completed(event)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from flujo.config import FlujoConfig
     from flujo.domain.context import PipelineContext
     from flujo.domain.events import StepCompleted
-    from flujo.domain.interfaces import StateBackend
+    from flujo.domain.interfaces import StateBackend, StepCommit
     from flujo.plugins.registry import Registry
 
 _log = logging.getLogger("flujo_memory")
@@ -290,32 +290,44 @@ class MemoryService:
             await self.get_store().add([memory])
         return memory
 
-    def on_step_completed(self, event: StepCompleted) -> None:
-        """Queue a successful, matching step's (scrubbed) output in the outbox.
-
-        Runs on the hot path: with the SQLite state backend the row is written inline (tens of
-        microseconds, in the same process turn as the step's own row); otherwise the write is
-        scheduled. Embedding happens in the background.
+    def on_step_commit(self, event: StepCompleted, commit: StepCommit) -> None:
+        """Add a successful, matching step's (scrubbed) output to the outbox, in the step's own
+        commit (``flujo_step_commit``): the row exists exactly when the step's row does, on
+        every state backend, whatever crashes when. Embedding happens in the background.
         """
+        params = self._outbox_row(event)
+        if params is not None:
+            commit.add(outbox.INSERT, params)
+
+    def on_step_completed(self, event: StepCompleted) -> None:
+        """The step's commit is done: wake the indexer if its output went to the outbox."""
+        from flujo.domain.models import StepStatus
+
+        if event.step.status is StepStatus.SUCCEEDED and self._indexed(event.step.name):
+            self.kick()
+
+    def _outbox_row(self, event: StepCompleted) -> dict[str, Any] | None:
+        """The outbox row of a successful, matching step, or ``None`` (recorded why when the
+        scope cannot be told)."""
         from flujo.domain.models import StepStatus
 
         step = event.step
         if step.status is not StepStatus.SUCCEEDED or not self._indexed(step.name):
-            return
+            return None
         text = _as_text(step.output)[: self.settings.max_text_chars]
         if not text.strip():
-            return
+            return None
         try:
             scope, fields = self.scope_of(self.event_scope(event))
         except ScopeRequiredError as exc:
             self._record(f"step {step.name!r} of run {event.run_id} not remembered: {exc}")
-            return
+            return None
         metadata = {
             "pipeline": event.pipeline_name,
             "step_index": event.index,
             **{SCOPE_META_PREFIX + k: v for k, v in fields.items()},
         }
-        params = {
+        return {
             "id": outbox.memory_id(event.run_id, step.name, text),
             "run_id": event.run_id,
             "step_name": step.name,
@@ -325,30 +337,9 @@ class MemoryService:
             "metadata": json.dumps(metadata, sort_keys=True, default=str),
             "created_at": time.time(),
         }
-        if self._write_inline(params):
-            self.kick()
-        elif self.tasks is not None:
-            self.tasks.schedule("flujo-memory.outbox", lambda: self._insert_then_kick(params))
-
-    async def _insert_then_kick(self, params: Mapping[str, Any]) -> None:
-        await self.state.execute(outbox.INSERT, params)
-        self.kick()
 
     def _indexed(self, step_name: str) -> bool:
         return any(fnmatch.fnmatchcase(step_name, g) for g in self.settings.index_steps)
-
-    def _write_inline(self, params: Mapping[str, Any]) -> bool:
-        from flujo.state.sqlite import SQLiteBackend
-
-        if not isinstance(self.state, SQLiteBackend):
-            return False
-        import sqlite3
-
-        try:
-            self.state.conn.execute(outbox.INSERT, dict(params))
-        except sqlite3.Error as exc:
-            self._record(f"cannot write the memory outbox: {exc}")
-        return True
 
     def _record(self, message: str) -> None:
         self.errors.append(message)

@@ -228,18 +228,9 @@ async def _commit(
     total = Usage()
     total.add(env.usage)
     total.add(frame.scopes[0].usage)
-    await manager.runtime.state.save_inner_step(
-        env.run.run_id,
-        frame.index,
-        persisted,
-        context_json=context_json if frame.shared else None,
-        scope_context_json=None if frame.shared else context_json,
-        usage=total,
-        lease=env.lease.lease,
-    )
-    env.committed(InnerStep(frame.index, persisted, None if frame.shared else scrubbed))
     observers = manager._step_observers
-    if observers:
+    event: StepCompleted | None = None
+    if observers or manager._step_committers:
         snapshot, keys = manager._snapshot(context, raw, scrubbed)
         event = StepCompleted(
             env.run.run_id,
@@ -251,6 +242,18 @@ async def _commit(
             tags,
             keys,
         )
+    await manager.runtime.state.save_inner_step(
+        env.run.run_id,
+        frame.index,
+        persisted,
+        context_json=context_json if frame.shared else None,
+        scope_context_json=None if frame.shared else context_json,
+        usage=total,
+        lease=env.lease.lease,
+        writes=manager._step_writes(event) if event is not None else (),
+    )
+    env.committed(InnerStep(frame.index, persisted, None if frame.shared else scrubbed))
+    if observers and event is not None:
         manager._observed(
             manager.runtime.plugins.notify(observers, event=event, runtime=manager.runtime)
         )

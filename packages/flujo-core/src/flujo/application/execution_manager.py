@@ -16,6 +16,7 @@ from flujo.application.step_coordinator import StepCoordinator, describe_error
 from flujo.application.step_wrappers import wrapped
 from flujo.domain.errors import UnstorableValueError
 from flujo.domain.events import RunFinalized, RunStarted, StepCompleted, StepStarted
+from flujo.domain.interfaces import StepCommit, StepWrite
 from flujo.domain.models import (
     Pipeline,
     PipelineResult,
@@ -77,6 +78,7 @@ class ExecutionManager:
         self._run_start_observers = plugins.implementations("flujo_run_started")
         self._step_start_observers = plugins.implementations("flujo_step_started")
         self._step_wrappers = plugins.implementations("flujo_wrap_step")
+        self._step_committers = plugins.implementations("flujo_step_commit")
         self.scrubbing: Scrubbing = runtime.scrubbing
         if not self.scrubbing.active:
             # A runtime built without the runner (tests, embedders): the coordinator's policies.
@@ -212,15 +214,9 @@ class ExecutionManager:
             ) = await self._checked_for_commit(step.name, context, result, run, committed_context)
             steps.append(result)
             stored_steps.append(persisted)
-            await state.save_step(
-                run.run_id,
-                index,
-                persisted,
-                context_json=committed_context,
-                usage=usage,
-                lease=lease.lease,
-            )
-            if self._step_observers:
+            event: StepCompleted | None = None
+            writes: Sequence[StepWrite] = ()
+            if self._step_observers or self._step_committers:
                 snapshot, keys = self._snapshot(context, raw_context, stored_context)
                 event = StepCompleted(
                     run.run_id,
@@ -232,6 +228,17 @@ class ExecutionManager:
                     step.tags,
                     keys,
                 )
+                writes = self._step_writes(event)
+            await state.save_step(
+                run.run_id,
+                index,
+                persisted,
+                context_json=committed_context,
+                usage=usage,
+                lease=lease.lease,
+                writes=writes,
+            )
+            if self._step_observers and event is not None:
                 self._observed(
                     self.runtime.plugins.notify(
                         self._step_observers, event=event, runtime=self.runtime
@@ -450,6 +457,23 @@ class ExecutionManager:
         record = self._observed_one
         async with wrapped(plugins, self._step_wrappers, record, event=event, runtime=self.runtime):
             yield
+
+    def _step_writes(self, event: StepCompleted) -> list[StepWrite]:
+        """What each ``flujo_step_commit`` plugin adds to this step's commit. A plugin whose
+        hook raises is recorded (like an observer) and adds nothing: half its rows would be
+        worse than none."""
+        writes: list[StepWrite] = []
+        dialect = self.runtime.state.dialect
+        for impl in self._step_committers:
+            commit = StepCommit(dialect, impl.plugin_name)
+            errors = self.runtime.plugins.notify(
+                [impl], event=event, commit=commit, runtime=self.runtime
+            )
+            if errors:
+                self._observed(errors)
+            else:
+                writes.extend(commit.writes)
+        return writes
 
     def _observed_one(self, message: str) -> None:
         self.runtime.tasks.record_failure("observer", message)

@@ -112,6 +112,7 @@ class Interrupts:
             run_id,
             beat.lease,
             f"interrupted by a second {name}: stopped at once; its current step runs again",
+            runner.runtime.plugins.registry,
         )
         if status is RunStatus.INTERRUPTED:
             return 128 + signum, resume_hint(run_id, error)

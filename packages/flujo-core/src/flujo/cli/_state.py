@@ -36,8 +36,10 @@ def migrate(cli_state: CliState, source_uri: str, dest_uri: str, as_json: bool) 
     plugins = cli_state.plugins
 
     async def run() -> TransferReport:
-        source = open_backend(StateSettings(uri=source_uri), config.root)
-        dest = open_backend(StateSettings(uri=dest_uri), config.root)
+        # Both through the plugin registry: a plugin's backend is a source or destination too.
+        registry = plugins.registry
+        source = open_backend(StateSettings(uri=source_uri), config.root, registry, what="--from")
+        dest = open_backend(StateSettings(uri=dest_uri), config.root, registry, what="--to")
         await source.open(read_only=True)
         try:
             await dest.open(plugins.migrations(dest.dialect))

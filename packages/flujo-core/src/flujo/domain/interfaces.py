@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from flujo.domain.models import RunRecord, RunStatus, StepResult, Usage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from flujo.config import StateSettings
     from flujo.domain.context import PipelineContext
 
 # --------------------------------------------------------------------------- governance
@@ -273,6 +276,87 @@ class LeaseRenewer(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StateLocation:
+    """Where a state database is: what a state backend's factory receives.
+
+    The backend is chosen by the URI's scheme (``sqlite:///...`` -> ``sqlite``,
+    ``postgresql://...`` -> ``postgresql``, ``example-sqlite:///...`` -> ``example-sqlite``; a
+    plain path, no ``scheme://``, is ``sqlite``).
+    """
+
+    uri: str
+    """The URI as configured (``[state] uri``, or ``flujo state migrate --from/--to``). It may
+    hold a password: show it through ``flujo.state.dsn.redact_dsn``, never as is."""
+    scheme: str
+    """The URI's scheme, lower-case: the name the backend is registered under."""
+    root: Path
+    """The folder relative paths resolve from (the folder of ``flujo.toml``)."""
+    settings: StateSettings
+    """``[state]``: ``synchronous`` (SQLite fsync policy), ``pool_size`` (connections per
+    process), ``lease_s``."""
+
+    def path(self) -> Path | str:
+        """The file a file-based backend uses: ``scheme:///relative.db`` resolves from
+        :attr:`root`, ``scheme:////absolute.db`` is absolute, ``scheme:///:memory:`` (and a
+        plain ``:memory:``) is ``":memory:"``, a plain path resolves from :attr:`root`.
+
+        :raises ConfigError: the URI has no ``///`` after its scheme.
+        """
+        from flujo.domain.errors import ConfigError
+
+        if "://" not in self.uri:
+            return ":memory:" if self.uri == ":memory:" else self.root / self.uri
+        rest = self.uri.split("://", 1)[1]
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"state uri {self.uri!r}: expected {self.scheme}:///path/to/file.db "
+                "(three slashes, then a path)"
+            )
+        path = rest[1:]
+        return ":memory:" if path == ":memory:" else self.root / path
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """One statement a plugin adds to a step's commit (see ``flujo_step_commit``).
+
+    ``sql`` uses named ``:param`` placeholders (as :meth:`StateBackend.execute`) and the
+    state database's dialect; ``params`` are its values (data, never spliced into the SQL).
+    """
+
+    owner: str
+    """The plugin that added it (named in the error if the statement fails)."""
+    sql: str
+    params: Mapping[str, Any]
+
+
+class StepCommit:
+    """What a ``flujo_step_commit`` implementation adds to a step's commit.
+
+    Every statement added is executed by the state backend inside the step's own fenced
+    transaction (after the step's row): all of them commit with the step, or none does (a
+    crash, a refused fence, a failing statement).
+    """
+
+    __slots__ = ("dialect", "owner", "writes")
+
+    def __init__(self, dialect: str, owner: str) -> None:
+        self.dialect = dialect
+        """The state database's dialect (``"sqlite"``, ``"postgresql"``, or a third party's):
+        write the SQL for it."""
+        self.owner = owner
+        """The plugin whose hook receives this object."""
+        self.writes: list[StepWrite] = []
+
+    def add(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Execute ``sql`` (named ``:param`` placeholders) with ``params`` in the step's
+        transaction."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise TypeError("StepCommit.add: sql must be a non-empty SQL statement")
+        self.writes.append(StepWrite(self.owner, sql, dict(params or {})))
+
+
 @runtime_checkable
 class StateBackend(Protocol):
     """Durable execution state: one row per run, one per finished step, and plugin tables.
@@ -338,13 +422,19 @@ class StateBackend(Protocol):
         context_json: str,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         """Record a finished step and, when it succeeded, advance the run past it, in one
         transaction. ``context_json`` is the context as JSON text.
 
+        ``writes``: plugins' statements (``flujo_step_commit``), executed in that same
+        transaction after the step's row, in order: they commit with the step or not at all. A
+        failing one fails the whole commit with a :class:`~flujo.domain.errors.StateError`
+        naming its plugin.
+
         Fenced: in the same transaction, the run must still be ``running`` under ``lease``;
-        otherwise nothing is written and :class:`~flujo.domain.errors.LeaseLostError` is
-        raised."""
+        otherwise nothing is written (``writes`` neither) and
+        :class:`~flujo.domain.errors.LeaseLostError` is raised."""
         ...
 
     async def save_inner_step(
@@ -357,13 +447,14 @@ class StateBackend(Protocol):
         scope_context_json: str | None,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         """Record a finished step inside the control-flow step at ``index``, keyed by its
         path (``step.name``), replacing an earlier row of that path; fenced like
         :meth:`save_step`, in one transaction with the run row's ``usage`` and (unless
         ``None``) ``context_json``. The run's current step is not advanced.
         ``scope_context_json`` is the context of the step's scope when it is a copy (a map
-        item, a parallel branch)."""
+        item, a parallel branch). ``writes``: as for :meth:`save_step`, in this transaction."""
         ...
 
     async def finalize_run(

@@ -67,6 +67,8 @@ if TYPE_CHECKING:
         Retriever,
         SandboxProtocol,
         StateBackend,
+        StateLocation,
+        StepCommit,
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord
@@ -89,6 +91,7 @@ RegisterEmbedders = Callable[[str, Callable[["FlujoConfig"], "Embedder"]], None]
 RegisterSandboxes = Callable[[str, Callable[["FlujoConfig"], "SandboxProtocol"]], None]
 RegisterEvaluators = Callable[[str, Callable[["FlujoConfig"], "Evaluator"]], None]
 RegisterTools = Callable[[str, Callable[["FlujoConfig"], Callable[..., object]]], None]
+RegisterStateBackends = Callable[[str, Callable[["StateLocation"], "StateBackend"]], None]
 
 
 @hookspec
@@ -161,6 +164,44 @@ def flujo_register_tools(register: RegisterTools) -> None:
     at most 64 characters in its model form; another id is a load error of the plugin.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def flujo_register_state_backends(register: RegisterStateBackends) -> None:
+    """Register state backends by URI scheme: ``register(scheme, factory(location) ->
+    StateBackend)``.
+
+    ``[state] uri = "myscheme://..."`` (and ``flujo state migrate --from/--to``) then open the
+    backend this factory returns, unopened; ``location`` is a
+    :class:`~flujo.domain.interfaces.StateLocation` (the URI, its scheme, the folder relative
+    paths resolve from, the ``[state]`` settings). flujo-core registers ``sqlite`` and
+    ``postgresql`` (and ``postgres``) through this same hook, first, so those schemes are taken.
+    Prove a backend with :class:`flujo.testing.conformance.StateBackendConformance`.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flujo_step_commit(event: StepCompleted, commit: StepCommit, runtime: Runtime) -> None:
+    """Add statements to a finished step's own commit: ``commit.add(sql, params)``.
+
+    Called once per step (inner steps of control-flow steps too, named by their path) after
+    the step ran and before its result is committed; ``event`` is
+    what :func:`flujo_step_completed` will receive (scrubbed: ``event.step`` is what is
+    stored). Every statement added runs inside the step's fenced transaction, after the step's
+    row: it commits with the step or not at all (a crash, a worker fenced out by another's
+    take, a failing statement), so a plugin's rows never outlive or lag the step they belong
+    to (flujo-memory's outbox). SQL uses named ``:param`` placeholders and
+    ``commit.dialect``.
+
+    The hook runs on the hot path: compute the rows, do no I/O. An error it raises is logged
+    and recorded in ``runtime.tasks.failures`` and what it added is dropped; the step still
+    commits. A statement that fails in the database fails the step's commit (a
+    ``StateError`` naming the plugin): the run stops there, as for any failed commit.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -251,6 +251,16 @@ class PluginManager:
         self.strict = strict
         self._infos: dict[str, PluginInfo] = {}
         self._sections: dict[str, tuple[type[BaseModel], str]] = {}
+        self._register_core()
+
+    def _register_core(self) -> None:
+        """flujo-core's own registrations (the ``sqlite`` and ``postgresql`` state backends),
+        through the same hooks a plugin implements, before any plugin: their names are taken
+        first. Not listed by ``flujo plugins`` (the core is not a plugin one can disable)."""
+        from flujo.state import _builtin
+
+        self.pm.register(_builtin, name=_builtin.OWNER)
+        self._run_registrations(_builtin, _builtin.OWNER)
 
     # ------------------------------------------------------------------ loading
 

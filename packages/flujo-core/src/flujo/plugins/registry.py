@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -15,10 +16,14 @@ if TYPE_CHECKING:
         Evaluator,
         GovernancePolicy,
         SandboxProtocol,
+        StateBackend,
+        StateLocation,
         VectorStoreProtocol,
     )
 
-Kind = Literal["policies", "vector_stores", "embedders", "sandboxes", "evaluators", "tools"]
+Kind = Literal[
+    "policies", "vector_stores", "embedders", "sandboxes", "evaluators", "tools", "state_backends"
+]
 KINDS: tuple[Kind, ...] = (
     "policies",
     "vector_stores",
@@ -26,6 +31,7 @@ KINDS: tuple[Kind, ...] = (
     "sandboxes",
     "evaluators",
     "tools",
+    "state_backends",
 )
 _SINGULAR = {
     "policies": "policy",
@@ -34,7 +40,11 @@ _SINGULAR = {
     "sandboxes": "sandbox",
     "evaluators": "evaluator",
     "tools": "tool",
+    "state_backends": "state backend",
 }
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 
 def singular(kind: Kind) -> str:
@@ -48,7 +58,8 @@ class Registration:
 
     name: str
     owner: str
-    factory: Callable[[FlujoConfig], Any]
+    factory: Callable[[Any], Any]
+    """``factory(config)``; for a state backend ``factory(location)``."""
 
 
 class Registry:
@@ -57,7 +68,7 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Registration]] = {k: {} for k in KINDS}
 
-    def add(self, kind: Kind, name: str, factory: Callable[[FlujoConfig], Any], owner: str) -> None:
+    def add(self, kind: Kind, name: str, factory: Callable[[Any], Any], owner: str) -> None:
         """Record ``factory`` under ``name``; raise :class:`PluginError` if the name is taken."""
         if not isinstance(name, str) or not name:
             raise PluginError(
@@ -69,6 +80,12 @@ class Registry:
             problem = tool_id_problem(name)
             if problem is not None:
                 raise PluginError(owner, f"tool id {name!r} is invalid: {problem}")
+        if kind == "state_backends" and not _SCHEME.fullmatch(name):
+            raise PluginError(
+                owner,
+                f"registered a state backend under {name!r}, which is not a URI scheme "
+                "(lower-case letter, then letters, digits, '+', '-' or '.')",
+            )
         if not callable(factory):
             raise PluginError(owner, f"{_SINGULAR[kind]} {name!r}: factory is not callable")
         taken = self._entries[kind].get(name)
@@ -140,6 +157,11 @@ class Registry:
         Typed per kind: a policy is a :class:`~flujo.domain.interfaces.GovernancePolicy`, a
         sandbox a :class:`~flujo.domain.interfaces.SandboxProtocol`, and so on (what each
         ``flujo_register_*`` hook promises its factories return)."""
+        if kind == "state_backends":
+            raise UserError(
+                "a state backend is opened from its URI, not created by name: "
+                "use flujo.plugin.open_state(config)"
+            )
         reg = self.get(kind, name)
         try:
             created: object = reg.factory(config)
@@ -150,3 +172,28 @@ class Registry:
             raise PluginError(
                 reg.owner, f"could not create {_SINGULAR[kind]} {name!r}: {exc}"
             ) from exc
+
+    def state_backend(self, location: StateLocation, *, what: str = "[state] uri") -> StateBackend:
+        """The (unopened) backend registered for ``location.scheme``, made by its factory.
+
+        An unknown scheme is a :class:`ConfigError` naming ``what`` (the setting or option the
+        URI came from) and every registered scheme with its plugin.
+        """
+        from flujo.state.dsn import redact_dsn
+
+        entries = self._entries["state_backends"]
+        reg = entries.get(location.scheme)
+        if reg is None:
+            raise ConfigError(
+                f"{what} {redact_dsn(location.uri)!r}: "
+                f"{self.unknown('state_backends', location.scheme)}"
+            )
+        try:
+            backend: StateBackend = reg.factory(location)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                reg.owner, f"could not create state backend {location.scheme!r}: {exc}"
+            ) from exc
+        return backend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +12,8 @@ from flujo.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig, StateSettings
-    from flujo.domain.interfaces import Migration, StateBackend
+    from flujo.domain.interfaces import Migration, StateBackend, StateLocation
+    from flujo.plugins.registry import Registry
 
 
 async def open_state(
@@ -30,8 +33,10 @@ async def open_state(
       ``create=False``: a missing database is the same error; an existing one is migrated;
     - only commands that start runs create the database (the default).
     """
-    backend = open_backend(config.state, config.root)
     plugins = config.plugin_manager
+    backend = open_backend(
+        config.state, config.root, plugins.registry if plugins is not None else None
+    )
     await backend.open(
         plugins.migrations(backend.dialect) if plugins is not None else (),
         create=create,
@@ -51,29 +56,59 @@ async def migrated(state: StateBackend, migrations: Sequence[Migration]) -> bool
     return not pending(migrations, [(str(r["owner"]), int(r["version"])) for r in rows])
 
 
-def open_backend(settings: StateSettings, root: Path) -> StateBackend:
-    """The (unopened) backend ``[state] uri`` names; relative SQLite paths resolve from ``root``."""
+def open_backend(
+    settings: StateSettings,
+    root: Path,
+    registry: Registry | None = None,
+    *,
+    what: str = "[state] uri",
+) -> StateBackend:
+    """The (unopened) backend ``settings.uri`` names, by its scheme, from ``registry`` (the
+    loaded plugins'; default: flujo-core's own ``sqlite`` and ``postgresql``). Relative SQLite
+    paths resolve from ``root``. An unknown scheme is a :class:`ConfigError` naming ``what``
+    and every registered scheme with its plugin."""
+    location = state_location(settings, root, what=what)
+    if registry is None:
+        registry = _core_registry()
+    return registry.state_backend(location, what=what)
+
+
+def state_backend(location: StateLocation, registry: Registry | None = None) -> StateBackend:
+    """The (unopened) backend registered for ``location.scheme`` in ``registry`` (default:
+    flujo-core's own). A plugin's backend that wraps the core's SQLite or PostgreSQL one makes
+    it with this, from a location whose ``uri`` and ``scheme`` it rewrote."""
+    return (registry or _core_registry()).state_backend(location)
+
+
+def state_location(
+    settings: StateSettings, root: Path, *, what: str = "[state] uri"
+) -> StateLocation:
+    """``settings.uri`` parsed: ``scheme://...`` names its scheme, a plain path is ``sqlite``."""
+    from flujo.domain.interfaces import StateLocation
+    from flujo.state.dsn import redact_dsn
+
     uri = settings.uri
-    if uri.startswith("sqlite://"):
-        from flujo.state.sqlite import SQLiteBackend
+    found = _SCHEME.match(uri)
+    if found is not None:
+        scheme = found.group(1).lower()
+    elif _SCHEME_NO_SLASHES.match(uri) or not uri.strip():
+        raise ConfigError(
+            f"{what} {redact_dsn(uri)!r}: expected scheme://... "
+            "(sqlite:///path/to/file.db, postgresql://...) or a file path"
+        )
+    else:
+        scheme = "sqlite"
+    return StateLocation(uri=uri, scheme=scheme, root=root, settings=settings)
 
-        rest = uri[len("sqlite://") :]
-        if not rest.startswith("/"):
-            raise ConfigError(f"[state] uri {uri!r}: expected sqlite:///path/to/file.db")
-        path = rest[1:]
-        if path == ":memory:":
-            return SQLiteBackend(":memory:", synchronous=settings.synchronous)
-        return SQLiteBackend(root / path, synchronous=settings.synchronous)
-    if uri.startswith(("postgresql://", "postgres://")):
-        try:
-            from flujo.state.postgres import PostgresBackend
-        except ImportError as exc:
-            raise ConfigError(
-                "[state] uri is postgresql://... but psycopg is not installed: "
-                "pip install 'flujo-core[postgres]'"
-            ) from exc
 
-        return PostgresBackend(uri, pool_size=settings.pool_size)
-    raise ConfigError(
-        f"[state] uri {uri!r}: unsupported scheme (use sqlite:///path.db or postgresql://...)"
-    )
+@functools.cache
+def _core_registry() -> Registry:
+    """A registry holding flujo-core's own backends only (no plugin loaded)."""
+    from flujo.plugins.manager import PluginManager
+
+    return PluginManager().registry
+
+
+# RFC 3986 scheme; a single letter before ':' would be a Windows drive, not a scheme.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SCHEME_NO_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:(?![/\\])")

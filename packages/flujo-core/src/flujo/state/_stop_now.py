@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flujo.domain.errors import StateError
 from flujo.domain.models import RunStatus
 from flujo.state._rows import loads
 
 if TYPE_CHECKING:
     from flujo.config import StateSettings
     from flujo.domain.interfaces import Lease
+    from flujo.plugins.registry import Registry
 
 _WAIT_S = 3.0
 # Fenced like every write a worker makes to its run (see flujo.application.lease): still
@@ -30,7 +32,12 @@ _READ = "SELECT status, output, error FROM workflow_state WHERE run_id = {p}"
 
 
 def interrupt_run_now(
-    settings: StateSettings, root: Path, run_id: str, lease: Lease, error: str
+    settings: StateSettings,
+    root: Path,
+    run_id: str,
+    lease: Lease,
+    error: str,
+    registry: Registry | None = None,
 ) -> tuple[RunStatus, Any, str | None]:
     """Store run ``run_id``, running under ``lease``, as interrupted with its lease released,
     then return what the database holds for it: ``(status, output, error)``.
@@ -38,11 +45,14 @@ def interrupt_run_now(
     Only a run still ``running`` under ``lease`` is changed: one that finished meanwhile, or
     that another worker took over, is reported as it is. The step in progress is not
     committed; a resume runs it again. Raises ``Exception`` subclasses of the driver when the
-    database cannot be reached within a few seconds.
+    database cannot be reached within a few seconds, and :class:`StateError` for a plugin's
+    backend (it has no sync connection to do this with: its run stays ``running`` and is
+    resumable once its lease expires).
     """
     from flujo.state import open_backend
+    from flujo.state.sqlite import SQLiteBackend
 
-    backend = open_backend(settings, root)
+    backend = open_backend(settings, root, registry)
     params = (
         RunStatus.INTERRUPTED.value,
         error,
@@ -52,15 +62,15 @@ def interrupt_run_now(
         lease.owner,
         lease.epoch,
     )
-    if backend.dialect == "sqlite":
-        path = str(getattr(backend, "path", ""))
+    if isinstance(backend, SQLiteBackend):
+        path = str(backend.path)
         conn = sqlite3.connect(path, timeout=_WAIT_S, isolation_level=None)
         try:
             conn.execute(_RELEASE.format(p="?"), params)
             row = conn.execute(_READ.format(p="?"), (run_id,)).fetchone()
         finally:
             conn.close()
-    else:
+    elif type(backend).__module__ == "flujo.state.postgres":
         import psycopg
 
         dsn = str(getattr(backend, "dsn", settings.uri))
@@ -68,6 +78,11 @@ def interrupt_run_now(
             pg.execute(f"SET statement_timeout = {int(_WAIT_S * 1000)}")
             pg.execute(_RELEASE.format(p="%s"), params)
             row = pg.execute(_READ.format(p="%s"), (run_id,)).fetchone()
+    else:
+        raise StateError(
+            f"the {type(backend).__name__} state backend cannot be written from a stopping "
+            "process; the run is resumable once its lease expires"
+        )
     if row is None:
         raise LookupError(f"run {run_id} is not in the state database")
     return RunStatus(row[0]), loads(row[1]), row[2]

@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from flujo.domain.errors import StateError, StateNotFoundError
-from flujo.domain.interfaces import Lease, Migration
+from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
     INNER_COLUMNS,
@@ -258,6 +258,7 @@ class PostgresBackend:
         context_json: str,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         output = dumps(step.output)
         usage_json = dumps(usage.to_dict())
@@ -267,37 +268,35 @@ class PostgresBackend:
             advance_params: tuple[Any, ...] = (index + 1, output)
         else:
             advance, advance_params = "", ()
-        async with self.pool.connection() as conn:
-            # One statement, so one server-side transaction: the fence (the run row's update)
-            # and the step row commit together or not at all, and the row lock is never held
-            # across this coroutine's awaits (a blocking step elsewhere could stretch those
-            # past the heartbeat's next renewal, which would wait on the lock).
-            cur = await conn.execute(
-                f"WITH fenced AS (UPDATE workflow_state SET {advance}context = %s, usage = %s, "
-                f"updated_at = {_NOW}, version = version + 1 WHERE {_HELD} RETURNING run_id) "
-                f"INSERT INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
-                f"SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} FROM fenced "
-                "ON CONFLICT (run_id, idx) DO UPDATE SET name = EXCLUDED.name, "
-                "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
-                "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
-                "usage = EXCLUDED.usage, created_at = EXCLUDED.created_at",
-                (
-                    *advance_params,
-                    context_json,
-                    usage_json,
-                    *held,
-                    index,
-                    step.name,
-                    step.status.value,
-                    output,
-                    step.error,
-                    step.attempts,
-                    step.latency_ms,
-                    dumps(step.usage.to_dict()),
-                ),
-            )
-        if cur.rowcount != 1:
-            raise fenced_out(run_id)
+        # Without plugin writes, one statement, so one server-side transaction: the fence (the
+        # run row's update) and the step row commit together or not at all, and the row lock
+        # is never held across this coroutine's awaits (a blocking step elsewhere could
+        # stretch those past the heartbeat's next renewal, which would wait on the lock).
+        sql = (
+            f"WITH fenced AS (UPDATE workflow_state SET {advance}context = %s, usage = %s, "
+            f"updated_at = {_NOW}, version = version + 1 WHERE {_HELD} RETURNING run_id) "
+            f"INSERT INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
+            f"SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} FROM fenced "
+            "ON CONFLICT (run_id, idx) DO UPDATE SET name = EXCLUDED.name, "
+            "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+            "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
+            "usage = EXCLUDED.usage, created_at = EXCLUDED.created_at"
+        )
+        params = (
+            *advance_params,
+            context_json,
+            usage_json,
+            *held,
+            index,
+            step.name,
+            step.status.value,
+            output,
+            step.error,
+            step.attempts,
+            step.latency_ms,
+            dumps(step.usage.to_dict()),
+        )
+        await self._fenced(sql, params, writes, run_id, step.name)
 
     async def save_inner_step(
         self,
@@ -309,37 +308,63 @@ class PostgresBackend:
         scope_context_json: str | None,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         # save_step's fence and single statement; the run's current step and last output
         # stay where they are (the control-flow step at ``index`` is still running).
+        await self._fenced(
+            "WITH fenced AS (UPDATE workflow_state SET context = coalesce(%s, context), "
+            f"usage = %s, updated_at = {_NOW}, version = version + 1 WHERE {_HELD} "
+            f"RETURNING run_id) INSERT INTO inner_step_results (run_id, {INNER_COLUMNS}, "
+            f"created_at) SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} "
+            "FROM fenced ON CONFLICT (run_id, path) DO UPDATE SET "
+            "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
+            "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
+            "usage = EXCLUDED.usage, idx = EXCLUDED.idx, context = EXCLUDED.context, "
+            "created_at = EXCLUDED.created_at",
+            (
+                context_json,
+                dumps(usage.to_dict()),
+                run_id,
+                lease.owner,
+                lease.epoch,
+                step.name,
+                step.status.value,
+                dumps(step.output),
+                step.error,
+                step.attempts,
+                step.latency_ms,
+                dumps(step.usage.to_dict()),
+                index,
+                scope_context_json,
+            ),
+            writes,
+            run_id,
+            step.name,
+        )
+
+    async def _fenced(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        writes: Sequence[StepWrite],
+        run_id: str,
+        step: str,
+    ) -> None:
+        """Run a step's fenced statement (which writes one row, or none when the lease is no
+        longer held) and then plugins' ``writes``, all in one transaction."""
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "WITH fenced AS (UPDATE workflow_state SET context = coalesce(%s, context), "
-                f"usage = %s, updated_at = {_NOW}, version = version + 1 WHERE {_HELD} "
-                f"RETURNING run_id) INSERT INTO inner_step_results (run_id, {INNER_COLUMNS}, "
-                f"created_at) SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} "
-                "FROM fenced ON CONFLICT (run_id, path) DO UPDATE SET "
-                "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
-                "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
-                "usage = EXCLUDED.usage, idx = EXCLUDED.idx, context = EXCLUDED.context, "
-                "created_at = EXCLUDED.created_at",
-                (
-                    context_json,
-                    dumps(usage.to_dict()),
-                    run_id,
-                    lease.owner,
-                    lease.epoch,
-                    step.name,
-                    step.status.value,
-                    dumps(step.output),
-                    step.error,
-                    step.attempts,
-                    step.latency_ms,
-                    dumps(step.usage.to_dict()),
-                    index,
-                    scope_context_json,
-                ),
-            )
+            if not writes:
+                cur = await conn.execute(sql, params)
+            else:
+                # Plugins' rows join the step's transaction (after the step's row, as on SQLite):
+                # the lock is held for their round trips, and a fenced-out take commits none.
+                async with conn.transaction():
+                    cur = await conn.execute(sql, params)
+                    if cur.rowcount != 1:
+                        raise fenced_out(run_id)
+                    for write in writes:
+                        await _execute_write(conn, write, step, run_id)
         if cur.rowcount != 1:
             raise fenced_out(run_id)
 
@@ -425,6 +450,18 @@ class PostgresBackend:
                 return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
         except psycopg.Error as exc:
             raise StateError(f"state query failed: {exc}") from exc
+
+
+async def _execute_write(
+    conn: AsyncConnection[Any], write: StepWrite, step: str, run_id: str
+) -> None:
+    try:
+        await conn.execute(translate_params(write.sql), dict(write.params))
+    except psycopg.Error as exc:
+        raise StateError(
+            f"plugin {write.owner!r}: its write in the commit of step {step!r} of run {run_id} "
+            f"failed: {exc}"
+        ) from exc
 
 
 class _Renewer:

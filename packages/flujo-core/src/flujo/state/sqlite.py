@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flujo.domain.errors import StateError, StateNotFoundError
-from flujo.domain.interfaces import Lease, Migration
+from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._rows import (
     INNER_COLUMNS,
@@ -238,6 +238,7 @@ class SQLiteBackend:
         context_json: str,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         now = time.time()
         output = dumps(step.output)
@@ -277,6 +278,8 @@ class SQLiteBackend:
                     now,
                 ),
             )
+            for write in writes:  # plugins' rows: in this transaction, after the step's
+                _execute_write(conn, write, step.name, run_id)
 
     async def save_inner_step(
         self,
@@ -288,6 +291,7 @@ class SQLiteBackend:
         scope_context_json: str | None,
         usage: Usage,
         lease: Lease,
+        writes: Sequence[StepWrite] = (),
     ) -> None:
         # The fence of save_step; the run's current step and last output stay where they
         # are (the control-flow step at ``index`` is still running).
@@ -318,6 +322,8 @@ class SQLiteBackend:
                     now,
                 ),
             )
+            for write in writes:
+                _execute_write(conn, write, step.name, run_id)
 
     async def finalize_run(
         self,
@@ -398,6 +404,16 @@ class SQLiteBackend:
             raise StateError(f"state query failed: {exc}") from exc
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _execute_write(conn: sqlite3.Connection, write: StepWrite, step: str, run_id: str) -> None:
+    try:
+        conn.execute(write.sql, dict(write.params))
+    except sqlite3.Error as exc:
+        raise StateError(
+            f"plugin {write.owner!r}: its write in the commit of step {step!r} of run {run_id} "
+            f"failed: {exc}"
+        ) from exc
 
 
 class _Renewer:

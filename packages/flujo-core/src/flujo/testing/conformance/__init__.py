@@ -21,7 +21,8 @@ Suites, the contract each checks, and the fixture a subclass must provide:
 - :class:`GovernancePolicyConformance`: ``GovernancePolicy``, fixture ``policy``;
 - :class:`VectorStoreConformance`: ``VectorStoreProtocol``, fixture ``store``;
 - :class:`SandboxConformance`: ``SandboxProtocol``, fixture ``sandbox``;
-- :class:`EvaluatorConformance`: ``Evaluator``, fixture ``evaluator``.
+- :class:`EvaluatorConformance`: ``Evaluator``, fixture ``evaluator``;
+- :class:`StateBackendConformance`: ``StateBackend``, fixture ``make_state``.
 
 The suites are plain classes (their names do not start with ``Test``), so importing one into
 a test module does not run it on its own. Their async checks carry ``@pytest.mark.asyncio``
@@ -33,12 +34,14 @@ from __future__ import annotations
 from flujo.testing.conformance.evaluator import EvaluatorConformance, make_run_record
 from flujo.testing.conformance.governance import GovernancePolicyConformance
 from flujo.testing.conformance.sandbox import SandboxConformance
+from flujo.testing.conformance.state import StateBackendConformance
 from flujo.testing.conformance.vector_store import VectorStoreConformance
 
 __all__ = [
     "EvaluatorConformance",
     "GovernancePolicyConformance",
     "SandboxConformance",
+    "StateBackendConformance",
     "VectorStoreConformance",
     "make_run_record",
 ]
