@@ -266,10 +266,11 @@ MUTATIONS = [
         "packages/flujo-core/tests/test_state.py"
         "::test_writes_under_a_lost_lease_are_refused_and_store_nothing[postgresql]",
         f"{CORE}/state/postgres.py",
-        # save_step's own fence: the end of its statement's parameters, then the check.
-        "                    dumps(step.usage.to_dict()),\n                ),\n            )\n"
+        # The step writes' own fence (save_step's and save_inner_step's, in _fenced): the check
+        # after the statement (and plugins' writes).
+        "                        await _execute_write(conn, write, step, run_id)\n"
         "        if cur.rowcount != 1:\n            raise fenced_out(run_id)\n",
-        "                    dumps(step.usage.to_dict()),\n                ),\n            )\n",
+        "                        await _execute_write(conn, write, step, run_id)\n",
         "DID NOT RAISE",
         "on PostgreSQL, a step commit under a lost lease is silently dropped, not refused",
     ),
