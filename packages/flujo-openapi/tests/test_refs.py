@@ -208,3 +208,121 @@ def test_a_refused_ref_is_one_line_exit_2(layout: Path, tmp_path: Path) -> None:
         "--refs-root", str(tmp_path), cwd=tmp_path, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------- dangling refs
+
+DANGLING = """\
+openapi: 3.0.3
+info: {title: Dangling, version: "1"}
+paths:
+  /a:
+    get:
+      operationId: getA
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/A'}
+  /b:
+    get:
+      operationId: getB
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/B'}
+  /c:
+    post:
+      operationId: postC
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Missing'}
+      responses:
+        "204": {description: ok}
+  /d:
+    get:
+      operationId: getD
+      responses:
+        "200": {$ref: '#/components/responses/Gone'}
+components:
+  schemas:
+    A:
+      type: object
+      properties:
+        x: {$ref: '#/components/schemas/Nope', description: a custom attribute}
+        y: {type: string}
+        z: {type: array, items: {$ref: '#/components/schemas/Nope'}}
+    B:
+      type: object
+      properties:
+        a: {$ref: '#/components/schemas/A'}
+    Alias: {$ref: '#/components/schemas/NotThere'}
+  responses:
+    Gone: {$ref: '#/components/responses/Nothing'}
+"""
+
+
+@pytest.mark.parametrize("swagger2", [False, True], ids=["openapi3", "swagger2"])
+def test_dangling_refs_in_components_warn_and_type_as_any(tmp_path: Path, swagger2: bool) -> None:
+    """Public specs (Intercom, Square, DocuSign, Keycloak) refer to components that do not
+    exist. A component's part that names one is typed as any value (warned); an operation
+    that itself names one is skipped with the reason; everything else generates."""
+    import subprocess
+    import sys
+
+    from flujo.testing.cli import run_flujo
+
+    text = DANGLING
+    if swagger2:
+        text = (
+            "swagger: '2.0'\ninfo: {title: Dangling, version: '1'}\nhost: x.example\n"
+            "paths:\n  /a:\n    get:\n      operationId: getA\n      responses:\n"
+            "        '200': {description: ok, schema: {$ref: '#/definitions/A'}}\n"
+            "definitions:\n  A:\n    type: object\n    properties:\n"
+            "      x: {$ref: '#/definitions/Nope'}\n      y: {type: string}\n"
+        )
+    spec = tmp_path / "dangling.yaml"
+    spec.write_text(text)
+    out = tmp_path / "out"
+    proc = run_flujo(
+        "dev", "import-openapi", str(spec), "--output-dir", str(out), "--package-name",
+        "dangling", "-q", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "flujo-openapi.json").read_text())
+    where = "/definitions/A/properties/x" if swagger2 else "/components/schemas/A/properties/x"
+    nope = "#/definitions/Nope" if swagger2 else "#/components/schemas/Nope"
+    warned = [w for w in manifest["warnings"] if where in w]
+    assert warned, manifest["warnings"]
+    assert repr(nope) in warned[0]
+    assert "any value" in warned[0]
+    assert f"warning: {warned[0]}" in proc.stderr
+    names = [op["name"] for op in manifest["operations"]]
+    check = (
+        "import dangling\n"
+        "A = dangling.OPERATIONS['getA'].output_type\n"
+        "a = A.model_validate({'x': {'free': [1]}, 'y': 's'})\n"
+        "print(a.x, a.y)\n"
+    )
+    if swagger2:
+        assert names == ["getA"]
+    else:
+        assert names == ["getA", "getB"]
+        skipped = {s["operation_id"]: s["reason"] for s in manifest["skipped"]}
+        assert set(skipped) == {"postC", "getD"}
+        assert "'#/components/schemas/Missing'" in skipped["postC"]
+        assert "'#/components/responses/Nothing'" in skipped["getD"]
+        assert "skipped POST /c (postC)" in proc.stderr
+        joined = "\n".join(manifest["warnings"])
+        assert "/components/schemas/Alias" in joined
+        assert "/components/responses/Gone" in joined
+        check += "print(A.model_validate({'z': [1, 'two']}).z)\n"
+    run = subprocess.run(
+        [sys.executable, "-c", check], cwd=out, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "{'free': [1]} s"

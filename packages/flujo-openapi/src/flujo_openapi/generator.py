@@ -25,7 +25,7 @@ from typing import Any
 
 from flujo_openapi.defaults import drop_invalid_defaults
 from flujo_openapi.errors import GenerationError, InvalidSpecError
-from flujo_openapi.loader import load_spec
+from flujo_openapi.loader import fill_dangling, load_spec
 from flujo_openapi.naming import env_name, snake, unique
 from flujo_openapi.normalize import normalize
 from flujo_openapi.output import (
@@ -1072,6 +1072,15 @@ _SWAGGER2_POINTERS = (
 )
 
 
+def _swagger2_pointers(text: str) -> str:
+    """``text`` with the converted document's pointers as the Swagger 2.0 document has them."""
+    for new, old in _SWAGGER2_POINTERS:
+        text = text.replace(f"'#{new}/", f"'#{old}/")
+        if text.startswith(new + "/"):
+            text = old + text[len(new) :]
+    return text
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 
@@ -1110,6 +1119,7 @@ def generate(
         say("converting Swagger 2.0 to OpenAPI 3.0")
         document = convert_swagger2(document)
         document = normalize(document)
+        dangling = [_swagger2_pointers(w) for w in fill_dangling(document)]
         try:
             validate(document)
         except InvalidSpecError as exc:
@@ -1122,6 +1132,7 @@ def generate(
             raise InvalidSpecError(pointer, exc.problem) from None
     else:
         document = normalize(document)
+        dangling = fill_dangling(document)
         validate(document)
     info = document.get("info") or {}
     package = options.package_name or _package_name(str(info.get("title") or "api"))
@@ -1139,6 +1150,7 @@ def generate(
         include_paths=options.include_paths,
         exclude_operations=options.exclude_operations,
     )
+    planned.warnings[:0] = dangling
     timings["plan"] = time.perf_counter() - mark
     say(
         f"planned {len(planned.operations)} operation(s), {len(planned.skipped)} skipped, "

@@ -32,6 +32,7 @@ from flujo_openapi.errors import InvalidSpecError, RefResolutionError, SpecLoadE
 __all__ = [
     "LoadedSpec",
     "escape_pointer",
+    "fill_dangling",
     "is_data",
     "is_schema_map",
     "load_spec",
@@ -131,6 +132,65 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
         else:
             raise KeyError(pointer)
     return node
+
+
+_SCHEMA_CONTEXT = frozenset(
+    {"schema", "items", "additionalProperties", "allOf", "anyOf", "oneOf", "not"}
+)
+
+
+def _dangles(document: dict[str, Any], ref: str) -> bool:
+    try:
+        resolve_pointer(document, ref[1:] if ref.startswith("#") else "\0")
+    except KeyError:
+        return True
+    return False
+
+
+def fill_dangling(document: dict[str, Any]) -> list[str]:
+    """Absorb references to components that do not exist, outside ``paths`` (Intercom,
+    Square, DocuSign and Keycloak publish some); returns one warning each.
+
+    Inside a schema, the part that names a missing component is typed as *any value* (its
+    other keys, such as ``description``, kept): the rest of the model, and every operation
+    using it, is still right. A missing non-schema component (a response, a parameter) is
+    left in place: an operation that uses it is skipped with the reason when planned.
+    Walks like :func:`flujo_openapi.spec.validate` (data and property names are not
+    references); changes ``document`` in place."""
+    warnings: list[str] = []
+
+    def walk(node: Any, pointer: str, in_schema: bool) -> Any:
+        if isinstance(node, list):
+            return [walk(v, f"{pointer}/{i}", in_schema) for i, v in enumerate(node)]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and _dangles(document, ref):
+            if in_schema:
+                warnings.append(f"{pointer}: $ref {ref!r} does not resolve: typed as any value")
+                return {k: v for k, v in node.items() if k != "$ref"}
+            warnings.append(
+                f"{pointer}: $ref {ref!r} does not resolve: operations that use it are skipped"
+            )
+            return node
+        for key, value in list(node.items()):
+            child = f"{pointer}/{escape_pointer(str(key))}"
+            if is_data(str(key), value, in_schema):
+                continue
+            components_schemas = key == "schemas" and pointer == "/components"
+            if (is_schema_map(str(key), value) or components_schemas) and (
+                isinstance(value, dict) and map_reference(value) is None
+            ):
+                for name, schema in list(value.items()):
+                    value[name] = walk(schema, f"{child}/{escape_pointer(name)}", True)
+                continue
+            node[key] = walk(value, child, in_schema or key in _SCHEMA_CONTEXT)
+        return node
+
+    for key in list(document):
+        if key not in ("paths", "webhooks"):
+            document[key] = walk(document[key], f"/{escape_pointer(key)}", False)
+    return warnings
 
 
 MAX_DEPTH = 100
