@@ -478,3 +478,16 @@ def test_wrongly_typed_values_are_user_errors_never_internal(spec: Path) -> None
             pass
         except Exception as exc:  # noqa: BLE001 -- exactly what the test looks for
             pytest.fail(f"{spec.name}: {where}: internal error {type(exc).__name__}: {exc}")
+
+
+def test_schemas_named_like_the_runtime_names_the_module_uses(quirks: Corpus) -> None:
+    module = _module(quirks, "quirks_model_names")
+    from flujo_openapi.runtime import Endpoint, Operation
+
+    assert set(module.OPERATIONS) == {"getEndpoints", "putOperation"}
+    for op in module.OPERATIONS.values():
+        assert isinstance(op, Operation)
+        assert isinstance(op.endpoint, Endpoint)
+    output = module.OPERATIONS["getEndpoints"].output_type
+    assert output.model_validate({"methods": ["GET"]}).methods == ["GET"]
+    assert module.OPERATIONS["putOperation"].output_type.__name__ == "ApiClient"

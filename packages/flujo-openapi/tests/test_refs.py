@@ -326,3 +326,44 @@ def test_dangling_refs_in_components_warn_and_type_as_any(tmp_path: Path, swagge
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "{'free': [1]} s"
+
+
+def test_a_components_section_given_as_a_ref_to_another_file(tmp_path: Path) -> None:
+    """Lichess: ``components: {schemas: {$ref: ./schemas/_index.yaml}}``, an index file whose
+    entries are themselves references relative to it; a name in the index may be the stem of
+    another file's schema (no clash)."""
+    from flujo_openapi.generator import Options, generate
+
+    (tmp_path / "schemas" / "game").mkdir(parents=True)
+    (tmp_path / "schemas" / "_index.yaml").write_text(
+        "Game: {$ref: './game/Game.yaml'}\n"
+        "Clock: {$ref: './Clock.yaml'}\n"
+        "Title: {type: string, enum: [GM, IM]}\n"
+    )
+    (tmp_path / "schemas" / "game" / "Game.yaml").write_text(
+        "type: object\nproperties:\n  clock: {$ref: '../Clock.yaml'}\n"
+        "  title: {$ref: '../other/Title.yaml'}\n"
+    )
+    (tmp_path / "schemas" / "Clock.yaml").write_text(
+        "type: object\nproperties:\n  t: {type: integer}\n"
+    )
+    (tmp_path / "schemas" / "other").mkdir()
+    (tmp_path / "schemas" / "other" / "Title.yaml").write_text("type: integer\n")
+    (tmp_path / "api.yaml").write_text(
+        "openapi: 3.1.0\ninfo: {title: Index, version: '1'}\npaths:\n  /g:\n    get:\n"
+        "      operationId: getGame\n      responses:\n        '200':\n          description: ok\n"
+        "          content: {application/json: {schema: {$ref: '#/components/schemas/Game'}}}\n"
+        "components:\n  schemas:\n    $ref: './schemas/_index.yaml'\n"
+        "x-webhooks:\n  events:\n    post:\n      responses:\n"
+        "        '200': {$ref: 'resources/events/responses/events.yml'}\n"
+    )
+    document = load_spec(str(tmp_path / "api.yaml")).document
+    schemas = document["components"]["schemas"]
+    assert schemas["Title"] == {"type": "string", "enum": ["GM", "IM"]}  # not the other file's
+    assert schemas["Game"]["properties"]["clock"] == {"$ref": "#/components/schemas/Clock"}
+    other = schemas["Game"]["properties"]["title"]["$ref"].rsplit("/", 1)[1]
+    assert other != "Title"
+    assert schemas[other] == {"type": "integer"}
+    # Lob: a vendor extension holding references to files that are not there is data.
+    result = generate(str(tmp_path / "api.yaml"), Options(package_name="index"))
+    assert [op.name for op in result.plan.operations] == ["getGame"]

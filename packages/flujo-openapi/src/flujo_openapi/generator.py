@@ -491,6 +491,10 @@ def _emit_operations(
     blocks: list[str] = []
     registry: list[str] = []
     total = len(generated.operations)
+    # The runtime's names, under an alias where a model has the same name (Vimeo has an
+    # `endpoint` schema): either import would otherwise shadow the other.
+    model_names = set(io.imports) | set(io.classes)
+    rt = {n: f"_{n}" if n in model_names else n for n in _RUNTIME_NAMES}
 
     def use(expr: str) -> str:
         for name in _names_in(expr):
@@ -533,7 +537,7 @@ def _emit_operations(
             elif p.location in ("path", "header") and p.style != "simple":
                 extra = f", style={py_str(p.style)}"
             params.append(
-                f"        {py_str(p.key)}: Param("
+                f"        {py_str(p.key)}: {rt['Param']}("
                 f"{py_str(p.location)}, {py_str(p.wire_name)}{extra}),"
             )
         params_code = "{\n" + "\n".join(params) + "\n    }" if params else "{}"
@@ -542,7 +546,7 @@ def _emit_operations(
         media = py_str(op.media_type) if op.media_type else "None"
         output_type = output if op.output_kind == "json" else "None"
         lines = [
-            f"{constant} = Endpoint(",
+            f"{constant} = {rt['Endpoint']}(",
             f"    operation_id={_lit(op.operation_id, 4)},",
             f"    method={py_str(op.method)},",
             f"    path={_lit(op.path, 4)},",
@@ -556,7 +560,7 @@ def _emit_operations(
             "",
             "",
             f"async def {op.function}(",
-            f"    input: {op.input_class}, *, client: ApiClient | None = None",
+            f"    input: {op.input_class}, *, client: {rt['ApiClient']} | None = None",
             f") -> {output}:",
         ]
         doc = op.summary or op.description.split("\n")[0] or f"{op.method} {op.path}"
@@ -579,7 +583,7 @@ def _emit_operations(
         blocks.append(block)
         tags = _tuple([py_str(t) for t in op.tags])
         registry.append(
-            f"    {py_str(op.name)}: Operation(\n"
+            f"    {py_str(op.name)}: {rt['Operation']}(\n"
             f"        name={py_str(op.name)},\n"
             f"        function={op.function},\n"
             f"        input_model={op.input_class},\n"
@@ -621,7 +625,10 @@ def _emit_operations(
     third = sorted(s for s in std if s.split()[1].split(".")[0] not in _STDLIB)
     if std_lib:
         import_lines += [*_merge_imports(std_lib), ""]
-    first_party = ["from flujo_openapi.runtime import ApiClient, Endpoint, Operation, Param"]
+    first_party = [
+        "from flujo_openapi.runtime import "
+        + ", ".join(n if rt[n] == n else f"{n} as {rt[n]}" for n in _RUNTIME_NAMES)
+    ]
     import_lines += [*_merge_imports(third), *first_party, ""]
     local_lines = list(local)
     if io_classes:
@@ -630,9 +637,9 @@ def _emit_operations(
     import_lines += _merge_imports(sorted(local_lines))
     body = "\n\n".join(blocks)
     registry_code = (
-        "OPERATIONS: dict[str, Operation] = {\n" + "\n".join(registry) + "\n}\n"
+        f"OPERATIONS: dict[str, {rt['Operation']}] = {{\n" + "\n".join(registry) + "\n}\n"
         if registry
-        else "OPERATIONS: dict[str, Operation] = {}\n"
+        else f"OPERATIONS: dict[str, {rt['Operation']}] = {{}}\n"
     )
     doc_all = ", ".join(
         py_str(n) for n in ["OPERATIONS", *(o.function for o in generated.operations)]
@@ -654,6 +661,10 @@ def _emit_operations(
         text += "\n\n" + body
     text += "\n\n" + registry_code
     return text
+
+
+_RUNTIME_NAMES = ("ApiClient", "Endpoint", "Operation", "Param")
+"""What ``operations.py`` imports from ``flujo_openapi.runtime``."""
 
 
 def _tuple(items: Sequence[str]) -> str:

@@ -188,7 +188,7 @@ def fill_dangling(document: dict[str, Any]) -> list[str]:
         return node
 
     for key in list(document):
-        if key not in ("paths", "webhooks"):
+        if key not in ("paths", "webhooks") and not key.startswith("x-"):
             document[key] = walk(document[key], f"/{escape_pointer(key)}", False)
     return warnings
 
@@ -449,6 +449,60 @@ class _Bundler:
         """Schemas bundled from other files, by the name they get in the document."""
         self.prefix = "#/definitions/" if self.swagger2 else "#/components/schemas/"
         self.maps_active: set[tuple[str, str]] = set()
+        home_ref = map_reference(existing)
+        if home_ref is not None:
+            self._index_home(home_ref, "/definitions" if self.swagger2 else "/components/schemas")
+
+    def _index_home(self, ref: str, pointer: str) -> None:
+        """The document's schemas given as a ``$ref`` to an index file (Lichess:
+        ``components: {schemas: {$ref: ./schemas/_index.yaml}}``): its names are taken, and an
+        entry that is only a reference to another file gives that file's schema its name."""
+        location, fragment = self._target(ref, self.source, pointer)
+        index = self._resolve(ref, self.source, pointer, location, fragment)
+        if not isinstance(index, dict):
+            raise RefResolutionError(
+                f"$ref {ref!r} at {pointer} (in {self.source}) must point to an object of schemas"
+            )
+        self.existing = set(index)
+        for name, entry in index.items():
+            target = self._index_target(entry, location, f"{location}#{fragment}/{name}")
+            if target is not None:
+                self.hoisted.setdefault(target, name)
+
+    def _index_target(self, entry: Any, base: str, pointer: str) -> tuple[str, str] | None:
+        """Where an index entry that is nothing but a reference to another file points."""
+        if not isinstance(entry, dict) or set(entry) != {"$ref"}:
+            return None
+        ref = entry["$ref"]
+        if not isinstance(ref, str) or ref.startswith("#"):
+            return None
+        return self._target(ref, base, pointer)
+
+    def walk_home(self, value: dict[str, Any], base: str, pointer: str) -> dict[str, Any]:
+        """The document's schemas given as a ``$ref`` to an index file (see _index_home)."""
+        ref = map_reference(value)
+        if ref is None:
+            return {
+                k: self.walk(v, base, True, f"{pointer}/{escape_pointer(k)}")
+                for k, v in value.items()
+            }
+        location, fragment = self._target(ref, base, pointer)
+        index = self._resolve(ref, base, pointer, location, fragment)
+        assert isinstance(index, dict)  # checked by _index_home
+        out: dict[str, Any] = {}
+        for name, entry in index.items():
+            where = f"{location}#{fragment}/{escape_pointer(name)}"
+            target = self._index_target(entry, location, where)
+            if target is not None and self.hoisted.get(target) == name:
+                resolved = self._resolve(entry["$ref"], location, where, *target)
+                out[name] = self.walk(
+                    copy.deepcopy(resolved), target[0], True, f"{target[0]}#{target[1]}"
+                )
+            else:
+                out[name] = self.walk(entry, location, True, where)
+        siblings = {k: v for k, v in value.items() if k != "$ref"}
+        out.update(self.walk_home(siblings, base, pointer))
+        return out
 
     def _doc(self, location: str, referrer: str, pointer: str) -> Any:
         if location == self.source:
@@ -546,13 +600,20 @@ class _Bundler:
         out: dict[str, Any] = {}
         for key, value in node.items():
             child = f"{pointer}/{escape_pointer(str(key))}"
+            home = base == self.source and (
+                (self.swagger2 and pointer == "" and key == "definitions")
+                or (not self.swagger2 and pointer == "/components" and key == "schemas")
+            )
             if is_data(key, value, in_schema):
                 out[key] = value
+            elif home and isinstance(value, dict):
+                out[key] = self.walk_home(value, base, child)
             elif is_schema_map(key, value):
                 out[key] = self.walk_map(value, base, child)
             elif key in _SCHEMA_KEYS or key in _SCHEMA_LIST_KEYS:
                 out[key] = self.walk(value, base, True, child)
             elif key == "schemas" and pointer.endswith("/components") and isinstance(value, dict):
+                # components of a file inlined whole (not the document's own)
                 out[key] = {
                     k: self.walk(v, base, True, f"{child}/{escape_pointer(k)}")
                     for k, v in value.items()

@@ -166,7 +166,7 @@ def validate(document: dict[str, Any]) -> None:
         _expect(schema, (dict, bool), f"/components/schemas/{escape_pointer(name)}", "a schema")
     bad: list[str] = []
     for key, value in document.items():
-        if key != "paths":
+        if key != "paths" and not str(key).startswith("x-"):  # an extension is data (Lob's)
             _check_refs(value, document, f"/{escape_pointer(key)}", bad)
     # A missing component named by another component: loader.fill_dangling warned about it
     # (and typed a schema's part as any value); an operation using it is skipped by plan.
