@@ -2,7 +2,9 @@
 
 Used by ``benchmarks/openapi.py --corpus DIR`` (flujo-openapi, issue #24). A corpus directory
 holds specs directly (``*.json``, ``*.yaml``, ``*.yml``) or one folder per spec with a file
-``ROOT`` naming the root file relative to that folder (multi-file specs keep their layout).
+``ROOT`` naming the root file relative to that folder (multi-file specs keep their layout),
+and optionally a file ``REFS_ROOT`` naming the folder (relative to it) passed as ``--refs-root``
+for a spec whose references leave the root file's folder.
 ``benchmarks/openapi_corpus.md`` lists the public descriptions used and how to lay them out.
 
 Each spec runs in its own process with a time limit: generate (in memory), write the package
@@ -25,26 +27,30 @@ from typing import Any
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def corpus_specs(directory: Path) -> list[tuple[str, Path]]:
-    """(name, root file) of every spec in ``directory`` (see the module docs)."""
-    found: list[tuple[str, Path]] = []
+def corpus_specs(directory: Path) -> list[tuple[str, Path, Path | None]]:
+    """(name, root file, refs root or None) of every spec in ``directory`` (see the module
+    docs)."""
+    found: list[tuple[str, Path, Path | None]] = []
     for entry in sorted(directory.iterdir()):
         if entry.is_file() and entry.suffix in (".json", ".yaml", ".yml"):
-            found.append((entry.stem, entry))
+            found.append((entry.stem, entry, None))
         elif entry.is_dir() and (entry / "ROOT").is_file():
             root = (entry / "ROOT").read_text().strip()
             target = Path(root) if Path(root).is_absolute() else entry / root
-            found.append((entry.name, target))
+            refs = entry / "REFS_ROOT"
+            found.append(
+                (entry.name, target, entry / refs.read_text().strip() if refs.is_file() else None)
+            )
         elif entry.is_dir():
-            found.extend((f"{entry.name}/{n}", p) for n, p in corpus_specs(entry))
+            found.extend((f"{entry.name}/{n}", p, r) for n, p, r in corpus_specs(entry))
     return found
 
 
-def _count_operations(spec: Path) -> tuple[str, int]:
+def _count_operations(spec: Path, refs_root: str | None) -> tuple[str, int]:
     """The spec's version and its number of operations (path item x method, webhooks apart)."""
     from flujo_openapi.loader import load_spec
 
-    document = load_spec(str(spec)).document
+    document = load_spec(str(spec), refs_root=refs_root).document
     version = str(document.get("openapi") or document.get("swagger") or "?")
     count = 0
     for item in (document.get("paths") or {}).values():
@@ -53,7 +59,7 @@ def _count_operations(spec: Path) -> tuple[str, int]:
     return version, count
 
 
-def _child(spec: str, out: str) -> None:
+def _child(spec: str, out: str, refs_root: str | None) -> None:
     """Runs in the child process: generate, write, import (in a grandchild), report JSON."""
     from flujo.domain.errors import UserError
     from flujo_openapi.generator import Options, generate, write_output
@@ -61,11 +67,11 @@ def _child(spec: str, out: str) -> None:
     report: dict[str, Any] = {}
     started = time.perf_counter()
     try:
-        report["version"], report["operations"] = _count_operations(Path(spec))
+        report["version"], report["operations"] = _count_operations(Path(spec), refs_root)
     except Exception as exc:  # noqa: BLE001 -- the generator reports the same problem below
         report["count_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        result = generate(spec, Options(package_name="corpus_api"))
+        result = generate(spec, Options(package_name="corpus_api", refs_root=refs_root))
     except UserError as exc:
         report["error"] = f"error: {str(exc).splitlines()[0][:300]}"
     except Exception as exc:  # noqa: BLE001 -- anything else is an internal error: counted
@@ -96,13 +102,20 @@ def _child(spec: str, out: str) -> None:
     print(json.dumps(report))
 
 
-def run_spec(spec: Path, timeout_s: float) -> dict[str, Any]:
+def run_spec(spec: Path, timeout_s: float, refs_root: Path | None = None) -> dict[str, Any]:
     """One spec in a child process (bounded by ``timeout_s``): the child's JSON report."""
     with tempfile.TemporaryDirectory(prefix="oapi-corpus-") as out:
         started = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", str(spec), out],
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(spec),
+                    out,
+                    *([str(refs_root)] if refs_root else []),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -149,8 +162,8 @@ def run_corpus(directory: Path, timeout_s: float = 900) -> list[tuple[str, dict[
         f"{'import':>6} {'secs':>6}  verdict / top skip reasons"
     )
     results = []
-    for name, spec in specs:
-        report = run_spec(spec, timeout_s)
+    for name, spec, refs_root in specs:
+        report = run_spec(spec, timeout_s, refs_root)
         results.append((name, report))
         verdict = _verdict(report)
         skipped = report.get("skipped", [])
@@ -183,8 +196,8 @@ def _reason_class(reason: str) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5 else None)
     else:
         for arg in sys.argv[1:] or ["/tmp/oapi-corpus"]:
             run_corpus(Path(arg))

@@ -484,10 +484,15 @@ def test_schemas_named_like_the_runtime_names_the_module_uses(quirks: Corpus) ->
     module = _module(quirks, "quirks_model_names")
     from flujo_openapi.runtime import Endpoint, Operation
 
-    assert set(module.OPERATIONS) == {"getEndpoints", "putOperation"}
+    assert set(module.OPERATIONS) == {"getEndpoints", "putOperation", "listPages"}
     for op in module.OPERATIONS.values():
         assert isinstance(op, Operation)
         assert isinstance(op.endpoint, Endpoint)
     output = module.OPERATIONS["getEndpoints"].output_type
     assert output.model_validate({"methods": ["GET"]}).methods == ["GET"]
     assert module.OPERATIONS["putOperation"].output_type.__name__ == "ApiClient"
+    page = module.OPERATIONS["listPages"].output_type.model_validate(
+        {"count": 1, "data": [{"word": "w"}]}
+    )
+    assert page.count == 1
+    assert page.data[0].word == "w"

@@ -293,6 +293,15 @@ def _fix_models(code: str) -> str:
         elif isinstance(node, ast.ClassDef):
             type_positions.extend(node.bases)
     edits: list[tuple[int, int, int, str]] = []
+    # ``List``/``Dict`` are typing's only when imported from typing: a schema may be called
+    # List (Lob's page of results, an allOf base) and its model must stay itself.
+    from_typing = {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "typing"
+        for alias in node.names
+    }
+    generic = {k: v for k, v in _GENERIC_DEFAULTS.items() if k.islower() or k in from_typing}
     for node in ast.walk(tree):
         # typing.Dict[...] / List[...] (in ``__annotations__``) -> dict[...] / list[...]:
         # ruff's UP006 would rewrite them and leave the import unused.
@@ -300,6 +309,7 @@ def _fix_models(code: str) -> str:
         if (
             isinstance(node, ast.Name)
             and node.id in ("Dict", "List")
+            and node.id in from_typing
             and isinstance(parent, ast.Subscript)
             and parent.value is node
         ):
@@ -307,7 +317,7 @@ def _fix_models(code: str) -> str:
             edits.append((node.lineno, node.col_offset, node.end_col_offset, node.id.lower()))
     for top in type_positions:
         for node in ast.walk(top):
-            if not (isinstance(node, ast.Name) and node.id in _GENERIC_DEFAULTS):
+            if not (isinstance(node, ast.Name) and node.id in generic):
                 continue
             parent = parents.get(id(node))
             if isinstance(parent, ast.Subscript) and parent.value is node:
@@ -315,9 +325,7 @@ def _fix_models(code: str) -> str:
             if isinstance(parent, ast.Call):
                 continue  # Field(...) arguments are values, not types
             assert node.end_col_offset is not None
-            edits.append(
-                (node.lineno, node.col_offset, node.end_col_offset, _GENERIC_DEFAULTS[node.id])
-            )
+            edits.append((node.lineno, node.col_offset, node.end_col_offset, generic[node.id]))
     field_name = next(
         (
             alias.asname or alias.name
