@@ -22,16 +22,32 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
-from flujo.domain.control import Branch, ControlStep, Loop, Map, Parallel
-from flujo.domain.errors import InnerStepFailed
+from flujo.domain.control import Branch, ControlStep, Human, Loop, Map, Parallel
+from flujo.domain.errors import (
+    InnerStepFailed,
+    ResumeError,
+    RunLeasedError,
+    RunNotFoundError,
+    UserError,
+)
 from flujo.domain.events import StepCompleted
-from flujo.domain.models import InnerStep, Pipeline, Step, StepResult, StepStatus, Usage
+from flujo.domain.models import (
+    InnerStep,
+    Pipeline,
+    RunStatus,
+    Step,
+    StepResult,
+    StepStatus,
+    Usage,
+)
 from flujo.domain.scope import StepScope, current_step_scope
+from flujo.state._rows import dumps, storable_text
 
 if TYPE_CHECKING:
     from flujo.application.execution_manager import ExecutionManager
     from flujo.application.lease import Heartbeat
     from flujo.domain.context import PipelineContext
+    from flujo.domain.interfaces import StateBackend
     from flujo.domain.models import RunRecord
 
 
@@ -467,3 +483,119 @@ async def _parallel(
         return mapping
     merge: Callable[[dict[str, Any]], Any | Awaitable[Any]] = step.merge
     return await maybe_await(merge(mapping))
+
+
+# --------------------------------------------------------------------------- human input
+
+
+async def run_human(step: Human, data: Any, context: PipelineContext) -> Any:
+    """The agent of a human step: its stored answer, or pause the run for one."""
+    env = _env.get()
+    scope = current_step_scope()
+    if env is None or scope is None:
+        raise RuntimeError(f"human step {step.name!r} runs only inside a pipeline run by Flujo")
+    path = scope.step_name
+    found = _succeeded(env, path)
+    if found is not None:  # answered (a top-level human step; inner ones are skipped before)
+        return found.result.output
+    prompt = f" ({step.prompt})" if step.prompt else ""
+    raise InnerStepFailed(
+        StepStatus.PAUSED.value,
+        f"waiting for a person at step {path!r}{prompt}: answer with "
+        f"`flujo runs approve {env.run.run_id}` or `flujo runs reject {env.run.run_id}`",
+    )
+
+
+def paused_at(run: RunRecord) -> tuple[str, InnerStep | None]:
+    """The path of the human step ``run`` waits at, and its inner row (``None`` at the top
+    level). Raises :class:`UserError` when the run is not paused."""
+    if run.status is not RunStatus.PAUSED:
+        raise UserError(f"run {run.run_id} is {run.status.value}, not paused: nothing to answer")
+    for inner in reversed(run.inner_steps):
+        if inner.result.status is StepStatus.PAUSED:
+            return inner.path, inner
+    for step in reversed(run.steps):
+        if step.status is StepStatus.PAUSED:
+            return step.name, None
+    raise UserError(f"run {run.run_id} is paused but records no human step waiting")
+
+
+def human_step(pipeline: Pipeline, path: str) -> Human:
+    """The human step at ``path`` (names are unique in the tree: its last segment says it)."""
+    name = path.rsplit("/", 1)[-1]
+    for step in pipeline.walk():
+        if isinstance(step, Human) and step.name == name:
+            return step
+    raise UserError(f"the pipeline has no human step named {name!r} (at {path!r})")
+
+
+async def answer_human(
+    state: StateBackend,
+    pipeline: Pipeline,
+    run_id: str,
+    *,
+    approve: bool,
+    answer: Any,
+    reason: str | None,
+    by: str,
+    worker: str,
+    lease_s: float,
+) -> RunRecord:
+    """Store a person's answer to the paused run ``run_id`` under a lease of its own: the
+    answer (validated against the step's schema) at the step's path and who/why at
+    ``<path>@approval``; then leave the run ``interrupted`` (any worker resumes it) or, when
+    rejected, ``failed``."""
+    run = await state.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    if run.pipeline_version != pipeline.version:
+        raise ResumeError(
+            f"run {run_id} was made by pipeline version {run.pipeline_version}; this pipeline "
+            f"is version {pipeline.version}"
+        )
+    path, row = paused_at(run)
+    step = human_step(pipeline, path)
+    if approve:
+        value = answer
+        if step.schema is not None:
+            checker = Step(step.name, step.agent, input_type=step.schema)
+            value = checker.validate_input(answer)
+        elif answer is None:
+            value = run.last_output if row is None else None
+    lease = await state.acquire_lease(run_id, worker, lease_s, seen_version=run.version)
+    if lease is None:
+        raise RunLeasedError(f"run {run_id} changed or was taken while answering; try again")
+    audit = {"decision": "approved" if approve else "rejected", "by": by, "reason": reason}
+    if approve:
+        audit["answer"] = value
+    scope_context = None if row is None or row.context is None else dumps(row.context)
+    context_json = dumps(run.context)
+    for result in (
+        StepResult(f"{path}@approval", StepStatus.SUCCEEDED, audit, attempts=1),
+        *((StepResult(path, StepStatus.SUCCEEDED, value, attempts=1),) if approve else ()),
+    ):
+        await state.save_inner_step(
+            run_id,
+            run.current_step,
+            result,
+            context_json=None,
+            scope_context_json=scope_context,
+            usage=run.usage,
+            lease=lease,
+        )
+    if approve:
+        status, error = RunStatus.INTERRUPTED, f"approved at step {path!r} by {by}; resume it"
+    else:
+        status, error = RunStatus.FAILED, f"rejected at step {path!r} by {by}: {reason}"
+    await state.finalize_run(
+        run_id,
+        status,
+        output=None,
+        error=storable_text(error),
+        context_json=context_json,
+        usage=run.usage,
+        lease=lease,
+    )
+    found = await state.get_run(run_id)
+    assert found is not None
+    return found

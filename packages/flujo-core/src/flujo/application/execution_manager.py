@@ -54,6 +54,7 @@ _RUN_STATUS = {
     StepStatus.FAILED: RunStatus.FAILED,
     StepStatus.BLOCKED: RunStatus.BLOCKED,
     StepStatus.LIMIT_EXCEEDED: RunStatus.LIMIT_EXCEEDED,
+    StepStatus.PAUSED: RunStatus.PAUSED,
 }
 
 
@@ -407,7 +408,7 @@ class ExecutionManager:
             usage=usage,
             lease=lease.lease,
         )
-        if self._run_observers:
+        if self._run_observers and status is not RunStatus.PAUSED:  # paused is not final
             run.status, run.output, run.error = status, stored_output, stored_error
             run.usage = usage
             run.context = loads(committed_context)

@@ -456,6 +456,46 @@ class Flujo(Generic[ContextT]):
         """Sync :meth:`resume_async`."""
         return self._sync(self.resume_async(run_id))
 
+    async def approve_async(
+        self, run_id: str, answer: Any = None, *, reason: str | None = None, by: str | None = None
+    ) -> RunRecord:
+        """Answer the human step paused run ``run_id`` waits at (see :meth:`Step.human`):
+        ``answer`` is validated against its schema and committed with who gave it and why;
+        the run is left ``interrupted`` for any worker to resume (:meth:`resume_async`)."""
+        return await self._answer(run_id, True, answer, reason, by)
+
+    def approve(
+        self, run_id: str, answer: Any = None, *, reason: str | None = None, by: str | None = None
+    ) -> RunRecord:
+        """Sync :meth:`approve_async`."""
+        return self._sync(self.approve_async(run_id, answer, reason=reason, by=by))
+
+    async def reject_async(self, run_id: str, *, reason: str, by: str | None = None) -> RunRecord:
+        """Refuse the paused run ``run_id``: it ends ``failed``, saying who rejected it and why."""
+        return await self._answer(run_id, False, None, reason, by)
+
+    def reject(self, run_id: str, *, reason: str, by: str | None = None) -> RunRecord:
+        """Sync :meth:`reject_async`."""
+        return self._sync(self.reject_async(run_id, reason=reason, by=by))
+
+    async def _answer(
+        self, run_id: str, approve: bool, answer: Any, reason: str | None, by: str | None
+    ) -> RunRecord:
+        from flujo.application.control_flow import answer_human
+
+        manager = await self._start()
+        return await answer_human(
+            manager.runtime.state,
+            self.pipeline,
+            run_id,
+            approve=approve,
+            answer=answer,
+            reason=reason,
+            by=by or _who(),
+            worker=self.worker_id,
+            lease_s=manager.runtime.config.state.lease_s,
+        )
+
     async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
         """Claim runs of this pipeline whose worker died (expired lease) or was stopped
         (``interrupted``), and finish them. Stops claiming once :meth:`request_stop` is called.
@@ -490,6 +530,15 @@ class Flujo(Generic[ContextT]):
 
 # Reads and takes of one run in a row, when each take is refused because the run changed.
 _TAKE_ATTEMPTS = 5
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name known (a container): say so
+        return "unknown"
 
 
 def _ref_name(ref: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -206,7 +207,7 @@ def _get_run(state: CliState, run_id: str, *, read_only: bool = False) -> RunRec
 @click.option(
     "--status",
     type=click.Choice(
-        ["running", "interrupted", "succeeded", "failed", "blocked", "limit_exceeded"]
+        ["running", "interrupted", "paused", "succeeded", "failed", "blocked", "limit_exceeded"]
     ),
     default=None,
 )
@@ -305,6 +306,66 @@ def resume_run(
             assert stop.result is not None
             code = _report(stop.result, as_json, stop.exit_code)
         sys.exit(code)
+
+
+@runs.command("approve")
+@click.argument("run_id")
+@click.option(
+    "--input",
+    "answer",
+    default=None,
+    help="The answer, as JSON (checked against the step's schema).",
+)
+@click.option("--reason", default=None, help="Why (kept with who answered).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_obj
+def approve_run(
+    state: CliState, run_id: str, answer: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Answer the human step paused run RUN_ID waits at; any worker then resumes it."""
+    value: Any = None
+    if answer is not None:
+        try:
+            value = json.loads(answer)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    _answer(state, run_id, as_json, approve=True, answer=value, reason=reason)
+
+
+@runs.command("reject")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why (kept with who rejected it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_obj
+def reject_run(state: CliState, run_id: str, reason: str, as_json: bool) -> None:
+    """Refuse the paused run RUN_ID: it ends failed."""
+    _answer(state, run_id, as_json, approve=False, answer=None, reason=reason)
+
+
+def _answer(
+    state: CliState, run_id: str, as_json: bool, *, approve: bool, answer: Any, reason: str | None
+) -> None:
+    from flujo.application.runner import Flujo
+    from flujo.application.targets import load_target
+
+    record = _get_run(state, run_id)
+    if not record.pipeline_ref:
+        raise TargetError(f"run {record.run_id} does not record where its pipeline is defined")
+    pipeline = load_target(record.pipeline_ref)
+    runner: Flujo[Any] = Flujo(pipeline, config=state.config(), pipeline_ref=record.pipeline_ref)
+    try:
+        if approve:
+            done = runner.approve(record.run_id, answer, reason=reason)
+        else:
+            done = runner.reject(record.run_id, reason=reason or "")
+    finally:
+        runner.close()
+    if as_json:
+        echo_json(done.to_dict(with_steps=False))
+        return
+    click.echo(f"run {done.run_id}: {done.status.value}: {done.error}")
+    if approve:
+        click.echo(f"continue it with `flujo runs resume {done.run_id}` (or any --stale worker)")
 
 
 def _resume_stale(

@@ -475,3 +475,40 @@ def _hinted(fn: Callable[..., Any]) -> bool:
     except Exception:  # noqa: BLE001 - an unresolvable annotation means "unknown"
         return False
     return True
+
+
+# --------------------------------------------------------------------------- human input
+
+
+class _HumanAgent:
+    __slots__ = ("step",)
+    cancel_on_stop = True
+
+    def __init__(self, step: Human) -> None:
+        self.step = step
+
+    async def run(self, data: Any, *, context: PipelineContext) -> Any:
+        from flujo.application.control_flow import run_human
+
+        return await run_human(self.step, data, context)
+
+
+class Human(Step):
+    """Pause the run until a person answers: ``flujo runs approve ID [--input JSON]
+    [--reason TEXT]`` (or :meth:`Flujo.approve`) stores the answer, validated against
+    ``schema`` (the step's output type; without one the answer is the step's input, i.e. a
+    plain approval), and makes the run resumable by any worker; ``flujo runs reject ID
+    --reason TEXT`` fails it. A paused run holds no worker and no lease. Who answered and why
+    is committed beside the answer (at ``<path>@approval``). Works at any depth of the tree.
+    """
+
+    __slots__ = ("prompt", "schema")
+
+    def __init__(self, name: str, *, schema: Any = None, prompt: str = "") -> None:
+        _check_segment("a human step", name)
+        self.schema = schema
+        self.prompt = prompt
+        super().__init__(name, _HumanAgent(self), output_type=schema)
+
+    def structure(self) -> str:
+        return f"{self.name}<human>"

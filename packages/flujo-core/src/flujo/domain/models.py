@@ -35,6 +35,10 @@ class RunStatus(StrEnum):
     """A governance policy denied an input, a tool call or an output."""
     LIMIT_EXCEEDED = "limit_exceeded"
     """The run crossed one of its :class:`UsageLimits`."""
+    PAUSED = "paused"
+    """Waiting for a person at a human step (:meth:`Step.human`), holding no lease and no
+    worker: ``flujo runs approve/reject ID`` answers it; an approved run is then resumed like
+    an ``interrupted`` one. Not final."""
 
 
 class StepStatus(StrEnum):
@@ -44,6 +48,8 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"
     LIMIT_EXCEEDED = "limit_exceeded"
+    PAUSED = "paused"
+    """A human step waiting for its answer."""
 
 
 @dataclass(slots=True)
@@ -428,6 +434,13 @@ class Step:
         from flujo.domain.control import Map
 
         return Map(name, body, **kwargs)
+
+    @staticmethod
+    def human(name: str, **kwargs: Any) -> Step:
+        """See :class:`flujo.domain.control.Human`."""
+        from flujo.domain.control import Human
+
+        return Human(name, **kwargs)
 
     @staticmethod
     def parallel(name: str, branches: Mapping[str, Any], **kwargs: Any) -> Step:
