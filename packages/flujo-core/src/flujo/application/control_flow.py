@@ -376,23 +376,19 @@ async def _scoped(
 async def _fail_fast(
     coros: list[Coroutine[Any, Any, Any]], failed: list[BaseException]
 ) -> list[Any]:
-    """Await all; the first failure (the first in ``failed``, where the scopes put it)
-    cancels the rest and is raised."""
+    """Await all, then raise the first failure (the first in ``failed``, where the scopes put
+    it). After a failure no scope starts; those already running finish and are committed
+    (what they spent is not thrown away: a resumed run keeps it). Cancelling this (a stop
+    request) cancels them all."""
     if not coros:
         return []
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        if failed:
-            raise failed[0]
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    results = await asyncio.gather(*coros, return_exceptions=True)
+    if failed:
+        raise failed[0]
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 async def _merge_contexts(

@@ -362,9 +362,9 @@ class Map(ControlStep):
     output is the list of results in input order.
 
     Each item runs on its own copy of the context; ``context_merge`` says how their changes
-    come back (:data:`ContextMerge`). A failing item fails the step (items not yet started
-    are not started). Item ``i`` (from 0) commits its steps as ``name[i]/step``; a resumed
-    map runs only the items that had not finished.
+    come back (:data:`ContextMerge`). A failing item fails the step: no other item starts,
+    those running finish (and are committed). Item ``i`` (from 0) commits its steps as
+    ``name[i]/step``; a resumed map runs only the items that had not finished.
     """
 
     __slots__ = ("body", "concurrency", "context_merge")
