@@ -268,9 +268,9 @@ MUTATIONS = [
         f"{CORE}/state/postgres.py",
         # The step writes' own fence (save_step's and save_inner_step's, in _fenced): the check
         # after the statement (and plugins' writes).
-        "                        await _execute_write(conn, write, step, run_id)\n"
+        "                        raise fenced_out(run_id)\n"
         "        if cur.rowcount != 1:\n            raise fenced_out(run_id)\n",
-        "                        await _execute_write(conn, write, step, run_id)\n",
+        "                        raise fenced_out(run_id)\n",
         "DID NOT RAISE",
         "on PostgreSQL, a step commit under a lost lease is silently dropped, not refused",
     ),

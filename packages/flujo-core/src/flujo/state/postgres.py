@@ -357,14 +357,19 @@ class PostgresBackend:
             if not writes:
                 cur = await conn.execute(sql, params)
             else:
-                # Plugins' rows join the step's transaction (after the step's row, as on SQLite):
-                # the lock is held for their round trips, and a fenced-out take commits none.
-                async with conn.transaction():
+                # Plugins' rows join the step's transaction (after the step's row, as on SQLite),
+                # pipelined: BEGIN, the fenced statement and every write go out together, one
+                # round trip, then COMMIT, or ROLLBACK when the fence refused (none committed).
+                async with conn.pipeline() as pipe, conn.transaction():
                     cur = await conn.execute(sql, params)
+                    for write in writes:
+                        await conn.execute(translate_params(write.sql), dict(write.params))
+                    try:
+                        await pipe.sync()
+                    except psycopg.Error as exc:
+                        raise _write_failed(writes, step, run_id, exc) from exc
                     if cur.rowcount != 1:
                         raise fenced_out(run_id)
-                    for write in writes:
-                        await _execute_write(conn, write, step, run_id)
         if cur.rowcount != 1:
             raise fenced_out(run_id)
 
@@ -452,16 +457,14 @@ class PostgresBackend:
             raise StateError(f"state query failed: {exc}") from exc
 
 
-async def _execute_write(
-    conn: AsyncConnection[Any], write: StepWrite, step: str, run_id: str
-) -> None:
-    try:
-        await conn.execute(translate_params(write.sql), dict(write.params))
-    except psycopg.Error as exc:
-        raise StateError(
-            f"plugin {write.owner!r}: its write in the commit of step {step!r} of run {run_id} "
-            f"failed: {exc}"
-        ) from exc
+def _write_failed(
+    writes: Sequence[StepWrite], step: str, run_id: str, exc: psycopg.Error
+) -> StateError:
+    """A pipelined commit does not say which statement failed: name every plugin in it."""
+    owners = ", ".join(repr(o) for o in dict.fromkeys(w.owner for w in writes))
+    return StateError(
+        f"plugin {owners}: its write in the commit of step {step!r} of run {run_id} failed: {exc}"
+    )
 
 
 class _Renewer:
