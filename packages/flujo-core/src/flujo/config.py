@@ -68,7 +68,9 @@ class StateSettings(_Section):
     """``[state]``: where execution state lives."""
 
     uri: str = "sqlite:///.flujo/flujo.db"
-    """``sqlite:///relative/or/absolute.db`` (relative to the config file's folder)."""
+    """Where state lives; its scheme picks the registered backend: ``sqlite:///relative.db``
+    (relative to the config file's folder; ``sqlite:////absolute.db``), ``postgresql://...``,
+    a plugin's ``scheme://...``; a plain path is SQLite."""
     synchronous: Literal["normal", "full"] = "normal"
     """SQLite fsync policy. ``normal`` survives a killed process; ``full`` also a power cut."""
     lease_s: float = Field(default=30.0, gt=0)
