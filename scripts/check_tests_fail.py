@@ -317,6 +317,19 @@ MUTATIONS = [
         "a plugin that hangs at import is waited for forever",
         timeout_s=300,
     ),
+    Mutation(
+        "outbox-after-commit",
+        "packages/flujo-memory/tests/test_outbox_in_step_commit.py"
+        "::test_a_killed_process_never_splits_a_step_from_its_outbox_row[postgresql-after]",
+        "packages/flujo-memory/src/flujo_memory/service.py",
+        "            commit.add(outbox.INSERT, params)\n",
+        "            self.tasks.schedule(  # type: ignore[union-attr]\n"
+        "                'outbox', lambda: self.state.execute(outbox.INSERT, params)\n"
+        "            )\n",
+        "AssertionError",
+        "the outbox row is written after the step's commit, in a background task (the old "
+        "PostgreSQL path): a kill in between leaves a committed step without its row",
+    ),
 ]
 
 
