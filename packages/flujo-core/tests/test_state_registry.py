@@ -170,3 +170,34 @@ def test_cli_runs_and_migrate_go_through_the_registry(
     listing = run_flujo("plugins", "--json", cwd=tmp_path, env=env)
     (acme,) = [p for p in json.loads(listing.stdout) if p["name"] == "flujo-acme"]
     assert acme["registered"] == {"state_backends": ["acme-db"]}
+
+
+def test_a_second_ctrl_c_on_a_plugins_backend_says_the_run_waits_for_its_lease(
+    tmp_path: Path,
+) -> None:
+    """The stop-at-once path writes with the core's own sync drivers; a plugin's backend has
+    none, so it is refused with why (never a write to some other database)."""
+    from flujo.domain.errors import StateError
+    from flujo.domain.interfaces import Lease
+    from flujo.state._stop_now import interrupt_run_now
+
+    class Other:
+        dialect = "sqlite"
+
+    class Plugin:
+        @hookimpl
+        def flujo_register_state_backends(self, register: Any) -> None:
+            register("other-db", lambda location: Other())
+
+    manager = PluginManager()
+    manager.register(Plugin(), "other")
+    with pytest.raises(StateError, match="resumable once its lease expires"):
+        interrupt_run_now(
+            StateSettings(uri="other-db:///x.db"),
+            tmp_path,
+            "r1",
+            Lease("w", 1),
+            "interrupted",
+            manager.registry,
+        )
+    assert list(tmp_path.iterdir()) == []
