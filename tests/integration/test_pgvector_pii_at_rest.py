@@ -194,11 +194,6 @@ async def test_resumed_runs_leave_no_pii_in_the_pgvector_store_or_its_tables(
     assert chunks >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resumed run's context holds the stored placeholder (<EMAIL_1>), not the value: "
-    "its flagged scope is neither keyed nor distinct per customer (the keys are not persisted)",
-)
 async def test_resumed_runs_keep_their_flagged_scope_keyed_and_apart(
     tmp_path: Path, pgvector_database: str
 ) -> None:

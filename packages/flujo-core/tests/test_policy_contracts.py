@@ -253,3 +253,71 @@ async def test_a_failing_runtime_started_hook_fails_the_start_naming_the_plugin(
         PluginError, match="plugin 'broken-memory': flujo_runtime_started failed: index unreachable"
     ):
         await runner.run_async("x")
+
+
+class Numbering:
+    """Pseudonymizes SECRET as ``<CARD_1>``, as a per-run numbering policy does: the stored
+    text says nothing about whose value it was."""
+
+    name = "numbering"
+
+    def scrub(self, context: PipelineContext, value: Any) -> Any:
+        return json.loads(json.dumps(value).replace(SECRET, "<CARD_1>"))
+
+
+class _FailsOnce:
+    def __init__(self) -> None:
+        self.failed = False
+
+    def __call__(self, text: str) -> str:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("transient")
+        return text
+
+
+class CardKeys:
+    """The key of the ``card`` field each step event carries, after the card is set."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+
+    @hookimpl
+    def flujo_step_completed(self, event: StepCompleted) -> None:
+        self.keys.append(event.context_keys.get("card"))
+
+
+async def test_a_resumed_run_keeps_the_keys_of_its_flagged_context_fields(tmp_path: Path) -> None:
+    """Resumed, the context holds the stored placeholder (``<CARD_1>``); the key of the field
+    (what memory scopes and matches by) must still be the value's keyed fingerprint, not the
+    placeholder every run shares."""
+    seen = CardKeys()
+    manager = PluginManager()
+    manager.register(seen, "card-keys")
+    pipeline = (
+        Step.from_callable(_echo_with_secret, name="echo")
+        >> Step.from_callable(_FailsOnce(), name="flaky")
+        >> Step.from_callable(str.upper, name="up")
+    )
+    async with Flujo(
+        pipeline,
+        config=FlujoConfig(plugin_manager=manager),
+        state=SQLiteBackend(tmp_path / "s.db"),
+        policies=[Numbering()],
+        context_model=CardContext,
+    ) as runner:
+        failed = await runner.run_async("hello", context=CardContext())
+        assert failed.status is RunStatus.FAILED
+        scrubbing = runner.runtime.scrubbing
+        key = scrubbing.fingerprint(SECRET)
+        # The context a resume starts from holds the placeholder; a plugin keying its field
+        # (memory's scope) still gets the value's key.
+        _, context = await runner._resumable(runner.runtime.state, failed.run_id)
+        assert isinstance(context, CardContext)
+        assert context.card == "<CARD_1>"
+        assert await scrubbing.key(context, context.card, field="card") == key
+        assert await scrubbing.key(context, context.card) == "<CARD_1>"  # no field: no key
+        resumed = await runner.resume_async(failed.run_id)
+        assert resumed.status is RunStatus.SUCCEEDED
+    # echo, flaky (failed); then flaky and up on the resumed run.
+    assert seen.keys == [key, key, key, key]

@@ -194,7 +194,9 @@ class MemoryService:
         for name, value in out.items():
             if value is None or value == "":
                 continue
-            key = await scrubbing.key(context, value)
+            # By field: a resumed context's flagged field holds the stored placeholder, which
+            # only the context's recorded keys tie to the customer's value.
+            key = await scrubbing.key(context, value, field=name)
             if key.startswith(FINGERPRINT_PREFIX):
                 out[name] = key
         return out

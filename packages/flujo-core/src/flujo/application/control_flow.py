@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
+from flujo.application.scrubbing import split_stored_context
 from flujo.domain.control import Branch, ControlStep, Human, Loop, Map, Parallel
 from flujo.domain.errors import (
     InnerStepFailed,
@@ -146,8 +147,10 @@ async def run_construct(construct: ControlStep, data: Any, context: PipelineCont
 
 def _restored(context: PipelineContext, stored: Any) -> PipelineContext:
     """A scope's context from its stored form (as a resumed run's context is)."""
-    restored = type(context).model_validate(stored)
+    fields, keys = split_stored_context(stored)
+    restored = type(context).model_validate(fields)
     restored._retriever = context._retriever
+    restored._stored_keys = keys
     return restored
 
 

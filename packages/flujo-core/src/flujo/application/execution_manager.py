@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
 from flujo.application.control_flow import RunEnv, done_steps, enter_run, leave_run
-from flujo.application.scrubbing import Scrubbing, stored_form
+from flujo.application.scrubbing import Scrubbing, split_stored_context, stored_form
 from flujo.application.step_coordinator import StepCoordinator, describe_error
 from flujo.application.step_wrappers import wrapped
 from flujo.domain.errors import UnstorableValueError
@@ -100,7 +100,8 @@ class ExecutionManager:
     async def _stored_context(self, context: PipelineContext) -> tuple[Any, Any]:
         """The context's stored form, before and after scrubbing."""
         raw = stored_form(context)
-        return raw, await self.scrub(context, raw)
+        scrubbed = await self.scrub(context, raw)
+        return raw, self.scrubbing.with_keys(raw, scrubbed, context._stored_keys)
 
     def _snapshot(
         self, context: PipelineContext, raw: Any, scrubbed: Any
@@ -108,9 +109,10 @@ class ExecutionManager:
         """What observers get instead of the live context: a copy holding the scrubbed stored
         form (not validated again: a scrubbed value need not fit its field's type), and the
         :meth:`Scrubbing.keys_of` its scalar fields."""
-        fields = scrubbed if isinstance(scrubbed, dict) else {}
+        fields, _ = split_stored_context(scrubbed if isinstance(scrubbed, dict) else {})
         snapshot = type(context).model_construct(**fields)
-        keys = self.scrubbing.keys_of(raw, fields) if isinstance(raw, dict) else {}
+        held = context._stored_keys
+        keys = self.scrubbing.keys_of(raw, fields, held) if isinstance(raw, dict) else {}
         return snapshot, keys
 
     async def _scrubbed_step(self, context: PipelineContext, result: StepResult) -> StepResult:

@@ -21,7 +21,12 @@ from flujo.application.execution_manager import ExecutionManager
 from flujo.application.interrupt import StopRequest
 from flujo.application.lease import Heartbeat, LeaseKeeper, new_worker_id
 from flujo.application.runtime import Runtime
-from flujo.application.scrubbing import Scrubbing, active_policy_names, stored_form
+from flujo.application.scrubbing import (
+    Scrubbing,
+    active_policy_names,
+    split_stored_context,
+    stored_form,
+)
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.application.targets import locate_pipeline
 from flujo.config import FlujoConfig, load_config
@@ -445,10 +450,12 @@ class Flujo(Generic[ContextT]):
                 f"run {run_id} was made by pipeline version {run.pipeline_version} "
                 f"({run.pipeline_name}); this pipeline is version {self.pipeline.version}"
             )
+        fields, keys = split_stored_context(run.context)
         try:
-            ctx = self.context_model.model_validate(run.context)
+            ctx = self.context_model.model_validate(fields)
         except ValidationError as exc:
             raise ResumeError(f"run {run_id}: stored context no longer validates: {exc}") from None
+        ctx._stored_keys = keys
         self._bind(ctx, run_id)
         return run, ctx
 

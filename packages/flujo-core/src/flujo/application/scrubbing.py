@@ -12,6 +12,10 @@ a value into what may be persisted or handed to another plugin:
   scope, say) a stable form: the value's text when no policy flags it, and when one does a
   keyed hash, ``fp:<32 hex digits>`` (HMAC-SHA256). The same value always gets the same key,
   so matching and deleting by that value still work, and the value itself is never stored.
+- A stored context carries the keys of its flagged fields (:data:`STORED_KEYS_FIELD`): a
+  resumed run's context holds what was stored (``<EMAIL_1>``, numbered per run, the same for
+  every customer), and only that record still says whose value it was. It holds keys, never
+  values; :func:`split_stored_context` takes it off before the context is validated.
 
 The fingerprint key
 -------------------
@@ -49,14 +53,19 @@ __all__ = [
     "FINGERPRINT_KEY_ENV",
     "FINGERPRINT_KEY_FILE",
     "FINGERPRINT_PREFIX",
+    "STORED_KEYS_FIELD",
     "Scrubbing",
     "active_policy_names",
+    "split_stored_context",
     "stored_form",
 ]
 
 FINGERPRINT_KEY_ENV = "FLUJO_FINGERPRINT_KEY"
 FINGERPRINT_KEY_FILE = ".flujo/fingerprint.key"
 FINGERPRINT_PREFIX = "fp:"
+STORED_KEYS_FIELD = "__flujo_keys__"
+"""Where a stored context records its flagged fields: ``{field: [stored text, key]}``. No
+context field can have this name (pydantic keeps names with a leading underscore private)."""
 _MIN_KEY_CHARS = 16
 
 
@@ -166,22 +175,75 @@ class Scrubbing:
         digest = hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
         return FINGERPRINT_PREFIX + digest[:32]
 
-    async def key(self, context: PipelineContext | None, value: Any) -> str:
+    async def key(
+        self, context: PipelineContext | None, value: Any, *, field: str | None = None
+    ) -> str:
         """A stable key for matching by ``value``: its text, or its fingerprint when a policy
-        flags it (scrubbing would change it)."""
+        flags it (scrubbing would change it). With ``field``, the name of the ``context`` field
+        ``value`` comes from, a resumed run's field still holding what was stored for a
+        flagged value gets that value's key (see :data:`STORED_KEYS_FIELD`)."""
         text = _text(value)
         if not self._scrubbers:
             return text
+        if field is not None and context is not None:
+            held = context._stored_keys.get(field)
+            if held is not None and held[0] == text:
+                return held[1]
         scrubbed = await self.scrub(context, text)
         return text if scrubbed == text else self.fingerprint(text)
 
-    def keys_of(self, raw: Mapping[str, Any], scrubbed: Mapping[str, Any]) -> dict[str, str]:
+    def keys_of(
+        self,
+        raw: Mapping[str, Any],
+        scrubbed: Mapping[str, Any],
+        held: Mapping[str, tuple[str, str]] | None = None,
+    ) -> dict[str, str]:
         """Keys of the scalar top-level fields of a context, from its stored form before
-        (``raw``) and after (``scrubbed``) scrubbing: no policy is asked again."""
+        (``raw``) and after (``scrubbed``) scrubbing: no policy is asked again. ``held`` is
+        what the context was resumed with (``context._stored_keys``)."""
         keys: dict[str, str] = {}
         for name, value in raw.items():
             if not isinstance(value, str | int | float | bool):
                 continue
             text = _text(value)
-            keys[name] = text if scrubbed.get(name) == value else self.fingerprint(text)
+            if scrubbed.get(name) != value:
+                keys[name] = self.fingerprint(text)
+                continue
+            kept = (held or {}).get(name)
+            keys[name] = kept[1] if kept is not None and kept[0] == text else text
         return keys
+
+    def with_keys(
+        self, raw: Any, scrubbed: Any, held: Mapping[str, tuple[str, str]] | None = None
+    ) -> Any:
+        """``scrubbed`` (a context's stored form) with the keys of its flagged fields recorded
+        under :data:`STORED_KEYS_FIELD`, so a resumed run keys them as this one did."""
+        if not self._scrubbers or not isinstance(raw, dict) or not isinstance(scrubbed, dict):
+            return scrubbed
+        flagged = {
+            name: [_text(scrubbed.get(name)), key]
+            for name, key in self.keys_of(raw, scrubbed, held).items()
+            if key.startswith(FINGERPRINT_PREFIX)
+        }
+        return {**scrubbed, STORED_KEYS_FIELD: flagged} if flagged else scrubbed
+
+
+def split_stored_context(stored: Any) -> tuple[Any, dict[str, tuple[str, str]]]:
+    """A stored context's fields, and the keys it recorded of its flagged fields (see
+    :data:`STORED_KEYS_FIELD`; anything malformed there is ignored, never trusted as a key)."""
+    if not isinstance(stored, dict) or STORED_KEYS_FIELD not in stored:
+        return stored, {}
+    fields = dict(stored)
+    recorded = fields.pop(STORED_KEYS_FIELD)
+    keys: dict[str, tuple[str, str]] = {}
+    if isinstance(recorded, dict):
+        for name, pair in recorded.items():
+            if (
+                isinstance(name, str)
+                and isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(part, str) for part in pair)
+                and pair[1].startswith(FINGERPRINT_PREFIX)
+            ):
+                keys[name] = (pair[0], pair[1])
+    return fields, keys

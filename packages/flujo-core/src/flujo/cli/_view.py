@@ -162,7 +162,11 @@ def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str
     for title, value in (("input", record.input), ("output", record.output)):
         lines += ["", title, *value_lines(value)]
     if record.context:
-        lines += ["", "context", *value_lines(record.context)]
+        from flujo.application.scrubbing import split_stored_context
+
+        # People see the context's fields; the keys of flagged fields stay in --json.
+        fields, _ = split_stored_context(record.context)
+        lines += ["", "context", *value_lines(fields)]
     for found in sections:
         lines.append("")
         if found.section is None:

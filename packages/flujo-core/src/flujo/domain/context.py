@@ -30,6 +30,9 @@ class PipelineContext(BaseModel):
     """The id of the run this context belongs to (set by the runner)."""
 
     _retriever: Retriever | None = PrivateAttr(default=None)
+    # The keys of flagged fields this context was resumed with ({field: (stored text, key)};
+    # see flujo.application.scrubbing.STORED_KEYS_FIELD). Never serialized.
+    _stored_keys: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
 
     async def retrieve(
         self, query: str, limit: int = 5, *, filter: dict[str, Any] | None = None
