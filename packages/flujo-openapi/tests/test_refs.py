@@ -367,3 +367,11 @@ def test_a_components_section_given_as_a_ref_to_another_file(tmp_path: Path) -> 
     # Lob: a vendor extension holding references to files that are not there is data.
     result = generate(str(tmp_path / "api.yaml"), Options(package_name="index"))
     assert [op.name for op in result.plan.operations] == ["getGame"]
+
+
+def test_a_huge_referenced_file_is_refused_before_it_is_read(layout: Path) -> None:
+    # A sparse file in an archive costs nothing to ship and terabytes to read.
+    with (layout / "huge.yaml").open("wb") as handle:
+        handle.truncate(1 << 40)
+    with pytest.raises(RefResolutionError, match="larger than"):
+        load_spec(str(_write(layout, "huge.yaml")))

@@ -193,6 +193,9 @@ def fill_dangling(document: dict[str, Any]) -> list[str]:
     return warnings
 
 
+MAX_FILE_BYTES = 64 << 20
+"""Largest file a ``$ref`` may read (Stripe's whole spec: about 6 MiB). A sparse file in an
+archive costs nothing to ship and would otherwise be read to the end."""
 MAX_DEPTH = 100
 """Deepest nesting a document may have (Stripe's spec: 23). Deeper is refused, not a
 RecursionError somewhere later."""
@@ -393,10 +396,19 @@ def _read_confined(path: str) -> bytes:
     except OSError as exc:
         raise SpecLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise SpecLoadError(f"{path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise SpecLoadError(
+                f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB ({info.st_size:,} bytes)"
+            )
         chunks = []
+        size = 0
         while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:  # it grew while being read
+                raise SpecLoadError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB")
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as exc:
