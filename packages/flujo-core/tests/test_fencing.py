@@ -165,7 +165,10 @@ def test_blocking_sync_steps_longer_than_the_lease_run_and_commit_once(
     """Sync steps (CPU-bound and sleeping) each outlast the lease while other processes poll
     ``resume --stale`` the whole time: the worker's lease stays alive, no run is stolen, and
     every step executes, and commits, exactly once."""
-    lease_s, step_s = 1.0, 1.5
+    # Renewals come every lease_s / 3: a 2 s lease leaves 1.3 s of slack for a renewal delayed
+    # by a loaded machine (with 1 s, two engineers' test runs at once starved it and the lease
+    # really expired), and each step still outlasts the lease.
+    lease_s, step_s = 2.0, 2.5
     env = {**_env(tmp_path, state_uri, lease_s), "STEP_S": str(step_s)}
     (tmp_path / "blocking.py").write_text(BLOCKING)
     (tmp_path / "worker.py").write_text(BLOCKING_WORKER)
