@@ -21,7 +21,7 @@ import hashlib
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from flujo.domain.interfaces import ScoredMemory
@@ -145,6 +145,32 @@ def fuse(rankings: Sequence[Sequence[ScoredMemory]], limit: int) -> list[ScoredM
             first.setdefault(key, hit)
     order = sorted(scores, key=lambda k: -scores[k])  # stable: first-seen order breaks ties
     return [ScoredMemory(first[k].memory, scores[k]) for k in order[:limit]]
+
+
+async def fused_search(
+    dense: Callable[..., Awaitable[list[ScoredMemory]]],
+    words: Callable[[str, int, Mapping[str, Any] | None], Awaitable[list[ScoredMemory]]],
+    query_text: str,
+    query_vector: Sequence[float] | None,
+    limit: int,
+    filter: Mapping[str, Any] | None,
+    mode: SearchMode,
+) -> list[ScoredMemory]:
+    """A store's ``hybrid_search`` from its two halves, its ``search(vector, limit, *,
+    filter)`` and ``words(text, limit, filter)``, for stores that fuse in Python: ``lexical``
+    is the words alone, ``dense`` (or ``hybrid`` without a vector) the vectors alone,
+    ``hybrid`` both, each :func:`candidates` deep, fused by reciprocal rank."""
+    if limit <= 0:
+        return []
+    if mode == "dense" or (mode == "hybrid" and query_vector is None):
+        if query_vector is None:
+            raise ValueError("a dense search needs a query vector")
+        return await dense(query_vector, limit, filter=filter)
+    depth = candidates(limit) if mode == "hybrid" else limit
+    found = await words(query_text, depth, filter)
+    if mode == "lexical" or query_vector is None:
+        return found
+    return fuse([await dense(query_vector, depth, filter=filter), found], limit)
 
 
 def candidates(limit: int) -> int:

@@ -156,19 +156,15 @@ class InMemoryStore:
     ) -> list[ScoredMemory]:
         """``lexical``: BM25 over the texts; ``hybrid``: that and the dense search fused by
         reciprocal rank; ``dense``: :meth:`search`. ``filter`` restricts both halves."""
-        if limit <= 0 or not self._memories:
+        if not self._memories:
             return []
-        if mode == "dense" or (mode == "hybrid" and query_vector is None):
-            if query_vector is None:
-                raise ValueError("a dense search needs a query vector")
-            return await self.search(query_vector, limit, filter=filter)
-        depth = lexical.candidates(limit) if mode == "hybrid" else limit
-        words = await asyncio.to_thread(self._lexical, query_text, depth, filter)
-        if mode == "lexical":
-            return words
-        assert query_vector is not None
-        dense = await self.search(query_vector, depth, filter=filter)
-        return lexical.fuse([dense, words], limit)
+
+        async def words(text: str, k: int, flt: Mapping[str, Any] | None) -> list[ScoredMemory]:
+            return await asyncio.to_thread(self._lexical, text, k, flt)
+
+        return await lexical.fused_search(
+            self.search, words, query_text, query_vector, limit, filter, mode
+        )
 
     def _lexical(
         self, query_text: str, limit: int, filter: Mapping[str, Any] | None

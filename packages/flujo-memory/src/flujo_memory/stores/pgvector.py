@@ -549,12 +549,13 @@ class PgVectorStore:
         """``lexical``: BM25 over the ``terms`` index (see the module docstring); ``hybrid``:
         that and the dense search fused by reciprocal rank; ``dense``: :meth:`search`.
         ``filter`` restricts both halves."""
-        if limit <= 0:
-            return []
-        if mode == "dense" or (mode == "hybrid" and query_vector is None):
-            if query_vector is None:
-                raise ValueError("a dense search needs a query vector")
-            return await self.search(query_vector, limit, filter=filter)
+        return await lexical.fused_search(
+            self.search, self._lexical_search, query_text, query_vector, limit, filter, mode
+        )
+
+    async def _lexical_search(
+        self, query_text: str, limit: int, filter: Mapping[str, Any] | None
+    ) -> list[ScoredMemory]:
         if not await self._lookup():
             return []
         if not self._lexical:
@@ -563,24 +564,11 @@ class PgVectorStore:
                 "a lexical index (before hybrid search); run `flujo memory reindex` to rebuild "
                 'it, or set [memory] search = "dense"'
             )
-        depth = lexical.candidates(limit) if mode == "hybrid" else limit
-        words = await self._lexical_search(query_text, depth, filter)
-        if mode == "lexical":
-            return words
-        assert query_vector is not None
-        dense = await self.search(query_vector, depth, filter=filter)
-        return lexical.fuse([dense, words], limit)
-
-    async def _lexical_search(
-        self, query_text: str, limit: int, filter: Mapping[str, Any] | None
-    ) -> list[ScoredMemory]:
         words = lexical.query_terms(query_text)
         if not words:
             return []
         condition, params = where_clause(filter)
         table, terms = f'"{self.table}"', f'"{self.terms_table}"'
-        # The IDF is lexical.idf over the whole collection (as Qdrant's is, and the in-memory
-        # store's), so a scope filter changes which rows rank, never how they score.
         # Postings by primary key; IDF from the postings' counts over the whole collection (as
         # Qdrant's and the in-memory store's: a filter changes which rows rank, never how they
         # score); the filter applies before the limit; only the best rows are read whole.
