@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from flujo import ConfigError, Flujo, Pipeline, PluginError, Step
 from flujo.config import FlujoConfig
 from flujo.plugins.manager import PluginManager
+from flujo.state import _builtin as _builtin_state
 from flujo.state import open_backend
 from flujo.testing.fake_openai import FakeOpenAIServer
 from flujo.testing.pytest_plugin import PluginRegistrar, RegisteredPlugin
@@ -71,7 +72,8 @@ def assert_clean(pm: PluginManager) -> None:
     assert pm.plugins == []
     assert pm.config_sections() == {}
     assert pm.registry.names("policies") == []
-    assert pm.pm.get_plugins() == set()
+    # Only the core's own registrations (its state backends, registered like a plugin's).
+    assert pm.pm.get_plugins() == {_builtin_state}
 
 
 # --------------------------------------------------------------------------- loading
