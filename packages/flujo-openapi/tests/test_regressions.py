@@ -35,6 +35,20 @@ def _ruff_clean(root: Path) -> None:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+def _strict_and_ruff_clean(out: Path, package: str) -> None:
+    """``mypy --strict`` on the generated ``package`` in ``out``, then :func:`_ruff_clean`."""
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", package],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYPYPATH": ""},
+    )
+    assert mypy.returncode == 0, mypy.stdout[-3000:]
+    _ruff_clean(out)
+
+
 def test_long_descriptions_split_into_literals_stay_valid(tmp_path: Path) -> None:
     # Stripe: a long description is emitted as several literals; one piece holding a
     # non-ASCII character (or escapes that make its line long) was itself split and
@@ -284,16 +298,7 @@ def test_generated_code_is_strict_clean_and_invalid_defaults_are_reported(
     assert len(warnings) == len(expected), warnings
     manifest = json.loads((out / "flujo-openapi.json").read_text())
     assert len(manifest["warnings"]) == len(expected)
-    mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "typed"],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "MYPYPATH": ""},
-    )
-    assert mypy.returncode == 0, mypy.stdout[-3000:]
-    _ruff_clean(out)
+    _strict_and_ruff_clean(out, "typed")
     check = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "E,F,W,I,UP,PT", "."],
         cwd=out,
@@ -314,3 +319,144 @@ def test_generated_code_is_strict_clean_and_invalid_defaults_are_reported(
         assert fields["kind"].default is None or fields["kind"].default == Kind.A
     finally:
         sys.path.remove(str(out))
+
+
+_OVERRIDES = """\
+openapi: 3.0.3
+info: {title: Overrides, version: "1"}
+paths:
+  /actions:
+    post:
+      operationId: postAction
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              oneOf:
+                - $ref: '#/components/schemas/Action'
+                - $ref: '#/components/schemas/ActionRename'
+              discriminator:
+                propertyName: type
+                mapping:
+                  reboot: '#/components/schemas/Action'
+                  rename: '#/components/schemas/ActionRename'
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Event'}
+  /scaling:
+    get:
+      operationId: getScaling
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ScalingServiceTuned'}
+  /complete:
+    post:
+      operationId: complete
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Completion'}
+      responses:
+        "204": {description: done}
+components:
+  schemas:
+    Action:
+      type: object
+      required: [type]
+      properties:
+        type: {type: string, enum: [reboot, rename]}
+    ActionRename:
+      allOf:
+        - $ref: '#/components/schemas/Action'
+        - type: object
+          properties:
+            name: {type: string}
+    Event:
+      oneOf:
+        - $ref: '#/components/schemas/EventBase'
+        - $ref: '#/components/schemas/EventMoved'
+      discriminator: {propertyName: kind}
+    EventBase:
+      type: object
+      required: [kind]
+      properties:
+        kind: {type: string, enum: [created, EventMoved]}
+    EventMoved:
+      allOf:
+        - $ref: '#/components/schemas/EventBase'
+        - properties:
+            to: {type: string}
+    Scaling:
+      type: object
+      properties:
+        metrics:
+          type: object
+          properties:
+            cpu: {type: integer}
+    ScalingService:
+      allOf:
+        - $ref: '#/components/schemas/Scaling'
+        - type: object
+          properties:
+            metrics:
+              type: object
+              properties:
+                rps: {type: integer}
+    ScalingServiceTuned:
+      allOf:
+        - $ref: '#/components/schemas/ScalingService'
+        - properties:
+            tuned: {type: boolean}
+    Completion:
+      type: object
+      properties:
+        stop:
+          default: null
+          oneOf:
+            - type: string
+            - type: array
+              maxItems: 4
+              items: {type: string}
+"""
+
+
+def test_allof_overrides_discriminators_and_null_defaults_are_strict_clean(
+    tmp_path: Path,
+) -> None:
+    # DigitalOcean's 26 mypy --strict errors, three classes: (1) a discriminator became a
+    # Literal field on each allOf member, overriding the base's enum (and, where the
+    # mapping did not name the member, the literal was the schema's name, rejecting the
+    # values the API sends); (2) an allOf member redefining an inherited property with a
+    # merged type (Metrics1 over Metrics); (3) `default: null` on a schema that is never
+    # null, written as `root: list[str] = None`.
+    (tmp_path / "api.yaml").write_text(_OVERRIDES)
+    out = tmp_path / "out"
+    write_output(generate(str(tmp_path / "api.yaml"), Options(package_name="over")), out)
+    _strict_and_ruff_clean(out, "over")
+    sys.path.insert(0, str(out))
+    try:
+        import over  # type: ignore[import-not-found]
+        from over import models  # type: ignore[import-not-found]
+
+        post = over.OPERATIONS["postAction"].input_model
+        assert post.model_validate({"body": {"type": "reboot"}}).body.type == "reboot"
+        renamed = post.model_validate({"body": {"type": "rename", "name": "n"}}).body
+        assert (renamed.type, renamed.name) == ("rename", "n")
+        event = models.Event.model_validate({"kind": "created"})
+        assert event.root.kind == "created"
+        tuned = models.ScalingServiceTuned.model_validate(
+            {"metrics": {"cpu": 1, "rps": 2}, "tuned": True}
+        )
+        assert (tuned.metrics.cpu, tuned.metrics.rps, tuned.tuned) == (1, 2, True)
+        assert models.Completion().stop is None
+    finally:
+        sys.path.remove(str(out))
+        for name in [m for m in sys.modules if m == "over" or m.startswith("over.")]:
+            del sys.modules[name]

@@ -13,12 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flujo_openapi.loader import escape_pointer, is_data, is_schema_map, resolve_pointer
 
-__all__ = ["drop_invalid_defaults"]
+__all__ = ["drop_discriminators", "drop_invalid_defaults"]
 
 
 def _parses(parse: Callable[[str], object]) -> Callable[[Any], bool]:
@@ -77,10 +77,34 @@ def _target(schema: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
         schema = target
 
 
+def _admits_null(schema: dict[str, Any], document: dict[str, Any], depth: int = 0) -> bool:
+    """Whether ``null`` may fit ``schema``: ``False`` only when it certainly does not."""
+    target = _target(schema, document)
+    if depth > 20 or target.get("nullable") is True or "null" in (target.get("enum") or [None]):
+        return True
+    kinds = target.get("type")
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(kinds, list) and kinds and "null" not in kinds:
+        return False
+    for key in ("oneOf", "anyOf"):
+        members = target.get(key)
+        if (
+            isinstance(members, list)
+            and members
+            and not any(
+                isinstance(m, dict) and _admits_null(m, document, depth + 1) for m in members
+            )
+        ):
+            return False
+    return True
+
+
 def _problem(default: Any, schema: dict[str, Any], document: dict[str, Any]) -> str | None:
     """Why ``default`` does not fit ``schema``, or ``None``."""
     if default is None:
-        return None  # "no default" to the generator; nullability is its own concern
+        # datamodel-code-generator writes ``= None`` where the schema says the value is never
+        # null (``{default: null, oneOf: [string, array]}`` -> ``root: list[str] = None``).
+        return None if _admits_null(schema, document) else "the schema does not admit null"
     target = _target(schema, document)
     enum = target.get("enum")
     if isinstance(enum, list) and enum and default not in enum:
@@ -98,10 +122,10 @@ def _problem(default: Any, schema: dict[str, Any], document: dict[str, Any]) -> 
     return None
 
 
-def drop_invalid_defaults(document: dict[str, Any]) -> list[str]:
-    """Remove from ``document``'s schemas every ``default`` that does not fit its schema;
-    return a message for each (where, the value, why)."""
-    dropped: list[str] = []
+def _schema_objects(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every schema object under ``components/schemas`` (nested ones too), with its pointer.
+
+    The caller may change the object it is given before the walk goes on into it."""
     schemas = (document.get("components") or {}).get("schemas") or {}
     stack: list[tuple[Any, str]] = [
         (schema, f"/components/schemas/{escape_pointer(name)}") for name, schema in schemas.items()
@@ -113,16 +137,39 @@ def drop_invalid_defaults(document: dict[str, Any]) -> list[str]:
             continue
         if not isinstance(node, dict):
             continue
-        if "default" in node:
-            problem = _problem(node["default"], node, document)
-            if problem is not None:
-                shown = repr(node.pop("default"))
-                shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                dropped.append(f"dropped the default {shown} at {pointer}: {problem}")
+        yield node, pointer
         for key, value in node.items():
             child = f"{pointer}/{escape_pointer(str(key))}"
             if is_schema_map(str(key), value):
                 stack.extend((v, f"{child}/{escape_pointer(k)}") for k, v in value.items())
             elif not is_data(str(key), value, True):
                 stack.append((value, child))
+
+
+def drop_invalid_defaults(document: dict[str, Any]) -> list[str]:
+    """Remove from ``document``'s schemas every ``default`` that does not fit its schema;
+    return a message for each (where, the value, why)."""
+    dropped: list[str] = []
+    for node, pointer in _schema_objects(document):
+        if "default" in node:
+            problem = _problem(node["default"], node, document)
+            if problem is not None:
+                shown = repr(node.pop("default"))
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                dropped.append(f"dropped the default {shown} at {pointer}: {problem}")
     return sorted(dropped)
+
+
+def drop_discriminators(document: dict[str, Any]) -> None:
+    """Remove every ``discriminator`` from ``document``'s schemas: its unions are then
+    validated member by member (pydantic's smart mode), which accepts the same documents.
+
+    datamodel-code-generator turns a discriminator into a ``Literal`` field on each member,
+    narrowing the inherited property: with ``allOf`` inheritance that override is not a
+    subtype of the base's field (``mypy --strict``: incompatible assignment), and when a
+    mapping does not name a member (or names it by a reference into another file) the
+    literal is the schema's *name*, so the model rejects every value the API really sends
+    (DigitalOcean: ``type: Literal["droplet_action"]`` for ``"reboot"``)."""
+    for node, _pointer in _schema_objects(document):
+        if isinstance(node.get("discriminator"), dict):
+            del node["discriminator"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flujo_openapi.defaults import drop_invalid_defaults
+from flujo_openapi.defaults import drop_discriminators, drop_invalid_defaults
 from flujo_openapi.errors import GenerationError, InvalidSpecError
 from flujo_openapi.loader import fill_dangling, load_spec
 from flujo_openapi.naming import env_name, snake, unique
@@ -210,21 +210,23 @@ def _analyse_io(code: str) -> _IOModule:
 def _strip_annotated(node: ast.expr) -> ast.expr:
     """``node`` with every ``Annotated[X, ...]`` replaced by ``X``: the output and error types
     are used in ``cast()`` and return annotations, where metadata is not a type (mypy:
-    "Cast target is not a type")."""
+    "Cast target is not a type").
 
-    class Strip(ast.NodeTransformer):
-        def visit_Subscript(self, sub: ast.Subscript) -> ast.AST:
-            if isinstance(sub.value, ast.Name) and sub.value.id == "Annotated":
-                inner = sub.slice.elts[0] if isinstance(sub.slice, ast.Tuple) else sub.slice
-                visited: ast.AST = self.visit(inner)
-                return visited
-            return self.generic_visit(sub)
-
-    import copy
-
-    result = Strip().visit(copy.deepcopy(node))
-    assert isinstance(result, ast.expr)
-    return result
+    Only the nodes on the way to an ``Annotated`` are rebuilt; the rest (and the metadata,
+    which may hold long descriptions) is shared, not deep-copied: this runs once per field
+    (Stripe: thousands), and the result is only unparsed or dumped, never changed."""
+    if isinstance(node, ast.Subscript):
+        if isinstance(node.value, ast.Name) and node.value.id == "Annotated":
+            inner = node.slice.elts[0] if isinstance(node.slice, ast.Tuple) else node.slice
+            return _strip_annotated(inner)
+        return ast.Subscript(_strip_annotated(node.value), _strip_annotated(node.slice), node.ctx)
+    if isinstance(node, ast.Tuple):
+        return ast.Tuple([_strip_annotated(e) for e in node.elts], node.ctx)
+    if isinstance(node, ast.List):
+        return ast.List([_strip_annotated(e) for e in node.elts], node.ctx)
+    if isinstance(node, ast.BinOp):
+        return ast.BinOp(_strip_annotated(node.left), node.op, _strip_annotated(node.right))
+    return node
 
 
 _GENERIC_DEFAULTS = {"list": "list[Any]", "dict": "dict[str, Any]", "List": "list[Any]"}
@@ -271,8 +273,106 @@ _RICH_TYPES = frozenset(
 """Types a JSON default (a string or number) must be converted to."""
 
 
+def _statement_lines(node: ast.stmt) -> tuple[int, int]:
+    """The 0-based first line and the end (exclusive) of ``node``, decorators included."""
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    assert node.end_lineno is not None
+    return first - 1, node.end_lineno
+
+
+def _member_name(node: ast.stmt) -> str | None:
+    """The attribute a class-body statement defines (a field, ``model_config``, a method)."""
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        return target.id if isinstance(target, ast.Name) else None
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    return None
+
+
+def _flatten_overrides(code: str, tree: ast.Module) -> str | None:
+    """Models that redefine an inherited field with another type stop inheriting.
+
+    datamodel-code-generator maps ``allOf: [{$ref: Base}, {properties: {p: ...}}]`` to
+    ``class Sub(Base)`` and, when ``p`` is also Base's, redeclares it in Sub with a new type
+    (Base's ``metrics: Metrics`` and Sub's ``metrics: Metrics1``, the two ``allOf`` halves
+    merged): ``mypy --strict`` rejects the override (incompatible assignment), whatever the
+    spec. Such a class gets its bases' members copied in (its own replacing theirs, in
+    pydantic's field order) and subclasses what they subclass: the same fields and the same
+    validation, without the override. Only bases defined in the same module are looked into.
+    ``tree`` is ``code`` parsed; ``None`` when nothing changes.
+    """
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    lines = code.split("\n")
+
+    def local_bases(cls: ast.ClassDef) -> list[str]:
+        return [b.id for b in cls.bases if isinstance(b, ast.Name) and b.id in classes]
+
+    def members(cls: ast.ClassDef, depth: int = 0) -> dict[str, ast.stmt]:
+        """Name -> the statement that defines it, inherited ones first (the class's MRO)."""
+        merged: dict[str, ast.stmt] = {}
+        if depth < 50:  # a cycle is impossible in valid code; bound the walk anyway
+            for base in reversed(local_bases(cls)):
+                merged.update(members(classes[base], depth + 1))
+        for stmt in cls.body:
+            name = _member_name(stmt)
+            if name is not None:
+                merged[name] = stmt
+        return merged
+
+    def outer_bases(cls: ast.ClassDef, depth: int = 0) -> list[str]:
+        found: list[str] = []
+        for base in cls.bases:
+            if isinstance(base, ast.Name) and base.id in classes and depth < 50:
+                found.extend(outer_bases(classes[base.id], depth + 1))
+            else:
+                found.append(ast.get_source_segment(code, base) or ast.unparse(base))
+        return list(dict.fromkeys(found))
+
+    def field_type(stmt: ast.stmt) -> str | None:
+        if isinstance(stmt, ast.AnnAssign):
+            return ast.dump(_strip_annotated(stmt.annotation))
+        return None
+
+    edits: list[tuple[int, int, list[str]]] = []
+    for cls in classes.values():
+        if not local_bases(cls):
+            continue
+        inherited: dict[str, ast.stmt] = {}
+        for base in reversed(local_bases(cls)):
+            inherited.update(members(classes[base]))
+        own = [s for s in cls.body if isinstance(s, ast.AnnAssign) and _member_name(s)]
+        if not any(
+            (name := _member_name(s)) in inherited and field_type(inherited[name]) != field_type(s)
+            for s in own
+        ):
+            continue
+        body = cls.body
+        docstring = (
+            body[:1]
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            else []
+        )
+        new = [f"class {cls.name}({', '.join(outer_bases(cls))}):"]
+        for stmt in [*docstring, *members(cls).values()]:
+            start, end = _statement_lines(stmt)
+            new.extend([*lines[start:end], ""])
+        start, end = _statement_lines(cls)
+        edits.append((start, end, new[:-1]))
+    if not edits:
+        return None
+    for start, end, new in sorted(edits, reverse=True):
+        lines[start:end] = new
+    return "\n".join(lines)
+
+
 def _fix_models(code: str) -> str:
     """What datamodel-code-generator writes, made clean under ``mypy --strict`` and ruff.
+
+    - A model that redefines an inherited field with another type stops inheriting
+      (:func:`_flatten_overrides`).
 
     - A bare ``list`` / ``dict`` as a type (an array whose items it could not type, e.g. a
       recursive one: ``RootModel[list]``) gets its type arguments (``list[Any]``).
@@ -282,6 +382,10 @@ def _fix_models(code: str) -> str:
       written as ``dict``) are removed: ruff will not remove imports from ``__init__.py``.
     """
     tree = ast.parse(code)
+    flattened = _flatten_overrides(code, tree)
+    if flattened is not None:
+        code = flattened
+        tree = ast.parse(code)
     parents: dict[int, ast.AST] = {}
     for node in ast.walk(tree):
         for child in ast.iter_child_nodes(node):
@@ -1004,9 +1108,15 @@ def _tidy_strings(code: str) -> str:
         else:
             replacement = py_split(value)
         edits.append((start, end, replacement))
-    for start, end, replacement in reversed(edits):
-        code = code[:start] + replacement + code[end:]
-    return code
+    # One join, not one string copy per edit: thousands of edits on a megabyte module
+    # (Stripe's models) were quadratic.
+    pieces: list[str] = []
+    done = 0
+    for start, end, replacement in edits:
+        pieces += [code[done:start], replacement]
+        done = end
+    pieces.append(code[done:])
+    return "".join(pieces)
 
 
 def _prepare_source(sources: dict[str, str]) -> dict[str, bytes]:
@@ -1194,6 +1304,7 @@ def generate(
             "type": "object",
             "description": "This API has no generated operations.",
         }
+    drop_discriminators(for_models)
     for message in drop_invalid_defaults(for_models):
         planned.warnings.append(message.replace(f"/components/schemas/{IO_MODULE}.", "input "))
     mark = time.perf_counter()
