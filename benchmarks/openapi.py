@@ -10,7 +10,7 @@ datamodel-code-generator, operations, ruff formatting), in memory:
 
 Prints figures and asserts nothing. Needs flujo-openapi installed (skips otherwise).
 
-    python benchmarks/openapi.py [--opc PATH] [--only NAME] [--timing [--runs 3]]
+    python benchmarks/openapi.py [--opc PATH] [--only NAME] [--repeat N] [--timing [--runs 3]]
         [--corpus DIR ...] [--corpus-only]
 
 By default it prints the shared-corpus table (``openapi_shared.py``: every spec of
@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true", help="the Twilio/synthetic medians too")
     parser.add_argument("--opc", default=None, help="openapi-python-client executable to compare")
     parser.add_argument("--only", default=None, help="only shared specs whose path contains this")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool and spec, alternating the tools"
+    )
     args = parser.parse_args()
     try:
         import flujo_openapi  # noqa: F401
@@ -177,7 +180,7 @@ def main() -> None:
             return
     from openapi_shared import main as shared_table  # beside this file
 
-    shared_table(args.opc, only=args.only)
+    shared_table(args.opc, only=args.only, repeat=args.repeat)
     if not args.timing:
         for directory in args.corpus:
             run_corpus(directory, args.corpus_timeout)

@@ -45,6 +45,8 @@ class Row:
     ruff: str = "-"
     seconds: float = 0.0
     opc: str = ""
+    runs: list[str] = field(default_factory=list)
+    """Each timed run, in order: ``flujo 28.1 s (load 1.2)``, ``opc 39.0 s (load 1.3)``."""
 
 
 def specs(unpack_to: Path) -> list[tuple[str, Path]]:
@@ -106,11 +108,15 @@ def _run(args: list[str], cwd: Path, timeout: float) -> tuple[int, str, float]:
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - started
 
 
-def measure(name: str, spec: Path, work: Path, opc: str | None, timeout: float) -> Row:
-    row = Row(name, spec_operations=spec_operations(spec))
-    package = "p_" + "".join(c if c.isalnum() else "_" for c in name.lower())[:50]
-    out = work / package
-    code, output, row.seconds = _run(
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def _ours(
+    spec: Path, out: Path, package: str, work: Path, timeout: float
+) -> tuple[int, str, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    return _run(
         [
             sys.executable, "-m", "flujo", "dev", "import-openapi", str(spec),
             "--output-dir", str(out), "--package-name", package, "-q", *refs_root(spec),
@@ -118,53 +124,78 @@ def measure(name: str, spec: Path, work: Path, opc: str | None, timeout: float) 
         work,
         timeout,
     )  # fmt: skip
+
+
+def _theirs(opc: str, spec: Path, out: Path, work: Path, timeout: float) -> tuple[bool, float]:
+    config = work / "opc.yaml"
+    config.write_text("literal_enums: true\n")
+    code, output, seconds = _run(
+        [
+            opc, "generate", "--path", str(spec), "--output-path", str(out),
+            "--meta", "none", "--config", str(config), "--overwrite",
+        ],
+        work,
+        timeout,
+    )  # fmt: skip
+    return code == 0 and "Unable to" not in output and "Error" not in output, seconds
+
+
+def measure(
+    name: str, spec: Path, work: Path, opc: str | None, timeout: float, repeat: int = 1
+) -> Row:
+    row = Row(name, spec_operations=spec_operations(spec))
+    package = "p_" + "".join(c if c.isalnum() else "_" for c in name.lower())[:50]
+    out = work / package
+    ours: list[float] = []
+    theirs: list[float] = []
+    opc_ok = True
+    for _ in range(max(1, repeat)):
+        load = _load()
+        code, output, seconds = _ours(spec, out, package, work, timeout)
+        ours.append(seconds)
+        row.runs.append(f"flujo {seconds:.1f} s (load {load})")
+        if opc:
+            load = _load()
+            ok, seconds = _theirs(opc, spec, work / f"opc_{package}", work, timeout)
+            opc_ok = opc_ok and ok
+            theirs.append(seconds)
+            row.runs.append(f"openapi-python-client {seconds:.1f} s (load {load})")
+    row.seconds = min(ours)
+    if opc:
+        row.opc = f"{'ok' if opc_ok else 'errors'} {min(theirs):.1f} s"
     row.exit_code = code
     manifest_path = out / "flujo-openapi.json"
     if code != 0 or not manifest_path.is_file():
         row.error = output.strip().splitlines()[-1][:120] if output.strip() else f"exit {code}"
-    else:
-        manifest = json.loads(manifest_path.read_text())
-        row.generated = len(manifest["operations"])
-        operations_skipped = 0
-        for skipped in manifest["skipped"]:
-            row.skipped.append(f"{skipped['method']} {skipped['path']}: {skipped['reason']}")
-            if skipped["method"] != "CALLBACK" and not skipped["path"].startswith("webhook:"):
-                operations_skipped += 1 if skipped["method"] != "*" else 0
-        row.silent = row.spec_operations - row.generated - operations_skipped
-        row.warnings = len(manifest.get("warnings", []))
-        code, output, _ = _run(
-            [sys.executable, "-c", f"import {package}, {package}.models"], out, timeout
-        )
-        row.imports = "yes" if code == 0 else "NO"
-        code, output, _ = _run(
-            [
-                sys.executable, "-m", "mypy", "--strict",
-                "--cache-dir", str(work / ".mypy_cache"), package,
-            ],
-            out,
-            timeout,
-        )  # fmt: skip
-        row.mypy = "clean" if code == 0 else output.strip().splitlines()[-1][:60]
-        code, output, _ = _run(
-            [sys.executable, "-m", "ruff", "check", "--isolated", "--quiet", package],
-            out,
-            timeout,
-        )
-        row.ruff = "clean" if code == 0 else f"{output.count(chr(10))} lines"
-    if opc:
-        opc_out = work / f"opc_{package}"
-        config = work / "opc.yaml"
-        config.write_text("literal_enums: true\n")
-        code, output, seconds = _run(
-            [
-                opc, "generate", "--path", str(spec), "--output-path", str(opc_out),
-                "--meta", "none", "--config", str(config), "--overwrite",
-            ],
-            work,
-            timeout,
-        )  # fmt: skip
-        failed = code != 0 or "Unable to" in output or "Error" in output
-        row.opc = f"{'ok' if not failed else 'errors'} {seconds:.1f} s"
+        return row
+    manifest = json.loads(manifest_path.read_text())
+    row.generated = len(manifest["operations"])
+    operations_skipped = 0
+    for skipped in manifest["skipped"]:
+        row.skipped.append(f"{skipped['method']} {skipped['path']}: {skipped['reason']}")
+        if skipped["method"] != "CALLBACK" and not skipped["path"].startswith("webhook:"):
+            operations_skipped += 1 if skipped["method"] != "*" else 0
+    row.silent = row.spec_operations - row.generated - operations_skipped
+    row.warnings = len(manifest.get("warnings", []))
+    code, output, _ = _run(
+        [sys.executable, "-c", f"import {package}, {package}.models"], out, timeout
+    )
+    row.imports = "yes" if code == 0 else "NO"
+    code, output, _ = _run(
+        [
+            sys.executable, "-m", "mypy", "--strict",
+            "--cache-dir", str(work / ".mypy_cache"), package,
+        ],
+        out,
+        timeout,
+    )  # fmt: skip
+    row.mypy = "clean" if code == 0 else output.strip().splitlines()[-1][:60]
+    code, output, _ = _run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--quiet", package],
+        out,
+        timeout,
+    )
+    row.ruff = "clean" if code == 0 else f"{output.count(chr(10))} lines"
     return row
 
 
@@ -186,11 +217,13 @@ def table(rows: list[Row], with_opc: bool) -> str:
     return "\n".join(lines)
 
 
-def main(opc: str | None = None, timeout: float = 1200, only: str | None = None) -> None:
+def main(
+    opc: str | None = None, timeout: float = 1200, only: str | None = None, repeat: int = 1
+) -> None:
     if not SHARED.is_dir():
         print(f"shared corpus not found at {SHARED}")
         return
-    opc = opc or shutil.which("openapi-python-client")
+    opc = opc or os.environ.get("FLUJO_OPENAPI_OPC") or shutil.which("openapi-python-client")
     with tempfile.TemporaryDirectory(prefix="openapi-shared-") as tmp:
         work = Path(tmp)
         unpacked = work / "unpacked"
@@ -200,10 +233,13 @@ def main(opc: str | None = None, timeout: float = 1200, only: str | None = None)
             if only and only not in name:
                 continue
             print(f"... {name}", file=sys.stderr, flush=True)
-            rows.append(measure(name, spec, work, opc, timeout))
+            rows.append(measure(name, spec, work, opc, timeout, repeat))
             print(table(rows[-1:], bool(opc)).splitlines()[-1], file=sys.stderr, flush=True)
     print(table(rows, bool(opc)))
     print()
+    for r in rows:
+        if len(r.runs) > 1:
+            print(f"{r.name}: runs in order: {'; '.join(r.runs)}")
     for r in rows:
         if r.error:
             print(f"{r.name}: FAILED: {r.error}")
