@@ -56,6 +56,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Generating and type-checking one of these takes minutes, more on a loaded machine: above
+# the suite's default per-test timeout.
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("archive", "package"),
     [("stripe-spec3-2022-04.json.gz", "stripe_api"), ("digitalocean-public-v2.tar.gz", "do_api")],
