@@ -36,14 +36,22 @@ def test_plugins_json_lists_the_example(tmp_path: Path) -> None:
     assert entry["entry_point"] == "flujo_plugin_example.plugin"
     assert entry["registered"] == {
         "policies": ["deny_words"],
+        "vector_stores": ["example_dict"],
+        "embedders": ["example_trigram"],
+        "evaluators": ["example_clean_output"],
+        "tools": ["example.word_count"],
         "state_backends": ["example-sqlite"],
     }
     assert entry["sections"] == ["example"]
     assert set(entry["hooks"]) == {
         "flujo_config_sections",
         "flujo_register_commands",
+        "flujo_register_embedders",
+        "flujo_register_evaluators",
         "flujo_register_policies",
         "flujo_register_state_backends",
+        "flujo_register_tools",
+        "flujo_register_vector_stores",
         "flujo_run_view",
         "flujo_storage_migrations",
         "flujo_wrap_step",

@@ -60,13 +60,24 @@ def plugins() -> PluginManager:
 def test_registration_record(plugins: PluginManager) -> None:
     (info,) = plugins.plugins
     assert info.name == DIST
-    assert info.registered == {"policies": ["deny_words"], "state_backends": ["example-sqlite"]}
+    assert info.registered == {
+        "policies": ["deny_words"],
+        "vector_stores": ["example_dict"],
+        "embedders": ["example_trigram"],
+        "evaluators": ["example_clean_output"],
+        "tools": ["example.word_count"],
+        "state_backends": ["example-sqlite"],
+    }
     assert info.sections == ["example"]
     assert info.hooks == [
         "flujo_config_sections",
         "flujo_register_commands",
+        "flujo_register_embedders",
+        "flujo_register_evaluators",
         "flujo_register_policies",
         "flujo_register_state_backends",
+        "flujo_register_tools",
+        "flujo_register_vector_stores",
         "flujo_run_view",
         "flujo_storage_migrations",
         "flujo_wrap_step",
@@ -145,7 +156,14 @@ def test_found_through_entry_point() -> None:
     info = {i.name: i for i in pm.plugins}[DIST]
     assert info.status == "ok", info.error
     assert info.entry_point == "flujo_plugin_example.plugin"
-    assert info.registered == {"policies": ["deny_words"], "state_backends": ["example-sqlite"]}
+    assert info.registered == {
+        "policies": ["deny_words"],
+        "vector_stores": ["example_dict"],
+        "embedders": ["example_trigram"],
+        "evaluators": ["example_clean_output"],
+        "tools": ["example.word_count"],
+        "state_backends": ["example-sqlite"],
+    }
     assert "deny_words" in pm.registry.names("policies")
 
 

@@ -7,7 +7,7 @@ their own modules and are imported inside the functions below, only when needed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from flujo.plugin import (
         FlujoConfig,
         Migration,
+        RegisterEmbedders,
+        RegisterEvaluators,
         RegisterPolicies,
         RegisterStateBackends,
+        RegisterTools,
+        RegisterVectorStores,
         RunRecord,
         Runtime,
         RunViewSection,
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
     )
     from pydantic import BaseModel
 
+    from flujo_plugin_example.evaluator import CleanOutput
+    from flujo_plugin_example.memory import DictVectorStore, TrigramEmbedder
     from flujo_plugin_example.policy import DenyWords
     from flujo_plugin_example.settings import ExampleSettings
 
@@ -46,6 +52,55 @@ def _create_deny_words(config: FlujoConfig) -> DenyWords:
 @hookimpl
 def flujo_register_policies(register: RegisterPolicies) -> None:
     register("deny_words", _create_deny_words)
+
+
+def _create_dict_store(config: FlujoConfig) -> DictVectorStore:
+    from flujo_plugin_example.memory import DictVectorStore
+
+    return DictVectorStore()
+
+
+def _create_trigram_embedder(config: FlujoConfig) -> TrigramEmbedder:
+    from flujo_plugin_example.memory import TrigramEmbedder
+
+    return TrigramEmbedder(_settings(config).dimension)
+
+
+@hookimpl
+def flujo_register_vector_stores(register: RegisterVectorStores) -> None:
+    """``[memory] store = "example_dict"`` (with flujo-memory) keeps memories in the process."""
+    register("example_dict", _create_dict_store)
+
+
+@hookimpl
+def flujo_register_embedders(register: RegisterEmbedders) -> None:
+    """``[memory] embedder = "example_trigram"``: character trigrams, offline."""
+    register("example_trigram", _create_trigram_embedder)
+
+
+def _create_clean_output(config: FlujoConfig) -> CleanOutput:
+    from flujo_plugin_example.evaluator import CleanOutput
+
+    return CleanOutput(_create_deny_words(config))
+
+
+@hookimpl
+def flujo_register_evaluators(register: RegisterEvaluators) -> None:
+    """``[eval] evaluators = ["example_clean_output"]`` (with flujo-evals)."""
+    register("example_clean_output", _create_clean_output)
+
+
+def _create_word_count(config: FlujoConfig) -> Callable[..., object]:
+    from flujo_plugin_example.tools import word_count
+
+    return word_count
+
+
+@hookimpl
+def flujo_register_tools(register: RegisterTools) -> None:
+    """``make_agent_async(..., tools=["example.word_count"])``; the model sees
+    ``example__word_count``."""
+    register("example.word_count", _create_word_count)
 
 
 @hookimpl

@@ -25,6 +25,9 @@ class ExampleSettings(BaseModel):
     spans: bool = False
     """Time every step with a step wrapper and show the spans in ``flujo runs show``."""
 
+    dimension: int = Field(default=64, ge=2, le=4096)
+    """Length of the vectors of the ``example_trigram`` embedder."""
+
     @field_validator("words")
     @classmethod
     def _no_blank_words(cls, words: list[str]) -> list[str]:
