@@ -14,6 +14,7 @@ import inspect
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import textwrap
@@ -154,12 +155,27 @@ class SubprocessSandbox:
     """Reference sandbox -- UNSAFE: runs the code in a plain subprocess of this Python.
 
     Each execution gets a fresh temporary working directory, and that is all: the code can
-    read and write anything the test process can. Fine as a reference in a test; never use it
-    for untrusted code.
+    read and write anything the test process can, and reach the network. Fine as a reference
+    in a test; never use it for untrusted code. It enforces ``output_bytes`` and the timeout
+    (on the code's whole process group) only, so it declares ``enforced_limits`` empty and
+    raises when asked for ``memory_mb``, ``cpu_s`` or ``pids``.
     """
 
     backend = "subprocess"
     default_timeout_s = 30.0
+    enforced_limits: frozenset[str] = frozenset()
+
+    def _refuse(self, limits: SandboxLimits | None) -> None:
+        for name in ("memory_mb", "cpu_s", "pids"):
+            if limits is not None and getattr(limits, name) is not None:
+                raise ValueError(f"{self.backend} cannot enforce {name}")
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+        """Kill the code's whole process group after a timeout; its output is dropped."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return b"", b""
 
     def _workdir(self) -> contextlib.AbstractContextManager[str]:
         return tempfile.TemporaryDirectory(prefix="flujo-sandbox-")
@@ -187,6 +203,7 @@ class SubprocessSandbox:
     ) -> ExecutionResult:
         if lang != "python":
             raise ValueError(f"{self.backend} runs python only, not {lang!r}")
+        self._refuse(limits)
         started = time.perf_counter()
         with self._workdir() as cwd:
             for name, content in (files or {}).items():
@@ -197,17 +214,16 @@ class SubprocessSandbox:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-X", "utf8", "-c", code,
                 cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=self._stderr(),
+                start_new_session=True,
             )  # fmt: skip
             timed_out = False
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), self._timeout(timeout_s))
             except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                out, err, timed_out = b"", b"", True
+                out, err = await self._stop(proc)
+                timed_out = True
             except BaseException:
-                proc.kill()
-                await proc.wait()
+                await self._stop(proc)
                 raise
         limit = limits.output_bytes if limits is not None else None
         out, cut_out = self._cut(out, limit)
@@ -365,6 +381,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -823,6 +840,33 @@ class NamelessBackendSandbox(SubprocessSandbox):
     backend = ""
 
 
+class UnlimitedSandbox(SubprocessSandbox):
+    """Broken: declares every limit enforced but ignores them all (plain ``subprocess``, with
+    network, memory, CPU and processes of the test process)."""
+
+    enforced_limits = frozenset({"memory_mb", "cpu_s", "pids", "network"})
+
+    def _refuse(self, limits: SandboxLimits | None) -> None:
+        pass
+
+
+class SilentlyUnlimitedSandbox(SubprocessSandbox):
+    """Broken: declares it enforces no limit, yet runs code asked for one, unlimited."""
+
+    def _refuse(self, limits: SandboxLimits | None) -> None:
+        pass
+
+
+class OrphaningSandbox(SubprocessSandbox):
+    """Broken: at the timeout it kills only the process it started and keeps reading the
+    output of that process's children, which run on."""
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+        proc.kill()
+        out, err = await proc.communicate()
+        return out, err or b""
+
+
 def test_sandbox_suite_catches_broken_sandboxes(pytester: pytest.Pytester) -> None:
     brokens = [
         MergedStreamsSandbox,
@@ -833,6 +877,9 @@ def test_sandbox_suite_catches_broken_sandboxes(pytester: pytest.Pytester) -> No
         SharedDirSandbox,
         StatefulSandbox,
         NamelessBackendSandbox,
+        UnlimitedSandbox,
+        SilentlyUnlimitedSandbox,
+        OrphaningSandbox,
     ]
     body = "\n".join(
         f"""
@@ -857,16 +904,37 @@ class Test{cls.__name__}(SandboxConformance):
         "test_exit_code_is_propagated",
         "test_exception_is_a_result_not_a_raise",
     }
-    assert _failed(run, "TestTimeoutRaisingSandbox") == {"test_timeout_stops_an_infinite_loop"}
+    assert _failed(run, "TestTimeoutRaisingSandbox") == {
+        "test_timeout_stops_an_infinite_loop",
+        "test_timeout_stops_the_codes_child_processes",
+    }
     # The sandbox's own TimeoutError is reported as itself, not as the suite's guard firing.
     run.result.stdout.fnmatch_lines(["*TimeoutError: the code timed out*"])
     assert "did not return within" not in run.result.stdout.str()
-    assert _failed(run, "TestSilentTimeoutSandbox") == {"test_timeout_stops_an_infinite_loop"}
+    assert _failed(run, "TestSilentTimeoutSandbox") == {
+        "test_timeout_stops_an_infinite_loop",
+        "test_timeout_stops_the_codes_child_processes",
+    }
     assert _failed(run, "TestUnlimitedOutputSandbox") == {"test_output_over_limit_is_truncated"}
     assert _failed(run, "TestSharedDirSandbox") == {"test_executions_do_not_share_files"}
     assert _failed(run, "TestStatefulSandbox") == set()
     assert run.outcomes["TestStatefulSandbox"]["test_executions_do_not_share_files"] == "skipped"
     assert _failed(run, "TestNamelessBackendSandbox") == {"test_successful_run_is_reported"}
+    assert _failed(run, "TestUnlimitedSandbox") == {
+        "test_network_is_denied",
+        "test_memory_limit_is_enforced",
+        "test_cpu_limit_is_enforced",
+        "test_process_limit_is_enforced",
+    }
+    assert _failed(run, "TestSilentlyUnlimitedSandbox") == {"test_limits_it_cannot_enforce_raise"}
+    assert _failed(run, "TestOrphaningSandbox") == {"test_timeout_stops_the_codes_child_processes"}
+    # What the reference cannot enforce is skipped with a reason, never passed vacuously.
+    assert _with(run.outcomes["TestSubprocessSandbox"], "skipped") == {
+        "test_network_is_denied",
+        "test_memory_limit_is_enforced",
+        "test_cpu_limit_is_enforced",
+        "test_process_limit_is_enforced",
+    }
 
 
 class HangingSandbox(SubprocessSandbox):
@@ -897,7 +965,10 @@ class TestHangingSandbox(SandboxConformance):
     run = _run_inner(
         pytester, [SubprocessSandbox, HangingSandbox], body, "-k", "test_timeout_stops"
     )
-    assert _failed(run, "TestHangingSandbox") == {"test_timeout_stops_an_infinite_loop"}
+    assert _failed(run, "TestHangingSandbox") == {
+        "test_timeout_stops_an_infinite_loop",
+        "test_timeout_stops_the_codes_child_processes",
+    }
     run.result.stdout.fnmatch_lines(["*did not return within 1s (sandbox_guard_s)*"])
 
 

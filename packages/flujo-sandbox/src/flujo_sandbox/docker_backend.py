@@ -80,6 +80,8 @@ class DockerSandbox:
 
     name = "docker"
     stateful = False
+    enforced_limits = frozenset({"memory_mb", "cpu_s", "pids", "network"})
+    """The limits this backend enforces (see ``SandboxConformance``)."""
     languages: tuple[str, ...] = ("python", "bash")
 
     def __init__(self, settings: SandboxSettings | None = None, *, client: Any = None) -> None:

@@ -38,6 +38,8 @@ class E2BSandbox:
     """
 
     name = "e2b"
+    enforced_limits = frozenset({"network"})
+    """Network only: ``memory_mb``, ``cpu_s`` and ``pids`` raise (see ``SandboxConformance``)."""
     languages: tuple[str, ...] = ("python", "bash")
 
     def __init__(

@@ -535,6 +535,8 @@ class LocalSandbox:
 
     name = "local"
     stateful = False
+    enforced_limits = frozenset({"memory_mb", "cpu_s", "pids", "network"})
+    """The limits this backend enforces (see ``SandboxConformance``)."""
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or SandboxSettings(backend="local")

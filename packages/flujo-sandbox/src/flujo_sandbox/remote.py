@@ -66,6 +66,9 @@ class RemoteSandbox:
 
     name = "remote"
     stateful = False
+    enforced_limits = frozenset({"memory_mb", "cpu_s", "pids", "network"})
+    """The limits this backend enforces, or raises when the service does not
+    confirm them (unless ``trust_remote_limits``; see ``SandboxConformance``)."""
     languages: tuple[str, ...] = ("python", "bash")
 
     def __init__(

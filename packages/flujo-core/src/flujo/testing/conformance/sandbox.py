@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,28 @@ __all__ = ["SandboxConformance"]
 
 NOTICE_ALLOWANCE = 256
 """Bytes a truncated stream may exceed ``output_bytes`` by, for a truncation notice."""
+
+ENFORCEABLE_LIMITS = frozenset({"memory_mb", "cpu_s", "pids", "network"})
+"""The names a sandbox may list in ``enforced_limits`` (``output_bytes`` is always required)."""
+
+MEMORY_LIMIT_MB = 128
+"""``memory_mb`` of the memory check; the code then tries to fill three times as much."""
+
+PIDS_LIMIT = 8
+"""``pids`` of the process check; the code then tries to start three times as many."""
+
+
+def _enforced_limits(sandbox: object) -> frozenset[str]:
+    """What ``sandbox`` declares it enforces; every limit when it declares nothing."""
+    declared = getattr(sandbox, "enforced_limits", None)
+    if declared is None:
+        return ENFORCEABLE_LIMITS
+    names = frozenset(declared)
+    unknown = sorted(names - ENFORCEABLE_LIMITS)
+    assert not unknown, (
+        f"enforced_limits names unknown limit(s) {unknown}; known: {sorted(ENFORCEABLE_LIMITS)}"
+    )
+    return names
 
 
 class SandboxConformance:
@@ -37,6 +60,14 @@ class SandboxConformance:
 
     A sandbox that keeps files between executions on purpose declares a class or instance
     attribute ``stateful = True``; the isolation check is then skipped.
+
+    A sandbox declares the limits it enforces with ``enforced_limits``, a set of
+    :class:`SandboxLimits` field names among ``memory_mb``, ``cpu_s``, ``pids`` and
+    ``network`` (``output_bytes`` is always required). Without the attribute the suite holds
+    it to all four. Each listed limit is checked for real; asking for an unlisted
+    ``memory_mb``, ``cpu_s`` or ``pids`` must raise (the contract: a sandbox that cannot
+    enforce a limit raises, never runs unlimited). Leaving ``network`` out declares that code
+    can reach the network; the network check is then skipped.
 
     Async checks are marked ``@pytest.mark.asyncio``, so they run in pytest-asyncio's strict
     and auto modes alike.
@@ -228,3 +259,187 @@ class SandboxConformance:
             "a file written by one execution was visible to the next; declare "
             "`stateful = True` if that is intended"
         )
+
+    @pytest.mark.asyncio
+    async def test_timeout_stops_the_codes_child_processes(
+        self, sandbox: SandboxProtocol, sandbox_timeout_s: float, sandbox_guard_s: float
+    ) -> None:
+        """``timeout_s`` covers the processes the code started: a child that outlives the
+        timeout (holding stdout open) is stopped with it, so the result comes back
+        ``timed_out`` without the child's later output."""
+        delay = sandbox_timeout_s * 3
+        code = (
+            "import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            f"    time.sleep({delay!r})\n"
+            "    print('child-outlived-timeout', flush=True)\n"
+            "    os._exit(0)\n"
+            "print('forked', flush=True)\n"
+            "while True:\n"
+            "    pass\n"
+        )
+        result = await self._exec(sandbox, code, sandbox_guard_s, timeout_s=sandbox_timeout_s)
+        assert result.timed_out, f"timed_out is False after an infinite loop: {result!r}"
+        assert not result.ok
+        assert "child-outlived-timeout" not in result.stdout, (
+            "a child process kept running after the timeout: stop the code's whole process "
+            "tree, not only the process you started"
+        )
+
+    @pytest.mark.asyncio
+    async def test_network_is_denied(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """With ``network=False`` the code cannot connect to a TCP server on 127.0.0.1 that
+        this test listens on (and that the test itself reaches first, so the check cannot
+        pass for want of a server). Skipped when ``enforced_limits`` leaves out ``network``."""
+        if "network" not in _enforced_limits(sandbox):
+            pytest.skip("the sandbox declares it does not cut network off (enforced_limits)")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(8)
+            server.settimeout(2.0)
+            port = server.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port), timeout=2.0):
+                control, _ = server.accept()  # the server is reachable from here
+                control.close()
+            code = (
+                "import socket\n"
+                "print('attempting', flush=True)\n"
+                "try:\n"
+                f"    socket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
+                "except OSError as exc:\n"
+                "    print('blocked', type(exc).__name__)\n"
+                "else:\n"
+                "    print('connected')\n"
+            )
+            result = await self._exec(
+                sandbox, code, sandbox_guard_s, limits=SandboxLimits(network=False)
+            )
+            assert "attempting" in result.stdout, f"the connection attempt did not run: {result!r}"
+            assert "connected" not in result.stdout, (
+                f"code with network=False connected to 127.0.0.1:{port} on the host"
+            )
+            server.settimeout(0.0)
+            try:
+                leaked, _ = server.accept()
+            except BlockingIOError:
+                return  # nobody connected
+            leaked.close()
+            pytest.fail(f"code with network=False connected to 127.0.0.1:{port} on the host")
+
+    @pytest.mark.asyncio
+    async def test_memory_limit_is_enforced(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """With ``memory_mb=128`` a small allocation succeeds and filling 384 MB fails (a
+        non-ok result, never reaching the line after the allocation). Skipped when
+        ``enforced_limits`` leaves out ``memory_mb`` (then asking for it must raise)."""
+        if "memory_mb" not in _enforced_limits(sandbox):
+            pytest.skip("the sandbox declares it cannot enforce memory_mb (enforced_limits)")
+        limits = SandboxLimits(memory_mb=MEMORY_LIMIT_MB)
+        small = await self._exec(
+            sandbox, "x = b'x' * (8 << 20)\nprint('small-ok')", sandbox_guard_s, limits=limits
+        )
+        assert small.ok, f"8 MB under memory_mb={MEMORY_LIMIT_MB} failed: {small!r}"
+        assert "small-ok" in small.stdout
+        big_mb = MEMORY_LIMIT_MB * 3
+        big = await self._exec(
+            sandbox,
+            f"print('allocating', flush=True)\nx = b'x' * ({big_mb} << 20)\nprint('big-ok')",
+            sandbox_guard_s,
+            limits=limits,
+        )
+        assert "allocating" in big.stdout, f"the allocation did not run: {big!r}"
+        assert "big-ok" not in big.stdout, (
+            f"the code filled {big_mb} MB under memory_mb={MEMORY_LIMIT_MB}"
+        )
+        assert not big.ok, f"the code filled {big_mb} MB under memory_mb={MEMORY_LIMIT_MB}"
+
+    @pytest.mark.asyncio
+    async def test_cpu_limit_is_enforced(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """With ``cpu_s=1`` (and a generous ``timeout_s``) code that burns 4 seconds of CPU is
+        stopped before it finishes. Skipped when ``enforced_limits`` leaves out ``cpu_s``."""
+        if "cpu_s" not in _enforced_limits(sandbox):
+            pytest.skip("the sandbox declares it cannot enforce cpu_s (enforced_limits)")
+        code = (
+            "import time\nprint('burning', flush=True)\n"
+            "while time.process_time() < 4:\n    pass\nprint('cpu-finished')\n"
+        )
+        result = await self._exec(
+            sandbox, code, sandbox_guard_s, timeout_s=30.0, limits=SandboxLimits(cpu_s=1.0)
+        )
+        assert "burning" in result.stdout, f"the code did not run: {result!r}"
+        assert "cpu-finished" not in result.stdout, "the code used 4 s of CPU under cpu_s=1"
+        assert not result.ok
+
+    @pytest.mark.asyncio
+    async def test_process_limit_is_enforced(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """With ``pids=8`` code that tries to start 24 processes at once gets at most 8 (it
+        counts the forks that worked and those refused). Skipped when ``enforced_limits``
+        leaves out ``pids``."""
+        if "pids" not in _enforced_limits(sandbox):
+            pytest.skip("the sandbox declares it cannot enforce pids (enforced_limits)")
+        wanted = PIDS_LIMIT * 3
+        # Children block on a pipe until the parent has counted, so all are alive at once.
+        code = (
+            "import os\n"
+            "r, w = os.pipe()\n"
+            "started = refused = 0\n"
+            f"for _ in range({wanted}):\n"
+            "    try:\n"
+            "        pid = os.fork()\n"
+            "    except OSError:\n"
+            "        refused += 1\n"
+            "        continue\n"
+            "    if pid == 0:\n"
+            "        os.close(w)\n"
+            "        os.read(r, 1)\n"
+            "        os._exit(0)\n"
+            "    started += 1\n"
+            "os.close(w)\n"
+            "print(f'started={started} refused={refused}', flush=True)\n"
+            "for _ in range(started):\n"
+            "    os.wait()\n"
+        )
+        result = await self._exec(
+            sandbox, code, sandbox_guard_s, limits=SandboxLimits(pids=PIDS_LIMIT)
+        )
+        line = next((ln for ln in result.stdout.splitlines() if ln.startswith("started=")), None)
+        assert line is not None, f"the code did not report its forks: {result!r}"
+        fields = dict(part.split("=") for part in line.split())
+        started, refused = int(fields["started"]), int(fields["refused"])
+        assert started + refused == wanted
+        assert started < PIDS_LIMIT, (
+            f"{started} child processes started under pids={PIDS_LIMIT} "
+            "(the code itself counts as one)"
+        )
+        assert refused > 0
+
+    @pytest.mark.asyncio
+    async def test_limits_it_cannot_enforce_raise(
+        self, sandbox: SandboxProtocol, sandbox_guard_s: float
+    ) -> None:
+        """Asking for a ``memory_mb``, ``cpu_s`` or ``pids`` the sandbox leaves out of
+        ``enforced_limits`` raises (any exception) instead of running the code unlimited.
+        Skipped when it declares all three."""
+        unenforced = sorted({"memory_mb", "cpu_s", "pids"} - _enforced_limits(sandbox))
+        if not unenforced:
+            pytest.skip("the sandbox declares it enforces memory_mb, cpu_s and pids")
+        values: dict[str, Any] = {"memory_mb": 256, "cpu_s": 10.0, "pids": 16}
+        for name in unenforced:
+            limits = SandboxLimits(**{name: values[name]})
+            try:
+                result = await self._exec(
+                    sandbox, "print('ran-unlimited')", sandbox_guard_s, limits=limits
+                )
+            except Exception:  # noqa: BLE001 - the contract names no error type: any raise
+                continue
+            pytest.fail(
+                f"{name}={values[name]} is not in enforced_limits, yet the code ran "
+                f"instead of the sandbox raising: {result!r}"
+            )
