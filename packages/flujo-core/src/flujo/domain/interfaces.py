@@ -190,7 +190,9 @@ class SandboxProtocol(Protocol):
 
     ``files`` are placed at their relative paths in the code's working directory. Output over
     ``limits.output_bytes`` is cut (``truncated=True``; a notice of at most 256 bytes may be
-    appended). Executions share no files unless the sandbox sets ``stateful = True``.
+    appended). Executions share no files unless the sandbox sets ``stateful = True``. An
+    optional ``enforced_limits`` attribute names the limits it enforces (``memory_mb``,
+    ``cpu_s``, ``pids``, ``network``; all of them when absent); see ``SandboxConformance``.
     """
 
     async def exec_code(
