@@ -250,3 +250,37 @@ def test_cli_non_utf8_input_or_context_is_a_user_error(how: str, tmp_path: Path)
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert stderr.startswith("error: --context" if how.startswith("context") else "error: --input")
     assert "UTF-8" in stderr or "cannot be stored" in stderr
+
+
+class _Varied(PipelineContext):
+    """A context with fields of every kind the stored form turns into text."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    when: Any = None
+    amount: Any = None
+    raw: bytes = b"abc"
+    tags: set[int] = {3, 1}
+    nested: dict[str, Any] = {"x": [1, (2, 3)], "y": {"z": None}}
+    opaque: Any = None
+
+
+def test_a_context_is_stored_as_its_stored_form_in_one_pass() -> None:
+    # The step loop encodes the context in one pass when no policy scrubs it: the text must be
+    # exactly what encoding its stored form gives (what is scrubbed and observed elsewhere),
+    # and a value with no strict JSON form is refused the same way.
+    import datetime
+    import decimal
+
+    from flujo.application.scrubbing import stored_form
+    from flujo.domain.errors import UnstorableValueError
+    from flujo.state._rows import dumps, dumps_stored
+
+    context = _Varied(
+        when=datetime.datetime(2020, 1, 2, 3, 4, 5),
+        amount=decimal.Decimal("1.10"),
+        opaque=_Opaque(),
+    )
+    assert dumps_stored(context) == dumps(stored_form(context))
+    for bad in (math.nan, LONE, b"caf\xe9"):
+        with pytest.raises(UnstorableValueError):
+            dumps_stored(_Varied(opaque=bad))

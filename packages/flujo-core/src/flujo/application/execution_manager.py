@@ -28,7 +28,7 @@ from flujo.domain.models import (
     Usage,
     UsageLimits,
 )
-from flujo.state._rows import dumps, loads, storable_text
+from flujo.state._rows import dumps, dumps_stored, loads, storable_text
 
 if TYPE_CHECKING:
     from flujo.application.interrupt import StopRequest
@@ -337,7 +337,8 @@ class ExecutionManager:
         committed_context: str | None,
     ) -> tuple[StepResult, StepResult, tuple[Any, Any], str]:
         """Produce what the step's commit stores *before* committing: ``(result, what to
-        store, (raw, scrubbed) context, context JSON)``.
+        store, (raw, scrubbed) context, context JSON)`` (the context's forms only when step
+        observers need them).
 
         An output or context that cannot be stored (no strict JSON form, see
         :func:`~flujo.state._rows.dumps`, or a scrub that fails on it) fails this step here,
@@ -345,15 +346,23 @@ class ExecutionManager:
         for recovery to execute the step again. Error text is stored escaped.
         """
         problem: str | None = None
+        scrubbers = self._scrubbers  # none: the stored forms are the values themselves
         try:
-            persisted = await self._scrubbed_step(context, result)
+            persisted = await self._scrubbed_step(context, result) if scrubbers else result
             dumps(persisted.output)
         except Exception as exc:  # noqa: BLE001 - whatever stops the commit fails the step
             problem = f"the output of step {name!r} cannot be stored: {_why(exc)}"
             persisted = result
         try:
-            raw, scrubbed = await self._stored_context(context)
-            context_json = dumps(scrubbed)
+            if scrubbers:
+                raw, scrubbed = await self._stored_context(context)
+                context_json = dumps(scrubbed)
+            elif self._step_observers:
+                raw = scrubbed = stored_form(context)
+                context_json = dumps(scrubbed)
+            else:  # only the text is needed: encoded in one pass
+                raw = scrubbed = None
+                context_json = dumps_stored(context)
         except Exception as exc:  # noqa: BLE001 - as above
             problem = problem or f"the context after step {name!r} cannot be stored: {_why(exc)}"
             context_json = committed_context or dumps(run.context)

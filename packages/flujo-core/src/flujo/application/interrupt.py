@@ -101,6 +101,8 @@ class StopRequest:
     def claim_cancellation(self) -> bool:
         """True if the ``CancelledError`` the current task just caught is this request's (then
         it is consumed: the task goes on to store the interruption)."""
+        if self._cancelled is None:  # the common case, at the end of every step
+            return False
         task = asyncio.current_task()
         if task is None or task is not self._cancelled:
             return False

@@ -255,7 +255,10 @@ class StepCoordinator:
         while attempts <= step.max_retries:
             attempts += 1
             try:
-                output = await self._attempt(step, data, scope.context)
+                if step.timeout_s is None:  # the common case, without a wrapping coroutine
+                    output = await step.agent.run(data, context=scope.context)
+                else:
+                    output = await self._attempt_with_timeout(step, data, scope.context)
             except PolicyViolation as exc:
                 return StepStatus.BLOCKED, None, str(exc), attempts
             except UsageLimitExceededError as exc:
@@ -282,13 +285,13 @@ class StepCoordinator:
         return StepStatus.FAILED, None, last_error, attempts
 
     @staticmethod
-    async def _attempt(step: Step, data: Any, context: PipelineContext) -> Any:
-        if step.timeout_s is None:
-            return await step.agent.run(data, context=context)
+    async def _attempt_with_timeout(step: Step, data: Any, context: PipelineContext) -> Any:
+        timeout_s = step.timeout_s
+        assert timeout_s is not None  # steps without one call their agent directly
         try:
-            return await asyncio.wait_for(step.agent.run(data, context=context), step.timeout_s)
+            return await asyncio.wait_for(step.agent.run(data, context=context), timeout_s)
         except TimeoutError:
-            raise StepTimeoutError(step.name, step.timeout_s) from None
+            raise StepTimeoutError(step.name, timeout_s) from None
 
     @staticmethod
     def _crossed(scope: StepScope) -> str | None:

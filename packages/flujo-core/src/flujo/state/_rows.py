@@ -37,6 +37,17 @@ def dumps(value: Any) -> str:
     return _strict(text, value)
 
 
+def dumps_stored(value: Any) -> str:
+    """:func:`dumps` of ``flujo.application.scrubbing.stored_form(value)``, the same text, in
+    one pass (no intermediate JSON-ready copy): a type the encoder does not know is written as
+    its ``str()``. For a value stored as is (no policy scrubs it)."""
+    try:
+        text = to_json(value, serialize_unknown=True, inf_nan_mode="constants").decode()
+    except (ValueError, RecursionError) as exc:
+        raise UnstorableValueError(_why_unstorable(value, exc)) from None
+    return _strict(text, value)
+
+
 def dumps_model(model: BaseModel) -> str:
     """:func:`dumps` for a pydantic model (a run's context), as its ``model_dump_json``."""
     try:
@@ -52,6 +63,19 @@ def _strict(text: str, value: Any) -> str:
     if ("NaN" in text or "Infinity" in text) and _has_bare_constant(text):
         raise UnstorableValueError(_why_unstorable(value, None))
     return text
+
+
+_NO_USAGE = Usage()
+_NO_USAGE_JSON = to_json(_NO_USAGE.to_dict()).decode()
+
+
+def usage_json(usage: Usage) -> str:
+    """:func:`dumps` of ``usage.to_dict()``. A usage of nothing (every step that calls no model)
+    is the same text every time: written without encoding it again, since a step's commit
+    stores two usages."""
+    if usage == _NO_USAGE:
+        return _NO_USAGE_JSON
+    return dumps(usage.to_dict())
 
 
 def storable_text(text: str | None) -> str | None:

@@ -13,6 +13,11 @@ CORE_OWNER = "flujo"
 def core_migrations(dialect: str) -> list[Migration]:
     """The core tables: ``workflow_state`` (one row per run) and ``step_results``."""
     real = "DOUBLE PRECISION" if dialect == "postgresql" else "REAL"
+    # SQLite keeps step rows in their primary key's order (a WITHOUT ROWID table): a step's
+    # commit then writes one page of step_results, not a table page and a key-index page.
+    # The columns, key and constraints are the same, so a database made before with a rowid
+    # table (no migration rebuilds it) reads and writes the same.
+    clustered = " WITHOUT ROWID" if dialect == "sqlite" else ""
     return [
         Migration(
             CORE_OWNER,
@@ -51,7 +56,7 @@ def core_migrations(dialect: str) -> list[Migration]:
                     usage TEXT NOT NULL,
                     created_at {real} NOT NULL,
                     PRIMARY KEY (run_id, idx)
-                )""",
+                ){clustered}""",
             ),
         ),
         # Fencing: lease_epoch grows at every take of a run (its holder's token), version at

@@ -29,6 +29,7 @@ from flujo.state._rows import (
     inner_from_row,
     run_from_row,
     step_from_row,
+    usage_json,
 )
 from flujo.state.dsn import redact_dsn
 from flujo.state.migrations import core_migrations, require_core_schema
@@ -193,7 +194,7 @@ class PostgresBackend:
                     run.current_step,
                     dumps(run.input),
                     dumps(run.context),
-                    dumps(run.usage.to_dict()),
+                    usage_json(run.usage),
                     run.created_at,
                     run.updated_at,
                     owner,
@@ -261,7 +262,7 @@ class PostgresBackend:
         writes: Sequence[StepWrite] = (),
     ) -> None:
         output = dumps(step.output)
-        usage_json = dumps(usage.to_dict())
+        run_usage = usage_json(usage)
         held = (run_id, lease.owner, lease.epoch)
         if step.status is StepStatus.SUCCEEDED:
             advance = "current_step = %s, last_output = %s, "
@@ -285,7 +286,7 @@ class PostgresBackend:
         params = (
             *advance_params,
             context_json,
-            usage_json,
+            run_usage,
             *held,
             index,
             step.name,
@@ -294,7 +295,7 @@ class PostgresBackend:
             step.error,
             step.attempts,
             step.latency_ms,
-            dumps(step.usage.to_dict()),
+            usage_json(step.usage),
         )
         await self._fenced(sql, params, writes, run_id, step.name)
 
@@ -324,7 +325,7 @@ class PostgresBackend:
             "created_at = EXCLUDED.created_at",
             (
                 context_json,
-                dumps(usage.to_dict()),
+                usage_json(usage),
                 run_id,
                 lease.owner,
                 lease.epoch,
@@ -334,7 +335,7 @@ class PostgresBackend:
                 step.error,
                 step.attempts,
                 step.latency_ms,
-                dumps(step.usage.to_dict()),
+                usage_json(step.usage),
                 index,
                 scope_context_json,
             ),
@@ -394,7 +395,7 @@ class PostgresBackend:
                     dumps(output),
                     error,
                     context_json,
-                    dumps(usage.to_dict()),
+                    usage_json(usage),
                     run_id,
                     lease.owner,
                     lease.epoch,

@@ -28,6 +28,7 @@ from flujo.state._rows import (
     inner_from_row,
     run_from_row,
     step_from_row,
+    usage_json,
 )
 from flujo.state.migrations import core_migrations, require_core_schema
 
@@ -44,6 +45,19 @@ _NOT_LIVE = (RunStatus.SUCCEEDED.value, _RUNNING)
 # The fence of every write a worker makes to its run: still running, still its take.
 _HELD = "run_id = ? AND status = 'running' AND lease_owner = ? AND lease_epoch = ?"
 _INTERRUPTED = RunStatus.INTERRUPTED.value
+# A step's commit: the run row (advanced past a step that succeeded), then the step row.
+_ADVANCE = (
+    "UPDATE workflow_state SET current_step = ?, context = ?, last_output = ?, usage = ?, "
+    f"updated_at = ?, version = version + 1 WHERE {_HELD}"
+)
+_NO_ADVANCE = (
+    "UPDATE workflow_state SET context = ?, usage = ?, updated_at = ?, version = version + 1 "
+    f"WHERE {_HELD}"
+)
+_SAVE_STEP = (
+    f"INSERT OR REPLACE INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLiteBackend:
@@ -55,6 +69,7 @@ class SQLiteBackend:
         self.path = path
         self.synchronous = synchronous.upper()
         self._conn: sqlite3.Connection | None = None
+        self._step_cursor: sqlite3.Cursor | None = None  # reused by every step's commit
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -157,6 +172,7 @@ class SQLiteBackend:
 
     async def close(self) -> None:
         if self._conn is not None:
+            self._step_cursor = None
             self._conn.close()
             self._conn = None
 
@@ -173,7 +189,7 @@ class SQLiteBackend:
                 run.current_step,
                 dumps(run.input),
                 dumps(run.context),
-                dumps(run.usage.to_dict()),
+                usage_json(run.usage),
                 run.created_at,
                 run.updated_at,
                 owner,
@@ -242,29 +258,39 @@ class SQLiteBackend:
     ) -> None:
         now = time.time()
         output = dumps(step.output)
-        usage_json = dumps(usage.to_dict())
         conn = self.conn
-        held = (run_id, lease.owner, lease.epoch)
-        with _Transaction(conn, f"saving step {step.name!r} of run {run_id}"):
+        # The hot path of every run: constant statements (their compiled form is cached), one
+        # cursor for all of them, and the transaction spelled out rather than a context
+        # manager built for each step.
+        if (cur := self._step_cursor) is None:
+            cur = self._step_cursor = conn.cursor()
+        cur.execute("BEGIN")
+        try:
             # The run row first: its fence decides, and its lock keeps a claimer out until
             # this commit is done.
             if step.status is StepStatus.SUCCEEDED:
-                cur = conn.execute(
-                    "UPDATE workflow_state SET current_step = ?, context = ?, last_output = ?, "
-                    f"usage = ?, updated_at = ?, version = version + 1 WHERE {_HELD}",
-                    (index + 1, context_json, output, usage_json, now, *held),
+                cur.execute(
+                    _ADVANCE,
+                    (
+                        index + 1,
+                        context_json,
+                        output,
+                        usage_json(usage),
+                        now,
+                        run_id,
+                        lease.owner,
+                        lease.epoch,
+                    ),
                 )
             else:
-                cur = conn.execute(
-                    "UPDATE workflow_state SET context = ?, usage = ?, updated_at = ?, "
-                    f"version = version + 1 WHERE {_HELD}",
-                    (context_json, usage_json, now, *held),
+                cur.execute(
+                    _NO_ADVANCE,
+                    (context_json, usage_json(usage), now, run_id, lease.owner, lease.epoch),
                 )
             if cur.rowcount != 1:
                 raise fenced_out(run_id)
-            conn.execute(
-                f"INSERT OR REPLACE INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            cur.execute(
+                _SAVE_STEP,
                 (
                     run_id,
                     index,
@@ -274,12 +300,21 @@ class SQLiteBackend:
                     step.error,
                     step.attempts,
                     step.latency_ms,
-                    dumps(step.usage.to_dict()),
+                    usage_json(step.usage),
                     now,
                 ),
             )
             for write in writes:  # plugins' rows: in this transaction, after the step's
                 _execute_write(conn, write, step.name, run_id)
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:  # a failed COMMIT may have ended it already
+                cur.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StateError(
+                    f"saving step {step.name!r} of run {run_id} failed on the state database: {exc}"
+                ) from exc
+            raise
 
     async def save_inner_step(
         self,
@@ -301,7 +336,7 @@ class SQLiteBackend:
             cur = conn.execute(
                 "UPDATE workflow_state SET context = coalesce(?, context), usage = ?, "
                 f"updated_at = ?, version = version + 1 WHERE {_HELD}",
-                (context_json, dumps(usage.to_dict()), now, run_id, lease.owner, lease.epoch),
+                (context_json, usage_json(usage), now, run_id, lease.owner, lease.epoch),
             )
             if cur.rowcount != 1:
                 raise fenced_out(run_id)
@@ -316,7 +351,7 @@ class SQLiteBackend:
                     step.error,
                     step.attempts,
                     step.latency_ms,
-                    dumps(step.usage.to_dict()),
+                    usage_json(step.usage),
                     index,
                     scope_context_json,
                     now,
@@ -345,7 +380,7 @@ class SQLiteBackend:
                 dumps(output),
                 error,
                 context_json,
-                dumps(usage.to_dict()),
+                usage_json(usage),
                 time.time(),
                 run_id,
                 lease.owner,
