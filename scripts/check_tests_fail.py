@@ -233,9 +233,9 @@ MUTATIONS = [
         "::test_writes_under_a_lost_lease_are_refused_and_store_nothing[sqlite]",
         f"{CORE}/state/sqlite.py",
         "            if cur.rowcount != 1:\n                raise fenced_out(run_id)\n"
-        "            conn.execute(\n"
-        '                f"INSERT OR REPLACE INTO step_results',
-        '            conn.execute(\n                f"INSERT OR REPLACE INTO step_results',
+        "            cur.execute(\n"
+        "                _SAVE_STEP,",
+        "            cur.execute(\n                _SAVE_STEP,",
         "DID NOT RAISE",
         "a step commit under a lost lease is no longer refused",
     ),
@@ -245,9 +245,9 @@ MUTATIONS = [
         "::test_a_drain_goes_on_past_a_run_taken_from_it[sqlite]",
         f"{CORE}/state/sqlite.py",
         "            if cur.rowcount != 1:\n                raise fenced_out(run_id)\n"
-        "            conn.execute(\n"
-        '                f"INSERT OR REPLACE INTO step_results',
-        '            conn.execute(\n                f"INSERT OR REPLACE INTO step_results',
+        "            cur.execute(\n"
+        "                _SAVE_STEP,",
+        "            cur.execute(\n                _SAVE_STEP,",
         "] == []",
         "the same: a worker whose run was taken mid-step still commits its step",
     ),
