@@ -129,3 +129,36 @@ def test_hook_is_documented(repo_root: Path, name: str) -> None:
         f"{DOC.as_posix()} has no example implementation of {name} "
         f"(a fenced code block with 'def {name}(')"
     )
+
+
+# ------------------------------------------------------------------ data types
+
+
+def _data_types() -> list[type]:
+    from flujo import plugin
+
+    return [
+        plugin.Memory,
+        plugin.ScoredMemory,
+        plugin.SandboxLimits,
+        plugin.ExecutionResult,
+        plugin.EvaluationResult,
+        plugin.StepResult,
+        plugin.RunRecord,
+        plugin.StateLocation,
+        plugin.StepWrite,
+        plugin.Usage,
+    ]
+
+
+@pytest.mark.parametrize("cls", _data_types(), ids=lambda c: c.__name__)
+def test_every_field_of_the_data_types_is_documented(cls: type, repo_root: Path) -> None:
+    """docs/plugins.md's "The data types" names every field of each type plugins exchange."""
+    import dataclasses
+
+    text = (repo_root / DOC).read_text(encoding="utf-8")
+    start = text.index("### The data types")
+    section = text[start : text.index("\n## ", start)]
+    assert f"`{cls.__name__}`" in section, f"{cls.__name__} is not in the data types section"
+    missing = [f.name for f in dataclasses.fields(cls) if f"`{f.name}`" not in section]
+    assert not missing, f"{cls.__name__} fields not documented: {missing}"
