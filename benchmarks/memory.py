@@ -355,7 +355,7 @@ async def quality(split: str, big: int, pg_dsn: str | None) -> None:
     ]
     if pg_dsn is not None:
         methods += [
-            ("pgvector: bm25 (lexical, GIN)", "pgvector", "wordllama", "lexical"),
+            ("pgvector: bm25 (lexical)", "pgvector", "wordllama", "lexical"),
             ("pgvector: hybrid bm25 + wordllama", "pgvector", "wordllama", "hybrid"),
         ]
     bodies = [b for _, b in pairs]
