@@ -1,10 +1,12 @@
 """flujo-plugin-example's vector store, embedder and evaluator chosen by name in the
 first-party plugins' own settings, exactly as their built-in ones are: ``[memory] store`` /
-``embedder`` in flujo-memory, ``[eval] evaluators`` in flujo-evals. Real runners, real SQLite
+``embedder`` in flujo-memory, ``[eval] evaluators`` in flujo-evals, ``[sandbox] backend`` and
+``flujo sandbox exec --backend`` in flujo-sandbox. Real runners, real SQLite
 state, every plugin installed and loaded from its entry point."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,19 @@ async def test_evals_run_the_example_evaluator_by_name(tmp_path: Path) -> None:
         clean.run_id: ("example_clean_output", 1.0, "pass"),
         leaky.run_id: ("example_clean_output", 0.0, "fail"),
     }
+
+
+def test_sandbox_chosen_by_name_in_config_and_on_the_command_line(tmp_path: Path) -> None:
+    from flujo.testing.cli import run_flujo
+
+    (tmp_path / "code.py").write_text("print(6 * 7)\n", encoding="utf-8")
+    flag = run_flujo(
+        "sandbox", "exec", "--backend", "example_bwrap", "--json", "code.py", cwd=tmp_path
+    )
+    assert flag.returncode == 0, flag.stderr
+    assert json.loads(flag.stdout)["backend"] == "example_bwrap"
+    assert json.loads(flag.stdout)["stdout"] == "42\n"
+    (tmp_path / "flujo.toml").write_text('[sandbox]\nbackend = "example_bwrap"\n')
+    configured = run_flujo("sandbox", "exec", "--json", "code.py", cwd=tmp_path)
+    assert configured.returncode == 0, configured.stderr
+    assert json.loads(configured.stdout)["backend"] == "example_bwrap"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         RegisterEmbedders,
         RegisterEvaluators,
         RegisterPolicies,
+        RegisterSandboxes,
         RegisterStateBackends,
         RegisterTools,
         RegisterVectorStores,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from flujo_plugin_example.evaluator import CleanOutput
     from flujo_plugin_example.memory import DictVectorStore, TrigramEmbedder
     from flujo_plugin_example.policy import DenyWords
+    from flujo_plugin_example.sandbox import BwrapSandbox
     from flujo_plugin_example.settings import ExampleSettings
 
 SECTION = "example"
@@ -88,6 +90,19 @@ def _create_clean_output(config: FlujoConfig) -> CleanOutput:
 def flujo_register_evaluators(register: RegisterEvaluators) -> None:
     """``[eval] evaluators = ["example_clean_output"]`` (with flujo-evals)."""
     register("example_clean_output", _create_clean_output)
+
+
+def _create_bwrap_sandbox(config: FlujoConfig) -> BwrapSandbox:
+    from flujo_plugin_example.sandbox import BwrapSandbox
+
+    return BwrapSandbox()
+
+
+@hookimpl
+def flujo_register_sandboxes(register: RegisterSandboxes) -> None:
+    """``[sandbox] backend = "example_bwrap"`` (with flujo-sandbox), or
+    ``flujo sandbox exec --backend example_bwrap``."""
+    register("example_bwrap", _create_bwrap_sandbox)
 
 
 def _create_word_count(config: FlujoConfig) -> Callable[..., object]:
