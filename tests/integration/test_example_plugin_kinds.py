@@ -94,3 +94,27 @@ def test_sandbox_chosen_by_name_in_config_and_on_the_command_line(tmp_path: Path
     configured = run_flujo("sandbox", "exec", "--json", "code.py", cwd=tmp_path)
     assert configured.returncode == 0, configured.stderr
     assert json.loads(configured.stdout)["backend"] == "example_bwrap"
+
+
+async def test_governance_rules_name_the_example_tool_by_its_id(tmp_path: Path) -> None:
+    from flujo import make_agent_async
+    from flujo.testing.models import call_tool, scripted_model
+
+    config = _config(
+        tmp_path,
+        '[governance]\npolicies = ["tool_allowlist"]\n\n'
+        '[governance.tools]\ndeny = ["example.word_count"]\n',
+    )
+    model = scripted_model(call_tool("example__word_count", text="a b c"), "refused")
+    agent = make_agent_async(model, "Count words.", tools=["example.word_count"], config=config)
+    async with Flujo(Pipeline([Step("count", agent)], name="count"), config=config) as runner:
+        result = await runner.run_async("how many words?")
+    assert result.status is RunStatus.SUCCEEDED, result.error  # refused, not failed
+    state = await open_state(config)
+    try:
+        rows = await state.fetch_all("SELECT policy, tool, decision FROM policy_decisions")
+    finally:
+        await state.close()
+    assert [(r["policy"], r["tool"], r["decision"]) for r in rows] == [
+        ("tool_allowlist", "example.word_count", "deny")
+    ]
