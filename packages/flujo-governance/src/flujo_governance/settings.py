@@ -205,8 +205,12 @@ class GovernanceSettings(_Model):
     ```
     """
 
-    policies: list[Literal["pii", "tool_allowlist"]] = Field(default_factory=list)
-    """Policies to run before every agent, in this order."""
+    policies: list[Annotated[str, Field(min_length=1, pattern=r"^\S+$")]] = Field(
+        default_factory=list
+    )
+    """Policies to run before every agent, in this order: ``pii``, ``tool_allowlist`` or any
+    policy another plugin registers (an unknown name fails the runner's start, listing every
+    registered policy and its plugin)."""
     audit: bool = True
     """Record every DENY and REDACT in the ``policy_decisions`` table."""
     audit_allow: bool = False
