@@ -226,3 +226,41 @@ async def test_run_started_is_called_for_a_new_run_and_for_each_resume(tmp_path:
     # The resume starts at the failed step, with the input that step receives.
     assert log.runs == [(0, "in"), (1, "in-1")]
     assert [(i, data) for i, _, data in log.steps] == [(0, "in"), (1, "in-1"), (1, "in-1")]
+
+
+_first_attempts: list[str] = []
+
+
+def _flaky_first(data: str) -> str:
+    _first_attempts.append(data)
+    if len(_first_attempts) == 1:
+        raise RuntimeError("first try fails")
+    return f"{data}-ok"
+
+
+class ResumedLog:
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, bool]] = []
+
+    @hookimpl
+    def flujo_run_started(self, event: RunStarted) -> None:
+        self.runs.append((event.start, event.resumed))
+
+
+async def test_run_started_says_whether_the_run_executed_before(tmp_path: Path) -> None:
+    """A run that failed at its first step resumes at ``start == 0``: only ``resumed`` tells
+    it from a new run (tracing continues the run's trace on it)."""
+    _first_attempts.clear()
+    log = ResumedLog()
+    manager = PluginManager()
+    manager.register(log, "log")
+    config = FlujoConfig(plugin_manager=manager)
+    pipeline = Pipeline([Step.from_callable(_flaky_first, name="first")])
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "s")) as runner:
+        failed = await runner.run_async("in")
+        assert not failed.succeeded
+        resumed = await runner.resume_async(failed.run_id)
+        assert resumed.succeeded, resumed.error
+        again = await runner.run_async("new")
+    assert again.succeeded
+    assert log.runs == [(0, False), (0, True), (0, False)]

@@ -183,6 +183,8 @@ class ExecutionManager:
                 await self.scrub(context, data),
                 snapshot,
                 keys,
+                # A created run holds the lease's first epoch; every take (resume) bumps it.
+                resumed=lease.lease.epoch > 1,
             )
             self._observed(
                 self.runtime.plugins.notify(

@@ -32,6 +32,11 @@ class RunStarted:
     """A scrubbed snapshot of the run's context; never the live object."""
     context_keys: Mapping[str, str] = field(default_factory=dict)
     """As :attr:`StepCompleted.context_keys`."""
+    resumed: bool = False
+    """Whether this run executed before (a resume, or a stale run taken over): ``start``
+    cannot tell, since a run paused at its first step resumes at ``start == 0``.
+
+    .. versionadded:: 0.2"""
 
 
 @dataclass(frozen=True, slots=True)

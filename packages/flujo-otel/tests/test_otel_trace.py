@@ -1,0 +1,144 @@
+"""A real runner's trace, exported to an in-memory exporter: one tree (run, steps, inner steps,
+pydantic-ai's agent/model/tool spans), policy decisions as events, errors as status, and no
+raw value anywhere in what is exported."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flujo_otel.ids import root_span_id_of, trace_id_of
+from flujo_otel.tracing import EVENT_POLICY
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from otel_testkit import CARD, EMAIL, NAME, OTHER_NAME, PiiPolicy, leaks, texts
+
+from flujo import Flujo, Pipeline, RunStatus, Step, make_agent_async
+from flujo.testing.models import call_tool, scripted_model
+
+INPUT = f"I am {NAME}, mail {EMAIL}, card {CARD}; my partner is {OTHER_NAME}"
+
+
+async def lookup_customer(email: str) -> str:
+    """Find a customer by e-mail."""
+    return f"{NAME} <{email}> pays with {CARD}"
+
+
+async def refund(amount: int) -> str:
+    """Refund an amount."""
+    return f"refunded {amount}"
+
+
+def fraud(text: str) -> str:
+    return f"fraud check of {text}"
+
+
+def mail(text: str) -> str:
+    return f"mailed {EMAIL}"
+
+
+def _pipeline() -> Pipeline:
+    model = scripted_model(
+        call_tool("lookup_customer", email=EMAIL),
+        call_tool("refund", amount=10),
+        f"Dear {NAME}, we found your order.",
+    )
+    agent = make_agent_async(model, "Help the customer.", tools=[lookup_customer, refund])
+    checks = Step.parallel(
+        "checks",
+        {"fraud": Step.from_callable(fraud, name="score"), "notify": Step.from_callable(mail)},
+    )
+    return Pipeline([Step("triage", agent), checks], name="support")
+
+
+def _by_id(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
+    return {s.context.span_id: s for s in spans}
+
+
+def _ancestors(span: ReadableSpan, spans: dict[int, ReadableSpan]) -> list[str]:
+    names = []
+    while span.parent is not None and span.parent.span_id in spans:
+        span = spans[span.parent.span_id]
+        names.append(span.name)
+    return names
+
+
+async def _run(make_config: Any, exporter: InMemorySpanExporter) -> tuple[Any, list[ReadableSpan]]:
+    async with Flujo(_pipeline(), config=make_config(), policies=[PiiPolicy()]) as runner:
+        result = await runner.run_async(INPUT)
+    return result, list(exporter.get_finished_spans())
+
+
+async def test_one_tree_run_steps_agent_model_tools(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    result, spans = await _run(make_config, exporter)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert {s.context.trace_id for s in spans} == {trace_id_of(result.run_id)}
+    roots = [s for s in spans if s.parent is None]
+    assert [r.name for r in roots] == ["run support"]
+    assert roots[0].context.span_id == root_span_id_of(result.run_id)
+    by_id = _by_id(spans)
+    assert all(s.parent is None or s.parent.span_id in by_id for s in spans), "orphan spans"
+    steps = {s.name: s for s in spans if s.name.startswith("step ")}
+    assert set(steps) == {
+        "step triage",
+        "step checks",
+        "step checks/fraud/score",
+        "step checks/notify/mail",
+    }
+    assert _ancestors(steps["step checks/fraud/score"], by_id) == ["step checks", "run support"]
+    assert _ancestors(steps["step triage"], by_id) == ["run support"]
+    agent_spans = [s for s in spans if "step triage" in _ancestors(s, by_id)]
+    assert any(s.attributes and s.attributes.get("gen_ai.request.model") for s in agent_spans)
+    tools = [s for s in agent_spans if "lookup_customer" in s.name or "refund" in s.name]
+    assert len(tools) == 2, [s.name for s in agent_spans]
+    assert steps["step triage"].attributes["gen_ai.usage.input_tokens"] == 30
+
+
+async def test_policy_decisions_are_events_without_the_inspected_values(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    _, spans = await _run(make_config, exporter)
+    by_id = _by_id(spans)
+    events = [(s, e) for s in spans for e in s.events if e.name == EVENT_POLICY]
+    denied = [(s, e) for s, e in events if e.attributes["flujo.policy.decision"] == "deny"]
+    assert len(denied) == 1, [dict(e.attributes or {}) for _, e in events]
+    span, event = denied[0]
+    assert "refund" in span.name, span.name  # on the tool's own span
+    assert "step triage" in _ancestors(span, by_id)
+    assert dict(event.attributes or {}) == {
+        "flujo.policy.name": "test_pii",
+        "flujo.policy.decision": "deny",
+        "flujo.policy.where": "tool_call",
+        "flujo.policy.tool": "refund",
+        "flujo.policy.reason": "refunds need a person",
+    }
+
+
+async def test_nothing_raw_is_exported(make_config: Any, exporter: InMemorySpanExporter) -> None:
+    _, spans = await _run(make_config, exporter)
+    assert leaks(spans) == []
+    carried = " ".join(text for _, text in texts(spans))
+    # The values were there (the agent saw them) and were scrubbed, not left out.
+    for placeholder in ("<EMAIL>", "<CARD>", "<NAME>"):
+        assert placeholder in carried
+
+
+def broken(text: str) -> str:
+    raise ValueError(f"no account for {EMAIL}")
+
+
+async def test_a_failed_step_sets_the_error_status_with_the_scrubbed_message(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    pipeline = Pipeline([Step.from_callable(broken, name="lookup")], name="failing")
+    async with Flujo(pipeline, config=make_config(), policies=[PiiPolicy()]) as runner:
+        result = await runner.run_async(INPUT)
+    assert result.status is RunStatus.FAILED
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in ("step lookup", "run failing"):
+        assert spans[name].status.status_code is StatusCode.ERROR
+        assert "no account for <EMAIL>" in (spans[name].status.description or "")
+    assert leaks(list(spans.values())) == []
