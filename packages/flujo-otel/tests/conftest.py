@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +52,16 @@ def make_config(tmp_path: Path, exporter: InMemorySpanExporter) -> ConfigFactory
         return load_config(path, plugin_manager=manager, environ={})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _agents_uninstrumented_after() -> Iterator[None]:
+    """A traced runner turns on pydantic-ai's instrumentation for the process; undo it after
+    each test so other packages' tests (in the integration session) run as they would alone."""
+    yield
+    from flujo_otel import tracing
+    from pydantic_ai import Agent
+
+    if tracing._installed:
+        Agent.instrument_all(False)
+        tracing._installed = False
