@@ -133,9 +133,42 @@ class ExampleSQLiteBackend:
         return await self._inner.get_run(run_id)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        return await self._inner.list_runs(status=status, limit=limit)
+        return await self._inner.list_runs(
+            status=status,
+            limit=limit,
+            pipeline=pipeline,
+            created_after=created_after,
+            created_before=created_before,
+            id_prefix=id_prefix,
+            after=after,
+        )
+
+    async def count_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        by_pipeline: bool = False,
+    ) -> dict[tuple[str | None, RunStatus], int]:
+        return await self._inner.count_runs(
+            pipeline=pipeline,
+            created_after=created_after,
+            created_before=created_before,
+            id_prefix=id_prefix,
+            by_pipeline=by_pipeline,
+        )
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         return await self._inner.execute(sql, params)

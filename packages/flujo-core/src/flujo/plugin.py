@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flujo.application.background import BackgroundTaskManager
+    from flujo.application.run_view import PluginSection, plugin_sections
     from flujo.application.runtime import Runtime
+    from flujo.application.targets import load_target
     from flujo.cli import current_config, lazy_command
     from flujo.cli._output import echo_table, table_lines
     from flujo.config import FlujoConfig, load_config
@@ -110,6 +112,11 @@ _LAZY = {
     "StepStatus": "flujo.domain.models",
     "Usage": "flujo.domain.models",
     "RunViewSection": "flujo.domain.run_view",
+    # every installed plugin's section of a run's view, as `flujo runs show` collects them
+    "PluginSection": "flujo.application.run_view",
+    "plugin_sections": "flujo.application.run_view",
+    # the pipeline a run records (RunRecord.pipeline_ref), to answer or resume it
+    "load_target": "flujo.application.targets",
     # protocols and their data types
     "GovernancePolicy": "flujo.domain.interfaces",
     "PolicyDecision": "flujo.domain.interfaces",
@@ -176,6 +183,7 @@ __all__ = [
     "Migration",
     "PipelineContext",
     "PluginError",
+    "PluginSection",
     "PolicyDecided",
     "PolicyDecision",
     "PolicyViolation",
@@ -219,9 +227,11 @@ __all__ = [
     "json_time",
     "lazy_command",
     "load_config",
+    "load_target",
     "migrated",
     "model_tool_name",
     "open_state",
+    "plugin_sections",
     "printable",
     "resolve_run_id",
     "state_backend",

@@ -479,9 +479,43 @@ class StateBackend(Protocol):
         ...
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first, without step results."""
+        """Runs, newest first (ties by run id), without step results.
+
+        Filters (all that are given must hold): ``status``, ``pipeline`` (its name),
+        ``created_after`` (inclusive) / ``created_before`` (exclusive) in seconds since the
+        epoch, ``id_prefix`` (lower-case hex; anything else matches no run). ``after``: the
+        ``(created_at, run_id)`` of the last run of the previous page, to page through by
+        position (keyset) rather than by offset.
+
+        .. versionchanged:: 0.2 the filters and ``after``.
+        """
+        ...
+
+    async def count_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        by_pipeline: bool = False,
+    ) -> dict[tuple[str | None, RunStatus], int]:
+        """How many runs the filters (as in :meth:`list_runs`) cover, by status: keys are
+        ``(None, status)``, or ``(pipeline name, status)`` with ``by_pipeline``. Statuses
+        with no run are left out.
+
+        .. versionadded:: 0.2
+        """
         ...
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
     INNER_COLUMNS,
     RUN_COLUMNS,
@@ -427,16 +428,38 @@ class PostgresBackend:
             return run
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        where, params = ("WHERE status = %s", (status.value,)) if status else ("", ())
+        where = RunFilter(status, pipeline, created_after, created_before, id_prefix)
+        sql, params = list_sql(RUN_COLUMNS, where, after, limit)
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM workflow_state {where} "
-                "ORDER BY created_at DESC, run_id LIMIT %s",
-                (*params, limit),
-            )
+            cur = await conn.execute(translate_params(sql), params)
             return [run_from_row(r) for r in await cur.fetchall()]
+
+    async def count_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        by_pipeline: bool = False,
+    ) -> dict[tuple[str | None, RunStatus], int]:
+        where = RunFilter(None, pipeline, created_after, created_before, id_prefix)
+        sql, params = count_sql(where, by_pipeline)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(translate_params(sql), params)
+            names = [d.name for d in cur.description or ()]
+            rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+        return counted(rows, by_pipeline)
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         try:

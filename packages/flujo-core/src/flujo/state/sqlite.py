@@ -19,6 +19,7 @@ from typing import Any
 from flujo.domain.errors import StateError, StateNotFoundError
 from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
     INNER_COLUMNS,
     RUN_COLUMNS,
@@ -414,15 +415,34 @@ class SQLiteBackend:
         return run
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        where, params = ("WHERE status = ?", (status.value,)) if status else ("", ())
-        rows = self.conn.execute(
-            f"SELECT {RUN_COLUMNS} FROM workflow_state {where} "
-            "ORDER BY created_at DESC, run_id LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        return [run_from_row(r) for r in rows]
+        where = RunFilter(status, pipeline, created_after, created_before, id_prefix)
+        sql, params = list_sql(RUN_COLUMNS, where, after, limit)
+        return [run_from_row(r) for r in self.conn.execute(sql, params).fetchall()]
+
+    async def count_runs(
+        self,
+        *,
+        pipeline: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        id_prefix: str | None = None,
+        by_pipeline: bool = False,
+    ) -> dict[tuple[str | None, RunStatus], int]:
+        where = RunFilter(None, pipeline, created_after, created_before, id_prefix)
+        sql, params = count_sql(where, by_pipeline)
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description or ()]
+        return counted([dict(zip(names, r, strict=True)) for r in cur.fetchall()], by_pipeline)
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         try:

@@ -219,6 +219,50 @@ class StateBackendConformance:
         assert [r.run_id for r in await state.list_runs(status=RunStatus.FAILED)] == ["r3"]
 
     @pytest.mark.asyncio
+    async def test_list_runs_filters_pages_and_counts(self, state: StateBackend) -> None:
+        base = 1_700_000_000.0
+        ids = ["0a1", "0a2", "0b3", "1c4", "1c5", "2d6"]
+        leases = {}
+        for i, run_id in enumerate(ids):
+            run = _run(run_id, created_at=base + (i // 2))  # pairs share a creation time
+            run.pipeline_name = "odd" if i % 2 else "even"
+            leases[run_id] = await state.create_run(run, owner="w", lease_s=30)
+        await state.finalize_run(
+            "1c4", RunStatus.FAILED, output=None, error="x", context_json="{}", usage=Usage(),
+            lease=leases["1c4"],
+        )  # fmt: skip
+
+        async def listed(**kw: object) -> list[str]:
+            return [r.run_id for r in await state.list_runs(**kw)]  # type: ignore[arg-type]
+
+        everything = await listed(limit=10)
+        assert everything == ["1c5", "2d6", "0b3", "1c4", "0a1", "0a2"]
+        assert await listed(pipeline="odd") == ["2d6", "1c4", "0a2"]
+        assert await listed(id_prefix="0a") == ["0a1", "0a2"]
+        assert await listed(id_prefix="1") == ["1c5", "1c4"]
+        assert await listed(id_prefix="0A") == [], "a prefix is lower-case hex"
+        assert await listed(id_prefix="%") == [], "LIKE wildcards are not a prefix"
+        assert await listed(created_after=base + 1, created_before=base + 2) == ["0b3", "1c4"]
+        assert await listed(status=RunStatus.FAILED, pipeline="odd") == ["1c4"]
+        # Keyset pages: each starts after the previous page's last (created_at, run_id).
+        pages: list[str] = []
+        after: tuple[float, str] | None = None
+        for _ in range(4):
+            page = await state.list_runs(limit=4, after=after)
+            pages += [r.run_id for r in page]
+            if len(page) < 4:
+                break
+            after = (page[-1].created_at, page[-1].run_id)
+        assert pages == everything, "paging skipped or repeated a run (ties on created_at)"
+        counts = await state.count_runs()
+        assert counts == {(None, RunStatus.RUNNING): 5, (None, RunStatus.FAILED): 1}
+        assert await state.count_runs(id_prefix="1c", by_pipeline=True) == {
+            ("odd", RunStatus.FAILED): 1,
+            ("even", RunStatus.RUNNING): 1,
+        }
+        assert await state.count_runs(created_before=base + 1) == {(None, RunStatus.RUNNING): 2}
+
+    @pytest.mark.asyncio
     async def test_migrations_apply_once_and_plugin_tables_work(
         self, make_state: Callable[[], StateBackend]
     ) -> None:
