@@ -110,7 +110,7 @@ def _install_wheels(session: nox.Session, *packages: Path) -> None:
     session.install(*specs)
 
 
-def _pytest(session: nox.Session, *paths: Path) -> None:
+def _pytest(session: nox.Session, *paths: Path, ignore: tuple[Path, ...] = ()) -> None:
     # Run from a scratch folder so the tests import the installed wheels, never src/.
     session.run(
         "pytest",
@@ -123,6 +123,7 @@ def _pytest(session: nox.Session, *paths: Path) -> None:
         "-c",
         str(ROOT / "pyproject.toml"),
         *map(str, paths),
+        *(f"--ignore={path}" for path in ignore),
         *session.posargs,
     )
 
@@ -162,7 +163,9 @@ def integration(session: nox.Session) -> None:
     integration_dir = ROOT / "tests" / "integration"
     if integration_dir.is_dir():
         tests_dirs.append(integration_dir)
-    _pytest(session, *tests_dirs)
+    # flujo-ui's browser test (real Chromium) runs once, in its plugin-alone session.
+    browser = ROOT / "packages" / "flujo-ui" / "tests" / "test_ui_browser.py"
+    _pytest(session, *tests_dirs, ignore=(browser,))
 
 
 @nox.session(python=PYTHONS[0])

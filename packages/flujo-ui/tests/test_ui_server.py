@@ -1,0 +1,305 @@
+"""The web app against real runs on SQLite and PostgreSQL (Starlette's TestClient, in
+process): runs list filters, paging and counts, a run's step tree and plugin sections,
+approve/reject through the runner, and the security checks (Host, Origin, token, CSRF,
+escaping)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+from ui_testkit import XSS, ViewPlugin, make_config, populate, write_pipes
+
+from flujo.plugin import FlujoConfig, RunStatus, open_state
+from flujo_ui.app import create_app
+from flujo_ui.security import COOKIE
+
+TOKEN = "test-token-0123456789"
+BASE = "http://127.0.0.1:8765"
+
+
+@dataclass
+class Served:
+    client: TestClient
+    config: FlujoConfig
+    ids: dict[str, str]
+    plugin: ViewPlugin
+    folder: Path
+
+
+@pytest.fixture
+def served(tmp_path: Path, state_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    monkeypatch.chdir(tmp_path)
+    plugin = ViewPlugin()
+    config = make_config(tmp_path, state_uri, plugin)
+    pipes = write_pipes(tmp_path)
+    ids = asyncio.run(populate(config, pipes))
+    app = create_app(config, token=TOKEN, port=8765)
+    with TestClient(app, base_url=BASE, follow_redirects=False) as client:
+        yield Served(client, config, ids, plugin, tmp_path)
+
+
+def _login(client: TestClient) -> None:
+    answer = client.get(f"/login?token={TOKEN}")
+    assert answer.status_code == 303
+    assert COOKIE in answer.cookies
+
+
+def _status(config: FlujoConfig, run_id: str) -> RunStatus:
+    async def read() -> RunStatus:
+        state = await open_state(config, create=False, read_only=True)
+        try:
+            run = await state.get_run(run_id)
+            assert run is not None
+            return run.status
+        finally:
+            await state.close()
+
+    return asyncio.run(read())
+
+
+# ----------------------------------------------------------------------------- runs list
+
+
+def test_runs_list_shows_every_run_with_counts_by_status(served: Served) -> None:
+    page = served.client.get("/runs")
+    assert page.status_code == 200
+    for run_id in served.ids.values():
+        assert f'href="/runs/{run_id}"' in page.text
+    counts = dict(re.findall(r'data-status="(\w+)">\w+ <b>(\d+)</b>', page.text))
+    assert counts == {"succeeded": "1", "paused": "1", "failed": "1"}
+
+
+def test_runs_list_filters_by_status_pipeline_time_and_id_prefix(served: Served) -> None:
+    ids = served.ids
+
+    def shown(query: str) -> set[str]:
+        page = served.client.get(f"/runs?{query}")
+        assert page.status_code == 200, page.text
+        return set(re.findall(r'href="/runs/([0-9a-f]{32})"', page.text))
+
+    assert shown("status=paused") == {ids["paused"]}
+    assert shown("pipeline=branchy") == {ids["branch"]}
+    assert shown(f"run_id={ids['failed'][:10].upper()}") == {ids["failed"]}
+    assert shown("since=2000-01-01&until=2000-01-02") == set()
+    assert shown("since=2000-01-01") == set(ids.values())
+    bad = served.client.get("/runs?since=yesterday")
+    assert bad.status_code == 400
+    assert "since: &#39;yesterday&#39; is not a date" in bad.text
+
+
+def test_runs_list_pages_by_position(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flujo_ui import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    first = served.client.get("/runs")
+    found = re.findall(r'href="/runs/([0-9a-f]{32})"', first.text)
+    assert len(found) == 2
+    following = re.search(r'href="/runs\?(after=[^"]+)" rel="next"', first.text)
+    assert following is not None
+    second = served.client.get("/runs?" + following.group(1).replace("&amp;", "&"))
+    rest = re.findall(r'href="/runs/([0-9a-f]{32})"', second.text)
+    assert set(found) | set(rest) == set(served.ids.values())
+    assert 'rel="next"' not in second.text
+
+
+def test_first_page_polls_only_while_a_run_is_running(served: Served) -> None:
+    page = served.client.get("/runs")
+    assert "hx-trigger" not in page.text  # nothing running: nothing to follow
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def test_run_page_shows_the_branch_tree_and_plugin_sections(served: Served) -> None:
+    page = served.client.get(f"/runs/{served.ids['branch']}")
+    assert page.status_code == 200
+    # The step tree by path: the branch's router and the route it took, under the branch.
+    assert "route/@router" in page.text
+    assert "route/billing/refund" in page.text
+    assert 'class="st-succeeded depth-2"' in page.text
+    assert "Checks" in page.text
+    assert "(view-test)" in page.text
+    assert "abc123" + served.ids["branch"][:8] in page.text  # the trace id, as stored
+    assert served.plugin.calls.count(served.ids["branch"]) == 1
+
+
+def test_stored_strings_are_escaped_everywhere(served: Served) -> None:
+    for key in ("branch", "failed"):
+        page = served.client.get(f"/runs/{served.ids[key]}")
+        assert "<script>document.title" not in page.text
+        assert "<img src=x" not in page.text
+        assert "&lt;script&gt;document.title=" in page.text
+    listing = served.client.get("/runs")
+    assert "<img src=x" not in listing.text
+    assert "content-security-policy" in listing.headers
+    assert "script-src 'self'" in listing.headers["content-security-policy"]
+
+
+def test_bidi_and_control_characters_are_shown_escaped() -> None:
+    from flujo_ui.views import pretty, visible
+
+    assert visible("a\u202eb\x1b[2Jc\nd") == "a\\u202eb\\x1b[2Jc\nd"
+    assert pretty({"k": "\u2066x"}) == '{\n  "k": "\\u2066x"\n}'
+
+
+def test_trace_link_uses_the_configured_template(
+    tmp_path: Path, state_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    toml = '[ui]\ntrace_url = "http://127.0.0.1:6006/trace/{trace_id}"\n'
+    config = make_config(tmp_path, state_uri, ViewPlugin(), toml)
+    ids = asyncio.run(populate(config, write_pipes(tmp_path)))
+    with TestClient(create_app(config, token=TOKEN, port=8765), base_url=BASE) as client:
+        page = client.get(f"/runs/{ids['branch']}")
+    assert f'href="http://127.0.0.1:6006/trace/abc123{ids["branch"][:8]}"' in page.text
+
+
+def test_unknown_run_is_404(served: Served) -> None:
+    assert served.client.get("/runs/" + "0" * 32).status_code == 404
+    assert served.client.get("/runs/..%2f..%2fetc").status_code == 404
+
+
+# ----------------------------------------------------------------------------- approvals
+
+
+def test_paused_run_shows_the_question_and_a_form_from_the_schema(served: Served) -> None:
+    page = served.client.get(f"/runs/{served.ids['paused']}")
+    assert "Refund this customer?" in page.text
+    assert 'name="answer.amount"' in page.text
+    assert 'type="number" step="1"' in page.text
+    assert 'name="answer.note"' in page.text
+    assert 'name="token"' in page.text  # not logged in: the form asks for the token
+
+
+def _form(served: Served, **extra: str) -> dict[str, str]:
+    from flujo_ui.security import Guard
+
+    return {"csrf": Guard(TOKEN, 8765).csrf, **extra}
+
+
+def test_approve_stores_the_answer_and_the_run_finishes(served: Served) -> None:
+    _login(served.client)
+    run_id = served.ids["paused"]
+    form = _form(served, **{"answer.amount": "40", "reason": "ok", "continue": "on"})
+    answer = served.client.post(f"/runs/{run_id}/approve", data=form)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/runs/{run_id}"
+    for _ in range(200):  # the server resumes the run in the background
+        if _status(served.config, run_id) is RunStatus.SUCCEEDED:
+            break
+        served.client.get("/runs")  # lets the app's event loop run
+    assert _status(served.config, run_id) is RunStatus.SUCCEEDED
+    page = served.client.get(f"/runs/{run_id}")
+    assert "paid 40" in page.text
+    assert "approve@approval" in page.text
+
+
+def test_approve_with_a_bad_answer_says_why_and_changes_nothing(served: Served) -> None:
+    _login(served.client)
+    run_id = served.ids["paused"]
+    answer = served.client.post(
+        f"/runs/{run_id}/approve", data=_form(served, **{"answer.amount": "lots"})
+    )
+    assert answer.status_code == 303
+    assert "problem=" in answer.headers["location"]
+    shown = served.client.get(answer.headers["location"])
+    assert "is not a whole number" in shown.text
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+
+
+def test_reject_needs_a_reason_and_fails_the_run(served: Served) -> None:
+    run_id = served.ids["paused"]
+    # The token typed into the form instead of the login cookie.
+    no_reason = served.client.post(f"/runs/{run_id}/reject", data=_form(served, token=TOKEN))
+    assert "rejecting+needs+a+reason" in no_reason.headers["location"]
+    done = served.client.post(
+        f"/runs/{run_id}/reject", data=_form(served, token=TOKEN, reason="not eligible")
+    )
+    assert done.status_code == 303
+    assert _status(served.config, run_id) is RunStatus.FAILED
+
+
+# ----------------------------------------------------------------------------- security
+
+
+def test_writes_need_the_token(served: Served) -> None:
+    run_id = served.ids["paused"]
+    form = _form(served, **{"answer.amount": "1"})
+    assert served.client.post(f"/runs/{run_id}/approve", data=form).status_code == 403
+    wrong = served.client.post(f"/runs/{run_id}/approve", data={**form, "token": "guess"})
+    assert wrong.status_code == 403
+    served.client.cookies.set(COOKIE, "guess")
+    assert served.client.post(f"/runs/{run_id}/approve", data=form).status_code == 403
+    assert served.client.get("/login?token=guess").status_code == 403
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+
+
+def test_writes_need_the_csrf_value(served: Served) -> None:
+    _login(served.client)
+    run_id = served.ids["paused"]
+    for csrf in (None, "", "0" * 64):
+        data = {"answer.amount": "1", **({} if csrf is None else {"csrf": csrf})}
+        assert served.client.post(f"/runs/{run_id}/approve", data=data).status_code == 403
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example:8765", "evil.example", "127.0.0.1:9999", "127.0.0.1.nip.io:8765", ""]
+)
+def test_foreign_host_is_refused(served: Served, host: str) -> None:
+    # DNS rebinding: the attacker's name resolves to 127.0.0.1, the Host header keeps it.
+    answer = served.client.get("/runs", headers={"host": host})
+    assert answer.status_code == 421
+    assert served.ids["branch"] not in answer.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8765", "localhost:8765", "[::1]:8765"])
+def test_loopback_hosts_are_served(served: Served, host: str) -> None:
+    assert served.client.get("/runs", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "https://127.0.0.1:8765"])
+def test_cross_origin_write_is_refused(served: Served, origin: str) -> None:
+    _login(served.client)
+    run_id = served.ids["paused"]
+    answer = served.client.post(
+        f"/runs/{run_id}/approve",
+        data=_form(served, **{"answer.amount": "1"}),
+        headers={"origin": origin},
+    )
+    assert answer.status_code == 403
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+
+
+def test_explicit_host_is_allowed_only_when_named() -> None:
+    from flujo_ui.security import Guard
+
+    loopback = Guard("t", 8765)
+    assert not loopback.host_ok("192.168.1.5:8765")
+    named = Guard("t", 8765, bind_host="192.168.1.5")
+    assert named.host_ok("192.168.1.5:8765")
+    assert named.host_ok("localhost:8765")
+    assert not named.host_ok("evil.example:8765")
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+
+def test_pipelines_page_and_series(served: Served) -> None:
+    page = served.client.get("/pipelines")
+    assert page.status_code == 200
+    for name in ("branchy", "approval", "failing"):
+        assert f"/runs?pipeline={name}" in page.text
+    series = served.client.get("/api/series?pipeline=branchy&days=3").json()
+    assert series["daily"]["runs"][-1] == 1
+    assert series["daily"]["success"][-1] == 1.0
+    # Scores come from the run-view section's "score" column, named by title and evaluator.
+    [(label, points)] = series["scores"].items()
+    assert label == f"Checks {XSS}: judge"
+    assert [value for _, value in points] == [0.75]
