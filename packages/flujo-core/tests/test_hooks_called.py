@@ -106,6 +106,10 @@ class Recorder:
         self._saw("flujo_register_state_backends")
 
     @hookimpl
+    def flujo_register_engines(self, register: Any) -> None:
+        self._saw("flujo_register_engines")
+
+    @hookimpl
     def flujo_register_commands(self, cli: click.Group) -> None:
         self._saw("flujo_register_commands")
 

@@ -52,6 +52,7 @@ FIRST_PARTY_SECTIONS = {
     "memory": "flujo-memory",
     "sandbox": "flujo-sandbox",
     "eval": "flujo-evals",
+    "temporal": "flujo-temporal",
 }
 """Sections of first-party plugins, so a missing plugin is named in the error."""
 
@@ -114,10 +115,20 @@ class RunSettings(_Section):
         return UsageLimits(self.max_total_tokens, self.max_requests, self.max_cost_usd)
 
 
+class EngineSettings(_Section):
+    """``[engine]``: where runs execute."""
+
+    kind: str = Field(default="local", min_length=1)
+    """The registered engine that executes runs: ``local`` (this process, on the state
+    database) or a plugin's (``temporal`` with flujo-temporal). ``flujo run --engine NAME``
+    overrides it for one run."""
+
+
 _CORE_MODELS: dict[str, type[_Section]] = {
     "state": StateSettings,
     "plugins": PluginsSettings,
     "run": RunSettings,
+    "engine": EngineSettings,
 }
 
 
@@ -129,6 +140,7 @@ class FlujoConfig:
     state: StateSettings = field(default_factory=StateSettings)
     plugins: PluginsSettings = field(default_factory=PluginsSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
     sections: dict[str, BaseModel] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     plugin_manager: PluginManager | None = None
@@ -153,6 +165,7 @@ class FlujoConfig:
             "state": self.state.model_dump(mode="json"),
             "plugins": self.plugins.model_dump(mode="json"),
             "run": self.run.model_dump(mode="json"),
+            "engine": self.engine.model_dump(mode="json"),
         }
         # Every loaded plugin's section, with its defaults when the file does not have it.
         owned = self.plugin_manager.config_sections() if self.plugin_manager is not None else {}
@@ -423,6 +436,7 @@ def load_config(
     config = FlujoConfig(path=file, plugins=plugins, plugin_manager=plugin_manager)
     config.state = validate(StateSettings, "state", raw.get("state", {}))
     config.run = validate(RunSettings, "run", raw.get("run", {}))
+    config.engine = validate(EngineSettings, "engine", raw.get("engine", {}))
     owned = plugin_manager.config_sections()
     disabled = plugin_manager.disabled
     for name, data in raw.items():

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from flujo.domain.formatting import MISSING, human_time, json_time, printable
     from flujo.domain.interfaces import (
         Embedder,
+        Engine,
         EvaluationResult,
         Evaluator,
         ExecutionResult,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         Factory,
         Register,
         RegisterEmbedders,
+        RegisterEngines,
         RegisterEvaluators,
         RegisterPolicies,
         RegisterSandboxes,
@@ -93,6 +95,7 @@ _LAZY = {
     "RegisterSandboxes": "flujo.plugins.hookspecs",
     "RegisterEvaluators": "flujo.plugins.hookspecs",
     "RegisterTools": "flujo.plugins.hookspecs",
+    "RegisterEngines": "flujo.plugins.hookspecs",
     "RegisterStateBackends": "flujo.plugins.hookspecs",
     "Kind": "flujo.plugins.registry",
     # what hooks receive
@@ -122,6 +125,7 @@ _LAZY = {
     "PolicyDecision": "flujo.domain.interfaces",
     "VectorStoreProtocol": "flujo.domain.interfaces",
     "Embedder": "flujo.domain.interfaces",
+    "Engine": "flujo.domain.interfaces",
     "Retriever": "flujo.domain.interfaces",
     "Memory": "flujo.domain.interfaces",
     "ScoredMemory": "flujo.domain.interfaces",
@@ -170,6 +174,7 @@ __all__ = [
     "BackgroundTaskManager",
     "ConfigError",
     "Embedder",
+    "Engine",
     "EvaluationResult",
     "Evaluator",
     "ExecutionResult",
@@ -189,6 +194,7 @@ __all__ = [
     "PolicyViolation",
     "Register",
     "RegisterEmbedders",
+    "RegisterEngines",
     "RegisterEvaluators",
     "RegisterPolicies",
     "RegisterSandboxes",

@@ -134,6 +134,7 @@ class ExecutionManager:
         previous: list[StepResult],
         lease: Heartbeat,
         stop: StopRequest | None = None,
+        until: int | None = None,
     ) -> PipelineResult:
         """:meth:`_execute` with the run current for the control-flow steps in it (their inner
         steps commit under its lease; a resumed run's committed ones are not run again)."""
@@ -141,7 +142,14 @@ class ExecutionManager:
         token = enter_run(env)
         try:
             return await self._execute(
-                run, context, start=start, data=data, previous=previous, lease=lease, stop=stop
+                run,
+                context,
+                start=start,
+                data=data,
+                previous=previous,
+                lease=lease,
+                stop=stop,
+                until=until,
             )
         finally:
             leave_run(token)
@@ -156,8 +164,13 @@ class ExecutionManager:
         previous: list[StepResult],
         lease: Heartbeat,
         stop: StopRequest | None = None,
+        until: int | None = None,
     ) -> PipelineResult:
         """Run steps ``start..`` of the pipeline on ``data`` and finalize the run.
+
+        With ``until``, stop before step ``until`` instead: the run is not finalized (it stays
+        ``running`` under ``lease``, for an engine to continue it) and the result's status is
+        ``running``.
 
         With a ``stop`` request that is (or becomes) set, the run stops before its next step,
         or during a step that can be cancelled, and is stored ``interrupted``
@@ -194,6 +207,8 @@ class ExecutionManager:
         committed_context: str | None = None  # the context JSON of the last commit
         for index in range(start, len(self.pipeline.steps)):
             lease.check()
+            if until is not None and index >= until:
+                return PipelineResult(run.run_id, RunStatus.RUNNING, None, stored_steps, usage)
             step = self.pipeline.steps[index]
             if stop is not None and stop.requested:
                 return await self._interrupted(

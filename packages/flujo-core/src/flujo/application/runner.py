@@ -327,11 +327,23 @@ class Flujo(Generic[ContextT]):
         context._retriever = self._retriever
 
     async def run_async(
-        self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None
+        self,
+        input: Any,
+        *,
+        context: ContextT | Mapping[str, Any] | None = None,
+        until: int | None = None,
+        owner: str | None = None,
     ) -> PipelineResult:
         """Run the pipeline on ``input``. Step failures end the run with a status, they do not
         raise. An ``input`` that does not validate against the first step, or a bad
-        ``context``, raises :class:`InputValidationError` before anything is stored."""
+        ``context``, raises :class:`InputValidationError` before anything is stored.
+
+        For engines that execute a run step by step elsewhere (see
+        :class:`~flujo.domain.interfaces.Engine`): ``until`` stops before top-level step
+        ``until`` (``0``: store the run, execute nothing), leaving the run ``running`` under
+        its lease, and the result's status ``running``; ``owner`` holds that lease instead of
+        this runner's :attr:`worker_id`, so the engine's next call (see :meth:`resume_async`)
+        takes it over at once."""
         manager = await self._start()
         ctx = self._new_context(context)
         # A caller's bad input is an error to the caller, raised before anything is stored.
@@ -362,11 +374,12 @@ class Flujo(Generic[ContextT]):
         lease_s = manager.runtime.config.state.lease_s
         assert self._keeper is not None
         # Held before the insert lands: see Heartbeat.
-        beat = self._keeper.hold(run_id, Lease(self.worker_id, 1))
+        owner = owner or self.worker_id
+        beat = self._keeper.hold(run_id, Lease(owner, 1))
         try:
-            await manager.runtime.state.create_run(run, owner=self.worker_id, lease_s=lease_s)
+            await manager.runtime.state.create_run(run, owner=owner, lease_s=lease_s)
             beat.taken = True
-            return await self._execute(manager, run, ctx, 0, input, [], beat)
+            return await self._execute(manager, run, ctx, 0, input, [], beat, until)
         finally:
             self._keeper.release(beat)
 
@@ -379,6 +392,7 @@ class Flujo(Generic[ContextT]):
         data: Any,
         previous: list[StepResult],
         beat: Heartbeat,
+        until: int | None = None,
     ) -> PipelineResult:
         """``manager.execute`` with this runner's stop request current (see
         :meth:`request_stop`) and :attr:`current_run` set while it runs."""
@@ -386,7 +400,14 @@ class Flujo(Generic[ContextT]):
         self.current_run = (run.run_id, beat)
         try:
             return await manager.execute(
-                run, ctx, start=start, data=data, previous=previous, lease=beat, stop=self._stop
+                run,
+                ctx,
+                start=start,
+                data=data,
+                previous=previous,
+                lease=beat,
+                stop=self._stop,
+                until=until,
             )
         finally:
             self.current_run = None
@@ -398,11 +419,15 @@ class Flujo(Generic[ContextT]):
         """Sync :meth:`run_async` (works inside a running event loop as well)."""
         return self._sync(self.run_async(input, context=context))
 
-    async def resume_async(self, run_id: str) -> PipelineResult:
+    async def resume_async(
+        self, run_id: str, *, until: int | None = None, owner: str | None = None
+    ) -> PipelineResult:
         """Continue run ``run_id`` at its first unfinished step; finished steps are not re-run.
 
         The run is taken only if it is still as it was read (its version): a run another
-        worker finished, or took, in between is never executed again.
+        worker finished, or took, in between is never executed again. ``until`` and
+        ``owner`` are as for :meth:`run_async` (a lease ``owner`` already holds is taken
+        over, with a new epoch that fences out any earlier holder's writes).
         """
         manager = await self._start()
         state = manager.runtime.state
@@ -415,16 +440,15 @@ class Flujo(Generic[ContextT]):
             if run.version == refused_at or keeper.holds(run_id):
                 break  # refused, and nothing changed since: a live worker holds it
             # Held before the take lands: see Heartbeat.
-            beat = keeper.hold(run_id, Lease(self.worker_id, run.version + 1))
+            taker = owner or self.worker_id
+            beat = keeper.hold(run_id, Lease(taker, run.version + 1))
             try:
-                if await state.acquire_lease(
-                    run_id, self.worker_id, lease_s, seen_version=run.version
-                ):
+                if await state.acquire_lease(run_id, taker, lease_s, seen_version=run.version):
                     beat.taken = True
                     start = run.current_step
                     data = run.input if start == 0 else run.last_output
                     return await self._execute(
-                        manager, run, ctx, start, data, run.steps[:start], beat
+                        manager, run, ctx, start, data, run.steps[:start], beat, until
                     )
             finally:
                 keeper.release(beat)

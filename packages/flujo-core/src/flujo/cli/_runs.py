@@ -123,6 +123,12 @@ def _progress(state: CliState, quiet: bool) -> Progress | None:
 )
 @click.option("--context", "context_json", default=None, help="Initial context as a JSON object.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option(
+    "--engine",
+    "engine_name",
+    default=None,
+    help="The registered engine that executes the run (default: [engine] kind, else local).",
+)
 @_QUIET
 @click.pass_obj
 def run(
@@ -132,19 +138,23 @@ def run(
     context_json: str | None,
     as_json: bool,
     quiet: bool,
+    engine_name: str | None,
 ) -> None:
     """Run the pipeline TARGET (path/to/file.py:name or module:name).
 
     Each step's progress is shown on stderr (live on a terminal); stdout is the result.
     """
+    from flujo.application.engines import create_engine
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
     with Interrupts(lambda r: _report(r, as_json, stop.exit_code)) as stop:
+        config = state.config()
+        what = "--engine" if engine_name is not None else ""
+        engine = create_engine(config, state.plugins, engine_name, what=what)
         pipeline = load_target(target)
         data = _read_input(input_)
         context = _parse_context(context_json)
-        config = state.config()
         if stop.signum is not None:
             click.echo("interrupted before the run started; nothing was stored", err=True)
             sys.exit(stop.exit_code)
@@ -155,7 +165,7 @@ def run(
             if progress is not None:
                 progress.expect(len(runner.pipeline.steps))
             with runner:
-                stop.result = runner.run(data, context=context)
+                stop.result = runner._sync(engine.run(runner, data, context=context))
         finally:
             if progress is not None:
                 progress.close()  # its lines come before the result's
@@ -345,6 +355,7 @@ def reject_run(state: CliState, run_id: str, reason: str, as_json: bool) -> None
 def _answer(
     state: CliState, run_id: str, as_json: bool, *, approve: bool, answer: Any, reason: str | None
 ) -> None:
+    from flujo.application.engines import create_engine
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
@@ -358,13 +369,18 @@ def _answer(
             done = runner.approve(record.run_id, answer, reason=reason)
         else:
             done = runner.reject(record.run_id, reason=reason or "")
+        # The engine that waits on the run (a Temporal workflow) continues it now.
+        engine = create_engine(state.config(), state.plugins)
+        next_step = runner._sync(engine.answered(done.run_id))
     finally:
         runner.close()
     if as_json:
         echo_json(done.to_dict(with_steps=False))
         return
     click.echo(f"run {done.run_id}: {done.status.value}: {done.error}")
-    if approve:
+    if next_step is not None:
+        click.echo(next_step)
+    elif approve:
         click.echo(f"continue it with `flujo runs resume {done.run_id}` (or any --stale worker)")
 
 

@@ -17,8 +17,10 @@ from flujo.domain.models import RunRecord, RunStatus, StepResult, Usage
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from flujo.application.runner import Flujo
     from flujo.config import StateSettings
     from flujo.domain.context import PipelineContext
+    from flujo.domain.models import PipelineResult
 
 # --------------------------------------------------------------------------- governance
 
@@ -233,6 +235,35 @@ class Evaluator(Protocol):
 
     async def evaluate(self, run: RunRecord) -> EvaluationResult:
         """Judge ``run`` (its input, output, steps and status)."""
+        ...
+
+
+# --------------------------------------------------------------------------- engines
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Executes runs: ``local`` (the runner's own step loop, in this process) or a plugin's
+    (flujo-temporal's ``temporal``), chosen by ``[engine] kind`` or ``flujo run --engine``.
+
+    Every engine drives the same step machinery (``runner``'s policies, limits, retries,
+    plugins) and stores runs in the runner's state database, so ``flujo runs list/show``
+    read them all alike.
+    """
+
+    name: str
+
+    async def run(
+        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+    ) -> PipelineResult:
+        """Execute a new run of ``runner``'s pipeline on ``input`` and return its result."""
+        ...
+
+    async def answered(self, run_id: str) -> str | None:
+        """A person answered the human step run ``run_id`` paused at (``flujo runs approve``
+        or ``reject`` stored the answer): continue it if this engine is waiting on it.
+        Returns what happens next, in words, or ``None`` when nothing continues it by itself
+        (the local engine: ``flujo runs resume`` does)."""
         ...
 
 

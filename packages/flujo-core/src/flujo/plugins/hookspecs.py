@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     )
     from flujo.domain.interfaces import (
         Embedder,
+        Engine,
         Evaluator,
         GovernancePolicy,
         Migration,
@@ -92,6 +93,7 @@ RegisterSandboxes = Callable[[str, Callable[["FlujoConfig"], "SandboxProtocol"]]
 RegisterEvaluators = Callable[[str, Callable[["FlujoConfig"], "Evaluator"]], None]
 RegisterTools = Callable[[str, Callable[["FlujoConfig"], Callable[..., object]]], None]
 RegisterStateBackends = Callable[[str, Callable[["StateLocation"], "StateBackend"]], None]
+RegisterEngines = Callable[[str, Callable[["FlujoConfig"], "Engine"]], None]
 
 
 @hookspec
@@ -178,6 +180,21 @@ def flujo_register_state_backends(register: RegisterStateBackends) -> None:
     paths resolve from, the ``[state]`` settings). flujo-core registers ``sqlite`` and
     ``postgresql`` (and ``postgres``) through this same hook, first, so those schemes are taken.
     Prove a backend with :class:`flujo.testing.conformance.StateBackendConformance`.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flujo_register_engines(register: RegisterEngines) -> None:
+    """Register execution engines: ``register(name, factory(config) -> Engine)``.
+
+    An engine executes runs (:class:`~flujo.domain.interfaces.Engine`): ``[engine] kind =
+    "name"`` in ``flujo.toml`` or ``flujo run --engine name`` picks one; an unknown name is
+    an error listing every registered engine and its plugin. flujo-core registers ``local``
+    (the in-process runner) through this same hook, first. An engine drives the runner's own
+    step machinery and stores runs in its state database, so runs look alike to every
+    command and plugin whichever engine ran them.
 
     .. versionadded:: 0.2
     """

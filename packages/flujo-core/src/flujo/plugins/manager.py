@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from flujo.domain.interfaces import Migration
 
 ENTRY_POINT_GROUP = "flujo.plugins"
-CORE_SECTIONS = frozenset({"state", "plugins", "run"})
+CORE_SECTIONS = frozenset({"state", "plugins", "run", "engine"})
 _log = logging.getLogger("flujo.plugins")
 
 Status = Literal["ok", "error", "disabled"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, get_args, overload
 
 from flujo.domain.errors import ConfigError, PluginError, UserError
 
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from flujo.config import FlujoConfig
     from flujo.domain.interfaces import (
         Embedder,
+        Engine,
         Evaluator,
         GovernancePolicy,
         SandboxProtocol,
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
     )
 
 Kind = Literal[
-    "policies", "vector_stores", "embedders", "sandboxes", "evaluators", "tools", "state_backends"
-]
-KINDS: tuple[Kind, ...] = (
     "policies",
     "vector_stores",
     "embedders",
@@ -32,7 +30,9 @@ KINDS: tuple[Kind, ...] = (
     "evaluators",
     "tools",
     "state_backends",
-)
+    "engines",
+]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 _SINGULAR = {
     "policies": "policy",
     "vector_stores": "vector store",
@@ -41,6 +41,7 @@ _SINGULAR = {
     "evaluators": "evaluator",
     "tools": "tool",
     "state_backends": "state backend",
+    "engines": "engine",
 }
 
 
@@ -149,6 +150,8 @@ class Registry:
     def create(
         self, kind: Literal["tools"], name: str, config: FlujoConfig
     ) -> Callable[..., object]: ...
+    @overload
+    def create(self, kind: Literal["engines"], name: str, config: FlujoConfig) -> Engine: ...
     @overload
     def create(self, kind: Kind, name: str, config: FlujoConfig) -> object: ...
     def create(self, kind: Kind, name: str, config: FlujoConfig) -> object:

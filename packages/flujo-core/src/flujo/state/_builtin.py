@@ -1,7 +1,8 @@
-"""flujo-core's own state backends, registered through the hook a third party uses.
+"""flujo-core's own state backends (and its ``local`` engine), registered through the hooks a
+third party uses.
 
 The plugin manager registers this module first (as ``flujo-core``), so ``sqlite``,
-``postgresql`` and ``postgres`` are taken before any installed plugin loads.
+``postgresql``, ``postgres`` and the ``local`` engine are taken before any plugin loads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from flujo.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from flujo.domain.interfaces import StateBackend, StateLocation
-    from flujo.plugins.hookspecs import RegisterStateBackends
+    from flujo.plugins.hookspecs import RegisterEngines, RegisterStateBackends
 
 OWNER = "flujo-core"
 
@@ -45,3 +46,11 @@ def flujo_register_state_backends(register: RegisterStateBackends) -> None:
     register("sqlite", sqlite_backend)
     register("postgresql", postgres_backend)
     register("postgres", postgres_backend)
+
+
+@hookimpl
+def flujo_register_engines(register: RegisterEngines) -> None:
+    """``local``: runs execute in this process (the default ``[engine] kind``)."""
+    from flujo.application.engines import local_engine
+
+    register("local", local_engine)

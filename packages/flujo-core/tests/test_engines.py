@@ -1,0 +1,115 @@
+"""The execution-engine seam: ``[engine] kind`` / ``flujo run --engine``, the ``local`` engine,
+and the runner calls an engine drives a run with (one step at a time, under its own lease)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flujo import Flujo, Pipeline, Step
+from flujo.config import FlujoConfig
+from flujo.domain.errors import RunLeasedError
+from flujo.domain.models import RunStatus
+from flujo.state.sqlite import SQLiteBackend
+from flujo.testing.cli import run_flujo
+
+PIPE = """
+from flujo import Step
+
+def shout(text: str) -> str:
+    return text.upper()
+
+pipeline = Step.from_callable(shout)
+"""
+ENV = {"FLUJO_LOAD_PLUGINS": ""}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "pipe.py").write_text(PIPE)
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\n')
+    return tmp_path
+
+
+def test_local_engine_is_the_default_and_can_be_named(project: Path) -> None:
+    for extra in ((), ("--engine", "local")):
+        proc = run_flujo(
+            "run", "pipe.py:pipeline", "--input", "hi", "-q", *extra, cwd=project, env=ENV
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "HI"
+
+
+def test_unknown_engine_option_is_one_line_listing_the_registered_ones(project: Path) -> None:
+    proc = run_flujo(
+        "run", "pipe.py:pipeline", "--input", "hi", "--engine", "nope", cwd=project, env=ENV
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: --engine: unknown engine 'nope'; registered: local (flujo-core)"
+    ]
+    assert not (project / "runs.db").exists()  # refused before anything was stored
+
+
+def test_unknown_engine_in_config_names_the_file_and_key(project: Path) -> None:
+    (project / "flujo.toml").write_text('[engine]\nkind = "nope"\n')
+    proc = run_flujo("run", "pipe.py:pipeline", "--input", "hi", cwd=project, env=ENV)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert (
+        "flujo.toml: [engine] kind: unknown engine 'nope'; registered: local (flujo-core)"
+        in lines[0]
+    )
+
+
+def test_engine_section_rejects_unknown_keys(project: Path) -> None:
+    (project / "flujo.toml").write_text('[engine]\nknd = "local"\n')
+    proc = run_flujo("run", "pipe.py:pipeline", "--input", "hi", cwd=project, env=ENV)
+    assert proc.returncode == 2
+    assert "[engine]" in proc.stderr
+    assert "knd" in proc.stderr
+
+
+async def test_step_by_step_under_an_engine_owned_lease(
+    tmp_path: Path, config: FlujoConfig
+) -> None:
+    """``until``/``owner``: a run stored without executing, then one step per call; each call
+    takes the engine's lease over (a live one), steps already committed are never run again,
+    and another worker cannot take the run while the engine's lease is live."""
+    calls: list[str] = []
+
+    def first(x: str) -> str:
+        calls.append("first")
+        return x + "1"
+
+    def second(x: str) -> str:
+        calls.append("second")
+        return x + "2"
+
+    pipeline = Pipeline([Step.from_callable(first), Step.from_callable(second)])
+    state = SQLiteBackend(tmp_path / "s.db")
+    async with Flujo(pipeline, config=config, state=state) as engine_side:
+        created = await engine_side.run_async("x", until=0, owner="engine:a")
+        assert created.status is RunStatus.RUNNING
+        assert calls == []
+        run_id = created.run_id
+        stored = await state.get_run(run_id)
+        assert stored is not None
+        assert stored.status is RunStatus.RUNNING
+
+        async with Flujo(pipeline, config=config, state=state) as other:
+            with pytest.raises(RunLeasedError):  # the engine's lease is live: not another's
+                await other.resume_async(run_id)
+
+        one = await engine_side.resume_async(run_id, until=1, owner="engine:a")
+        assert one.status is RunStatus.RUNNING
+        assert calls == ["first"]
+        again = await engine_side.resume_async(run_id, until=1, owner="engine:a")
+        assert again.status is RunStatus.RUNNING
+        assert calls == ["first"]
+        done = await engine_side.resume_async(run_id, until=2, owner="engine:a")
+        assert done.status is RunStatus.SUCCEEDED
+        assert done.output == "x12"
+        assert calls == ["first", "second"]
