@@ -1,0 +1,1 @@
+"""Run Flujo pipelines on Temporal."""

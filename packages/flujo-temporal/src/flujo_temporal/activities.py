@@ -1,0 +1,144 @@
+"""The activity that executes one top-level step of a stored run, on a worker.
+
+It drives the same runner the local engine uses (:class:`flujo.Flujo`): the step goes through
+its policies, usage limits, retries, timeouts and plugin hooks, and is committed to Flujo's
+state database (fenced by the run's lease) before the activity returns. A step another attempt
+already committed is never executed again: its stored outcome is returned instead.
+
+Leases: the run's lease in Flujo's state is held under the workflow's owner name between
+activities, so the first attempt of the next step (on any worker) takes it over at once. A
+*retried* attempt takes it under a name of its own instead: the state refuses that take while
+the previous attempt's lease is live (its worker may only be slow: a step blocking the event
+loop stops Temporal heartbeats, not Flujo's lease heartbeat thread), so a step is never
+executed by two attempts at once; a dead worker's lease expires after ``[state] lease_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from flujo import Flujo
+from flujo.domain.errors import (
+    LeaseLostError,
+    RunFinishedError,
+    RunLeasedError,
+    UserError,
+)
+from flujo.domain.models import RunRecord, RunStatus
+from flujo_temporal.workflow import NON_RETRYABLE, STEP_ACTIVITY, StepArgs, StepOutcome
+
+if TYPE_CHECKING:
+    from flujo.config import FlujoConfig
+    from flujo.domain.interfaces import GovernancePolicy
+
+# A run in one of these may execute its next step; any other status is the outcome itself.
+_EXECUTABLE = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
+
+
+def outcome_of(run: RunRecord) -> StepOutcome:
+    """What the workflow needs of a stored run: its status and where it goes on."""
+    return StepOutcome(run.status.value, run.current_step, run.error)
+
+
+class StepActivities:
+    """The ``flujo.step`` activity with the runners it needs: one per pipeline, started on
+    first use and closed by :meth:`aclose` (their background work drained)."""
+
+    def __init__(self, config: FlujoConfig, *, policies: Sequence[GovernancePolicy] = ()) -> None:
+        self._config = config
+        self._policies = list(policies)
+        self._runners: dict[str, Flujo[Any]] = {}
+        self._lock = asyncio.Lock()
+
+    async def runner(self, pipeline_ref: str) -> Flujo[Any]:
+        """The started runner of the pipeline at ``pipeline_ref``."""
+        async with self._lock:
+            runner = self._runners.get(pipeline_ref)
+            if runner is None:
+                from flujo.application.targets import load_target
+
+                pipeline = load_target(pipeline_ref)
+                runner = Flujo(
+                    pipeline,
+                    config=self._config,
+                    pipeline_ref=pipeline_ref,
+                    policies=self._policies,
+                )
+                await runner.start()
+                self._runners[pipeline_ref] = runner
+            return runner
+
+    async def aclose(self) -> None:
+        """Close every runner (drain its background work, close its state)."""
+        runners, self._runners = list(self._runners.values()), {}
+        for runner in runners:
+            await runner.aclose()
+
+    @activity.defn(name=STEP_ACTIVITY)
+    async def step(self, args: StepArgs) -> StepOutcome:
+        """Execute top-level step ``args.index`` of run ``args.run_id`` and commit it, unless an
+        earlier attempt did; return the run's status after it."""
+        try:
+            return await self._step(args)
+        except (RunLeasedError, LeaseLostError) as exc:
+            # Another holder is live (a previous attempt still finishing) or took the run over:
+            # a later attempt decides on what is then stored.
+            raise ApplicationError(str(exc), type=type(exc).__name__) from None
+        except UserError as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE[0], non_retryable=True) from None
+
+    async def _step(self, args: StepArgs) -> StepOutcome:
+        runner = await self.runner(args.pipeline_ref)
+        state = runner.runtime.state
+        run = await state.get_run(args.run_id)
+        if run is None:
+            raise UserError(f"no run with id {args.run_id!r} in Flujo's state database")
+        if run.status not in _EXECUTABLE:
+            return outcome_of(run)  # paused, or final (this step's commit ended it)
+        if run.current_step > args.index:
+            # Committed by an earlier attempt whose result was lost (its worker died).
+            return StepOutcome(RunStatus.RUNNING.value, run.current_step, None)
+        info = activity.info()
+        owner = args.owner
+        if info.attempt > 1:
+            owner = f"{owner.split('~')[0]}~{info.activity_id}.{info.attempt}"
+        async with _heartbeating():
+            try:
+                result = await runner.resume_async(args.run_id, until=args.index + 1, owner=owner)
+            except RunFinishedError:
+                found = await state.get_run(args.run_id)
+                assert found is not None
+                return outcome_of(found)
+        if result.status is RunStatus.RUNNING:
+            return StepOutcome(result.status.value, args.index + 1, None, owner)
+        if result.status is RunStatus.INTERRUPTED:
+            # This worker is shutting down (SIGTERM): another attempt, elsewhere, goes on.
+            raise ApplicationError(result.error or "interrupted", type="Interrupted")
+        return StepOutcome(result.status.value, args.index, result.error)
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat the activity while the step runs, so a dead worker is noticed within the
+    heartbeat timeout (and only then: a long step on a live worker is not retried)."""
+    timeout = activity.info().heartbeat_timeout
+    every = timeout.total_seconds() / 3 if timeout else 10.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

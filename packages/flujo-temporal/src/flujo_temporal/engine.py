@@ -1,0 +1,162 @@
+"""The ``temporal`` engine: a run is stored in Flujo's state, then driven by a Temporal
+workflow (:mod:`flujo_temporal.workflow`) whose activities a ``flujo temporal worker``
+executes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flujo.domain.errors import UserError
+from flujo.domain.models import PipelineResult, RunStatus
+from flujo_temporal.config import TemporalSettings
+from flujo_temporal.workflow import (
+    ANSWERED_SIGNAL,
+    WORKFLOW_NAME,
+    RunArgs,
+    StepOptions,
+    StepOutcome,
+)
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from flujo import Flujo
+    from flujo.config import FlujoConfig
+    from flujo.domain.models import Pipeline
+
+# Added to a step's own timeout budget: loading the pipeline, reading and committing state.
+STEP_MARGIN_S = 30.0
+
+
+def workflow_id(run_id: str) -> str:
+    """The Temporal workflow id of Flujo run ``run_id``."""
+    return f"flujo-{run_id}"
+
+
+def lease_owner(settings: TemporalSettings) -> str:
+    """The name the run's lease is held under in Flujo's state while Temporal drives it."""
+    return f"temporal:{settings.namespace}"
+
+
+def step_options(pipeline: Pipeline, settings: TemporalSettings) -> list[StepOptions]:
+    """Each top-level step's activity timeout: its own ``timeout_s`` for every attempt it makes
+    inside the activity (``max_retries + 1``) plus a margin; else ``[temporal] step_timeout_s``."""
+    options = []
+    for step in pipeline.steps:
+        if step.timeout_s is None:
+            budget = settings.step_timeout_s
+        else:
+            budget = step.timeout_s * (step.max_retries + 1) + STEP_MARGIN_S
+        options.append(StepOptions(step.name, budget))
+    return options
+
+
+async def connect(settings: TemporalSettings) -> Client:
+    """A client of the configured server; a server that cannot be reached is one line."""
+    from temporalio.client import Client
+
+    try:
+        return await asyncio.wait_for(
+            Client.connect(settings.address, namespace=settings.namespace),
+            settings.connect_timeout_s,
+        )
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"[temporal] address {settings.address!r}: cannot reach the Temporal server "
+            f"(namespace {settings.namespace!r}): {why}"
+        ) from None
+
+
+class TemporalEngine:
+    """Submits runs as Temporal workflows and waits for them."""
+
+    name = "temporal"
+
+    def __init__(self, settings: TemporalSettings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await connect(self.settings)
+        return self._client
+
+    async def submit(
+        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+    ) -> str:
+        """Store a new run (nothing executed yet) and start its workflow; return its id."""
+        if not runner.pipeline_ref:
+            raise UserError(
+                "the pipeline has no reference a worker can load it by (path.py:name or "
+                "module:name); pass pipeline_ref= to Flujo()"
+            )
+        client = await self.client()  # unreachable: fail before anything is stored
+        owner = lease_owner(self.settings)
+        created = await runner.run_async(input, context=context, until=0, owner=owner)
+        args = RunArgs(
+            run_id=created.run_id,
+            pipeline_ref=runner.pipeline_ref,
+            owner=owner,
+            steps=step_options(runner.pipeline, self.settings),
+            heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
+            max_attempts=self.settings.max_attempts,
+            retry_initial_s=self.settings.retry_initial_s,
+            retry_max_s=self.settings.retry_max_s,
+        )
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            args,
+            id=workflow_id(created.run_id),
+            task_queue=self.settings.task_queue,
+            result_type=StepOutcome,
+        )
+        return created.run_id
+
+    async def wait(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
+        """Wait for run ``run_id``'s workflow, then return the run as Flujo's state holds it."""
+        from temporalio.client import WorkflowFailureError
+
+        client = await self.client()
+        handle = client.get_workflow_handle(workflow_id(run_id), result_type=StepOutcome)
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            while cause.__cause__ is not None:  # the activity's own error, not the wrappers
+                cause = cause.__cause__
+            raise UserError(
+                f"run {run_id}: its Temporal workflow {workflow_id(run_id)} failed: {cause}"
+            ) from None
+        run = await runner.runtime.state.get_run(run_id)
+        if run is None:  # pragma: no cover - the run was stored before its workflow started
+            raise UserError(f"run {run_id} is not in Flujo's state database")
+        output = run.output if run.status is RunStatus.SUCCEEDED else None
+        return PipelineResult(run.run_id, run.status, output, run.steps, run.usage, run.error)
+
+    async def run(
+        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+    ) -> PipelineResult:
+        run_id = await self.submit(runner, input, context=context)
+        return await self.wait(runner, run_id)
+
+    async def answered(self, run_id: str) -> str | None:
+        from temporalio.service import RPCError, RPCStatusCode
+
+        client = await self.client()
+        try:
+            await client.get_workflow_handle(workflow_id(run_id)).signal(ANSWERED_SIGNAL)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return None  # not a run Temporal drives (or its workflow ended)
+            raise UserError(
+                f"Temporal: cannot signal workflow {workflow_id(run_id)}: {exc}"
+            ) from None
+        return f"run {run_id} continues on Temporal (workflow {workflow_id(run_id)})"
+
+
+def temporal_engine(config: FlujoConfig) -> TemporalEngine:
+    """The ``temporal`` engine's factory."""
+    return TemporalEngine(config.section("temporal", TemporalSettings))

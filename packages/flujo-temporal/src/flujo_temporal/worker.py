@@ -1,0 +1,46 @@
+"""A Temporal worker that executes Flujo runs: the workflow and the step activity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from temporalio.worker import Worker
+
+from flujo_temporal.activities import StepActivities
+from flujo_temporal.config import TemporalSettings
+from flujo_temporal.engine import connect
+from flujo_temporal.workflow import FlujoRun
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from flujo.config import FlujoConfig
+    from flujo.domain.interfaces import GovernancePolicy
+
+
+@asynccontextmanager
+async def worker(
+    config: FlujoConfig,
+    *,
+    task_queue: str | None = None,
+    policies: Sequence[GovernancePolicy] = (),
+) -> AsyncIterator[Worker]:
+    """A running worker polling ``task_queue`` (else ``[temporal] task_queue``); on exit it
+    stops polling, lets the steps in progress finish, and closes its runners."""
+    settings = config.section("temporal", TemporalSettings)
+    client = await connect(settings)
+    steps = StepActivities(config, policies=policies)
+    running = Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[FlujoRun],
+        activities=[steps.step],
+        max_concurrent_activities=settings.max_concurrent_activities,
+    )
+    try:
+        async with running:
+            yield running
+    finally:
+        await steps.aclose()

@@ -1,0 +1,104 @@
+"""A pipeline with a branch, a parallel and a human approval runs to completion on a real
+Temporal dev server; `flujo runs approve` continues it (a signal) and `flujo runs show` reads
+it from Flujo's state as for any run."""
+
+from __future__ import annotations
+
+import json
+
+from flujo_temporal.config import TemporalSettings
+from flujo_temporal.engine import TemporalEngine
+from flujo_temporal.worker import worker
+from temporal_testkit import ENV, Project, calls, wait_for_status
+
+from flujo import Flujo
+from flujo.application.targets import load_target
+from flujo.domain.models import RunStatus
+from flujo.testing.cli import run_flujo
+
+TREE = """
+from pathlib import Path
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def _note(name: str) -> None:
+    with open(HERE / "calls.log", "a") as fh:
+        fh.write(name + "\\n")
+
+
+def triage(text: str) -> str:
+    _note("triage")
+    return text
+
+
+def urgent(text: str) -> str:
+    _note("urgent")
+    return text.upper()
+
+
+def normal(text: str) -> str:
+    _note("normal")
+    return text
+
+
+def left(text: str) -> str:
+    _note("left")
+    return "L:" + text
+
+
+def right(text: str) -> str:
+    _note("right")
+    return "R:" + text
+
+
+def reply(parts: dict[str, str]) -> str:
+    _note("reply")
+    return parts["left"] + "|" + parts["right"]
+
+
+pipeline = (
+    Step.from_callable(triage)
+    >> Step.branch(
+        "route",
+        lambda text: "urgent" if "!" in text else "normal",
+        {"urgent": Step.from_callable(urgent), "normal": Step.from_callable(normal)},
+    )
+    >> Step.parallel("fan", {"left": Step.from_callable(left), "right": Step.from_callable(right)})
+    >> Step.human("check", prompt="send it?")
+    >> Step.from_callable(reply)
+)
+"""
+
+
+async def test_branch_parallel_and_approval_run_to_completion(project: Project) -> None:
+    ref = project.write("tree.py", TREE) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "help!")
+        paused = await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        assert "waiting for a person at step 'check' (send it?)" in (paused.error or "")
+        # The same command as for a local run; [engine] kind = "temporal" makes it signal.
+        approved = run_flujo("runs", "approve", run_id, "--reason", "ok", cwd=project.root, env=ENV)
+        assert approved.returncode == 0, approved.stderr
+        assert f"run {run_id} continues on Temporal" in approved.stdout
+        result = await engine.wait(runner, run_id)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert result.output == "L:HELP!|R:HELP!"
+    assert calls(project.root) == {
+        "triage": 1,
+        "urgent": 1,
+        "left": 1,
+        "right": 1,
+        "reply": 1,
+    }
+    shown = run_flujo("runs", "show", run_id, "--json", cwd=project.root, env=ENV)
+    assert shown.returncode == 0, shown.stderr
+    stored = json.loads(shown.stdout)
+    assert stored["status"] == "succeeded"
+    assert [s["name"] for s in stored["steps"]] == ["triage", "route", "fan", "check", "reply"]
+    listed = run_flujo("runs", "list", "--json", cwd=project.root, env=ENV)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
