@@ -16,8 +16,8 @@ from flujo_temporal.engine import TemporalEngine
 from temporal_testkit import Project, start_worker, stop
 
 from flujo import Flujo
-from flujo.application.targets import load_target
 from flujo.domain.models import RunStatus
+from flujo.plugin import load_target
 
 WORKERS = 4
 RUNS = int(os.environ.get("FLUJO_TEMPORAL_LOAD_RUNS", "40"))

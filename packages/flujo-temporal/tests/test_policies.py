@@ -11,10 +11,10 @@ from flujo_temporal.worker import worker
 from temporal_testkit import Project
 
 from flujo import Flujo
-from flujo.application.targets import load_target
 from flujo.config import FlujoConfig, StateSettings
 from flujo.domain.interfaces import PolicyDecision
 from flujo.domain.models import RunRecord, RunStatus
+from flujo.plugin import load_target
 from flujo.plugins.manager import PluginManager
 
 PIPE = """

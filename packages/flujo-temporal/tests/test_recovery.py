@@ -12,8 +12,8 @@ from flujo_temporal.engine import TemporalEngine
 from temporal_testkit import Project, calls, start_worker, stop, wait_for_calls
 
 from flujo import Flujo
-from flujo.application.targets import load_target
 from flujo.domain.models import RunStatus
+from flujo.plugin import load_target
 
 SLOW = """
 import asyncio

@@ -12,8 +12,8 @@ from flujo_temporal.worker import worker
 from temporal_testkit import ENV, Project, calls, wait_for_status
 
 from flujo import Flujo
-from flujo.application.targets import load_target
 from flujo.domain.models import RunStatus
+from flujo.plugin import load_target
 from flujo.testing.cli import run_flujo
 
 TREE = """

@@ -61,7 +61,7 @@ class StepActivities:
         async with self._lock:
             runner = self._runners.get(pipeline_ref)
             if runner is None:
-                from flujo.application.targets import load_target
+                from flujo.plugin import load_target
 
                 pipeline = load_target(pipeline_ref)
                 runner = Flujo(
