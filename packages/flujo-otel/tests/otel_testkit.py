@@ -9,7 +9,15 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from flujo import PipelineContext, PolicyDecision, ToolCallRefused
+from flujo import (
+    Pipeline,
+    PipelineContext,
+    PolicyDecision,
+    Step,
+    ToolCallRefused,
+    make_agent_async,
+)
+from flujo.testing.models import call_tool, scripted_model
 
 EMAIL = "jose.nunez@example.com"
 CARD = "4111 1111 1111 1111"
@@ -94,3 +102,38 @@ def leaks(spans: Sequence[ReadableSpan]) -> list[str]:
     """Where any raw value (or its JSON-escaped form) is found."""
     forms = {form for raw in RAW for form in (raw, json.dumps(raw)[1:-1], raw.lower())}
     return [f"{where}: {text[:120]!r}" for where, text in texts(spans) for f in forms if f in text]
+
+
+INPUT = f"I am {NAME}, mail {EMAIL}, card {CARD}; my partner is {OTHER_NAME}"
+
+
+async def lookup_customer(email: str) -> str:
+    """Find a customer by e-mail."""
+    return f"{NAME} <{email}> pays with {CARD}"
+
+
+async def refund(amount: int) -> str:
+    """Refund an amount."""
+    return f"refunded {amount}"
+
+
+def fraud(text: str) -> str:
+    return f"fraud check of {text}"
+
+
+def mail(text: str) -> str:
+    return f"mailed {EMAIL}"
+
+
+def pipeline() -> Pipeline:
+    model = scripted_model(
+        call_tool("lookup_customer", email=EMAIL),
+        call_tool("refund", amount=10),
+        f"Dear {NAME}, we found your order.",
+    )
+    agent = make_agent_async(model, "Help the customer.", tools=[lookup_customer, refund])
+    checks = Step.parallel(
+        "checks",
+        {"fraud": Step.from_callable(fraud, name="score"), "notify": Step.from_callable(mail)},
+    )
+    return Pipeline([Step("triage", agent), checks], name="support")

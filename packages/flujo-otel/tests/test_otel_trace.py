@@ -12,44 +12,9 @@ from flujo_otel.tracing import EVENT_POLICY
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from otel_testkit import CARD, EMAIL, NAME, OTHER_NAME, PiiPolicy, leaks, texts
+from otel_testkit import EMAIL, INPUT, PiiPolicy, leaks, pipeline, texts
 
-from flujo import Flujo, Pipeline, RunStatus, Step, make_agent_async
-from flujo.testing.models import call_tool, scripted_model
-
-INPUT = f"I am {NAME}, mail {EMAIL}, card {CARD}; my partner is {OTHER_NAME}"
-
-
-async def lookup_customer(email: str) -> str:
-    """Find a customer by e-mail."""
-    return f"{NAME} <{email}> pays with {CARD}"
-
-
-async def refund(amount: int) -> str:
-    """Refund an amount."""
-    return f"refunded {amount}"
-
-
-def fraud(text: str) -> str:
-    return f"fraud check of {text}"
-
-
-def mail(text: str) -> str:
-    return f"mailed {EMAIL}"
-
-
-def _pipeline() -> Pipeline:
-    model = scripted_model(
-        call_tool("lookup_customer", email=EMAIL),
-        call_tool("refund", amount=10),
-        f"Dear {NAME}, we found your order.",
-    )
-    agent = make_agent_async(model, "Help the customer.", tools=[lookup_customer, refund])
-    checks = Step.parallel(
-        "checks",
-        {"fraud": Step.from_callable(fraud, name="score"), "notify": Step.from_callable(mail)},
-    )
-    return Pipeline([Step("triage", agent), checks], name="support")
+from flujo import Flujo, Pipeline, RunStatus, Step
 
 
 def _by_id(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
@@ -65,7 +30,7 @@ def _ancestors(span: ReadableSpan, spans: dict[int, ReadableSpan]) -> list[str]:
 
 
 async def _run(make_config: Any, exporter: InMemorySpanExporter) -> tuple[Any, list[ReadableSpan]]:
-    async with Flujo(_pipeline(), config=make_config(), policies=[PiiPolicy()]) as runner:
+    async with Flujo(pipeline(), config=make_config(), policies=[PiiPolicy()]) as runner:
         result = await runner.run_async(INPUT)
     return result, list(exporter.get_finished_spans())
 
