@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_testkit import ViewPlugin, make_config, populate, write_pipes
+from ui_testkit import DecisionsPlugin, ViewPlugin, make_config, populate, write_pipes
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -67,7 +67,8 @@ def site(
     from flujo_ui.app import create_app
 
     monkeypatch.chdir(tmp_path)
-    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", ViewPlugin())
+    uri = f"sqlite:///{tmp_path / 'state.db'}"
+    config = make_config(tmp_path, uri, ViewPlugin(), "", DecisionsPlugin())
     ids = asyncio.run(populate(config, write_pipes(tmp_path)))
     port = _free_port()
     token = "browser-test-token-42"
@@ -120,7 +121,7 @@ def test_browse_filter_open_branch_and_approve_a_paused_run(
             # The printed link logs in and lands on the runs list.
             page.goto(f"{base}/login?token={token}")
             expect(page).to_have_url(f"{base}/runs")
-            expect(page.locator("table.runs tbody tr")).to_have_count(3)
+            expect(page.locator("table.runs tbody tr")).to_have_count(4)
             expect(page.locator('.chip[data-status="paused"] b')).to_have_text("1")
             page.screenshot(path=str(shots / "runs.png"), full_page=True)
 
@@ -142,6 +143,12 @@ def test_browse_filter_open_branch_and_approve_a_paused_run(
             expect(page.locator("section.plugin h2")).to_contain_text("Checks <script>")
             assert page.title() != "pwned", "a stored string ran as script"
             page.screenshot(path=str(shots / "run-branch.png"), full_page=True)
+
+            # The refused tool call, in the policy decisions section, where it happened.
+            page.goto(f"{base}/runs/{ids['refused']}")
+            decisions = page.locator("section.plugin", has_text="Policy decisions")
+            expect(decisions).to_contain_text("refunds of 500 need a person")
+            page.screenshot(path=str(shots / "run-refused-tool-call.png"), full_page=True)
 
             # The failed run: its error as stored, escaped.
             page.goto(f"{base}/runs/{ids['failed']}")
@@ -165,9 +172,9 @@ def test_browse_filter_open_branch_and_approve_a_paused_run(
 
             # Pipelines: success rate, durations and scores drawn from the JSON series.
             page.goto(f"{base}/pipelines")
-            expect(page.locator(".charts[data-drawn=true]")).to_have_count(3)
+            expect(page.locator(".charts[data-drawn=true]")).to_have_count(4)
             # The test plugin scores every run: one score chart per pipeline.
-            expect(page.locator(".chart h3", has_text="Score: Checks")).to_have_count(3)
+            expect(page.locator(".chart h3", has_text="Score: Checks")).to_have_count(4)
             page.screenshot(path=str(shots / "pipelines.png"), full_page=True)
         finally:
             browser.close()

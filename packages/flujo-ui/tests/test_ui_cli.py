@@ -78,7 +78,7 @@ def test_flujo_ui_serves_the_runs_and_logs_in_with_the_printed_token(
     with httpx.Client(base_url=base, timeout=30) as client:
         page = client.get("/runs")
         assert page.status_code == 200
-        assert page.text.count('href="/runs/') == 3
+        assert page.text.count('href="/runs/') == 4
         login = client.get(f"/login?token={token}")
         assert login.status_code == 303
         cookie = login.headers["set-cookie"].lower()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
-from ui_testkit import XSS, ViewPlugin, make_config, populate, write_pipes
+from ui_testkit import XSS, DecisionsPlugin, ViewPlugin, make_config, populate, write_pipes
 
 from flujo.plugin import FlujoConfig, RunStatus, open_state
 from flujo_ui.app import create_app
@@ -36,7 +36,7 @@ class Served:
 def served(tmp_path: Path, state_uri: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     monkeypatch.chdir(tmp_path)
     plugin = ViewPlugin()
-    config = make_config(tmp_path, state_uri, plugin)
+    config = make_config(tmp_path, state_uri, plugin, "", DecisionsPlugin())
     pipes = write_pipes(tmp_path)
     ids = asyncio.run(populate(config, pipes))
     app = create_app(config, token=TOKEN, port=8765)
@@ -72,7 +72,7 @@ def test_runs_list_shows_every_run_with_counts_by_status(served: Served) -> None
     for run_id in served.ids.values():
         assert f'href="/runs/{run_id}"' in page.text
     counts = dict(re.findall(r'data-status="(\w+)">\w+ <b>(\d+)</b>', page.text))
-    assert counts == {"succeeded": "1", "paused": "1", "failed": "1"}
+    assert counts == {"succeeded": "2", "paused": "1", "failed": "1"}
 
 
 def test_runs_list_filters_by_status_pipeline_time_and_id_prefix(served: Served) -> None:
@@ -108,9 +108,45 @@ def test_runs_list_pages_by_position(served: Served, monkeypatch: pytest.MonkeyP
     assert 'rel="next"' not in second.text
 
 
-def test_first_page_polls_only_while_a_run_is_running(served: Served) -> None:
+def _start_a_run(config: FlujoConfig) -> str:
+    """A run a worker is executing right now (created and leased, no step finished yet)."""
+    import time
+
+    from flujo.plugin import RunRecord, Usage
+
+    async def create() -> str:
+        state = await open_state(config, create=False)
+        try:
+            now = time.time()
+            run = RunRecord(
+                run_id="f" * 32, pipeline_name="live", pipeline_version="v1",
+                pipeline_ref=None, status=RunStatus.RUNNING, input="in", output=None,
+                error=None, context={}, usage=Usage(), current_step=0, created_at=now,
+                updated_at=now,
+            )  # fmt: skip
+            await state.create_run(run, owner="elsewhere", lease_s=60)
+            return run.run_id
+        finally:
+            await state.close()
+
+    return asyncio.run(create())
+
+
+def test_pages_poll_only_while_a_run_is_running(served: Served) -> None:
     page = served.client.get("/runs")
     assert "hx-trigger" not in page.text  # nothing running: nothing to follow
+    assert "hx-trigger" not in served.client.get(f"/runs/{served.ids['branch']}").text
+    running = _start_a_run(served.config)
+    page = served.client.get("/runs")
+    assert 'hx-get="/runs/table?" hx-trigger="every 2s"' in page.text
+    older = served.client.get("/runs?after=9999999999.0_0")
+    assert "hx-trigger" not in older.text  # a later page stays put
+    table = served.client.get("/runs/table")
+    assert table.text.lstrip().startswith('<section id="runs-table"')
+    assert f'href="/runs/{running}"' in table.text
+    run_page = served.client.get(f"/runs/{running}")
+    assert f'hx-get="/runs/{running}/body" hx-trigger="every 2s"' in run_page.text
+    assert "No step has finished yet." in run_page.text
 
 
 # ----------------------------------------------------------------------------- a run
@@ -127,6 +163,19 @@ def test_run_page_shows_the_branch_tree_and_plugin_sections(served: Served) -> N
     assert "(view-test)" in page.text
     assert "abc123" + served.ids["branch"][:8] in page.text  # the trace id, as stored
     assert served.plugin.calls.count(served.ids["branch"]) == 1
+
+
+def test_refused_tool_call_shows_in_the_policy_decisions_section(served: Served) -> None:
+    page = served.client.get(f"/runs/{served.ids['refused']}")
+    assert page.status_code == 200
+    assert "Policy decisions" in page.text
+    rows = re.findall(r"<tr><td>agent</td><td>no_refunds</td>(.*?)</tr>", page.text)
+    refused = [r for r in rows if "<td>tool_call</td><td>refund_money</td><td>deny</td>" in r]
+    assert len(refused) == 1, rows
+    assert "refunds of 500 need a person" in refused[0]
+    assert "I could not refund; escalated" in page.text  # the step went on
+    # A run without decisions has no such section: a plugin with nothing to say is absent.
+    assert "Policy decisions" not in served.client.get(f"/runs/{served.ids['branch']}").text
 
 
 def test_stored_strings_are_escaped_everywhere(served: Served) -> None:
@@ -168,13 +217,34 @@ def test_unknown_run_is_404(served: Served) -> None:
 # ----------------------------------------------------------------------------- approvals
 
 
+def test_reading_a_paused_run_never_imports_its_pipeline(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer form needs the step's schema, i.e. importing the file the run's stored
+    # pipeline_ref names: never for a mere reader (no token), whatever the database says.
+    import flujo.plugin
+
+    loaded: list[str] = []
+    real = flujo.plugin.load_target
+    monkeypatch.setattr(flujo.plugin, "load_target", lambda ref: loaded.append(ref) or real(ref))
+    page = served.client.get(f"/runs/{served.ids['paused']}")
+    assert "waiting for a person at step &#39;approve&#39;" in page.text
+    assert 'name="answer.amount"' not in page.text
+    assert "open the link" in page.text
+    served.client.get(f"/runs/{served.ids['paused']}/body")
+    assert loaded == []
+    _login(served.client)
+    assert 'name="answer.amount"' in served.client.get(f"/runs/{served.ids['paused']}").text
+    assert len(loaded) == 1
+
+
 def test_paused_run_shows_the_question_and_a_form_from_the_schema(served: Served) -> None:
+    _login(served.client)
     page = served.client.get(f"/runs/{served.ids['paused']}")
     assert "Refund this customer?" in page.text
     assert 'name="answer.amount"' in page.text
     assert 'type="number" step="1"' in page.text
     assert 'name="answer.note"' in page.text
-    assert 'name="token"' in page.text  # not logged in: the form asks for the token
 
 
 def _form(served: Served, **extra: str) -> dict[str, str]:
@@ -294,7 +364,7 @@ def test_explicit_host_is_allowed_only_when_named() -> None:
 def test_pipelines_page_and_series(served: Served) -> None:
     page = served.client.get("/pipelines")
     assert page.status_code == 200
-    for name in ("branchy", "approval", "failing"):
+    for name in ("branchy", "approval", "failing", "tooly"):
         assert f"/runs?pipeline={name}" in page.text
     series = served.client.get("/api/series?pipeline=branchy&days=3").json()
     assert series["daily"]["runs"][-1] == 1

@@ -11,14 +11,25 @@ from typing import Any
 
 from flujo import Flujo, FlujoConfig
 from flujo.config import load_config
-from flujo.plugin import RunRecord, RunViewSection, StateBackend, hookimpl, load_target
+from flujo.plugin import (
+    PolicyDecided,
+    PolicyDecision,
+    RunRecord,
+    Runtime,
+    RunViewSection,
+    StateBackend,
+    ToolCallRefused,
+    hookimpl,
+    load_target,
+)
 from flujo.plugins.manager import PluginManager
 
 XSS = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
 
 PIPES = """
 from pydantic import BaseModel
-from flujo import Step
+from flujo import Step, make_agent_async
+from flujo.testing.models import call_tool, scripted_model
 
 XSS = {xss!r}
 
@@ -59,7 +70,32 @@ approval = Step.from_callable(triage, name="ask") >> Step.human(
     "approve", schema=Refund, prompt="Refund this customer?"
 ) >> Step.from_callable(pay)
 failing = Step.from_callable(explode)
+
+
+async def refund_money(amount: int) -> str:
+    '''Send money back to the customer.'''
+    return f"refunded {{amount}}"
+
+
+def tooly() -> Step:
+    # A fresh script per load: the model calls the tool, then answers.
+    model = scripted_model(call_tool("refund_money", amount=500), "I could not refund; escalated")
+    return Step("agent", make_agent_async(model, "Help.", tools=[refund_money]))
 """
+
+
+class NoRefunds:
+    """A test policy: every call of ``refund_money`` is refused (the step goes on)."""
+
+    name = "no_refunds"
+
+    def inspect_input(self, context: Any, data: Any) -> tuple[PolicyDecision, Any]:
+        return PolicyDecision.ALLOW, data
+
+    def inspect_tool_call(self, context: Any, tool_name: str, args: dict[str, Any]) -> Any:
+        if tool_name == "refund_money":
+            raise ToolCallRefused(self.name, f"refunds of {args.get('amount')} need a person")
+        return PolicyDecision.ALLOW
 
 
 @dataclass
@@ -79,6 +115,32 @@ class ViewPlugin:
         )
 
 
+@dataclass
+class DecisionsPlugin:
+    """A plugin showing the policy decisions of each run, as flujo-governance's audit does
+    (kept in memory here: the test serves the app in this process)."""
+
+    decisions: dict[str, list[PolicyDecided]] = field(default_factory=dict)
+
+    @hookimpl
+    def flujo_policy_decided(self, event: PolicyDecided, runtime: Runtime) -> None:
+        self.decisions.setdefault(event.run_id, []).append(event)
+
+    @hookimpl
+    def flujo_run_view(self, run: RunRecord) -> RunViewSection | None:
+        found = self.decisions.get(run.run_id)
+        if not found:
+            return None
+        return RunViewSection(
+            "Policy decisions",
+            columns=("step", "policy", "where", "tool", "decision", "reason"),
+            rows=[
+                (e.step_name, e.policy, e.where, e.tool_name, e.decision.value, e.reason)
+                for e in found
+            ],
+        )
+
+
 def write_pipes(folder: Path) -> Path:
     path = folder / "pipes.py"
     path.write_text(PIPES.format(xss=XSS))
@@ -86,7 +148,7 @@ def write_pipes(folder: Path) -> Path:
 
 
 def make_config(
-    folder: Path, uri: str, plugin: object | None = None, toml: str = ""
+    folder: Path, uri: str, plugin: object | None = None, toml: str = "", *more: object
 ) -> FlujoConfig:
     (folder / "flujo.toml").write_text(f'[state]\nuri = "{uri}"\n{toml}')
     manager = PluginManager(strict=True)
@@ -95,22 +157,26 @@ def make_config(
     manager.register(ui_plugin, "flujo-ui")
     if plugin is not None:
         manager.register(plugin, "view-test")
+    for i, other in enumerate(more):
+        manager.register(other, f"view-test-{i + 2}")
     return load_config(folder / "flujo.toml", plugin_manager=manager, environ={})
 
 
-async def run(config: FlujoConfig, pipes: Path, name: str, data: Any) -> str:
+async def run(config: FlujoConfig, pipes: Path, name: str, data: Any, *policies: Any) -> str:
     ref = f"{pipes}:{name}"
-    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+    runner = Flujo(load_target(ref), config=config, pipeline_ref=ref, policies=policies)
+    async with runner:
         result = await runner.run_async(data)
     return result.run_id
 
 
 async def populate(config: FlujoConfig, pipes: Path) -> dict[str, str]:
-    """One run of each kind: a branch, a paused human step, a failure."""
+    """One run of each kind: a branch, a paused human step, a failure, a refused tool call."""
     ids = {
         "branch": await run(config, pipes, "branchy", "refund please"),
         "paused": await run(config, pipes, "approval", "order A-1"),
         "failed": await run(config, pipes, "failing", "x"),
+        "refused": await run(config, pipes, "tooly", "refund 500", NoRefunds()),
     }
     time.sleep(0.01)
     return ids

@@ -205,7 +205,7 @@ async def runs_table(ui: UiState, request: Request) -> Response:
 # ----------------------------------------------------------------------------- a run
 
 
-async def _run_values(ui: UiState, run_id: str) -> dict[str, Any] | None:
+async def _run_values(ui: UiState, run_id: str, *, trusted: bool) -> dict[str, Any] | None:
     state = _state(ui)
     run = await state.get_run(run_id) if run_id.isalnum() else None
     if run is None:
@@ -223,7 +223,7 @@ async def _run_values(ui: UiState, run_id: str) -> dict[str, Any] | None:
         "sections": sections,
         "trace_id": trace,
         "trace_url": trace_url,
-        "paused": _paused(run) if run.status is RunStatus.PAUSED else None,
+        "paused": _paused(run, trusted) if run.status is RunStatus.PAUSED else None,
         "live": run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED),
         "live_every": LIVE_EVERY_S,
         "duration": max(run.updated_at - run.created_at, 0.0),
@@ -236,12 +236,19 @@ def _context_fields(context: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in context.items() if not k.startswith("__flujo")}
 
 
-def _paused(run: RunRecord) -> views.Paused | None:
+def _paused(run: RunRecord, trusted: bool) -> views.Paused | None:
+    """Where ``run`` waits and its answer form. The form comes from the human step's schema,
+    which means importing the pipeline the run records (``pipeline_ref``, as ``flujo runs
+    approve`` does): only for a ``trusted`` request (one holding the token), so merely
+    reading a page never runs code a stored string names."""
     found = views.paused_path(run)
     if found is None:
         return None
     path, question = found
     paused = views.Paused(path, question)
+    if not trusted:
+        paused.locked = True
+        return paused
     if not run.pipeline_ref:
         paused.problem = "the run does not record where its pipeline is defined"
         return paused
@@ -274,23 +281,21 @@ def _human_step(ref: str, path: str) -> Any:
 
 
 async def run_page(ui: UiState, request: Request) -> Response:
-    values = await _run_values(ui, request.path_params["run_id"])
+    authenticated = _authenticated(ui, request)
+    values = await _run_values(ui, request.path_params["run_id"], trusted=authenticated)
     if values is None:
         return _page(ui, "message.html", 404, title="No such run",
                      text="No run with this id is stored.")  # fmt: skip
     problem = request.query_params.get("problem")
-    return _page(
-        ui, "run.html", authenticated=_authenticated(ui, request), problem=problem, **values
-    )
+    return _page(ui, "run.html", authenticated=authenticated, problem=problem, **values)
 
 
 async def run_body(ui: UiState, request: Request) -> Response:
-    values = await _run_values(ui, request.path_params["run_id"])
+    authenticated = _authenticated(ui, request)
+    values = await _run_values(ui, request.path_params["run_id"], trusted=authenticated)
     if values is None:
         return Response("no such run", 404)
-    return _page(
-        ui, "run_body.html", authenticated=_authenticated(ui, request), problem=None, **values
-    )
+    return _page(ui, "run_body.html", authenticated=authenticated, problem=None, **values)
 
 
 async def _answer(ui: UiState, request: Request, approve: bool) -> Response:
@@ -339,7 +344,7 @@ def _form_answer(run: RunRecord, values: Mapping[str, str]) -> Any:
             return json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
             raise ValueError(f"the answer is not JSON: {exc}") from None
-    paused = _paused(run)
+    paused = _paused(run, trusted=True)  # the token was checked
     if paused is None or paused.fields is None:
         return None
     return views.parse_answer(paused.fields, values)

@@ -243,6 +243,8 @@ class Paused:
     """No schema: approving answers with the step's input (nothing to fill in)."""
     problem: str | None = None
     """Why the step's schema could not be read (its pipeline would not load)."""
+    locked: bool = False
+    """Not logged in: the pipeline (and so the form) is not loaded for this request."""
 
 
 def paused_path(run: RunRecord) -> tuple[str, str | None] | None:
