@@ -209,6 +209,40 @@ def test_trace_link_uses_the_configured_template(
     assert f'href="http://127.0.0.1:6006/trace/abc123{ids["branch"][:8]}"' in page.text
 
 
+def test_a_run_page_without_any_plugin_and_with_a_failing_one(
+    tmp_path: Path, state_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flujo.plugin import hookimpl
+
+    class Broken:
+        @hookimpl
+        def flujo_run_view(self) -> None:
+            raise RuntimeError("the section's database is gone <b>x</b>")
+
+    monkeypatch.chdir(tmp_path)
+    bare = make_config(tmp_path, state_uri)
+    ids = asyncio.run(populate(bare, write_pipes(tmp_path)))
+    with TestClient(create_app(bare, token=TOKEN, port=8765), base_url=BASE) as client:
+        page = client.get(f"/runs/{ids['branch']}")
+        assert page.status_code == 200
+        assert 'class="plugin"' not in page.text  # no plugin, no section, no gap
+    broken = make_config(tmp_path, state_uri, Broken())
+    with TestClient(create_app(broken, token=TOKEN, port=8765), base_url=BASE) as client:
+        page = client.get(f"/runs/{ids['branch']}")
+        assert page.status_code == 200
+        assert "route/billing/refund" in page.text
+        assert "could not be shown: RuntimeError: the section&#39;s database is gone" in page.text
+        assert "<b>x</b>" not in page.text
+
+
+def test_a_huge_stored_value_is_cut_for_the_page() -> None:
+    from flujo_ui.views import SHOWN_CHARS, pretty
+
+    shown = pretty("x" * (SHOWN_CHARS + 5000))
+    assert len(shown) < SHOWN_CHARS + 100
+    assert shown.endswith("… 5,000 more characters (flujo runs show --json)")
+
+
 def test_unknown_run_is_404(served: Served) -> None:
     assert served.client.get("/runs/" + "0" * 32).status_code == 404
     assert served.client.get("/runs/..%2f..%2fetc").status_code == 404
@@ -276,10 +310,11 @@ def test_approve_with_a_bad_answer_says_why_and_changes_nothing(served: Served) 
     answer = served.client.post(
         f"/runs/{run_id}/approve", data=_form(served, **{"answer.amount": "lots"})
     )
-    assert answer.status_code == 303
-    assert "problem=" in answer.headers["location"]
-    shown = served.client.get(answer.headers["location"])
-    assert "is not a whole number" in shown.text
+    assert answer.status_code == 400
+    assert "Amount: &#39;lots&#39; is not a whole number" in answer.text
+    # The page never says what a link's query string tells it to.
+    spoof = served.client.get(f"/runs/{run_id}?problem=visit+evil.example+to+log+in")
+    assert "evil.example" not in spoof.text
     assert _status(served.config, run_id) is RunStatus.PAUSED
 
 
@@ -287,7 +322,8 @@ def test_reject_needs_a_reason_and_fails_the_run(served: Served) -> None:
     run_id = served.ids["paused"]
     # The token typed into the form instead of the login cookie.
     no_reason = served.client.post(f"/runs/{run_id}/reject", data=_form(served, token=TOKEN))
-    assert "rejecting+needs+a+reason" in no_reason.headers["location"]
+    assert no_reason.status_code == 400
+    assert "rejecting needs a reason" in no_reason.text
     done = served.client.post(
         f"/runs/{run_id}/reject", data=_form(served, token=TOKEN, reason="not eligible")
     )

@@ -286,8 +286,7 @@ async def run_page(ui: UiState, request: Request) -> Response:
     if values is None:
         return _page(ui, "message.html", 404, title="No such run",
                      text="No run with this id is stored.")  # fmt: skip
-    problem = request.query_params.get("problem")
-    return _page(ui, "run.html", authenticated=authenticated, problem=problem, **values)
+    return _page(ui, "run.html", authenticated=authenticated, problem=None, **values)
 
 
 async def run_body(ui: UiState, request: Request) -> Response:
@@ -323,16 +322,20 @@ async def _answer(ui: UiState, request: Request, approve: bool) -> Response:
             raise UserError("rejecting needs a reason")
         await _apply(ui, run, approve, answer, reason, values.get("continue") == "on")
     except (UserError, ValueError) as exc:
-        return _problem(run_id, str(exc))
+        return await _problem(ui, request, run_id, str(exc))
     except FlujoError as exc:  # the answer fails the schema, the run changed meanwhile...
-        return _problem(run_id, str(exc))
+        return await _problem(ui, request, run_id, str(exc))
     return RedirectResponse(f"/runs/{run_id}", 303)
 
 
-def _problem(run_id: str, text: str) -> Response:
-    from urllib.parse import urlencode
-
-    return RedirectResponse(f"/runs/{run_id}?{urlencode({'problem': text[:500]})}", 303)
+async def _problem(ui: UiState, request: Request, run_id: str, text: str) -> Response:
+    """The run's page again, saying why the answer was not taken (never a message carried in
+    the URL: a link cannot make this page say something the server did not)."""
+    values = await _run_values(ui, run_id, trusted=True)  # the token was checked
+    if values is None:
+        return _page(ui, "message.html", 404, title="No such run", text=text)
+    authenticated = _authenticated(ui, request)
+    return _page(ui, "run.html", 400, authenticated=authenticated, problem=text[:1000], **values)
 
 
 def _form_answer(run: RunRecord, values: Mapping[str, str]) -> Any:

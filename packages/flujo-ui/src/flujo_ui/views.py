@@ -39,11 +39,20 @@ def visible(text: str) -> str:
     )
 
 
+SHOWN_CHARS = 100_000
+"""How much of one stored value a page shows (a page stays fast with a huge output)."""
+
+
 def pretty(value: Any) -> str:
-    """A stored value for people: text as it is, anything else as indented JSON."""
-    if isinstance(value, str):
-        return visible(value)
-    return visible(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    """A stored value for people: text as it is, anything else as indented JSON; past
+    :data:`SHOWN_CHARS` cut, saying how much more is stored."""
+    text = value if isinstance(value, str) else None
+    if text is None:
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    if len(text) > SHOWN_CHARS:
+        more = len(text) - SHOWN_CHARS
+        text = text[:SHOWN_CHARS] + f"\n… {more:,} more characters (flujo runs show --json)"
+    return visible(text)
 
 
 def when(ts: float | None) -> str:
