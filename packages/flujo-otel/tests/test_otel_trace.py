@@ -60,6 +60,8 @@ async def test_one_tree_run_steps_agent_model_tools(
     tools = [s for s in agent_spans if "lookup_customer" in s.name or "refund" in s.name]
     assert len(tools) == 2, [s.name for s in agent_spans]
     assert steps["step triage"].attributes["gen_ai.usage.input_tokens"] == 30
+    assert roots[0].status.status_code is StatusCode.OK
+    assert steps["step triage"].status.status_code is StatusCode.OK
 
 
 async def test_policy_decisions_are_events_without_the_inspected_values(

@@ -185,6 +185,8 @@ class Tracing:
         run.span.set_attribute("flujo.run.status", status)
         if error is not None:
             run.span.set_status(Status(StatusCode.ERROR, error))
+        elif status == "succeeded":
+            run.span.set_status(Status(StatusCode.OK))
         run.span.end()
 
     # -- steps --------------------------------------------------------------------------
@@ -254,6 +256,8 @@ class Tracing:
             span.set_attribute("output.value", _json(result.output))
         if result.status.value in ("failed", "blocked", "limit_exceeded"):
             span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
+        elif result.status.value == "succeeded":
+            span.set_status(Status(StatusCode.OK))
         span.end(end_time=record.ended_ns)
         if result.status.value == "paused" and record.top_level:
             # The run waits for a person: its span ends now; a resume opens the next one.
