@@ -211,7 +211,7 @@ MUTATIONS = [
     Mutation(
         "resume-race",
         "packages/flujo-core/tests/test_state.py::test_leases_exclude_live_workers_and_expire[sqlite]",
-        f"{CORE}/state/sqlite.py",
+        f"{CORE}/state/_sql.py",
         'f"{_TAKE} WHERE run_id = ? AND version = ? AND status != ? AND (status != ? OR "',
         'f"{_TAKE} WHERE run_id = ? AND ? >= 0 AND status != ? AND (status != ? OR "',
         "assert Lease(owner='other'",
@@ -221,7 +221,7 @@ MUTATIONS = [
         "resume-race-any-status",
         "packages/flujo-core/tests/test_fencing.py"
         "::test_concurrent_resumes_of_one_run_commit_each_step_once[sqlite]",
-        f"{CORE}/state/sqlite.py",
+        f"{CORE}/state/_sql.py",
         'f"{_TAKE} WHERE run_id = ? AND version = ? AND status != ? AND (status != ? OR "',
         "f\"{_TAKE} WHERE run_id = ? AND ? >= 0 AND ? != '' AND (status != ? OR \"",
         "AssertionError: assert 2 == 3",
@@ -255,9 +255,10 @@ MUTATIONS = [
         "resume-race-postgres",
         "packages/flujo-core/tests/test_fencing.py"
         "::test_concurrent_resumes_of_one_run_commit_each_step_once[postgresql]",
-        f"{CORE}/state/postgres.py",
-        'f"{_TAKE} WHERE run_id = %s AND version = %s AND status != %s AND "',
-        "f\"{_TAKE} WHERE run_id = %s AND %s >= 0 AND %s != '' AND \"",
+        # The statement is the same text on both dialects (flujo.state._sql).
+        f"{CORE}/state/_sql.py",
+        'f"{_TAKE} WHERE run_id = ? AND version = ? AND status != ? AND (status != ? OR "',
+        "f\"{_TAKE} WHERE run_id = ? AND ? >= 0 AND ? != '' AND (status != ? OR \"",
         "AssertionError: assert 2 == 3",
         "the original bug on PostgreSQL: a run that is not live is taken, a succeeded one too",
     ),

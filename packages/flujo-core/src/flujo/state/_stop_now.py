@@ -7,13 +7,13 @@ connection of its own with the plain sync driver and bounded waits, never the ba
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.errors import StateError
 from flujo.domain.models import RunStatus
 from flujo.state._rows import loads
+from flujo.state._sql import POSTGRESQL_STATEMENTS, SQLITE_STATEMENTS, register_clock
 
 if TYPE_CHECKING:
     from flujo.config import StateSettings
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from flujo.plugins.registry import Registry
 
 _WAIT_S = 3.0
-# Fenced like every write a worker makes to its run (see flujo.application.lease): still
-# running, still this worker's take; the version moves on, as with every change of status.
-_RELEASE = (
-    "UPDATE workflow_state SET status = {p}, error = {p}, lease_owner = NULL, "
-    "lease_expires_at = NULL, updated_at = {p}, version = version + 1 WHERE run_id = {p} "
-    "AND status = {p} AND lease_owner = {p} AND lease_epoch = {p}"
-)
-_READ = "SELECT status, output, error FROM workflow_state WHERE run_id = {p}"
 
 
 def interrupt_run_now(
@@ -53,10 +45,11 @@ def interrupt_run_now(
     from flujo.state.sqlite import SQLiteBackend
 
     backend = open_backend(settings, root, registry)
+    # Fenced like every write a worker makes to its run (see flujo.application.lease): still
+    # running, still this worker's take; the version moves on, as with every change of status.
     params = (
         RunStatus.INTERRUPTED.value,
         error,
-        time.time(),
         run_id,
         RunStatus.RUNNING.value,
         lease.owner,
@@ -65,9 +58,10 @@ def interrupt_run_now(
     if isinstance(backend, SQLiteBackend):
         path = str(backend.path)
         conn = sqlite3.connect(path, timeout=_WAIT_S, isolation_level=None)
+        register_clock(conn)
         try:
-            conn.execute(_RELEASE.format(p="?"), params)
-            row = conn.execute(_READ.format(p="?"), (run_id,)).fetchone()
+            conn.execute(SQLITE_STATEMENTS.interrupt_now, params)
+            row = conn.execute(SQLITE_STATEMENTS.outcome, (run_id,)).fetchone()
         finally:
             conn.close()
     elif type(backend).__module__ == "flujo.state.postgres":
@@ -76,8 +70,8 @@ def interrupt_run_now(
         dsn = str(getattr(backend, "dsn", settings.uri))
         with psycopg.connect(dsn, autocommit=True, connect_timeout=int(_WAIT_S)) as pg:
             pg.execute(f"SET statement_timeout = {int(_WAIT_S * 1000)}")
-            pg.execute(_RELEASE.format(p="%s"), params)
-            row = pg.execute(_READ.format(p="%s"), (run_id,)).fetchone()
+            pg.execute(POSTGRESQL_STATEMENTS.interrupt_now, params)
+            row = pg.execute(POSTGRESQL_STATEMENTS.outcome, (run_id,)).fetchone()
     else:
         raise StateError(
             f"the {type(backend).__name__} state backend cannot be written from a stopping "

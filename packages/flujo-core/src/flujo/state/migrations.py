@@ -6,18 +6,16 @@ from collections.abc import Collection
 
 from flujo.domain.errors import StateError
 from flujo.domain.interfaces import Migration
+from flujo.state._sql import DIALECTS
 
 CORE_OWNER = "flujo"
 
 
 def core_migrations(dialect: str) -> list[Migration]:
     """The core tables: ``workflow_state`` (one row per run) and ``step_results``."""
-    real = "DOUBLE PRECISION" if dialect == "postgresql" else "REAL"
-    # SQLite keeps step rows in their primary key's order (a WITHOUT ROWID table): a step's
-    # commit then writes one page of step_results, not a table page and a key-index page.
-    # The columns, key and constraints are the same, so a database made before with a rowid
-    # table (no migration rebuilds it) reads and writes the same.
-    clustered = " WITHOUT ROWID" if dialect == "sqlite" else ""
+    # A dialect the core does not know (a plugin's backend) gets portable types.
+    d = DIALECTS.get(dialect)
+    real, clustered = (d.real, d.clustered) if d is not None else ("REAL", "")
     return [
         Migration(
             CORE_OWNER,

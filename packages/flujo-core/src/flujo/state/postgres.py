@@ -10,7 +10,6 @@ connection of its own (one per runner), from its own thread.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +21,7 @@ from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
-    INNER_COLUMNS,
     RUN_COLUMNS,
-    STEP_COLUMNS,
     dumps,
     fenced_out,
     inner_from_row,
@@ -32,6 +29,8 @@ from flujo.state._rows import (
     step_from_row,
     usage_json,
 )
+from flujo.state._sql import POSTGRESQL_STATEMENTS as _SQL
+from flujo.state._sql import translate_params
 from flujo.state.dsn import redact_dsn
 from flujo.state.migrations import core_migrations, require_core_schema
 
@@ -40,24 +39,9 @@ if TYPE_CHECKING:
 
 _RUNNING = RunStatus.RUNNING.value
 _SUCCEEDED = RunStatus.SUCCEEDED.value
-# A take's epoch is the run's new version: it grows with every take, and the taker knows it
-# before the take lands (the heartbeat renews it even while the event loop is blocked).
-_TAKE = "lease_epoch = version + 1, version = version + 1"
-# A run its holder finished: its lease is released, not lost (no other take since).
-_ENDED_UNDER = (
-    "SELECT 1 FROM workflow_state WHERE run_id = %s AND lease_epoch = %s AND status != 'running'"
-)
-# The fence of every write a worker makes to its run: still running, still its take.
-_HELD = "run_id = %s AND status = 'running' AND lease_owner = %s AND lease_epoch = %s"
 _INTERRUPTED = RunStatus.INTERRUPTED.value
-_NOW = "extract(epoch from clock_timestamp())"
 _MIGRATION_LOCK = 0x666C756A6F  # "flujo": one advisory lock key for every flujo database
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-
-
-def translate_params(sql: str) -> str:
-    """``:name`` placeholders to psycopg's ``%(name)s`` (``::casts`` are left alone)."""
-    return _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+__all__ = ["PostgresBackend", "translate_params"]
 
 
 async def _read_only_session(conn: AsyncConnection[Any]) -> None:
@@ -144,19 +128,15 @@ class PostgresBackend:
                     f"no state database at {redact_dsn(self.dsn)} "
                     f"(no flujo tables in schema {schema})"
                 )
-            cur = await conn.execute("SELECT owner, version FROM flujo_migrations")
+            cur = await conn.execute(_SQL.applied)
             return [(str(owner), int(version)) for owner, version in await cur.fetchall()]
 
     async def _migrate(self, migrations: Sequence[Migration]) -> None:
         async with self.pool.connection() as conn, conn.transaction():
             # Held until commit: workers starting together apply each migration once.
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS flujo_migrations (owner TEXT NOT NULL, "
-                "version INTEGER NOT NULL, applied_at DOUBLE PRECISION NOT NULL, "
-                "PRIMARY KEY (owner, version))"
-            )
-            cur = await conn.execute("SELECT owner, version FROM flujo_migrations")
+            await conn.execute(_SQL.migrations_table)
+            cur = await conn.execute(_SQL.applied)
             done = {(row[0], row[1]) for row in await cur.fetchall()}
             ordered = sorted(migrations, key=lambda m: (m.owner != "flujo", m.owner, m.version))
             for mig in ordered:
@@ -170,10 +150,7 @@ class PostgresBackend:
                         f"migration {mig.owner} v{mig.version} failed on "
                         f"{redact_dsn(self.dsn)}: {exc}"
                     ) from exc
-                await conn.execute(
-                    f"INSERT INTO flujo_migrations VALUES (%s, %s, {_NOW})",
-                    (mig.owner, mig.version),
-                )
+                await conn.execute(_SQL.record_migration, (mig.owner, mig.version))
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -183,9 +160,7 @@ class PostgresBackend:
     async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> Lease:
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at, "
-                "lease_epoch) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, NULL, %s, %s, "
-                f"%s, 1, %s, {_NOW} + %s, 1)",
+                _SQL.create_run,
                 (
                     run.run_id,
                     run.pipeline_name,
@@ -212,11 +187,7 @@ class PostgresBackend:
             # concurrent writer's row lock makes this wait, then re-check the WHERE clause
             # against the committed row: two takers never both win.
             cur = await conn.execute(
-                "UPDATE workflow_state SET status = %s, output = NULL, error = NULL, "
-                f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW}, "
-                f"{_TAKE} WHERE run_id = %s AND version = %s AND status != %s AND "
-                f"(status != %s OR lease_owner IS NULL OR lease_owner = %s OR "
-                f"lease_expires_at < {_NOW})",
+                _SQL.take,
                 (_RUNNING, owner, lease_s, run_id, seen_version, _SUCCEEDED, _RUNNING, owner),
             )
         return Lease(owner, seen_version + 1) if cur.rowcount == 1 else None
@@ -227,28 +198,20 @@ class PostgresBackend:
     async def claim_stale(
         self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
     ) -> list[str]:
-        version_filter = "AND pipeline_version = %s" if pipeline_version else ""
+        versioned = bool(pipeline_version)
         params: tuple[Any, ...] = (
             _RUNNING,
             owner,
             lease_s,
             _RUNNING,
             _INTERRUPTED,
-            *((pipeline_version,) if pipeline_version else ()),
+            *((pipeline_version,) if versioned else ()),
             limit,
         )
         async with self.pool.connection() as conn:
             # SKIP LOCKED: concurrent claimers each take different rows, none waits. An
             # interrupted run becomes running here, so no other claimer can take it too.
-            cur = await conn.execute(
-                "UPDATE workflow_state SET status = %s, lease_owner = %s, "
-                f"lease_expires_at = {_NOW} + %s, {_TAKE} WHERE run_id IN "
-                "(SELECT run_id FROM workflow_state WHERE ((status = %s AND "
-                f"lease_expires_at < {_NOW}) OR status = %s) {version_filter} "
-                "ORDER BY lease_expires_at "
-                "LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id",
-                params,
-            )
+            cur = await conn.execute(_SQL.claim[versioned], params)
             return [row[0] for row in await cur.fetchall()]
 
     async def save_step(
@@ -265,30 +228,19 @@ class PostgresBackend:
         output = dumps(step.output)
         run_usage = usage_json(usage)
         held = (run_id, lease.owner, lease.epoch)
-        if step.status is StepStatus.SUCCEEDED:
-            advance = "current_step = %s, last_output = %s, "
-            advance_params: tuple[Any, ...] = (index + 1, output)
-        else:
-            advance, advance_params = "", ()
+        advance = step.status is StepStatus.SUCCEEDED
+        run_params: tuple[Any, ...] = (
+            (index + 1, context_json, output, run_usage) if advance else (context_json, run_usage)
+        )
         # Without plugin writes, one statement, so one server-side transaction: the fence (the
         # run row's update) and the step row commit together or not at all, and the row lock
         # is never held across this coroutine's awaits (a blocking step elsewhere could
         # stretch those past the heartbeat's next renewal, which would wait on the lock).
-        sql = (
-            f"WITH fenced AS (UPDATE workflow_state SET {advance}context = %s, usage = %s, "
-            f"updated_at = {_NOW}, version = version + 1 WHERE {_HELD} RETURNING run_id) "
-            f"INSERT INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
-            f"SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} FROM fenced "
-            "ON CONFLICT (run_id, idx) DO UPDATE SET name = EXCLUDED.name, "
-            "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
-            "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
-            "usage = EXCLUDED.usage, created_at = EXCLUDED.created_at"
-        )
+        (sql,) = _SQL.step_commit[advance]
         params = (
-            *advance_params,
-            context_json,
-            run_usage,
+            *run_params,
             *held,
+            run_id,
             index,
             step.name,
             step.status.value,
@@ -314,22 +266,16 @@ class PostgresBackend:
     ) -> None:
         # save_step's fence and single statement; the run's current step and last output
         # stay where they are (the control-flow step at ``index`` is still running).
+        (sql,) = _SQL.inner_commit
         await self._fenced(
-            "WITH fenced AS (UPDATE workflow_state SET context = coalesce(%s, context), "
-            f"usage = %s, updated_at = {_NOW}, version = version + 1 WHERE {_HELD} "
-            f"RETURNING run_id) INSERT INTO inner_step_results (run_id, {INNER_COLUMNS}, "
-            f"created_at) SELECT run_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW} "
-            "FROM fenced ON CONFLICT (run_id, path) DO UPDATE SET "
-            "status = EXCLUDED.status, output = EXCLUDED.output, error = EXCLUDED.error, "
-            "attempts = EXCLUDED.attempts, latency_ms = EXCLUDED.latency_ms, "
-            "usage = EXCLUDED.usage, idx = EXCLUDED.idx, context = EXCLUDED.context, "
-            "created_at = EXCLUDED.created_at",
+            sql,
             (
                 context_json,
                 usage_json(usage),
                 run_id,
                 lease.owner,
                 lease.epoch,
+                run_id,
                 step.name,
                 step.status.value,
                 dumps(step.output),
@@ -365,7 +311,7 @@ class PostgresBackend:
                 async with conn.pipeline() as pipe, conn.transaction():
                     cur = await conn.execute(sql, params)
                     for write in writes:
-                        await conn.execute(translate_params(write.sql), dict(write.params))
+                        await conn.execute(_SQL.dialect.plugin_sql(write.sql), dict(write.params))
                     try:
                         await pipe.sync()
                     except psycopg.Error as exc:
@@ -388,9 +334,7 @@ class PostgresBackend:
     ) -> None:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "UPDATE workflow_state SET status = %s, output = %s, error = %s, context = %s, "
-                f"usage = %s, updated_at = {_NOW}, lease_owner = NULL, lease_expires_at = NULL, "
-                f"version = version + 1 WHERE {_HELD}",
+                _SQL.finalize,
                 (
                     status.value,
                     dumps(output),
@@ -407,23 +351,14 @@ class PostgresBackend:
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM workflow_state WHERE run_id = %s", (run_id,)
-            )
+            cur = await conn.execute(_SQL.get_run, (run_id,))
             row = await cur.fetchone()
             if row is None:
                 return None
             run = run_from_row(row)
-            cur = await conn.execute(
-                f"SELECT {STEP_COLUMNS} FROM step_results WHERE run_id = %s ORDER BY idx",
-                (run_id,),
-            )
+            cur = await conn.execute(_SQL.get_steps, (run_id,))
             run.steps = [step_from_row(s) for s in await cur.fetchall()]
-            cur = await conn.execute(
-                f"SELECT {INNER_COLUMNS} FROM inner_step_results WHERE run_id = %s "
-                "ORDER BY idx, created_at, path",
-                (run_id,),
-            )
+            cur = await conn.execute(_SQL.get_inner, (run_id,))
             run.inner_steps = [inner_from_row(s) for s in await cur.fetchall()]
             return run
 
@@ -464,7 +399,7 @@ class PostgresBackend:
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         try:
             async with self.pool.connection() as conn:
-                cur = await conn.execute(translate_params(sql), dict(params or {}))
+                cur = await conn.execute(_SQL.dialect.plugin_sql(sql), dict(params or {}))
                 return cur.rowcount
         except psycopg.Error as exc:
             raise StateError(f"state statement failed: {exc}") from exc
@@ -474,7 +409,7 @@ class PostgresBackend:
     ) -> list[dict[str, Any]]:
         try:
             async with self.pool.connection() as conn:
-                cur = await conn.execute(translate_params(sql), dict(params or {}))
+                cur = await conn.execute(_SQL.dialect.plugin_sql(sql), dict(params or {}))
                 names = [d.name for d in cur.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
         except psycopg.Error as exc:
@@ -503,13 +438,10 @@ class _Renewer:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-            cur = self._conn.execute(
-                f"UPDATE workflow_state SET lease_expires_at = {_NOW} + %s WHERE {_HELD}",
-                (lease_s, run_id, lease.owner, lease.epoch),
-            )
+            cur = self._conn.execute(_SQL.renew, (lease_s, run_id, lease.owner, lease.epoch))
             if cur.rowcount == 1:
                 return True
-            cur = self._conn.execute(_ENDED_UNDER, (run_id, lease.epoch))
+            cur = self._conn.execute(_SQL.ended_under, (run_id, lease.epoch))
             return cur.fetchone() is not None
         except psycopg.Error as exc:
             self.close()  # a broken connection is replaced at the next beat

@@ -11,7 +11,6 @@ is fenced: it names the lease it is made under, and the row must still hold that
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from flujo.domain.interfaces import Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
-    INNER_COLUMNS,
     RUN_COLUMNS,
-    STEP_COLUMNS,
     dumps,
     fenced_out,
     inner_from_row,
@@ -31,34 +28,17 @@ from flujo.state._rows import (
     step_from_row,
     usage_json,
 )
+from flujo.state._sql import SQLITE_STATEMENTS as _SQL
+from flujo.state._sql import register_clock
 from flujo.state.migrations import core_migrations, require_core_schema
 
 _RUNNING = RunStatus.RUNNING.value
-# A take's epoch is the run's new version: it grows with every take, and the taker knows it
-# before the take lands (the heartbeat renews it even while the event loop is blocked).
-_TAKE = "lease_epoch = version + 1, version = version + 1"
-# A run its holder finished: its lease is released, not lost (no other take since).
-_ENDED_UNDER = (
-    "SELECT 1 FROM workflow_state WHERE run_id = ? AND lease_epoch = ? AND status != 'running'"
-)
-# A run may be taken unless it succeeded or runs under another worker's live lease.
-_NOT_LIVE = (RunStatus.SUCCEEDED.value, _RUNNING)
-# The fence of every write a worker makes to its run: still running, still its take.
-_HELD = "run_id = ? AND status = 'running' AND lease_owner = ? AND lease_epoch = ?"
 _INTERRUPTED = RunStatus.INTERRUPTED.value
+_SUCCEEDED = RunStatus.SUCCEEDED.value
 # A step's commit: the run row (advanced past a step that succeeded), then the step row.
-_ADVANCE = (
-    "UPDATE workflow_state SET current_step = ?, context = ?, last_output = ?, usage = ?, "
-    f"updated_at = ?, version = version + 1 WHERE {_HELD}"
-)
-_NO_ADVANCE = (
-    "UPDATE workflow_state SET context = ?, usage = ?, updated_at = ?, version = version + 1 "
-    f"WHERE {_HELD}"
-)
-_SAVE_STEP = (
-    f"INSERT OR REPLACE INTO step_results (run_id, idx, {STEP_COLUMNS}, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_ADVANCE, _SAVE_STEP = _SQL.step_commit[True]
+_NO_ADVANCE, _ = _SQL.step_commit[False]
+_INNER_RUN, _INNER_ROW = _SQL.inner_commit
 
 
 class SQLiteBackend:
@@ -118,6 +98,7 @@ class SQLiteBackend:
             conn.execute("PRAGMA foreign_keys=ON")
             if read_only:
                 conn.execute("PRAGMA query_only=ON")
+            register_clock(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open state database {self.path}: {exc}") from exc
         self._conn = conn
@@ -138,7 +119,7 @@ class SQLiteBackend:
     def _applied(self) -> list[tuple[str, int]]:
         """``(owner, version)`` of every applied migration; refuses a file flujo did not make."""
         try:
-            rows = self.conn.execute("SELECT owner, version FROM flujo_migrations").fetchall()
+            rows = self.conn.execute(_SQL.applied).fetchall()
         except sqlite3.DatabaseError as exc:
             if "no such table" in str(exc):
                 raise StateNotFoundError(
@@ -149,24 +130,15 @@ class SQLiteBackend:
 
     def _migrate(self, migrations: Sequence[Migration]) -> None:
         conn = self.conn
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS flujo_migrations (owner TEXT NOT NULL, "
-            "version INTEGER NOT NULL, applied_at REAL NOT NULL, PRIMARY KEY (owner, version))"
-        )
+        conn.execute(_SQL.migrations_table)
         for mig in sorted(migrations, key=lambda m: (m.owner != "flujo", m.owner, m.version)):
             # BEGIN IMMEDIATE serializes processes that start at once; re-check inside it.
             with self._immediate(f"migration {mig.owner} v{mig.version}"):
-                done = conn.execute(
-                    "SELECT 1 FROM flujo_migrations WHERE owner = ? AND version = ?",
-                    (mig.owner, mig.version),
-                ).fetchone()
+                done = conn.execute(_SQL.migration_applied, (mig.owner, mig.version)).fetchone()
                 if done is None:
                     for statement in mig.statements:
                         conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO flujo_migrations VALUES (?, ?, ?)",
-                        (mig.owner, mig.version, time.time()),
-                    )
+                    conn.execute(_SQL.record_migration, (mig.owner, mig.version))
 
     def _immediate(self, what: str) -> _Transaction:
         return _Transaction(self.conn, what, immediate=True)
@@ -179,8 +151,7 @@ class SQLiteBackend:
 
     async def create_run(self, run: RunRecord, *, owner: str, lease_s: float) -> Lease:
         self.conn.execute(
-            f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at, "
-            "lease_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, 1, ?, ?, 1)",
+            _SQL.create_run,
             (
                 run.run_id,
                 run.pipeline_name,
@@ -194,7 +165,7 @@ class SQLiteBackend:
                 run.created_at,
                 run.updated_at,
                 owner,
-                time.time() + lease_s,
+                lease_s,
             ),
         )
         return Lease(owner, 1)
@@ -202,15 +173,9 @@ class SQLiteBackend:
     async def acquire_lease(
         self, run_id: str, owner: str, lease_s: float, *, seen_version: int
     ) -> Lease | None:
-        now = time.time()
-        # The decision is this one statement, on the version the caller read: never on a
-        # separate read that another worker's commit could have overtaken.
         cur = self.conn.execute(
-            "UPDATE workflow_state SET status = ?, output = NULL, error = NULL, "
-            "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
-            f"{_TAKE} WHERE run_id = ? AND version = ? AND status != ? AND (status != ? OR "
-            "lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)",
-            (_RUNNING, owner, now + lease_s, now, run_id, seen_version, *_NOT_LIVE, owner, now),
+            _SQL.take,
+            (_RUNNING, owner, lease_s, run_id, seen_version, _SUCCEEDED, _RUNNING, owner),
         )
         return Lease(owner, seen_version + 1) if cur.rowcount == 1 else None
 
@@ -220,29 +185,18 @@ class SQLiteBackend:
     async def claim_stale(
         self, owner: str, lease_s: float, *, limit: int, pipeline_version: str | None = None
     ) -> list[str]:
-        now = time.time()
-        version_filter = "AND pipeline_version = ?" if pipeline_version else ""
+        versioned = bool(pipeline_version)
         params: tuple[Any, ...] = (
             _RUNNING,
-            now,
             _INTERRUPTED,
-            *((pipeline_version,) if pipeline_version else ()),
+            *((pipeline_version,) if versioned else ()),
+            limit,
         )
+        # BEGIN IMMEDIATE is SQLite's lock for the claim (PostgreSQL skips locked rows).
         with self._immediate("claiming stale runs"):
-            ids = [
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT run_id FROM workflow_state WHERE "
-                    "((status = ? AND lease_expires_at < ?) OR status = ?) "
-                    f"{version_filter} ORDER BY lease_expires_at LIMIT ?",
-                    (*params, limit),
-                )
-            ]
-            # An interrupted run becomes running here, so no other claimer can take it too.
+            ids = [row[0] for row in self.conn.execute(_SQL.stale[versioned], params)]
             self.conn.executemany(
-                f"UPDATE workflow_state SET status = ?, lease_owner = ?, lease_expires_at = ?, "
-                f"{_TAKE} WHERE run_id = ?",
-                [(_RUNNING, owner, now + lease_s, run_id) for run_id in ids],
+                _SQL.claim[versioned], [(_RUNNING, owner, lease_s, run_id) for run_id in ids]
             )
         return ids
 
@@ -257,7 +211,6 @@ class SQLiteBackend:
         lease: Lease,
         writes: Sequence[StepWrite] = (),
     ) -> None:
-        now = time.time()
         output = dumps(step.output)
         conn = self.conn
         # The hot path of every run: constant statements (their compiled form is cached), one
@@ -277,7 +230,6 @@ class SQLiteBackend:
                         context_json,
                         output,
                         usage_json(usage),
-                        now,
                         run_id,
                         lease.owner,
                         lease.epoch,
@@ -286,7 +238,7 @@ class SQLiteBackend:
             else:
                 cur.execute(
                     _NO_ADVANCE,
-                    (context_json, usage_json(usage), now, run_id, lease.owner, lease.epoch),
+                    (context_json, usage_json(usage), run_id, lease.owner, lease.epoch),
                 )
             if cur.rowcount != 1:
                 raise fenced_out(run_id)
@@ -302,7 +254,6 @@ class SQLiteBackend:
                     step.attempts,
                     step.latency_ms,
                     usage_json(step.usage),
-                    now,
                 ),
             )
             for write in writes:  # plugins' rows: in this transaction, after the step's
@@ -331,19 +282,15 @@ class SQLiteBackend:
     ) -> None:
         # The fence of save_step; the run's current step and last output stay where they
         # are (the control-flow step at ``index`` is still running).
-        now = time.time()
         conn = self.conn
         with _Transaction(conn, f"saving step {step.name!r} of run {run_id}"):
             cur = conn.execute(
-                "UPDATE workflow_state SET context = coalesce(?, context), usage = ?, "
-                f"updated_at = ?, version = version + 1 WHERE {_HELD}",
-                (context_json, usage_json(usage), now, run_id, lease.owner, lease.epoch),
+                _INNER_RUN, (context_json, usage_json(usage), run_id, lease.owner, lease.epoch)
             )
             if cur.rowcount != 1:
                 raise fenced_out(run_id)
             conn.execute(
-                f"INSERT OR REPLACE INTO inner_step_results (run_id, {INNER_COLUMNS}, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _INNER_ROW,
                 (
                     run_id,
                     step.name,
@@ -355,7 +302,6 @@ class SQLiteBackend:
                     usage_json(step.usage),
                     index,
                     scope_context_json,
-                    now,
                 ),
             )
             for write in writes:
@@ -373,16 +319,13 @@ class SQLiteBackend:
         lease: Lease,
     ) -> None:
         cur = self.conn.execute(
-            "UPDATE workflow_state SET status = ?, output = ?, error = ?, context = ?, "
-            "usage = ?, updated_at = ?, lease_owner = NULL, lease_expires_at = NULL, "
-            f"version = version + 1 WHERE {_HELD}",
+            _SQL.finalize,
             (
                 status.value,
                 dumps(output),
                 error,
                 context_json,
                 usage_json(usage),
-                time.time(),
                 run_id,
                 lease.owner,
                 lease.epoch,
@@ -392,26 +335,12 @@ class SQLiteBackend:
             raise fenced_out(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        row = self.conn.execute(
-            f"SELECT {RUN_COLUMNS} FROM workflow_state WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        row = self.conn.execute(_SQL.get_run, (run_id,)).fetchone()
         if row is None:
             return None
         run = run_from_row(row)
-        run.steps = [
-            step_from_row(s)
-            for s in self.conn.execute(
-                f"SELECT {STEP_COLUMNS} FROM step_results WHERE run_id = ? ORDER BY idx", (run_id,)
-            )
-        ]
-        run.inner_steps = [
-            inner_from_row(s)
-            for s in self.conn.execute(
-                f"SELECT {INNER_COLUMNS} FROM inner_step_results WHERE run_id = ? "
-                "ORDER BY idx, created_at, path",
-                (run_id,),
-            )
-        ]
+        run.steps = [step_from_row(s) for s in self.conn.execute(_SQL.get_steps, (run_id,))]
+        run.inner_steps = [inner_from_row(s) for s in self.conn.execute(_SQL.get_inner, (run_id,))]
         return run
 
     async def list_runs(
@@ -489,19 +418,17 @@ class _Renewer:
                 str(self._backend.path), check_same_thread=False, isolation_level=None
             )
             conn.execute("PRAGMA busy_timeout=10000")
+            register_clock(conn)
             self._conn = conn
         return self._conn
 
     def renew(self, run_id: str, lease: Lease, lease_s: float) -> bool:
         try:
             conn = self._connection()
-            cur = conn.execute(
-                f"UPDATE workflow_state SET lease_expires_at = ? WHERE {_HELD}",
-                (time.time() + lease_s, run_id, lease.owner, lease.epoch),
-            )
+            cur = conn.execute(_SQL.renew, (lease_s, run_id, lease.owner, lease.epoch))
             if cur.rowcount == 1:
                 return True
-            return conn.execute(_ENDED_UNDER, (run_id, lease.epoch)).fetchone() is not None
+            return conn.execute(_SQL.ended_under, (run_id, lease.epoch)).fetchone() is not None
         except sqlite3.Error as exc:
             raise StateError(f"renewing the lease of run {run_id} failed: {exc}") from exc
 
