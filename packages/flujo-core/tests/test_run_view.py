@@ -237,3 +237,79 @@ def test_runs_show_text_lists_inner_steps_by_path(tmp_path: Path) -> None:
     at = lines.index("inner steps")
     assert lines[at + 1].split()[:2] == ["path", "status"]
     assert [ln.split()[0] for ln in lines[at + 2 : at + 4]] == paths
+
+
+
+class Cancels:
+    """A section whose own work was cancelled (not the view): an error line like any other."""
+
+    @hookimpl
+    def flujo_run_view(self) -> Awaitable[RunViewSection]:
+        async def section() -> RunViewSection:
+            raise asyncio.CancelledError
+
+        return section()
+
+
+class HangsStarted:
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    @hookimpl
+    def flujo_run_view(self) -> Awaitable[RunViewSection]:
+        async def section() -> RunViewSection:
+            self.started.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        return section()
+
+
+async def test_cancelling_the_view_propagates_and_a_sections_own_cancel_is_contained(
+    tmp_path: Path,
+) -> None:
+    config, run_id = await _stored_run(tmp_path)
+    manager = config.plugin_manager
+    assert manager is not None
+    hangs = HangsStarted()
+    assert manager.register(Cancels(), "a-cancels").status == "ok"
+    assert manager.register(hangs, "b-hangs").status == "ok"
+    state = SQLiteBackend(tmp_path / "s")
+    await state.open()
+    try:
+        run = await state.get_run(run_id)
+        assert run is not None
+        view = asyncio.create_task(plugin_sections(run, state, config, timeout_s=30))
+        await asyncio.wait_for(hangs.started.wait(), 60)  # a-cancels has answered
+        view.cancel()
+        # The view's caller cancelled it (Ctrl-C in `flujo runs show`, a closed web request):
+        # the cancel reaches the caller instead of becoming one more error section.
+        with pytest.raises(asyncio.CancelledError):
+            await view
+        manager.unregister(name="b-hangs")
+        found = await plugin_sections(run, state, config, timeout_s=30)
+    finally:
+        await state.close()
+    assert [(f.plugin, f.error) for f in found] == [("a-cancels", "CancelledError:")]
+
+
+class Interrupts:
+    @hookimpl
+    def flujo_run_view(self) -> RunViewSection:
+        raise KeyboardInterrupt
+
+
+async def test_a_ctrl_c_inside_a_section_stops_the_view(tmp_path: Path) -> None:
+    config, run_id = await _stored_run(tmp_path)
+    manager = config.plugin_manager
+    assert manager is not None
+    assert manager.register(Interrupts(), "a-interrupts").status == "ok"
+    state = SQLiteBackend(tmp_path / "s")
+    await state.open()
+    try:
+        run = await state.get_run(run_id)
+        assert run is not None
+        with pytest.raises(KeyboardInterrupt):
+            await plugin_sections(run, state, config, timeout_s=30)
+    finally:
+        await state.close()

@@ -70,14 +70,23 @@ async def plugin_sections(
         except TimeoutError:
             error = f"no answer within {timeout_s:g}s"
             found.append(PluginSection(impl.plugin_name, error=error))
-        except KeyboardInterrupt:
-            raise  # a real Ctrl-C stops the command
-        except BaseException as exc:  # noqa: BLE001 - one plugin's section never breaks the view
-            error = _one_line(f"{type(exc).__name__}: {exc}")
-            found.append(PluginSection(impl.plugin_name, error=error))
+        except asyncio.CancelledError as exc:
+            # The view itself being cancelled (Ctrl-C, a closed request) goes to its caller;
+            # only a section's own cancelled work is that section's error.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            found.append(PluginSection(impl.plugin_name, error=_describe(exc)))
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one section never breaks the view
+            # (KeyboardInterrupt and GeneratorExit are not caught: a real Ctrl-C stops it.)
+            found.append(PluginSection(impl.plugin_name, error=_describe(exc)))
         else:
             found.append(PluginSection(impl.plugin_name, answer))
     return found
+
+
+def _describe(exc: BaseException) -> str:
+    return _one_line(f"{type(exc).__name__}: {exc}")
 
 
 async def _awaited(awaitable: Any) -> Any:
