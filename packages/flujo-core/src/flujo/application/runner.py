@@ -33,7 +33,6 @@ from flujo.config import FlujoConfig, load_config
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
     InputValidationError,
-    LeaseLostError,
     PipelineDefinitionError,
     PluginError,
     ResumeError,
@@ -535,24 +534,18 @@ class Flujo(Generic[ContextT]):
         (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). Returns the resumed runs' results; a run
         another worker took over meanwhile (this one's commit refused) is left to it.
         """
+        from flujo.application.stale import drain_stale
+
         manager = await self._start()
-        state = manager.runtime.state
-        lease_s = manager.runtime.config.state.lease_s
-        results: list[PipelineResult] = []
-        # One claim at a time: a claimed run starts at once, so its lease never idles out
-        # while this worker is busy with another one.
-        while len(results) < limit and not self._stop.requested:
-            claimed = await state.claim_stale(
-                self.worker_id, lease_s, limit=1, pipeline_version=self.pipeline.version
-            )
-            if not claimed:
-                break
-            try:
-                results.append(await self.resume_async(claimed[0]))
-            except (RunLeasedError, RunFinishedError, LeaseLostError):
-                # Another worker took it over, before or while this one ran it: theirs now.
-                continue
-        return results
+        return await drain_stale(
+            manager.runtime.state,
+            self.worker_id,
+            manager.runtime.config.state.lease_s,
+            self.resume_async,
+            limit=limit,
+            stopped=lambda: self._stop.requested,
+            pipeline_version=self.pipeline.version,
+        )
 
     def resume_stale(self, *, limit: int = 100) -> list[PipelineResult]:
         """Sync :meth:`resume_stale_async`."""

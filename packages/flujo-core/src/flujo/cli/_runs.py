@@ -15,6 +15,7 @@ from flujo.cli._signals import Interrupts, resume_hint
 from flujo.domain.errors import (
     FlujoError,
     InputValidationError,
+    LeaseLostError,
     RunFinishedError,
     RunLeasedError,
     RunNotFoundError,
@@ -387,39 +388,50 @@ def _answer(
 def _resume_stale(
     state: CliState, limit: int, as_json: bool, stop: Interrupts, progress: Progress | None
 ) -> int:
-    """Claim and finish stale runs one at a time until none is left, ``limit`` is reached or a
-    signal asks to stop (then no further run is claimed: a pod shutdown loses nothing)."""
+    """Claim and finish stale runs with :func:`flujo.application.stale.drain_stale` (what
+    ``Flujo.resume_stale_async`` does), each with its own run's pipeline."""
     from flujo.application.lease import new_worker_id
+    from flujo.application.stale import drain_stale
     from flujo.domain.models import RunStatus
 
     worker = new_worker_id()
     lease_s = state.config().state.lease_s
     results: list[PipelineResult] = []
     failures = 0
-    # One claim at a time: a claimed run starts at once, so its lease never idles out while
-    # this worker is busy with another one.
-    while len(results) + failures < limit and stop.signum is None:
-        claimed: list[str] = asyncio.run(
-            _with_state(state, lambda b: b.claim_stale(worker, lease_s, limit=1))
-        )
-        if not claimed:
-            break
+
+    def resume(run_id: str) -> PipelineResult | None:
+        nonlocal failures
         try:
-            result = _resume_one(state, _get_run(state, claimed[0]), worker, stop, progress)
-        except (RunLeasedError, RunFinishedError):
-            continue  # another worker took it over between claim and start: theirs now
-        except FlujoError as exc:
+            result = _resume_one(state, _get_run(state, run_id), worker, stop, progress)
+        except (RunLeasedError, RunFinishedError, LeaseLostError):
+            raise  # taken over: drain_stale skips it
+        except FlujoError as exc:  # this run cannot be resumed here; the drain goes on
             failures += 1
             click.echo(f"error: {exc}", err=True)
-            continue
+            return None
         results.append(result)
         if result.status is RunStatus.INTERRUPTED:
             if not as_json:
                 click.echo(resume_hint(result.run_id, result.error), err=True)
-            continue
-        failures += not result.succeeded
-        if not as_json:
-            click.echo(f"run {result.run_id}: {result.status.value}")
+        else:
+            failures += not result.succeeded
+            if not as_json:
+                click.echo(f"run {result.run_id}: {result.status.value}")
+        return result
+
+    async def drain(backend: StateBackend) -> None:
+        # Each run is resumed by the sync runner (its own loop thread), from a thread of this
+        # loop's: signals still reach the main thread, which only waits here.
+        await drain_stale(
+            backend,
+            worker,
+            lease_s,
+            lambda run_id: asyncio.to_thread(resume, run_id),
+            limit=limit,
+            stopped=lambda: stop.signum is not None,
+        )
+
+    asyncio.run(_with_state(state, drain))
     if as_json:
         echo_json([r.to_dict() for r in results])
     elif not results and not failures and stop.signum is None:
