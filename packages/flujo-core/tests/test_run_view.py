@@ -239,7 +239,6 @@ def test_runs_show_text_lists_inner_steps_by_path(tmp_path: Path) -> None:
     assert [ln.split()[0] for ln in lines[at + 2 : at + 4]] == paths
 
 
-
 class Cancels:
     """A section whose own work was cancelled (not the view): an error line like any other."""
 
