@@ -1,10 +1,11 @@
 """The vector store, embedder, evaluator and tool of flujo-plugin-example.
 
-The store and the evaluator pass Flujo's conformance suites twice: built directly, and as
-Flujo builds them (registered factory + ``flujo.toml``). The tool runs in a real pipeline
-driven by a scripted model (the only stand-in: no LLM runs here). Choosing the store, the
-embedder and the evaluator by name in flujo-memory and flujo-evals is tested in the repo's
-``tests/integration`` (those plugins are not installed in this package's own test session).
+The store, the embedder and the evaluator pass Flujo's conformance suites twice: built
+directly, and as Flujo builds them (registered factory + ``flujo.toml``). The tool runs in a
+real pipeline driven by a scripted model (the only stand-in: no LLM runs here). Choosing the
+store, the embedder and the evaluator by name in flujo-memory and flujo-evals is tested in the
+repo's ``tests/integration`` (those plugins are not installed in this package's own test
+session).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flujo import Flujo, Pipeline, RunStatus, Step, make_agent_async
 from flujo.config import FlujoConfig, load_config
 from flujo.plugins.manager import PluginManager
 from flujo.testing.conformance import (
+    EmbedderConformance,
     EvaluatorConformance,
     VectorStoreConformance,
     make_run_record,
@@ -40,6 +42,23 @@ def _config(tmp_path: Path, toml: str) -> FlujoConfig:
     info = pm.register(flujo_plugin_example.plugin, DIST)
     assert info.status == "ok", info.error
     return load_config(path, plugin_manager=pm, environ={})
+
+
+# ---------------------------------------------------------------- embedder
+
+
+class TestTrigramEmbedder(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self) -> Any:
+        return TrigramEmbedder()
+
+
+class TestTrigramEmbedderFromConfig(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self, tmp_path: Path) -> Any:
+        config = _config(tmp_path, "")
+        assert config.plugin_manager is not None
+        return config.plugin_manager.registry.create("embedders", "example_trigram", config)
 
 
 # ---------------------------------------------------------------- vector store

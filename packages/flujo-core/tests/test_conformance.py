@@ -37,6 +37,7 @@ from flujo.domain.interfaces import (
 )
 from flujo.domain.models import RunRecord, RunStatus
 from flujo.testing.conformance import (
+    EmbedderConformance,
     EvaluatorConformance,
     GovernancePolicyConformance,
     SandboxConformance,
@@ -403,6 +404,7 @@ from flujo.domain.interfaces import (
 )
 from flujo.domain.models import RunRecord, RunStatus
 from flujo.testing.conformance import (
+    EmbedderConformance,
     EvaluatorConformance,
     GovernancePolicyConformance,
     SandboxConformance,
@@ -1077,3 +1079,139 @@ def test_missing_required_fixture_fails_with_a_clear_message(
     assert set(outcomes.values()) <= {"error", "skipped"}
     assert "error" in set(outcomes.values())
     run.result.stdout.fnmatch_lines([f"*TestIncomplete must define a*`{fixture}` fixture*"])
+
+
+# =========================================================================== embedders
+
+
+class WordCountEmbedder:
+    """Reference embedder: letter counts of each text (a-z, then one bucket for the rest)."""
+
+    dimension = 27
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = []
+        for text in texts:
+            v = [0.0] * self.dimension
+            for ch in text.lower():
+                v[ord(ch) - 97 if "a" <= ch <= "z" else 26] += 1.0
+            vectors.append(v)
+        return vectors
+
+
+class SyncEmbedder(WordCountEmbedder):
+    """Broken: ``embed`` is a plain method returning the vectors (callers await it)."""
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:  # type: ignore[override]
+        return asyncio.run(WordCountEmbedder.embed(self, texts))
+
+
+class WrongDimensionEmbedder(WordCountEmbedder):
+    """Broken: declares 32 and returns 27 values."""
+
+    dimension = 32
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await WordCountEmbedder().embed(texts)
+
+
+class BatchDependentEmbedder(WordCountEmbedder):
+    """Broken: normalises by the batch's size, so a text's vector depends on its batch."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raw = await super().embed(texts)
+        return [[x / len(texts) for x in v] for v in raw]
+
+
+class NoisyEmbedder(WordCountEmbedder):
+    """Broken: a different vector each call."""
+
+    calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        type(self).calls += 1
+        raw = await super().embed(texts)
+        return [[x + type(self).calls for x in v] for v in raw]
+
+
+class NanOnEmptyEmbedder(WordCountEmbedder):
+    """Broken: an empty text divides by a zero norm (NaN), as WordLlama's own embed did."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        raw = await super().embed(texts)
+        out = []
+        for v in raw:
+            norm = math.sqrt(sum(x * x for x in v))
+            out.append([x / norm if norm else math.nan for x in v])
+        return out
+
+
+class IntegerEmbedder(WordCountEmbedder):
+    """Broken: integer components (numpy-like dtypes leak the same way)."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [[int(x) for x in v] for v in await super().embed(texts)]  # type: ignore[misc]
+
+
+class LongInputRaisesEmbedder(WordCountEmbedder):
+    """Broken: refuses a long text instead of truncating it."""
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if any(len(t) > 8000 for t in texts):
+            raise ValueError("input too long")
+        return await super().embed(texts)
+
+
+class TestWordCountEmbedder(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self) -> WordCountEmbedder:
+        return WordCountEmbedder()
+
+
+def test_embedder_suite_catches_broken_embedders(pytester: pytest.Pytester) -> None:
+    brokens = [
+        SyncEmbedder,
+        WrongDimensionEmbedder,
+        BatchDependentEmbedder,
+        NoisyEmbedder,
+        NanOnEmptyEmbedder,
+        IntegerEmbedder,
+        LongInputRaisesEmbedder,
+    ]
+    body = "\n".join(
+        f"""
+class Test{cls.__name__}(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self):
+        return {cls.__name__}()
+"""
+        for cls in [WordCountEmbedder, *brokens]
+    )
+    run = _run_inner(pytester, [WordCountEmbedder, *brokens], body)
+    every = set(run.outcomes["TestWordCountEmbedder"])
+    assert _failed(run, "TestWordCountEmbedder") == set()
+    # Every check awaits embed(): a sync one fails them all but the declaration's.
+    assert _failed(run, "TestSyncEmbedder") == every - {"test_dimension_is_declared"}
+    assert _failed(run, "TestWrongDimensionEmbedder") == every - {
+        "test_dimension_is_declared",
+        "test_embed_is_async_as_the_protocol_says",
+        "test_no_texts_no_vectors",
+    }
+    assert _failed(run, "TestBatchDependentEmbedder") == {
+        "test_a_batch_equals_each_text_alone_in_order",
+        "test_a_large_batch",
+        "test_unicode_texts",
+    }
+    assert _failed(run, "TestNoisyEmbedder") == {
+        "test_deterministic",
+        "test_a_batch_equals_each_text_alone_in_order",
+        "test_a_large_batch",
+        "test_unicode_texts",
+    }
+    assert _failed(run, "TestNanOnEmptyEmbedder") == {"test_empty_and_blank_texts"}
+    assert _failed(run, "TestIntegerEmbedder") == every - {
+        "test_dimension_is_declared",
+        "test_embed_is_async_as_the_protocol_says",
+        "test_no_texts_no_vectors",
+    }
+    assert _failed(run, "TestLongInputRaisesEmbedder") == {"test_long_input"}

@@ -1,18 +1,27 @@
-"""Embedders: the OpenAI-compatible one over real HTTP to a loopback server, and hashing."""
+"""Embedders: the OpenAI-compatible one over real HTTP to a loopback server, and hashing.
+
+Every embedder flujo-memory ships passes the core's EmbedderConformance: hashing, WordLlama
+(a dependency, so never skipped), the OpenAI-compatible one against the loopback server, and
+FastEmbed when its extra is installed and its model may be downloaded.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from memtest_pipelines import learn_only, recall_only
 
 from flujo import Flujo, RunStatus
+from flujo.testing.conformance import EmbedderConformance
 from flujo_memory.embedders import HashingEmbedder, OpenAIEmbedder
 from flujo_memory.errors import EmbedderError, ExtraNotInstalledError
 
@@ -210,3 +219,47 @@ def test_wordllama_truncated_dimension_and_bad_dimension() -> None:
     assert small.embed_sync([]) == []
     with pytest.raises(EmbedderConfigError, match="64, 128 or 256"):
         WordLlamaEmbedder(100)
+
+
+class TestHashingEmbedderConformance(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self) -> HashingEmbedder:
+        return HashingEmbedder(64)
+
+
+class TestWordLlamaEmbedderConformance(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self) -> Any:
+        from flujo_memory.embedders import WordLlamaEmbedder
+
+        return WordLlamaEmbedder()
+
+
+class TestOpenAIEmbedderConformance(EmbedderConformance):
+    """Over real HTTP to the loopback server (its vectors are the hashing embedder's, sent in
+    reverse order with their indexes); the model's dimension is learnt from the first answer."""
+
+    @pytest_asyncio.fixture
+    async def embedder(self) -> AsyncIterator[OpenAIEmbedder]:
+        with EmbeddingsServer() as srv:
+            embedder = OpenAIEmbedder(base_url=srv.url, model="local-model")
+            try:
+                yield embedder
+            finally:
+                await embedder.aclose()
+
+
+class TestFastEmbedEmbedderConformance(EmbedderConformance):
+    @pytest.fixture
+    def embedder(self) -> Any:
+        # An optional extra, not in the test extra CI installs: a skip there is expected.
+        if importlib.util.find_spec("fastembed") is None:
+            pytest.skip("fastembed is not installed (the flujo-memory[fastembed] extra)")
+        if os.environ.get("FLUJO_TEST_FASTEMBED") != "1":
+            pytest.skip(
+                "fastembed downloads its model over the network; set FLUJO_TEST_FASTEMBED=1 "
+                "where that is allowed"
+            )
+        from flujo_memory.embedders import FastEmbedEmbedder
+
+        return FastEmbedEmbedder()

@@ -22,6 +22,7 @@ Suites, the contract each checks, and the fixture a subclass must provide:
 - :class:`VectorStoreConformance`: ``VectorStoreProtocol``, fixture ``store``;
 - :class:`SandboxConformance`: ``SandboxProtocol``, fixture ``sandbox``;
 - :class:`EvaluatorConformance`: ``Evaluator``, fixture ``evaluator``;
+- :class:`EmbedderConformance`: ``Embedder``, fixture ``embedder``;
 - :class:`StateBackendConformance`: ``StateBackend``, fixture ``make_state``.
 
 The suites are plain classes (their names do not start with ``Test``), so importing one into
@@ -31,6 +32,7 @@ and need ``pytest-asyncio`` (in ``flujo-core[test]``); they work in its strict a
 
 from __future__ import annotations
 
+from flujo.testing.conformance.embedder import EmbedderConformance
 from flujo.testing.conformance.evaluator import EvaluatorConformance, make_run_record
 from flujo.testing.conformance.governance import GovernancePolicyConformance
 from flujo.testing.conformance.sandbox import SandboxConformance
@@ -38,6 +40,7 @@ from flujo.testing.conformance.state import StateBackendConformance
 from flujo.testing.conformance.vector_store import VectorStoreConformance
 
 __all__ = [
+    "EmbedderConformance",
     "EvaluatorConformance",
     "GovernancePolicyConformance",
     "SandboxConformance",
