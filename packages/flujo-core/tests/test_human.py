@@ -71,6 +71,7 @@ async def test_pause_approve_resume_inside_a_branch(state_uri: str) -> None:
     assert calls == ["triage", "pay"]
     assert stored is not None
     audit = {s.path: s.result.output for s in stored.inner_steps}["route/billing/approve@approval"]
+    assert isinstance(audit.pop("at"), float)  # when it was answered
     assert audit == {"decision": "approved", "by": "ann", "reason": "ok", "answer": {"amount": 120}}
 
 

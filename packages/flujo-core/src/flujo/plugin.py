@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         PluginError,
         PolicyViolation,
         StateNotFoundError,
+        ToolApprovalRequired,
         ToolCallRefused,
         UserError,
     )
@@ -146,6 +147,7 @@ _LAZY = {
     "UserError": "flujo.domain.errors",
     "PluginError": "flujo.domain.errors",
     "PolicyViolation": "flujo.domain.errors",
+    "ToolApprovalRequired": "flujo.domain.errors",
     "ToolCallRefused": "flujo.domain.errors",
     "StateNotFoundError": "flujo.domain.errors",
     # what a policy says about its decision (audit detail on PolicyDecided)
@@ -220,6 +222,7 @@ __all__ = [
     "StepStarted",
     "StepStatus",
     "StepWrite",
+    "ToolApprovalRequired",
     "ToolCallRefused",
     "Usage",
     "UserError",

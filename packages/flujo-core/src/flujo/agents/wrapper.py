@@ -45,31 +45,47 @@ from pydantic_ai import Agent
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import (
     AgentRunError,
+    ApprovalRequired,
     ModelRetry,
     RunTimedOut,
     UnexpectedModelBehavior,
     UsageLimitExceeded,
 )
 from pydantic_ai.exceptions import UserError as PydanticAIUserError
-from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models import Model, ModelRequestContext, infer_model, parse_model_id
 from pydantic_ai.output import OutputContext
 from pydantic_ai.providers import infer_provider_class
-from pydantic_ai.tools import RunContext, Tool
+from pydantic_ai.tools import (
+    DeferredToolRequests,
+    DeferredToolResults,
+    RunContext,
+    Tool,
+    ToolDenied,
+)
 from pydantic_ai.toolsets import FunctionToolset, ToolsetTool, WrapperToolset
 from pydantic_ai.usage import RunUsage
 from pydantic_ai.usage import UsageLimits as PydanticAIUsageLimits
 
+from flujo.domain.approval import call_fingerprint, expired, expiry_at, pending_record
 from flujo.domain.errors import (
     ConfigError,
+    InnerStepFailed,
     PipelineDefinitionError,
     PluginError,
     StepFailedError,
     StepTimeoutError,
+    ToolApprovalRequired,
     ToolCallRefused,
     UsageLimitExceededError,
 )
-from flujo.domain.models import Usage
+from flujo.domain.models import StepStatus, Usage
 from flujo.domain.scope import (
     StepScope,
     ToolName,
@@ -130,6 +146,29 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         except ToolCallRefused as refused:
             # The tool does not run; the model is told why and may choose another way.
             return refused.tool_result
+        except ToolApprovalRequired as wanted:
+            fingerprint = call_fingerprint(tool_name, args)
+            answered = _APPROVED.get()
+            call_id = ctx.tool_call_id
+            if not (
+                ctx.tool_call_approved
+                and answered is not None
+                and call_id is not None
+                and answered.get(call_id) == fingerprint
+            ):
+                # pydantic-ai defers the call: the run ends with DeferredToolRequests and the
+                # wrapper pauses the step with this call's record (see AsyncAgentWrapper.run).
+                raise ApprovalRequired(
+                    metadata={
+                        "tool": str(tool_name),
+                        "args": args,
+                        "policy": wanted.policy,
+                        "reason": wanted.reason,
+                        "expires_in_s": wanted.expires_in_s,
+                    }
+                ) from None
+            # A person approved exactly this call (its id and these arguments): it runs, once.
+            del answered[call_id]
         result = await super().call_tool(name, tool_args, ctx, tool)
         result = await scope.inspect_tool_result(tool_name, result)
         seen = _INSPECTED.get()
@@ -137,6 +176,10 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
             seen.add(id(result))  # the model request guard need not inspect it again
         return result
 
+
+_APPROVED: ContextVar[dict[str, str] | None] = ContextVar("flujo_approved_calls", default=None)
+"""Tool call id -> fingerprint of the arguments a person approved, while an agent resumes
+from its approval pause; a call is taken out when it runs."""
 
 _INSPECTED: ContextVar[set[int] | None] = ContextVar("flujo_inspected_parts", default=None)
 """Ids of the message parts of the current agent run the policies already saw (kept alive by
@@ -463,15 +506,27 @@ class AsyncAgentWrapper(Generic[OutputT]):
         """
         scope = current_step_scope()
         where = scope.step_name if scope is not None else (self.name or "agent")
-        prompt = data if isinstance(data, str) else pydantic_core.to_json(data).decode()
+        prompt: str | None = data if isinstance(data, str) else pydantic_core.to_json(data).decode()
+        history: list[ModelMessage] | None = None
+        deferred: DeferredToolResults | None = None
+        approved: dict[str, str] | None = None
+        if scope is not None and scope.gate is not None:
+            resumed = _resume_point(scope)
+            if resumed is not None:
+                prompt = None
+                history, deferred, approved = resumed
         # Our own usage object: pydantic-ai adds to it as the run goes, so what a failed run
         # spent is still known when it raises.
         usage = RunUsage()
         budget = _remaining_limits(scope)
         inspected = _INSPECTED.set(set())
+        answered = _APPROVED.set(approved)
         try:
             result = await self._agent.run(
                 prompt,
+                output_type=self._output_spec(scope),
+                message_history=history,
+                deferred_tool_results=deferred,
                 deps=context,
                 usage=usage,
                 usage_limits=budget,
@@ -495,9 +550,129 @@ class AsyncAgentWrapper(Generic[OutputT]):
         except PydanticAIUserError as exc:
             raise ConfigError(f"agent {self.name or where!r}: {exc}") from exc
         finally:
+            _APPROVED.reset(answered)
             _INSPECTED.reset(inspected)
             record_usage(_flujo_usage(usage))
-        return result.output
+        output: Any = result.output
+        if isinstance(output, DeferredToolRequests):
+            assert scope is not None  # only a step with policies asks for approvals
+            _pause(
+                scope,
+                output,
+                ModelMessagesTypeAdapter.dump_python(result.all_messages(), mode="json"),
+            )
+        return output  # type: ignore[no-any-return]
+
+    def _output_spec(self, scope: StepScope | None) -> Any:
+        """The output type of this run: the agent's, plus pydantic-ai's
+        ``DeferredToolRequests`` when policies run (a call a policy wants approved ends the run
+        with the calls waiting instead of an output)."""
+        if scope is None or scope.gate is None:
+            return None
+        spec = self.output_type
+        return (
+            [*spec, DeferredToolRequests]
+            if isinstance(spec, list)
+            else [
+                spec,
+                DeferredToolRequests,
+            ]
+        )
+
+
+def _resume_point(
+    scope: StepScope,
+) -> tuple[list[ModelMessage], DeferredToolResults, dict[str, str]] | None:
+    """Where an agent paused for an approval in an earlier attempt of this step resumes: its
+    stored message history and the person's answer as pydantic-ai's deferred results (and the
+    fingerprints of the approved calls); ``None`` when the step did not pause.
+
+    Still unanswered, the step pauses again at once (the model is not asked again: it could
+    make another call); expired, it fails."""
+    from flujo.application.control_flow import paused_call
+
+    found = paused_call(scope.step_name)
+    if found is None:
+        return None
+    pending, answer = found
+    if answer is None:
+        if (at := expired(pending)) is not None:
+            raise InnerStepFailed(
+                StepStatus.FAILED.value,
+                f"the approval of the tool call at step {scope.step_name!r} expired "
+                f"unanswered at {_iso(at)}",
+            )
+        raise InnerStepFailed(StepStatus.PAUSED.value, _waiting(scope, pending), pending)
+    history = ModelMessagesTypeAdapter.validate_python(pending["messages"])
+    results = DeferredToolResults()
+    approved: dict[str, str] = {}
+    for call in pending["calls"]:
+        call_id = str(call["tool_call_id"])
+        if answer["decision"] == "approved":
+            results.approvals[call_id] = True
+            approved[call_id] = call_fingerprint(str(call["tool"]), call["args"])
+        else:
+            reason = answer.get("reason") or "no reason given"
+            results.approvals[call_id] = ToolDenied(f"A person refused this tool call: {reason}")
+    return history, results, approved
+
+
+def _iso(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _waiting(scope: StepScope, pending: Mapping[str, Any]) -> str:
+    calls = pending.get("calls") or []
+    tools = ", ".join(repr(str(c.get("tool"))) for c in calls if isinstance(c, Mapping))
+    expires = pending.get("expires_at")
+    until = f", expires {_iso(float(expires))}" if isinstance(expires, int | float) else ""
+    return (
+        f"waiting for a person to approve tool call {tools} at step {scope.step_name!r}{until}: "
+        f"answer with `flujo runs approve {scope.run_id}` or "
+        f"`flujo runs reject {scope.run_id} --reason TEXT`"
+    )
+
+
+def _pause(scope: StepScope, requests: DeferredToolRequests, messages: list[Any]) -> None:
+    """Pause the step: raise the record of the calls waiting for a person (stored as the
+    step's output, scrubbed like any) with the history to resume the agent from."""
+    if requests.calls:
+        names = ", ".join(repr(c.tool_name) for c in requests.calls)
+        raise InnerStepFailed(
+            StepStatus.FAILED.value,
+            f"tool {names} deferred its call (CallDeferred): flujo runs no external tool calls",
+        )
+    calls: list[dict[str, Any]] = []
+    policies: list[str] = []
+    expiries: list[float] = []
+    for part in requests.approvals:
+        meta = requests.metadata.get(part.tool_call_id) or {}
+        if "args" not in meta or "tool" not in meta:
+            # Not deferred by the policy guard (e.g. a tool of its own marked
+            # requires_approval): flujo has no policy's word to bind the approval to.
+            raise InnerStepFailed(
+                StepStatus.FAILED.value,
+                f"tool {part.tool_name!r} asked for approval outside flujo's policies; "
+                "have a policy ask for it (ToolApprovalRequired)",
+            )
+        calls.append(
+            {
+                "tool": meta["tool"],
+                "tool_call_id": part.tool_call_id,
+                "args": meta["args"],
+                "reason": meta.get("reason"),
+            }
+        )
+        if meta.get("policy") not in policies:
+            policies.append(str(meta.get("policy")))
+        if isinstance(meta.get("expires_in_s"), int | float):
+            expiries.append(float(meta["expires_in_s"]))
+    record = pending_record(
+        calls, messages, policies, expiry_at(min(expiries) if expiries else None)
+    )
+    raise InnerStepFailed(StepStatus.PAUSED.value, _waiting(scope, record), record)
 
 
 def _check_model(model: Model | str) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,6 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
 from flujo.application.scrubbing import split_stored_context
+from flujo.domain.approval import (
+    APPROVAL_SUFFIX,
+    TOOL_APPROVAL,
+    answer_for,
+    call_fingerprint,
+    expired,
+)
 from flujo.domain.control import Branch, ControlStep, Human, Loop, Map, Parallel
 from flujo.domain.errors import (
     InnerStepFailed,
@@ -528,6 +537,31 @@ def human_step(pipeline: Pipeline, path: str) -> Human:
     raise UserError(f"the pipeline has no human step named {name!r} (at {path!r})")
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A person's answer, as the audit trail records it (already scrubbed)."""
+
+    run_id: str
+    path: str
+    """The path of the step that paused (a human step, or the step whose tool call waited)."""
+    approved: bool
+    by: str
+    reason: str | None
+    tools: tuple[str, ...]
+    """The tool calls answered (empty for a human step)."""
+    policies: tuple[str, ...]
+    """The policies that asked for the approval (empty for a human step)."""
+
+
+def _paused_record(run: RunRecord, path: str, row: InnerStep | None) -> Any:
+    if row is not None:
+        return row.result.output
+    for step in reversed(run.steps):
+        if step.name == path:
+            return step.output
+    return None
+
+
 async def answer_human(
     state: StateBackend,
     pipeline: Pipeline,
@@ -539,11 +573,20 @@ async def answer_human(
     by: str,
     worker: str,
     lease_s: float,
-) -> RunRecord:
-    """Store a person's answer to the paused run ``run_id`` under a lease of its own: the
-    answer (validated against the step's schema) at the step's path and who/why at
-    ``<path>@approval``; then leave the run ``interrupted`` (any worker resumes it) or, when
-    rejected, ``failed``."""
+    scrub: Callable[[Any], Awaitable[Any]] | None = None,
+) -> tuple[RunRecord, Answered]:
+    """Store a person's answer to the paused run ``run_id`` under a lease of its own, and who
+    gave it and why at ``<path>@approval``; then leave the run ``interrupted`` (any worker
+    resumes it) or, when a human step is rejected, ``failed``.
+
+    A human step's answer is validated against its schema and stored at its path. A tool
+    call's answer (approve or reject) names the calls it answers by id and fingerprint: the
+    resumed agent runs them (or tells the model they were refused) only if they are still
+    those calls. Everything stored goes through ``scrub`` (the run's policies).
+
+    A pause whose expiry has passed is not answered: the run ends ``failed`` saying so, and
+    :class:`UserError` says it to whoever answered.
+    """
     run = await state.get_run(run_id)
     if run is None:
         raise RunNotFoundError(f"no run with id {run_id!r}")
@@ -553,26 +596,74 @@ async def answer_human(
             f"is version {pipeline.version}"
         )
     path, row = paused_at(run)
-    step = human_step(pipeline, path)
-    if approve:
-        value = answer
-        if step.schema is not None:
-            checker = Step(step.name, step.agent, input_type=step.schema)
-            value = checker.validate_input(answer)
-        elif answer is None:
-            value = run.last_output if row is None else None
+    record = _paused_record(run, path, row)
+    tool_call = isinstance(record, dict) and record.get("kind") == TOOL_APPROVAL
+    value: Any = None
+    if tool_call:
+        if answer is not None:
+            raise UserError(
+                f"run {run_id} waits for the approval of a tool call at step {path!r}: it takes "
+                "no --input (approve or reject the call as the model made it)"
+            )
+    else:
+        step = human_step(pipeline, path)
+        if approve:
+            value = answer
+            if step.schema is not None:
+                checker = Step(step.name, step.agent, input_type=step.schema)
+                value = checker.validate_input(answer)
+            elif answer is None:
+                value = run.last_output if row is None else None
     lease = await state.acquire_lease(run_id, worker, lease_s, seen_version=run.version)
     if lease is None:
         raise RunLeasedError(f"run {run_id} changed or was taken while answering; try again")
-    audit = {"decision": "approved" if approve else "rejected", "by": by, "reason": reason}
-    if approve:
-        audit["answer"] = value
-    scope_context = None if row is None or row.context is None else dumps(row.context)
     context_json = dumps(run.context)
-    for result in (
-        StepResult(f"{path}@approval", StepStatus.SUCCEEDED, audit, attempts=1),
-        *((StepResult(path, StepStatus.SUCCEEDED, value, attempts=1),) if approve else ()),
-    ):
+    if (at := expired(record)) is not None:
+        when = datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds")
+        error = f"the pause at step {path!r} expired unanswered at {when}"
+        await state.finalize_run(
+            run_id,
+            RunStatus.FAILED,
+            output=None,
+            error=error,
+            context_json=context_json,
+            usage=run.usage,
+            lease=lease,
+        )
+        raise UserError(f"run {run_id}: {error}; the run is now failed")
+
+    async def stored(v: Any) -> Any:
+        return v if scrub is None else await scrub(v)
+
+    decision = "approved" if approve else "rejected"
+    audit: dict[str, Any] = {
+        "decision": decision,
+        "by": await stored(by),
+        "reason": await stored(reason),
+    }
+    tools: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()
+    if tool_call:
+        assert isinstance(record, dict)
+        calls = [c for c in record.get("calls") or [] if isinstance(c, dict)]
+        tools = tuple(str(c.get("tool")) for c in calls)
+        policies = tuple(str(p) for p in record.get("policies") or [])
+        audit["calls"] = [
+            {
+                "tool": str(c.get("tool")),
+                "tool_call_id": str(c.get("tool_call_id")),
+                "fingerprint": call_fingerprint(str(c.get("tool")), c.get("args")),
+            }
+            for c in calls
+        ]
+    elif approve:
+        audit["answer"] = await stored(value)
+    audit["at"] = time.time()
+    scope_context = None if row is None or row.context is None else dumps(row.context)
+    results = [StepResult(f"{path}{APPROVAL_SUFFIX}", StepStatus.SUCCEEDED, audit, attempts=1)]
+    if approve and not tool_call:
+        results.append(StepResult(path, StepStatus.SUCCEEDED, await stored(value), attempts=1))
+    for result in results:
         await state.save_inner_step(
             run_id,
             run.current_step,
@@ -582,10 +673,15 @@ async def answer_human(
             usage=run.usage,
             lease=lease,
         )
+    who, why = audit["by"], audit["reason"]
     if approve:
-        status, error = RunStatus.INTERRUPTED, f"approved at step {path!r} by {by}; resume it"
+        status, error = RunStatus.INTERRUPTED, f"approved at step {path!r} by {who}; resume it"
+    elif tool_call:
+        # The agent goes on: the model is told the call was refused (as for a policy's refusal).
+        status = RunStatus.INTERRUPTED
+        error = f"tool call rejected at step {path!r} by {who}: {why}; resume it"
     else:
-        status, error = RunStatus.FAILED, f"rejected at step {path!r} by {by}: {reason}"
+        status, error = RunStatus.FAILED, f"rejected at step {path!r} by {who}: {why}"
     await state.finalize_run(
         run_id,
         status,
@@ -597,4 +693,28 @@ async def answer_human(
     )
     found = await state.get_run(run_id)
     assert found is not None
-    return found
+    return found, Answered(run_id, path, approve, str(who), why, tools, policies)
+
+
+# --------------------------------------------------------------------------- tool-call approval
+
+
+def paused_call(path: str) -> tuple[Any, Any] | None:
+    """The tool-approval record the step at ``path`` paused with in an earlier attempt of the
+    current run, and the answer stored for it (``None`` when unanswered); ``None`` when that
+    step did not pause for a tool call (or outside a run)."""
+    env = _env.get()
+    if env is None:
+        return None
+    pending: Any = None
+    found = env.done.get(path)
+    if found is not None and found.result.status is StepStatus.PAUSED:
+        pending = found.result.output
+    else:
+        for step in env.run.steps:
+            if step.name == path and step.status is StepStatus.PAUSED:
+                pending = step.output
+    if not isinstance(pending, dict) or pending.get("kind") != TOOL_APPROVAL:
+        return None
+    answer = env.done.get(path + APPROVAL_SUFFIX)
+    return pending, answer_for(pending, answer.result.output if answer is not None else None)

@@ -514,7 +514,13 @@ class Flujo(Generic[ContextT]):
         from flujo.application.control_flow import answer_human
 
         manager = await self._start()
-        return await answer_human(
+        ctx = self._new_context(None)
+        self._bind(ctx, run_id)
+
+        async def scrub(value: Any) -> Any:
+            return await manager.scrub(ctx, value)
+
+        record, answered = await answer_human(
             manager.runtime.state,
             self.pipeline,
             run_id,
@@ -524,7 +530,10 @@ class Flujo(Generic[ContextT]):
             by=by or _who(),
             worker=self.worker_id,
             lease_s=manager.runtime.config.state.lease_s,
+            scrub=scrub,
         )
+        manager.coordinator.answered(answered)
+        return record
 
     async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
         """Claim runs of this pipeline whose worker died (expired lease) or was stopped

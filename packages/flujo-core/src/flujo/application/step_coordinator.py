@@ -14,6 +14,7 @@ from flujo.domain.errors import (
     InputValidationError,
     PolicyViolation,
     StepTimeoutError,
+    ToolApprovalRequired,
     UsageLimitExceededError,
 )
 from flujo.domain.events import PolicyDecided
@@ -29,9 +30,26 @@ from flujo.domain.scope import (
 )
 
 if TYPE_CHECKING:
+    from flujo.application.control_flow import Answered
     from flujo.application.scrubbing import Scrubbing
 
 PolicyListener = Callable[[PolicyDecided], None]
+
+_PASSES = frozenset({PolicyDecision.ALLOW, PolicyDecision.REDACT})
+"""The decisions that let an input, an output or a tool's result through."""
+
+
+def _sooner(
+    first: ToolApprovalRequired | None, other: ToolApprovalRequired
+) -> ToolApprovalRequired:
+    """The approval to ask for when several policies want one: the first policy's, expiring
+    at the earliest expiry any of them set."""
+    if first is None:
+        return other
+    expiries = [e for e in (first.expires_in_s, other.expires_in_s) if e is not None]
+    if expiries and first.expires_in_s != min(expiries):
+        first.expires_in_s = min(expiries)
+    return first
 
 
 def describe_error(exc: BaseException) -> str:
@@ -102,6 +120,28 @@ class StepCoordinator:
             )
         )
 
+    def answered(self, answer: Answered) -> None:
+        """Tell the audit listeners a person answered a paused run (``where="approval"``):
+        one event per tool call answered, or one for a human step."""
+        if self._on_decision is None:
+            return
+        decision = PolicyDecision.ALLOW if answer.approved else PolicyDecision.DENY
+        policies = answer.policies or ("human",)
+        for tool in answer.tools or (None,):
+            self._on_decision(
+                PolicyDecided(
+                    answer.run_id,
+                    answer.path,
+                    ",".join(policies),
+                    "approval",
+                    decision,
+                    tool,
+                    answer.reason,
+                    "approved" if answer.approved else "rejected",
+                    actor=answer.by,
+                )
+            )
+
     async def _scrubbed_text(self, scope: StepScope, text: str | None) -> str | None:
         if text is None or self._scrubbing is None:
             return text
@@ -122,6 +162,26 @@ class StepCoordinator:
         note, token = start_decision_note()
         try:
             answer = await maybe_await(method(*args))
+        except ToolApprovalRequired as exc:
+            end_decision_note(token)
+            if where != "tool_call":
+                # Only a tool call can wait for a person: anywhere else it is a denial.
+                await self._decided(
+                    scope, policy, where, PolicyDecision.DENY, note, reason=exc.reason
+                )
+                raise PolicyViolation(
+                    policy.name, f"approval is only for tool calls: {exc.reason}", where=where
+                ) from None
+            await self._decided(
+                scope,
+                policy,
+                where,
+                PolicyDecision.APPROVE,
+                note,
+                tool_name=tool_name,
+                reason=exc.reason,
+            )
+            raise
         except PolicyViolation as exc:
             end_decision_note(token)
             await self._decided(
@@ -149,30 +209,46 @@ class StepCoordinator:
             decision, data = answer
             decision = PolicyDecision(decision)
             await self._decided(scope, policy, where, decision, note)
-            if decision is PolicyDecision.DENY:
+            if decision not in _PASSES:
+                # DENY, and APPROVE (a person cannot be asked about an input or an output).
                 raise PolicyViolation(
                     policy.name, f"the {where} of step {scope.step_name!r}", where=where
                 )
         return data
 
     async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
-        """Ask every policy about a tool call (:class:`~flujo.domain.scope.ToolGate`)."""
+        """Ask every policy about a tool call (:class:`~flujo.domain.scope.ToolGate`).
+
+        Every policy is asked, even after one wants an approval: a denial or a refusal by a
+        later one wins (a person is never asked about a call that would not run anyway).
+        Then :class:`ToolApprovalRequired` names the first policy that wants one, with the
+        shortest expiry any of them set."""
+        approval: ToolApprovalRequired | None = None
         for policy in self.policies:
-            answer, note = await self._ask(
-                scope,
-                policy,
-                "tool_call",
-                policy.inspect_tool_call,
-                scope.context,
-                tool_name,
-                args,
-                tool_name=tool_name,
-            )
+            try:
+                answer, note = await self._ask(
+                    scope,
+                    policy,
+                    "tool_call",
+                    policy.inspect_tool_call,
+                    scope.context,
+                    tool_name,
+                    args,
+                    tool_name=tool_name,
+                )
+            except ToolApprovalRequired as wanted:
+                approval = _sooner(approval, wanted)
+                continue
             decision = PolicyDecision(answer)
             await self._decided(scope, policy, "tool_call", decision, note, tool_name=tool_name)
-            if decision is not PolicyDecision.ALLOW:
+            if decision is PolicyDecision.APPROVE:
+                reason = f"policy {policy.name!r} wants a person to approve {tool_name!r}"
+                approval = _sooner(approval, ToolApprovalRequired(policy.name, reason))
+            elif decision is not PolicyDecision.ALLOW:
                 # REDACT has no meaning for a call; refusing it is the safe reading.
                 raise PolicyViolation(policy.name, f"tool call {tool_name!r}", where="tool_call")
+        if approval is not None:
+            raise approval
 
     async def inspect_tool_result(self, scope: StepScope, tool_name: str, result: Any) -> Any:
         """Let every policy with ``inspect_tool_result`` see (and redact) a tool's result."""
@@ -193,7 +269,7 @@ class StepCoordinator:
             decision, result = answer
             decision = PolicyDecision(decision)
             await self._decided(scope, policy, "tool_result", decision, note, tool_name=tool_name)
-            if decision is PolicyDecision.DENY:
+            if decision not in _PASSES:
                 raise PolicyViolation(
                     policy.name, f"the result of tool {tool_name!r}", where="tool_result"
                 )
@@ -264,7 +340,7 @@ class StepCoordinator:
             except UsageLimitExceededError as exc:
                 return StepStatus.LIMIT_EXCEEDED, None, str(exc), attempts
             except InnerStepFailed as exc:  # a control-flow step ends as its inner step did
-                return StepStatus(exc.status), None, exc.error, attempts
+                return StepStatus(exc.status), exc.output, exc.error, attempts
             except Exception as exc:  # noqa: BLE001 - any agent error is retried, then recorded
                 last_error = describe_error(exc)
                 # What a failed attempt spent counts too: no retry past the run's budget.

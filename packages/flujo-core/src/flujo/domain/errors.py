@@ -7,6 +7,8 @@ something the *user* got wrong (a config file, a CLI target, an input) derive fr
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlujoError(Exception):
     """Base class of every error Flujo raises on purpose."""
@@ -69,10 +71,12 @@ class InnerStepFailed(FlujoError):
     """A step inside a control-flow step did not succeed: the control-flow step ends with the
     same status (``status`` is a :class:`~flujo.domain.models.StepStatus` value) and error."""
 
-    def __init__(self, status: str, error: str) -> None:
+    def __init__(self, status: str, error: str, output: Any = None) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
+        self.output = output
+        """What the step stores as its output (a paused step: what it waits for)."""
 
 
 class StepTimeoutError(FlujoError):
@@ -112,6 +116,26 @@ class ToolCallRefused(PolicyViolation):
     def tool_result(self) -> str:
         """What the agent is told instead of the tool's result."""
         return f"Tool call refused by policy {self.policy!r}: {self.reason}"
+
+
+class ToolApprovalRequired(PolicyViolation):
+    """A policy wants a person to approve one tool call before it runs.
+
+    Raised from ``inspect_tool_call`` (or returned as ``PolicyDecision.APPROVE``, which is the
+    same without a reason or an expiry): the tool does not run, the run pauses (holding no
+    worker and no lease) until someone answers ``flujo runs approve``/``reject``, and any
+    worker then resumes the agent where it stopped. Every other policy is still asked about the
+    call first: a deny or a refusal wins over an approval.
+
+    :param expires_in_s: seconds the person has to answer; unanswered by then, the run ends
+        ``failed`` (``None``: no expiry).
+    """
+
+    def __init__(self, policy: str, reason: str, *, expires_in_s: float | None = None) -> None:
+        super().__init__(policy, reason, where="tool_call")
+        if expires_in_s is not None and not expires_in_s > 0:
+            raise ValueError("ToolApprovalRequired: expires_in_s must be > 0")
+        self.expires_in_s = expires_in_s
 
 
 class UsageLimitExceededError(FlujoError):

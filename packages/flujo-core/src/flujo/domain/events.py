@@ -100,7 +100,9 @@ class PolicyDecided:
     step_name: str
     policy: str
     where: str
-    """``"input"``, ``"tool_call"`` or ``"output"``."""
+    """``"input"``, ``"tool_call"``, ``"tool_result"`` or ``"output"``; ``"approval"`` for a
+    person's answer to a paused run (a human step's, or a tool call's a policy wanted
+    approved): ``ALLOW`` approved, ``DENY`` rejected, :attr:`actor` who answered."""
     decision: PolicyDecision
     tool_name: str | None = None
     reason: str | None = None
@@ -115,3 +117,7 @@ class PolicyDecided:
     never the values), as it said with :func:`flujo.plugin.decision_detail`.
 
     .. versionadded:: 0.2"""
+    actor: str | None = None
+    """Who answered (``where == "approval"``), scrubbed like ``reason``.
+
+    .. versionadded:: 0.3"""

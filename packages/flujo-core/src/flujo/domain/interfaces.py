@@ -32,6 +32,11 @@ class PolicyDecision(StrEnum):
     DENY = "deny"
     REDACT = "redact"
     """Go on with the (redacted) data the policy returned. Not valid for tool calls."""
+    APPROVE = "approve"
+    """Only for tool calls: the call waits for a person (the run pauses until
+    ``flujo runs approve``/``reject``; see :class:`~flujo.domain.errors.ToolApprovalRequired`,
+    which says it with a reason and an expiry). Anywhere else it denies: a person cannot be
+    asked about an input or an output, and not asking must never let data through."""
 
 
 @runtime_checkable
@@ -42,7 +47,8 @@ class GovernancePolicy(Protocol):
     (the redacted data for ``REDACT``). ``inspect_tool_call`` runs before every tool the agent
     calls. To deny with a specific reason, raise :class:`~flujo.domain.errors.PolicyViolation`
     instead of returning ``DENY``; to refuse one tool call and let the step go on, raise
-    :class:`~flujo.domain.errors.ToolCallRefused`.
+    :class:`~flujo.domain.errors.ToolCallRefused`; to have a person approve one tool call
+    first, return ``APPROVE`` or raise :class:`~flujo.domain.errors.ToolApprovalRequired`.
 
     Optional methods, used when present:
 
