@@ -10,10 +10,11 @@ from flujo_governance.audit import OWNER, TABLE, fetch_decisions, migrations
 
 
 def test_migrations_per_dialect() -> None:
-    (sqlite,) = migrations("sqlite")
-    (postgres,) = migrations("postgresql")
+    sqlite, _ = migrations("sqlite")
+    postgres, _ = migrations("postgresql")
     assert sqlite.owner == postgres.owner == OWNER == "flujo-governance"
-    assert sqlite.version == postgres.version == 1
+    assert [m.version for m in migrations("sqlite")] == [1, 2]
+    assert [m.version for m in migrations("postgresql")] == [1, 2]
     assert "AUTOINCREMENT" in sqlite.statements[0]
     assert "REAL" in sqlite.statements[0]
     assert "BIGSERIAL" in postgres.statements[0]

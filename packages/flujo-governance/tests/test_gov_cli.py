@@ -120,7 +120,7 @@ def test_audit_command(tmp_path: Path) -> None:
     proc = flujo("governance", "audit", "--run", run_id, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0].split() == [
-        "TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES",
+        "TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES", "BY",
     ]  # fmt: skip
     [row] = read_table(proc.stdout)
     assert row["ENTITIES"] == "EMAIL:2"

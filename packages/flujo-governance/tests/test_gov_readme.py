@@ -52,9 +52,10 @@ def test_every_key_is_documented() -> None:
 
 def test_the_examples_validate(tmp_path: Path) -> None:
     blocks = re.findall(r"```toml\n(.*?)```", _config_section(), re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     config = make_config(tmp_path, "\n".join(blocks))
     settings = config.section("governance", GovernanceSettings)
     assert settings.policies == ["pii", "tool_allowlist"]
     assert settings.pii.patterns[0].name == "EMPLOYEE_ID"
     assert settings.tools.rules[0].when.args == {"table": "tmp_*"}
+    assert settings.tools.rules[1].effect == "approve"

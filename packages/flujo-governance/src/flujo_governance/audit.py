@@ -1,4 +1,6 @@
-"""The ``policy_decisions`` table: every DENY and REDACT, with rule and entity counts.
+"""The ``policy_decisions`` table: every DENY, REDACT and APPROVE, with rule and entity counts,
+and every person's answer to a paused run (``stage = "approval"``: a tool call a policy wanted
+approved, or a human step; ``decision`` allow/deny, ``actor`` who answered, ``reason`` why).
 
 Policies say the rule that decided and the kinds and counts of PII found (never the values)
 with :func:`flujo.plugin.decision_detail`; the core puts them on the
@@ -60,13 +62,16 @@ def migrations(dialect: str) -> list[Migration]:
                 )""",
                 f"CREATE INDEX {TABLE}_run ON {TABLE} (run_id, created_at)",
             ),
-        )
+        ),
+        # Who answered a paused run (stage "approval"); NULL for a policy's own decision.
+        Migration(OWNER, 2, (f"ALTER TABLE {TABLE} ADD COLUMN actor TEXT",)),
     ]
 
 
 def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bool:
     """Schedule the row for ``event``; ``False`` when it is not recorded (an ALLOW)."""
-    if event.decision is PolicyDecision.ALLOW and not include_allow:
+    approval = event.where == "approval"
+    if event.decision is PolicyDecision.ALLOW and not include_allow and not approval:
         return False
     # The core scrubbed reason and rule with the run's policies; the regex engine's pass is
     # for runs whose policies do not scrub (the audit table never holds raw PII).
@@ -74,6 +79,7 @@ def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bo
 
     reason = None if event.reason is None else redact_text(event.reason)
     rule = None if event.rule is None else redact_text(event.rule)
+    actor = getattr(event, "actor", None)
     params = {
         "run_id": event.run_id,
         "step": event.step_name,
@@ -85,14 +91,15 @@ def record(event: PolicyDecided, runtime: Runtime, *, include_allow: bool) -> bo
         "reason": reason,
         "entities": json.dumps(dict(sorted(event.entities.items()))),
         "created_at": time.time(),
+        "actor": None if actor is None else redact_text(str(actor)),
     }
     state = runtime.state
 
     async def insert() -> None:
         await state.execute(
             f"INSERT INTO {TABLE} (run_id, step, policy, stage, tool, decision, rule, reason, "
-            "entities, created_at) VALUES (:run_id, :step, :policy, :stage, :tool, :decision, "
-            ":rule, :reason, :entities, :created_at)",
+            "entities, created_at, actor) VALUES (:run_id, :step, :policy, :stage, :tool, "
+            ":decision, :rule, :reason, :entities, :created_at, :actor)",
             params,
         )
 
@@ -105,8 +112,8 @@ async def fetch_decisions(
     """Audit rows, oldest first (of one run when ``run_id`` is given); ``entities`` decoded."""
     where = "WHERE run_id = :run_id " if run_id is not None else ""
     rows = await state.fetch_all(
-        f"SELECT run_id, step, policy, stage, tool, decision, rule, reason, entities, created_at "
-        f"FROM {TABLE} {where}ORDER BY created_at, id LIMIT :limit",
+        f"SELECT run_id, step, policy, stage, tool, decision, rule, reason, entities, created_at, "
+        f"actor FROM {TABLE} {where}ORDER BY created_at, id LIMIT :limit",
         {"run_id": run_id, "limit": limit} if run_id is not None else {"limit": limit},
     )
     for row in rows:
@@ -128,7 +135,17 @@ async def run_view(state: StateBackend, run_id: str) -> RunViewSection | None:
     return RunViewSection(
         "Policy decisions",
         fields={"decisions": len(rows), **{k.lower(): n for k, n in sorted(counts.items())}},
-        columns=("step", "policy", "stage", "tool", "decision", "rule", "entities", "reason"),
+        columns=(
+            "step",
+            "policy",
+            "stage",
+            "tool",
+            "decision",
+            "rule",
+            "entities",
+            "actor",
+            "reason",
+        ),
         rows=[
             (
                 row["step"],
@@ -138,10 +155,11 @@ async def run_view(state: StateBackend, run_id: str) -> RunViewSection | None:
                 row["decision"],
                 row["rule"],
                 ", ".join(f"{k}:{v}" for k, v in row["entities"].items()) or None,
+                row["actor"],
                 row["reason"],
             )
             for row in rows
         ],
         payload=[{k: v for k, v in row.items() if k != "run_id"} for row in rows],
-        empty="no DENY or REDACT decisions recorded",
+        empty="no DENY, REDACT or APPROVE decisions and no answers recorded",
     )

@@ -91,7 +91,8 @@ def scrub_command(engine: str | None, mode: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of rows.")
 @click.option("--limit", default=1000, show_default=True, help="At most this many rows.")
 def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
-    """Policy decisions recorded in the state database (DENY and REDACT), oldest first."""
+    """Policy decisions recorded in the state database (DENY, REDACT, APPROVE) and people's
+    answers to paused runs (stage approval, BY who answered), oldest first."""
     from flujo.cli import current_config
     from flujo.plugin import migrated, open_state, resolve_run_id
     from flujo_governance.audit import fetch_decisions, migrations
@@ -127,7 +128,7 @@ def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
         click.echo("no policy decisions recorded" + (f" for run {run_id}" if run_id else ""))
         return
     echo_table(
-        ("TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES"),
+        ("TIME", "RUN", "STEP", "POLICY", "STAGE", "TOOL", "DECISION", "RULE", "ENTITIES", "BY"),
         (
             (
                 human_time(float(row["created_at"])),
@@ -139,6 +140,7 @@ def audit_command(run_id: str | None, as_json: bool, limit: int) -> None:
                 row["decision"],
                 row["rule"],
                 ", ".join(f"{k}:{v}" for k, v in row["entities"].items()) or None,
+                row["actor"],
             )
             for row in rows
         ),

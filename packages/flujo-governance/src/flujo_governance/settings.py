@@ -153,6 +153,11 @@ class Condition(_Model):
     ``prod_*``) unless ``case_sensitive``."""
     case_sensitive: bool = False
     """Compare ``args`` globs case-sensitively."""
+    above: dict[str, float] = Field(default_factory=dict)
+    """``{argument: number}`` the call's arguments must exceed (``amount = 100``: more than
+    100); a missing argument does not hold. An argument that is not a number holds for
+    ``deny`` and ``approve`` rules and not for ``allow`` rules: what cannot be compared is
+    treated the strict way."""
 
 
 class ToolRule(_Model):
@@ -161,9 +166,14 @@ class ToolRule(_Model):
     tool: str
     """Tool name or glob: the name the model sees or the id a plugin registered the tool
     under (``flujo.builtins.code_interpreter``); an output function's name works too."""
-    effect: Literal["allow", "deny"] = "allow"
+    effect: Literal["allow", "deny", "approve"] = "allow"
     """``allow``: the tool is allowed only when ``when`` holds (denied otherwise).
-    ``deny``: the tool is denied when ``when`` holds."""
+    ``deny``: the tool is denied when ``when`` holds. ``approve``: when ``when`` holds, a call
+    the lists and other rules allow waits for a person (the run pauses until
+    ``flujo runs approve``/``reject``)."""
+    expires_in_s: float | None = Field(default=None, gt=0)
+    """``approve`` rules: seconds a person has to answer; unanswered by then, the run ends
+    ``failed`` when it is answered or resumed (default: no expiry)."""
     when: Condition = Field(default_factory=Condition)
     on_deny: OnDeny | None = None
     """``refuse`` or ``fail`` for this rule; default ``[governance.tools] on_deny``."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flujo import PolicyDecision, PolicyViolation, ToolCallRefused
+from flujo import PolicyDecision, PolicyViolation, ToolApprovalRequired, ToolCallRefused
 from flujo.domain.scope import tool_names, tool_names_to_deny
 from flujo.plugin import decision_detail
 from flujo_governance._scope import StepInfo, step_info
@@ -29,6 +29,9 @@ class ToolVerdict:
     rule: str | None = None
     reason: str = ""
     on_deny: OnDeny = "refuse"
+    approve: bool = False
+    """Allowed, once a person approves it (an ``approve`` rule holds)."""
+    expires_in_s: float | None = None
 
 
 def _glob_any(value: str, globs: Iterable[str]) -> str | None:
@@ -80,8 +83,22 @@ def _arg_matches(actual: Any, globs: list[str], *, case_sensitive: bool = False)
     return True
 
 
-def condition_holds(when: Condition, context: Any, step: StepInfo, args: Mapping[str, Any]) -> bool:
-    """Whether every part of ``when`` holds for this call."""
+def _above(actual: Any, bound: float, strict_holds: bool) -> bool:
+    if isinstance(actual, bool) or not isinstance(actual, int | float):
+        return strict_holds  # cannot be compared: the strict reading (see Condition.above)
+    return bool(actual > bound)
+
+
+def condition_holds(
+    when: Condition,
+    context: Any,
+    step: StepInfo,
+    args: Mapping[str, Any],
+    *,
+    strict_holds: bool = False,
+) -> bool:
+    """Whether every part of ``when`` holds for this call (``strict_holds``: for a deny or
+    approve rule, an argument ``above`` cannot compare holds)."""
     for key, expected in when.context.items():
         actual = _lookup(context, key)
         if actual is _MISSING:
@@ -93,6 +110,10 @@ def condition_holds(when: Condition, context: Any, step: StepInfo, args: Mapping
         return False
     if when.steps and (step.name is None or _glob_any(step.name, when.steps) is None):
         return False
+    for name, bound in when.above.items():
+        actual = args.get(name, _MISSING)
+        if actual is _MISSING or not _above(actual, bound, strict_holds):
+            return False
     for name, glob in when.args.items():
         actual = args.get(name, _MISSING)
         if actual is _MISSING or not _arg_matches(
@@ -135,6 +156,26 @@ class ToolAllowlistPolicy:
     def verdict(
         self, context: Any, tool_name: str, args: Mapping[str, Any], step: StepInfo
     ) -> ToolVerdict:
+        """The decision for one call, without raising: :meth:`_lists_and_rules`, then, for an
+        allowed call, the first ``approve`` rule that holds (matched like a deny rule: by the
+        tool's names and aliases) makes it wait for a person."""
+        verdict = self._lists_and_rules(context, tool_name, args, step)
+        if not verdict.allowed:
+            return verdict
+        deny_names = tool_names_to_deny(tool_name)
+        for rule in self.settings.rules:
+            if rule.effect != "approve" or _name_glob(deny_names, [rule.tool]) is None:
+                continue
+            if condition_holds(rule.when, context, step, args, strict_holds=True):
+                reason = rule.reason or f"rule {rule.label!r} wants a person to approve it"
+                return ToolVerdict(
+                    True, rule.label, reason, approve=True, expires_in_s=rule.expires_in_s
+                )
+        return verdict
+
+    def _lists_and_rules(
+        self, context: Any, tool_name: str, args: Mapping[str, Any], step: StepInfo
+    ) -> ToolVerdict:
         """The decision for one call, without raising.
 
         Allow lists and allow rules match the tool's names (``tool_name.ids``: a registered
@@ -150,7 +191,7 @@ class ToolAllowlistPolicy:
         for rule in self.settings.rules:
             if rule.effect != "deny" or _name_glob(deny_names, [rule.tool]) is None:
                 continue
-            if condition_holds(rule.when, context, step, args):
+            if condition_holds(rule.when, context, step, args, strict_holds=True):
                 return self._deny(rule, rule.label, f"rule {rule.label!r} denies {tool_name!r}")
         allow_rules = [
             r
@@ -182,8 +223,12 @@ class ToolAllowlistPolicy:
         self, context: PipelineContext, tool_name: str, args: dict[str, Any]
     ) -> PolicyDecision:
         """ALLOW, or raise :class:`~flujo.ToolCallRefused` (``refuse``) /
-        :class:`~flujo.PolicyViolation` (``fail``)."""
+        :class:`~flujo.PolicyViolation` (``fail``) / :class:`~flujo.ToolApprovalRequired`
+        (an ``approve`` rule holds)."""
         verdict = self.verdict(context, tool_name, args, step_info())
+        if verdict.approve:
+            decision_detail(verdict.rule)
+            raise ToolApprovalRequired(self.name, verdict.reason, expires_in_s=verdict.expires_in_s)
         if verdict.allowed:
             decision_detail(verdict.rule)
             return PolicyDecision.ALLOW
