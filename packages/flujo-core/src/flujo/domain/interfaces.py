@@ -530,9 +530,9 @@ class StateBackend(Protocol):
 
         Filters (all that are given must hold): ``status``, ``pipeline`` (its name),
         ``created_after`` (inclusive) / ``created_before`` (exclusive) in seconds since the
-        epoch, ``id_prefix`` (lower-case hex; anything else matches no run). ``after``: the
-        ``(created_at, run_id)`` of the last run of the previous page, to page through by
-        position (keyset) rather than by offset.
+        epoch, ``id_prefix`` (lower-case hex, ``""`` any; anything else matches no run).
+        ``after``: the ``(created_at, run_id)`` of the last run of the previous page, to page
+        through by position (keyset) rather than by offset.
 
         .. versionchanged:: 0.2 the filters and ``after``.
         """

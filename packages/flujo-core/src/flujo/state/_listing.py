@@ -30,7 +30,8 @@ class RunFilter:
     created_before: float | None = None
     """Only runs created before this time."""
     id_prefix: str | None = None
-    """Only runs whose id starts with this (lower-case hex; anything else matches none)."""
+    """Only runs whose id starts with this (lower-case hex; anything else matches none;
+    ``""`` every run)."""
 
     def where(self) -> tuple[list[str], dict[str, Any]]:
         """SQL conditions (``AND``-ed by the caller) and their parameters."""
@@ -48,7 +49,9 @@ class RunFilter:
         if self.created_before is not None:
             clauses.append("created_at < :created_before")
             params["created_before"] = float(self.created_before)
-        if self.id_prefix is not None:
+        if self.id_prefix:  # "" is every id, as no prefix
+            # Anything but hex is refused, not ranged: a collation that ignores punctuation
+            # (PostgreSQL's en_US) would read "0a-" as "0a" and its range as every "0a" id.
             if not _HEX.fullmatch(self.id_prefix):
                 clauses.append("1 = 0")  # no run id has such a prefix
             else:

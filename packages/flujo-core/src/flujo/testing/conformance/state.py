@@ -242,6 +242,8 @@ class StateBackendConformance:
         assert await listed(id_prefix="1") == ["1c5", "1c4"]
         assert await listed(id_prefix="0A") == [], "a prefix is lower-case hex"
         assert await listed(id_prefix="%") == [], "LIKE wildcards are not a prefix"
+        assert await listed(id_prefix="0a-") == [], "punctuation is not ignored in a prefix"
+        assert await listed(id_prefix="") == everything
         assert await listed(created_after=base + 1, created_before=base + 2) == ["0b3", "1c4"]
         assert await listed(status=RunStatus.FAILED, pipeline="odd") == ["1c4"]
         # Keyset pages: each starts after the previous page's last (created_at, run_id).
