@@ -123,3 +123,53 @@ def test_cli_lists_paused_runs_and_approves_them(tmp_path: Path) -> None:
     [result] = json.loads(resumed.stdout)
     assert result["status"] == "succeeded"
     assert result["output"] == "box"
+
+
+async def test_an_expired_human_pause_ends_the_run_when_answered(state_uri: str) -> None:
+    pipeline = Step.from_callable(lambda x: x, name="first") >> Step.human(
+        "check", expires_in_s=1e-9
+    )
+    async with Flujo(pipeline, config=_config(state_uri)) as runner:
+        paused = await runner.run_async("go")
+        assert paused.status is RunStatus.PAUSED
+        with pytest.raises(UserError, match=r"^run \w+: the pause at step 'check' expired"):
+            await runner.reject_async(paused.run_id, reason="late", by="ann")
+        ended = await runner.runtime.state.get_run(paused.run_id)
+    assert ended is not None
+    assert ended.status is RunStatus.FAILED
+    assert ended.error is not None
+    assert ended.error.startswith("the pause at step 'check' expired unanswered at ")
+
+
+async def test_resuming_keeps_the_first_expiry_and_ends_an_expired_pause(state_uri: str) -> None:
+    inner = Step.human("check", expires_in_s=3600)
+    pipeline = Step.from_callable(lambda x: x, name="first") >> Step.branch(
+        "route", lambda x: "a", {"a": inner}
+    )
+    async with Flujo(pipeline, config=_config(state_uri)) as runner:
+        paused = await runner.run_async("go")
+        first = await runner.runtime.state.get_run(paused.run_id)
+        again = await runner.resume_async(paused.run_id)
+        assert again.status is RunStatus.PAUSED
+        second = await runner.runtime.state.get_run(paused.run_id)
+    assert first is not None
+    assert second is not None
+    at = {s.path: s.result.output for s in first.inner_steps}["route/a/check"]["expires_at"]
+    assert {s.path: s.result.output for s in second.inner_steps}["route/a/check"] == {
+        "kind": "human",
+        "expires_at": at,
+    }
+    gone = Step.from_callable(lambda x: x, name="first") >> Step.human("late", expires_in_s=1e-9)
+    async with Flujo(gone, config=_config(state_uri)) as runner:
+        paused = await runner.run_async("go")
+        ended = await runner.resume_async(paused.run_id)
+    assert ended.status is RunStatus.FAILED
+    assert ended.error is not None
+    assert "the pause at step 'late' expired unanswered" in ended.error
+
+
+def test_expires_in_s_must_be_positive() -> None:
+    from flujo.domain.errors import PipelineDefinitionError
+
+    with pytest.raises(PipelineDefinitionError, match="expires_in_s must be > 0"):
+        Step.human("check", expires_in_s=0)

@@ -256,3 +256,18 @@ async def test_the_stored_record_is_json(state_uri: str) -> None:
     json.dumps(record)
     assert record["kind"] == "tool_approval"
     assert record["policies"] == ["big_refunds"]
+
+
+async def test_resuming_an_expired_unanswered_tool_pause_fails_the_run(state_uri: str) -> None:
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "done")
+    paid: list[dict[str, Any]] = []
+    pipeline = _pipeline(model, paid)
+    policy = BigRefunds(expires_in_s=1e-9)
+    async with Flujo(pipeline, config=_config(state_uri), policies=[policy]) as runner:
+        paused = await runner.run_async("refund A-1")
+        ended = await runner.resume_async(paused.run_id)
+    assert ended.status is RunStatus.FAILED
+    assert ended.error is not None
+    assert "expired unanswered" in ended.error
+    assert paid == []
+    assert len(model.requests) == 1

@@ -31,6 +31,7 @@ from flujo.domain.approval import (
     answer_for,
     call_fingerprint,
     expired,
+    expiry_at,
 )
 from flujo.domain.control import Branch, ControlStep, Human, Loop, Map, Parallel
 from flujo.domain.errors import (
@@ -506,12 +507,28 @@ async def run_human(step: Human, data: Any, context: PipelineContext) -> Any:
     found = _succeeded(env, path)
     if found is not None:  # answered (a top-level human step; inner ones are skipped before)
         return found.result.output
+    # Paused before (a resumed, unanswered run): the pause keeps its first expiry.
+    before = _paused_record(env.run, path, env.done.get(path))
+    at = before.get("expires_at") if isinstance(before, dict) else None
+    if (gone := expired(before)) is not None:
+        raise InnerStepFailed(
+            StepStatus.FAILED.value,
+            f"the pause at step {path!r} expired unanswered at {_iso(gone)}",
+        )
+    if not isinstance(at, int | float):
+        at = expiry_at(step.expires_in_s)
     prompt = f" ({step.prompt})" if step.prompt else ""
+    until = f", expires {_iso(at)}" if at is not None else ""
     raise InnerStepFailed(
         StepStatus.PAUSED.value,
-        f"waiting for a person at step {path!r}{prompt}: answer with "
+        f"waiting for a person at step {path!r}{prompt}{until}: answer with "
         f"`flujo runs approve {env.run.run_id}` or `flujo runs reject {env.run.run_id}`",
+        None if at is None else {"kind": "human", "expires_at": at},
     )
+
+
+def _iso(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds")
 
 
 def paused_at(run: RunRecord) -> tuple[str, InnerStep | None]:
@@ -619,8 +636,7 @@ async def answer_human(
         raise RunLeasedError(f"run {run_id} changed or was taken while answering; try again")
     context_json = dumps(run.context)
     if (at := expired(record)) is not None:
-        when = datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat(timespec="seconds")
-        error = f"the pause at step {path!r} expired unanswered at {when}"
+        error = f"the pause at step {path!r} expired unanswered at {_iso(at)}"
         await state.finalize_run(
             run_id,
             RunStatus.FAILED,

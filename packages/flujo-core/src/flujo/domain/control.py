@@ -500,14 +500,33 @@ class Human(Step):
     plain approval), and makes the run resumable by any worker; ``flujo runs reject ID
     --reason TEXT`` fails it. A paused run holds no worker and no lease. Who answered and why
     is committed beside the answer (at ``<path>@approval``). Works at any depth of the tree.
+
+    ``expires_in_s``: seconds a person has from the moment the run pauses; a pause still
+    unanswered by then is not answered any more: answering it (or resuming the run) ends the
+    run ``failed``, saying when it expired. Until then the run stays ``paused`` (listing runs
+    changes nothing).
     """
 
-    __slots__ = ("prompt", "schema")
+    __slots__ = ("expires_in_s", "prompt", "schema")
 
-    def __init__(self, name: str, *, schema: Any = None, prompt: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        schema: Any = None,
+        prompt: str = "",
+        expires_in_s: float | None = None,
+    ) -> None:
         _check_segment("a human step", name)
+        if expires_in_s is not None and (
+            isinstance(expires_in_s, bool)
+            or not isinstance(expires_in_s, int | float)
+            or not expires_in_s > 0
+        ):
+            raise PipelineDefinitionError(f"human step {name!r}: expires_in_s must be > 0")
         self.schema = schema
         self.prompt = prompt
+        self.expires_in_s = expires_in_s
         super().__init__(name, _HumanAgent(self), output_type=schema)
 
     def structure(self) -> str:

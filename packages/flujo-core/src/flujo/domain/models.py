@@ -11,7 +11,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, runtime_checkable
 
 from flujo.domain.errors import InputValidationError, PipelineDefinitionError
 from flujo.domain.formatting import json_time
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydantic import TypeAdapter, ValidationError
 
     from flujo.domain.context import PipelineContext
+    from flujo.domain.control import ContextMerge
 
 
 class RunStatus(StrEnum):
@@ -415,39 +416,78 @@ class Step:
 
     # The control-flow constructors live in flujo.domain.control; these are their DSL names.
     @staticmethod
-    def branch(name: str, router: Any, routes: Mapping[str, Any], **kwargs: Any) -> Step:
+    def branch(
+        name: str,
+        router: Callable[..., Any] | Step,
+        routes: Mapping[str, Pipeline | Step],
+        *,
+        default: Pipeline | Step | None = None,
+    ) -> Step:
         """See :class:`flujo.domain.control.Branch`."""
         from flujo.domain.control import Branch
 
-        return Branch(name, router, routes, **kwargs)
+        return Branch(name, router, routes, default=default)
 
     @staticmethod
-    def loop(name: str, body: Any, **kwargs: Any) -> Step:
+    def loop(
+        name: str,
+        body: Pipeline | Step,
+        *,
+        until: Callable[..., Any],
+        max_iterations: int,
+    ) -> Step:
         """See :class:`flujo.domain.control.Loop`."""
         from flujo.domain.control import Loop
 
-        return Loop(name, body, **kwargs)
+        return Loop(name, body, until=until, max_iterations=max_iterations)
 
     @staticmethod
-    def map(name: str, body: Any, **kwargs: Any) -> Step:
+    def map(
+        name: str,
+        body: Pipeline | Step,
+        *,
+        concurrency: int = 8,
+        context_merge: ContextMerge = "error_on_conflict",
+    ) -> Step:
         """See :class:`flujo.domain.control.Map`."""
         from flujo.domain.control import Map
 
-        return Map(name, body, **kwargs)
+        return Map(name, body, concurrency=concurrency, context_merge=context_merge)
 
     @staticmethod
-    def human(name: str, **kwargs: Any) -> Step:
+    def human(
+        name: str,
+        *,
+        schema: Any = None,
+        prompt: str = "",
+        expires_in_s: float | None = None,
+    ) -> Step:
         """See :class:`flujo.domain.control.Human`."""
         from flujo.domain.control import Human
 
-        return Human(name, **kwargs)
+        return Human(name, schema=schema, prompt=prompt, expires_in_s=expires_in_s)
 
     @staticmethod
-    def parallel(name: str, branches: Mapping[str, Any], **kwargs: Any) -> Step:
+    def parallel(
+        name: str,
+        branches: Mapping[str, Pipeline | Step],
+        *,
+        concurrency: int | None = None,
+        merge: Callable[[dict[str, Any]], Any] | None = None,
+        context_merge: ContextMerge = "error_on_conflict",
+        on_branch_failure: Literal["fail", "ignore"] = "fail",
+    ) -> Step:
         """See :class:`flujo.domain.control.Parallel`."""
         from flujo.domain.control import Parallel
 
-        return Parallel(name, branches, **kwargs)
+        return Parallel(
+            name,
+            branches,
+            concurrency=concurrency,
+            merge=merge,
+            context_merge=context_merge,
+            on_branch_failure=on_branch_failure,
+        )
 
 
 def describe_validation_error(exc: ValidationError, whole: str, limit: int = 3) -> str:
