@@ -23,10 +23,13 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from flujo.plugin import (
+        FlujoConfig,
         PolicyDecided,
         RunFinalized,
+        RunRecord,
         RunStarted,
         Runtime,
+        RunViewSection,
         StepCompleted,
         StepStarted,
     )
@@ -73,6 +76,31 @@ class OtelPlugin:
         from flujo_otel.settings import SECTION, OtelSettings
 
         return {SECTION: OtelSettings}
+
+    @hookimpl
+    def flujo_run_view(self, run: RunRecord, config: FlujoConfig) -> RunViewSection | None:
+        """The run's trace id (flujo-ui links it to the trace with ``[ui] trace_url``), when
+        ``[otel]`` traces runs; and whether this run's trace was sampled."""
+        from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+        from flujo.plugin import RunViewSection
+        from flujo_otel.ids import trace_id_hex, trace_id_of
+        from flujo_otel.settings import SECTION, OtelSettings, resolve
+
+        settings = config.section(SECTION, OtelSettings)
+        resolved = resolve(settings, os.environ if self._environ is None else self._environ)
+        if not resolved.enabled:
+            return None
+        sampler = TraceIdRatioBased(resolved.sample_ratio)
+        decision = sampler.should_sample(None, trace_id_of(run.run_id), "run").decision
+        return RunViewSection(
+            "Trace",
+            fields={
+                "trace id": trace_id_hex(run.run_id),
+                "sampled": "yes" if decision is Decision.RECORD_AND_SAMPLE else "no",
+                "service": resolved.service_name,
+            },
+        )
 
     @hookimpl
     def flujo_runtime_started(self, runtime: Runtime) -> None:
@@ -148,3 +176,4 @@ flujo_wrap_step = _plugin.flujo_wrap_step
 flujo_step_completed = _plugin.flujo_step_completed
 flujo_policy_decided = _plugin.flujo_policy_decided
 flujo_run_finalized = _plugin.flujo_run_finalized
+flujo_run_view = _plugin.flujo_run_view
