@@ -520,3 +520,25 @@ async def test_unreachable_api_is_reported(gadgets: ModuleType, tmp_path: Path) 
     client = gadgets.make_client(base_url="http://127.0.0.1:9/api")
     with pytest.raises(ApiConnectionError):
         await op.function(op.input_model(gadgetId=1), client=client)
+
+
+async def test_calls_carry_the_steps_trace_context(
+    gadgets: ModuleType, loopback_api: LoopbackAPI
+) -> None:
+    """A tracing plugin's W3C trace context (the core's ``outgoing_headers()``) reaches the
+    service; the client's own headers still win."""
+    from flujo.plugin import providing_headers
+
+    @loopback_api.route("GET", r"/api/gadgets")
+    def search(req: Recorded) -> tuple[int, Any]:
+        return 200, []
+
+    op = gadgets.OPERATIONS["searchGadgets"]
+    client = gadgets.make_client(base_url=loopback_api.url + "/api", auth={"headerKey": "k-1"})
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with providing_headers(lambda: {"traceparent": parent, "x-api-key": "forged"}):
+        await op.function(op.input_model.model_validate({}), client=client)
+    assert loopback_api.last.headers["traceparent"] == parent
+    assert loopback_api.last.headers["x-api-key"] == "k-1"
+    await op.function(op.input_model.model_validate({}), client=client)
+    assert "traceparent" not in loopback_api.last.headers

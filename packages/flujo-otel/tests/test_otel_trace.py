@@ -14,7 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from otel_testkit import EMAIL, INPUT, PiiPolicy, leaks, pipeline, texts
 
-from flujo import Flujo, Pipeline, RunStatus, Step
+from flujo import Flujo, Pipeline, RunStatus, Step, make_agent_async
+from flujo.plugin import outgoing_headers
+from flujo.testing.models import call_tool, scripted_model
 
 
 def _by_id(spans: Sequence[ReadableSpan]) -> dict[int, ReadableSpan]:
@@ -109,3 +111,32 @@ async def test_a_failed_step_sets_the_error_status_with_the_scrubbed_message(
         assert spans[name].status.status_code is StatusCode.ERROR
         assert "no account for <EMAIL>" in (spans[name].status.description or "")
     assert leaks(list(spans.values())) == []
+
+
+async def test_outgoing_calls_carry_the_trace_context_of_their_span(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    """What the sandbox's remote backend and OpenAPI clients send (the core's
+    ``outgoing_headers()``): the W3C ``traceparent`` of the span the call is made in."""
+    seen: dict[str, dict[str, str]] = {}
+
+    async def fetch_order(order_id: str) -> str:
+        """Fetch an order from the order service."""
+        seen["tool"] = outgoing_headers()
+        return "shipped"
+
+    def call_service(text: str) -> str:
+        seen["step"] = outgoing_headers()
+        return text
+
+    model = scripted_model(call_tool("fetch_order", order_id="A-1"), "done")
+    agent = make_agent_async(model, "Help.", tools=[fetch_order])
+    pipeline = Pipeline([Step("agent", agent), Step.from_callable(call_service)], name="calls")
+    async with Flujo(pipeline, config=make_config()) as runner:
+        result = await runner.run_async("where is A-1?")
+        assert outgoing_headers() == {}  # outside a step: nothing
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for where, span_name in (("tool", "execute_tool fetch_order"), ("step", "step call_service")):
+        span = spans[span_name].context
+        assert seen[where]["traceparent"] == f"00-{span.trace_id:032x}-{span.span_id:016x}-01"

@@ -415,3 +415,25 @@ async def test_token_whitespace_is_dropped_and_non_ascii_refused(
     with pytest.raises(SandboxConfigError, match=r"FLUJO_SANDBOX_TOKEN.*printable ASCII"):
         await _remote(handler).exec_code("print(1)")
     assert len(seen) == 1
+
+
+async def test_calls_carry_the_steps_trace_context() -> None:
+    """A tracing plugin's headers (the core's ``outgoing_headers()``, W3C trace context) go to
+    the sidecar; they never replace the client's own headers."""
+    from flujo.plugin import providing_headers
+
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200, json={**GOOD, "limits": {"network": False}})
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    claims = {"traceparent": parent, "Authorization": "Bearer forged", "Accept": "text/html"}
+    with providing_headers(lambda: claims):
+        await _remote(handler).exec_code("print(1)")
+    await _remote(handler).exec_code("print(1)")  # outside: none
+    assert seen[0]["traceparent"] == parent
+    assert seen[0]["accept"] == "application/json"
+    assert "authorization" not in seen[0]  # only trace context passes the core
+    assert "traceparent" not in seen[1]

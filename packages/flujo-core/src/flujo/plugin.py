@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+    from flujo.domain.propagation import HeaderProvider, outgoing_headers, providing_headers
     from flujo.domain.run_view import RunViewSection
     from flujo.domain.scope import decision_detail, model_tool_name, tool_id_of
     from flujo.plugins.hookspecs import (
@@ -152,6 +153,10 @@ _LAZY = {
     "StateNotFoundError": "flujo.domain.errors",
     # what a policy says about its decision (audit detail on PolicyDecided)
     "decision_detail": "flujo.domain.scope",
+    # headers of outgoing calls made on a step's behalf (W3C trace context)
+    "HeaderProvider": "flujo.domain.propagation",
+    "outgoing_headers": "flujo.domain.propagation",
+    "providing_headers": "flujo.domain.propagation",
     # a registered tool's name as a model sees it, and back
     "model_tool_name": "flujo.domain.scope",
     "tool_id_of": "flujo.domain.scope",
@@ -183,6 +188,7 @@ __all__ = [
     "Factory",
     "FlujoConfig",
     "GovernancePolicy",
+    "HeaderProvider",
     "Kind",
     "Lease",
     "LeaseRenewer",
@@ -240,8 +246,10 @@ __all__ = [
     "migrated",
     "model_tool_name",
     "open_state",
+    "outgoing_headers",
     "plugin_sections",
     "printable",
+    "providing_headers",
     "resolve_run_id",
     "state_backend",
     "table_lines",

@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from flujo.domain.errors import ConfigError, FlujoError, InputValidationError
+from flujo.plugin import outgoing_headers
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
@@ -540,7 +541,9 @@ class ApiClient:
     async def _call(self, endpoint: Endpoint, input: BaseModel, http: httpx.AsyncClient) -> Any:
         request = _build(endpoint, input)
         await self._apply_security(endpoint, request, http)
-        headers = {**self.headers, **request.headers}
+        # The calling step's trace context (W3C, from a tracing plugin through the core) goes
+        # first: the client's own headers and the operation's win on a name.
+        headers = {**outgoing_headers(), **self.headers, **request.headers}
         if request.cookies:
             cookie = "; ".join(f"{k}={v}" for k, v in request.cookies.items())
             headers["Cookie"] = cookie

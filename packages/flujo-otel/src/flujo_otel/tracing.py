@@ -43,7 +43,9 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from flujo.plugin import providing_headers
 from flujo_otel.ids import RunIdGenerator, forced_ids, release, root_span_id_of, trace_id_of
 from flujo_otel.scrub import ScrubbingExporter
 
@@ -70,6 +72,16 @@ _active: ContextVar[Tracing | None] = ContextVar("flujo_otel_active", default=No
 def active() -> Tracing | None:
     """The :class:`Tracing` of the step running in this context, if any."""
     return _active.get()
+
+
+_propagator = TraceContextTextMapPropagator()
+
+
+def _trace_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of the span current where a call is made."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier
 
 
 def _json(value: Any) -> str:
@@ -217,7 +229,10 @@ class Tracing:
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         routed = _active.set(self)
         try:
-            yield
+            # Calls the step makes to the sandbox sidecar or an OpenAPI service carry the
+            # trace context of the span they are made in (the core's outgoing_headers()).
+            with providing_headers(_trace_headers):
+                yield
         except BaseException as exc:
             # The step raised out of the core (cancelled, a lost lease): no completion follows.
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

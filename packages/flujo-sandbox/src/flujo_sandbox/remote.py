@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
+from flujo.plugin import outgoing_headers
 from flujo_sandbox._common import (
     Intake,
     clean_token,
@@ -102,7 +103,13 @@ class RemoteSandbox:
                 os.environ.get(self.settings.token_env),
                 f"{self.settings.token_env} ([sandbox] token_env)",
             )
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # The trace context of the step calling (flujo-otel provides it through the core), so
+        # the sidecar's own spans join the run's trace; our headers win on a name.
+        headers = {
+            **outgoing_headers(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
