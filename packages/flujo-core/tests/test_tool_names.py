@@ -237,3 +237,34 @@ def test_an_id_no_model_could_call_is_a_load_error_naming_the_plugin(bad: str) -
     assert info.error is not None
     assert info.error.startswith(f"tool id {bad!r} is invalid: ")
     assert manager.registry.names("tools") == []
+
+
+async def test_tool_ids_resolved_outside_a_runner_share_the_runners_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents built at import (no config given) and the runner started after them use one
+    configuration and one plugin manager: plugins are loaded once, not once per agent and
+    again for the runner. The installed plugin is simulated by the manager's entry-point
+    loading (no distribution can be installed for a test)."""
+    loads: list[PluginManager] = []
+
+    def load_entry_points(self: PluginManager, **_: Any) -> None:
+        loads.append(self)
+        assert self.register(SqlPlugin("acme"), "acme-db").status == "ok"
+
+    monkeypatch.setattr(PluginManager, "load_entry_points", load_entry_points)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///s.db"\n', encoding="utf-8")
+    model = scripted_model(scripted_call("acme__sql", query="q1"), "done")
+    first = make_agent_async(model, "Query.", tools=["acme.sql"])
+    second = make_agent_async(scripted_model("fine"), "Check.", tools=["acme.sql"])
+    async with Flujo(Pipeline([Step("ask", first), Step("check", second)])) as runner:
+        result = await runner.run_async("go")
+        config = runner.runtime.config
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert model.requests[1].tool_returns == {"acme__sql": "acme: q1"}
+    assert loads == [config.plugin_manager]
+    # A changed flujo.toml is read again (the shared configuration is the current one).
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///t.db"\n', encoding="utf-8")
+    make_agent_async(scripted_model("x"), "Again.", tools=["acme.sql"])
+    assert len(loads) == 2

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -461,3 +462,57 @@ def load_config(
         else:
             raise ConfigError(f"{where}: unknown section; no installed plugin owns it")
     return config
+
+
+# The configuration of this folder, as this process loaded it for code that was given none
+# (an agent's tool ids, flujo.plugin.create, a runner) or as the running `flujo` command did:
+# with the key it was loaded under, so a changed flujo.toml, folder or FLUJO variable is a
+# new load.
+_shared: tuple[tuple[object, ...], FlujoConfig] | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_key() -> tuple[object, ...]:
+    file = find_config_file()
+    version: tuple[int, ...] | None = None
+    if file is not None:
+        try:
+            st = os.stat(file)
+            version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            version = None  # load_config reports it
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLUJO")))
+    # Without a file, relative paths are the cwd's (FlujoConfig.root).
+    return (file, version, env, None if file is not None else os.getcwd())
+
+
+def shared_config() -> FlujoConfig:
+    """:func:`load_config` of the current folder, loaded once per process (and again when the
+    file, the folder or a ``FLUJO*`` variable changes): what code given no configuration
+    uses, so agents built at import and the runner started after them share one plugin
+    manager instead of loading every plugin again."""
+    global _shared
+    key = _shared_key()
+    with _shared_lock:
+        if _shared is not None and _shared[0] == key:
+            return _shared[1]
+        config = load_config()
+        _shared = (key, config)
+        return config
+
+
+def loaded_shared_config() -> FlujoConfig | None:
+    """The :func:`shared_config` when one is loaded and still current, else ``None`` (nothing
+    is loaded)."""
+    key = _shared_key()
+    with _shared_lock:
+        return _shared[1] if _shared is not None and _shared[0] == key else None
+
+
+def share_config(config: FlujoConfig) -> None:
+    """Make ``config``, just loaded by :func:`load_config` for the current folder (the
+    ``flujo`` command's), the :func:`shared_config`."""
+    global _shared
+    key = _shared_key()
+    with _shared_lock:
+        _shared = (key, config)

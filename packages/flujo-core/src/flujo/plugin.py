@@ -287,16 +287,17 @@ def create(kind: Kind, name: str, config: FlujoConfig | None = None) -> object:
     """Create the registered ``kind`` named ``name`` outside a run (a script, a command).
 
     ``config``: the configuration to create it with (default: :func:`load_config` of the
-    current folder, with the installed plugins). Inside a hook use ``runtime.create(kind,
+    current folder, with the installed plugins, loaded once per process and shared with the
+    runner and the running ``flujo`` command). Inside a hook use ``runtime.create(kind,
     name)``; inside a plugin command pass :func:`current_config`. An unknown name is a
     ``ConfigError`` listing every registered name of ``kind`` and its plugin.
     """
-    from flujo.config import load_config
+    from flujo.config import shared_config
     from flujo.domain.errors import ConfigError
     from flujo.plugins.registry import singular
 
     if config is None:
-        config = load_config()
+        config = shared_config()
     manager = config.plugin_manager
     if manager is None:
         raise ConfigError(

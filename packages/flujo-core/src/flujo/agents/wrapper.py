@@ -301,9 +301,9 @@ def _resolve_tools(
         from flujo.plugin import create
 
         if config is None:
-            from flujo.config import load_config
+            from flujo.config import shared_config
 
-            config = load_config()  # once for every id of this agent
+            config = shared_config()  # the process's, shared with the runner started later
         made = create("tools", spec, config)
         manager = config.plugin_manager
         owner = manager.registry.get("tools", spec).owner if manager else "?"
@@ -786,8 +786,9 @@ def make_agent_async(
     :param retries: how often the model may retry an invalid output or tool call within one
         run (the step's ``max_retries`` re-runs the whole agent on top of this).
     :param timeout_s: the limit on one agent run, in seconds.
-    :param config: the configuration whose plugins provide tool ids (default: discovered with
-        :func:`flujo.load_config`, only when a tool id is given).
+    :param config: the configuration whose plugins provide tool ids (default: this folder's,
+        loaded once per process when a tool id is given and shared with a runner given no
+        config, see :func:`flujo.config.shared_config`).
     :param name: the agent's name, for errors and instrumentation.
     :raises ConfigError: an unknown tool id or model provider.
     :raises PipelineDefinitionError: invalid arguments, e.g. two tools with one name.

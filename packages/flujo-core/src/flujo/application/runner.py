@@ -29,7 +29,7 @@ from flujo.application.scrubbing import (
 )
 from flujo.application.step_coordinator import StepCoordinator
 from flujo.application.targets import locate_pipeline
-from flujo.config import FlujoConfig, load_config
+from flujo.config import FlujoConfig, load_config, loaded_shared_config
 from flujo.domain.context import PipelineContext
 from flujo.domain.errors import (
     InputValidationError,
@@ -180,7 +180,11 @@ class Flujo(Generic[ContextT]):
             if self._manager is not None:
                 return self._manager
             config = self._config_arg
-            if not isinstance(config, FlujoConfig):
+            if config is None:
+                # Agents built before with tool ids (and no config) loaded this folder's:
+                # the same one, not a second plugin manager.
+                config = loaded_shared_config() or load_config()
+            elif not isinstance(config, FlujoConfig):
                 config = load_config(config)
             for step in self.pipeline.walk():
                 # A model that cannot be built (no API key) is a config error now, not a

@@ -26,9 +26,11 @@ class CliState:
         if self.startup_error is not None:
             raise self.startup_error
         if self._config is None:
-            from flujo.config import load_config
+            from flujo.config import load_config, share_config
 
             self._config = load_config(plugin_manager=self.plugins)
+            # Pipelines this command imports build their agents' tools with it too.
+            share_config(self._config)
             for warning in self._config.warnings:
                 click.echo(f"warning: {warning}", err=True)
         return self._config
