@@ -4,12 +4,13 @@ and the runner calls an engine drives a run with (one step at a time, under its 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flujo import Flujo, Pipeline, Step
 from flujo.config import FlujoConfig
-from flujo.domain.errors import RunLeasedError
+from flujo.domain.errors import ConfigError, RunLeasedError
 from flujo.domain.models import RunStatus
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.cli import run_flujo
@@ -113,3 +114,43 @@ async def test_step_by_step_under_an_engine_owned_lease(
         assert done.status is RunStatus.SUCCEEDED
         assert done.output == "x12"
         assert calls == ["first", "second"]
+
+
+async def test_run_async_hands_new_runs_to_the_chosen_engine(
+    tmp_path: Path, config: FlujoConfig
+) -> None:
+    """``Flujo(engine=...)`` (else ``[engine] kind``): the engine gets each new run; what it
+    calls back on the runner (``until``/``owner``) runs here, not through the engine again."""
+
+    class Recording:
+        name = "recording"
+
+        def __init__(self) -> None:
+            self.inputs: list[object] = []
+
+        async def run(self, runner: Any, input: Any, *, context: Any = None) -> Any:
+            self.inputs.append(input)
+            return await runner.run_async(input, context=context, owner="recording")
+
+        async def answered(self, run_id: str) -> str | None:
+            return None
+
+    engine = Recording()
+    assert config.plugin_manager is not None
+    config.plugin_manager.registry.add("engines", "recording", lambda c: engine, "tests")
+    pipeline = Step.from_callable(lambda x: x * 2, name="double")
+    async with Flujo(
+        pipeline, config=config, state=SQLiteBackend(tmp_path / "s.db"), engine="recording"
+    ) as runner:
+        result = await runner.run_async(21)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, 42)
+    assert engine.inputs == [21]
+    async with Flujo(
+        pipeline, config=config, state=SQLiteBackend(tmp_path / "t.db"), engine="nope"
+    ) as bad:
+        with pytest.raises(
+            ConfigError,
+            match=r"Flujo\(engine='nope'\): unknown engine 'nope'; "
+            r"registered: local \(flujo-core\), recording \(tests\)",
+        ):
+            await bad.run_async(1)

@@ -14,6 +14,7 @@ from flujo.domain.errors import ConfigError
 if TYPE_CHECKING:
     from flujo.application.runner import Flujo
     from flujo.config import FlujoConfig
+    from flujo.domain.context import PipelineContext
     from flujo.domain.interfaces import Engine
     from flujo.domain.models import PipelineResult
     from flujo.plugins.manager import PluginManager
@@ -25,7 +26,11 @@ class LocalEngine:
     name = "local"
 
     async def run(
-        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+        self,
+        runner: Flujo[Any],
+        input: Any,
+        *,
+        context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> PipelineResult:
         return await runner.run_async(input, context=context)
 

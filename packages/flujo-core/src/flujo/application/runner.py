@@ -16,6 +16,7 @@ from typing import Any, Generic
 from pydantic import ValidationError
 from typing_extensions import TypeVar
 
+from flujo.application._maybe_await import maybe_await
 from flujo.application.background import BackgroundTaskManager, DrainReport
 from flujo.application.execution_manager import ExecutionManager
 from flujo.application.interrupt import StopRequest
@@ -43,7 +44,7 @@ from flujo.domain.errors import (
     UserError,
 )
 from flujo.domain.events import PolicyDecided
-from flujo.domain.interfaces import GovernancePolicy, Lease, Retriever, StateBackend
+from flujo.domain.interfaces import Engine, GovernancePolicy, Lease, Retriever, StateBackend
 from flujo.domain.models import (
     Pipeline,
     PipelineResult,
@@ -106,8 +107,9 @@ class Flujo(Generic[ContextT]):
 
     ``config`` is a :class:`FlujoConfig`, a path to a ``flujo.toml``, or ``None`` to discover
     one. ``state`` overrides the backend ``[state]`` names. ``policies`` run before the ones in
-    ``[run] policies``. Use as a (async) context manager, or call :meth:`close`, so background
-    work is drained.
+    ``[run] policies``. ``engine`` names the registered engine new runs execute on (default
+    ``[engine] kind``, else ``local``: this process). Use as a (async) context manager, or call
+    :meth:`close`, so background work is drained.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class Flujo(Generic[ContextT]):
         policies: Sequence[GovernancePolicy] = (),
         usage_limits: UsageLimits | None = None,
         pipeline_ref: str | None = None,
+        engine: str | None = None,
     ) -> None:
         defined_as = pipeline
         if isinstance(pipeline, Step):
@@ -134,6 +137,8 @@ class Flujo(Generic[ContextT]):
         self._state_arg = state
         self._policies = list(policies)
         self._limits_arg = usage_limits
+        self._engine_arg = engine
+        self._engine: Engine | None = None
         self.pipeline_ref = pipeline_ref or locate_pipeline(pipeline, defined_as)
         self.worker_id = new_worker_id()
         """Who holds the leases of this runner's runs (host:pid:random)."""
@@ -207,6 +212,12 @@ class Flujo(Generic[ContextT]):
                 if self._state_arg is None:
                     await state.close()
                 raise
+            engine = self._engine_arg or config.engine.kind
+            if engine != "local":  # new runs go to that engine (see run_async)
+                from flujo.application.engines import create_engine
+
+                what = "" if self._engine_arg is None else f"Flujo(engine={engine!r})"
+                self._engine = create_engine(config, plugins, engine, what=what)
             limits = self._limits_arg or config.run.usage_limits()
             self._runtime = runtime
             self._keeper = LeaseKeeper(state, config.state.lease_s)
@@ -253,6 +264,8 @@ class Flujo(Generic[ContextT]):
         for message in runtime.plugins.notify(closing, runtime=runtime):
             runtime.tasks.record_failure("flujo_runtime_closing", message)
         report = await runtime.tasks.drain(runtime.config.run.drain_timeout_s)
+        if self._engine is not None and hasattr(self._engine, "aclose"):
+            await self._engine.aclose()  # e.g. a worker this process ran for its own runs
         if self._keeper is not None:
             self._keeper.close()
         if self._state_arg is None:
@@ -346,8 +359,14 @@ class Flujo(Generic[ContextT]):
         ``until`` (``0``: store the run, execute nothing), leaving the run ``running`` under
         its lease, and the result's status ``running``; ``owner`` holds that lease instead of
         this runner's :attr:`worker_id`, so the engine's next call (see :meth:`resume_async`)
-        takes it over at once."""
+        takes it over at once.
+
+        New runs execute on the runner's engine (``engine=``, else ``[engine] kind``): with
+        another than ``local`` (``temporal``), this hands the run to it and returns what it
+        reports."""
         manager = await self._start()
+        if self._engine is not None and until is None and owner is None:
+            return await self._engine.run(self, input, context=context)
         ctx = self._new_context(context)
         # A caller's bad input is an error to the caller, raised before anything is stored.
         input = self.pipeline.steps[0].validate_input(input)
@@ -415,6 +434,19 @@ class Flujo(Generic[ContextT]):
         finally:
             self.current_run = None
             self._stop.unbind(token)
+
+    async def restored_output(self, run: RunRecord) -> Any:
+        """The stored output of ``run`` through every policy's ``restore``, as
+        :meth:`run_async` hands it back: for an engine that executed the run's steps elsewhere.
+        (A policy that keeps its originals in memory restores only what this process saw.)"""
+        manager = await self._start()
+        fields, _ = split_stored_context(run.context if isinstance(run.context, dict) else {})
+        context = self.context_model.model_construct(**fields)
+        context.run_id = run.run_id
+        output = run.output
+        for restore in manager._restorers:
+            output = await maybe_await(restore(context, output))
+        return output
 
     def run(
         self, input: Any, *, context: ContextT | Mapping[str, Any] | None = None

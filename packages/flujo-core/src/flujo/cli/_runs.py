@@ -152,21 +152,23 @@ def run(
     with Interrupts(lambda r: _report(r, as_json, stop.exit_code)) as stop:
         config = state.config()
         what = "--engine" if engine_name is not None else ""
-        engine = create_engine(config, state.plugins, engine_name, what=what)
+        create_engine(config, state.plugins, engine_name, what=what)  # unknown: one line, now
         pipeline = load_target(target)
         data = _read_input(input_)
         context = _parse_context(context_json)
         if stop.signum is not None:
             click.echo("interrupted before the run started; nothing was stored", err=True)
             sys.exit(stop.exit_code)
-        runner: Flujo[Any] = Flujo(pipeline, config=config, pipeline_ref=_absolute_ref(target))
+        runner: Flujo[Any] = Flujo(
+            pipeline, config=config, pipeline_ref=_absolute_ref(target), engine=engine_name
+        )
         stop.attach(runner)
         progress = _progress(state, quiet)
         try:
             if progress is not None:
                 progress.expect(len(runner.pipeline.steps))
             with runner:
-                stop.result = runner._sync(engine.run(runner, data, context=context))
+                stop.result = runner.run(data, context=context)
         finally:
             if progress is not None:
                 progress.close()  # its lines come before the result's

@@ -260,7 +260,11 @@ class Engine(Protocol):
     name: str
 
     async def run(
-        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+        self,
+        runner: Flujo[Any],
+        input: Any,
+        *,
+        context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> PipelineResult:
         """Execute a new run of ``runner``'s pipeline on ``input`` and return its result."""
         ...
@@ -271,6 +275,9 @@ class Engine(Protocol):
         Returns what happens next, in words, or ``None`` when nothing continues it by itself
         (the local engine: ``flujo runs resume`` does)."""
         ...
+
+    # Optional: ``async def aclose(self) -> None``, called when the runner that made the
+    # engine closes (to stop what the engine started for it, e.g. an embedded worker).
 
 
 # --------------------------------------------------------------------------- state
