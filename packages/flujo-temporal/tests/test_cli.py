@@ -68,4 +68,5 @@ def test_unreachable_server_is_one_line_and_stores_nothing(tmp_path: object) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"error: [temporal] address '{address}': cannot reach")
-    assert not (root / "runs.db").exists()
+    listed = run_flujo("runs", "list", "--json", cwd=root, env=ENV)
+    assert listed.stdout.strip() in ("", "[]"), listed  # no run stored (or no database at all)

@@ -11,7 +11,7 @@ from flujo_temporal.engine import TemporalEngine
 from flujo_temporal.worker import worker
 from temporal_testkit import ENV, Project, calls, wait_for_status
 
-from flujo import Flujo
+from flujo import Flujo, Step
 from flujo.domain.models import RunStatus
 from flujo.plugin import load_target
 from flujo.testing.cli import run_flujo
@@ -102,3 +102,27 @@ async def test_branch_parallel_and_approval_run_to_completion(project: Project) 
     listed = run_flujo("runs", "list", "--json", cwd=project.root, env=ENV)
     assert listed.returncode == 0, listed.stderr
     assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+
+
+async def test_run_async_goes_to_the_configured_engine_with_an_embedded_worker(
+    project: Project,
+) -> None:
+    """`Flujo(...).run_async` with `[engine] kind = "temporal"` is a Temporal workflow; with
+    `embedded_worker` this process executes it with the runner's own pipeline object (closures
+    included: nothing a separate worker could load by reference)."""
+    project.toml.write_text(project.toml.read_text() + "embedded_worker = true\n")
+    seen: list[int] = []
+
+    def inc(n: int) -> int:
+        seen.append(n)
+        return n + 1
+
+    pipeline = Step.from_callable(inc) >> Step.from_callable(lambda n: n * 10, name="times")
+    async with Flujo(pipeline, config=project.config()) as runner:
+        result = await runner.run_async(4)
+        stored = await runner.runtime.state.get_run(result.run_id)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, 50)
+    assert seen == [4]
+    assert stored is not None
+    assert [s.name for s in stored.steps] == ["inc", "times"]
+    assert stored.pipeline_ref is None  # nothing to load: the embedded worker used the object

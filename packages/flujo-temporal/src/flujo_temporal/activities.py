@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
@@ -50,14 +50,30 @@ class StepActivities:
     """The ``flujo.step`` activity with the runners it needs: one per pipeline, started on
     first use and closed by :meth:`aclose` (their background work drained)."""
 
-    def __init__(self, config: FlujoConfig, *, policies: Sequence[GovernancePolicy] = ()) -> None:
+    def __init__(
+        self,
+        config: FlujoConfig,
+        *,
+        policies: Sequence[GovernancePolicy] = (),
+        runners: Mapping[str, Flujo[Any]] | None = None,
+    ) -> None:
         self._config = config
         self._policies = list(policies)
+        # Runners given by the caller (an embedded worker's own runner) are used, not closed.
+        self._given = dict(runners or {})
         self._runners: dict[str, Flujo[Any]] = {}
         self._lock = asyncio.Lock()
+        self.outputs: dict[str, Any] = {}
+        """Final outputs of the given runners' succeeded runs, as the runner hands them back
+        (through the policies' ``restore``, which may forget what it restored): the process
+        that submitted those runs is this one, so the result never leaves it."""
 
     async def runner(self, pipeline_ref: str) -> Flujo[Any]:
         """The started runner of the pipeline at ``pipeline_ref``."""
+        given = self._given.get(pipeline_ref)
+        if given is not None:
+            await given.start()
+            return given
         async with self._lock:
             runner = self._runners.get(pipeline_ref)
             if runner is None:
@@ -120,6 +136,8 @@ class StepActivities:
         if result.status is RunStatus.INTERRUPTED:
             # This worker is shutting down (SIGTERM): another attempt, elsewhere, goes on.
             raise ApplicationError(result.error or "interrupted", type="Interrupted")
+        if result.status is RunStatus.SUCCEEDED and args.pipeline_ref in self._given:
+            self.outputs[args.run_id] = result.output
         return StepOutcome(result.status.value, args.index, result.error)
 
 

@@ -29,5 +29,10 @@ class TemporalSettings(BaseModel):
     retry_max_s: float = Field(default=30.0, gt=0)
     max_concurrent_activities: int = Field(default=32, ge=1)
     """Steps one worker executes at once."""
+    embedded_worker: bool = False
+    """Also execute this process's own runs in it, on a task queue of its own (for a demo, a
+    script, a single machine): the runner's pipeline object is used as is, so it needs no
+    reference a separate worker could load. Such a run continues only while the process
+    lives; ``flujo temporal worker`` processes are what survive a crash."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """How long submitting or starting a worker waits to reach the server."""

@@ -5,7 +5,9 @@ executes."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.errors import UserError
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
     from flujo import Flujo
     from flujo.config import FlujoConfig
+    from flujo.domain.context import PipelineContext
     from flujo.domain.models import Pipeline
+    from flujo_temporal.activities import StepActivities
 
 # Added to a step's own timeout budget: loading the pipeline, reading and committing state.
 STEP_MARGIN_S = 30.0
@@ -75,9 +79,40 @@ class TemporalEngine:
 
     name = "temporal"
 
-    def __init__(self, settings: TemporalSettings) -> None:
+    def __init__(self, settings: TemporalSettings, config: FlujoConfig | None = None) -> None:
         self.settings = settings
+        self._config = config
         self._client: Client | None = None
+        self._embedded: AsyncExitStack | None = None
+        self._embedded_queue: str | None = None
+        self._embedded_ref: str | None = None
+        self._embedded_steps: StepActivities | None = None
+
+    async def _embedded_worker(self, runner: Flujo[Any]) -> tuple[str, str]:
+        """``(task queue, pipeline reference)`` of the worker this process runs for its own
+        runs (``[temporal] embedded_worker``), started on first use; closed by :meth:`aclose`.
+        Its task queue is its own: no other worker could execute this runner's pipeline."""
+        if self._embedded is None:
+            from flujo_temporal.activities import StepActivities
+            from flujo_temporal.worker import worker
+
+            assert self._config is not None
+            queue = f"{self.settings.task_queue}-embedded-{uuid.uuid4().hex[:12]}"
+            ref = runner.pipeline_ref or f"embedded:{queue}"
+            stack = AsyncExitStack()
+            steps = StepActivities(self._config, runners={ref: runner})
+            await stack.enter_async_context(worker(self._config, task_queue=queue, steps=steps))
+            self._embedded_steps = steps
+            self._embedded, self._embedded_queue, self._embedded_ref = stack, queue, ref
+        assert self._embedded_queue is not None
+        assert self._embedded_ref is not None
+        return self._embedded_queue, self._embedded_ref
+
+    async def aclose(self) -> None:
+        """Stop the embedded worker, if one runs (its steps in progress finish first)."""
+        stack, self._embedded = self._embedded, None
+        if stack is not None:
+            await stack.aclose()
 
     async def client(self) -> Client:
         if self._client is None:
@@ -85,10 +120,17 @@ class TemporalEngine:
         return self._client
 
     async def submit(
-        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+        self,
+        runner: Flujo[Any],
+        input: Any,
+        *,
+        context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> str:
         """Store a new run (nothing executed yet) and start its workflow; return its id."""
-        if not runner.pipeline_ref:
+        queue, ref = self.settings.task_queue, runner.pipeline_ref
+        if self.settings.embedded_worker and self._config is not None:
+            queue, ref = await self._embedded_worker(runner)
+        if not ref:
             raise UserError(
                 "the pipeline has no reference a worker can load it by (path.py:name or "
                 "module:name); pass pipeline_ref= to Flujo()"
@@ -98,7 +140,7 @@ class TemporalEngine:
         created = await runner.run_async(input, context=context, until=0, owner=owner)
         args = RunArgs(
             run_id=created.run_id,
-            pipeline_ref=runner.pipeline_ref,
+            pipeline_ref=ref,
             owner=owner,
             steps=step_options(runner.pipeline, self.settings),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
@@ -110,7 +152,7 @@ class TemporalEngine:
             WORKFLOW_NAME,
             args,
             id=workflow_id(created.run_id),
-            task_queue=self.settings.task_queue,
+            task_queue=queue,
             result_type=StepOutcome,
         )
         return created.run_id
@@ -133,11 +175,23 @@ class TemporalEngine:
         run = await runner.runtime.state.get_run(run_id)
         if run is None:  # pragma: no cover - the run was stored before its workflow started
             raise UserError(f"run {run_id} is not in Flujo's state database")
-        output = run.output if run.status is RunStatus.SUCCEEDED else None
+        # Handed back as the local engine does: through the policies' restore (by the
+        # embedded worker that finished it, or here).
+        output = None
+        if run.status is RunStatus.SUCCEEDED:
+            embedded = self._embedded_steps
+            if embedded is not None and run_id in embedded.outputs:
+                output = embedded.outputs.pop(run_id)
+            else:
+                output = await runner.restored_output(run)
         return PipelineResult(run.run_id, run.status, output, run.steps, run.usage, run.error)
 
     async def run(
-        self, runner: Flujo[Any], input: Any, *, context: Mapping[str, Any] | None = None
+        self,
+        runner: Flujo[Any],
+        input: Any,
+        *,
+        context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> PipelineResult:
         run_id = await self.submit(runner, input, context=context)
         return await self.wait(runner, run_id)
@@ -159,4 +213,4 @@ class TemporalEngine:
 
 def temporal_engine(config: FlujoConfig) -> TemporalEngine:
     """The ``temporal`` engine's factory."""
-    return TemporalEngine(config.section("temporal", TemporalSettings))
+    return TemporalEngine(config.section("temporal", TemporalSettings), config)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio.worker import Worker
 
@@ -16,6 +16,7 @@ from flujo_temporal.workflow import FlujoRun
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from flujo import Flujo
     from flujo.config import FlujoConfig
     from flujo.domain.interfaces import GovernancePolicy
 
@@ -26,12 +27,16 @@ async def worker(
     *,
     task_queue: str | None = None,
     policies: Sequence[GovernancePolicy] = (),
+    runners: Mapping[str, Flujo[Any]] | None = None,
+    steps: StepActivities | None = None,
 ) -> AsyncIterator[Worker]:
     """A running worker polling ``task_queue`` (else ``[temporal] task_queue``); on exit it
-    stops polling, lets the steps in progress finish, and closes its runners."""
+    stops polling, lets the steps in progress finish, and closes its runners. ``runners``
+    execute the pipelines of those references instead of loading them (not closed here);
+    ``steps`` is the activity object to use (made here otherwise)."""
     settings = config.section("temporal", TemporalSettings)
     client = await connect(settings)
-    steps = StepActivities(config, policies=policies)
+    steps = steps or StepActivities(config, policies=policies, runners=runners)
     running = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
