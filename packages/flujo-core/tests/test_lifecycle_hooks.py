@@ -264,3 +264,60 @@ async def test_run_started_says_whether_the_run_executed_before(tmp_path: Path) 
         again = await runner.run_async("new")
     assert again.succeeded
     assert log.runs == [(0, False), (0, True), (0, False)]
+
+
+class Idle:
+    """A plugin whose own settings turn it off for this runner."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def flujo_runtime_started(self, runtime: Runtime) -> None:
+        runtime.idle_plugins.add("idle")
+
+    @hookimpl
+    def flujo_run_started(self, event: RunStarted) -> None:
+        self.calls.append("run_started")
+
+    @hookimpl
+    def flujo_step_started(self, event: StepStarted) -> None:
+        self.calls.append("step_started")
+
+    @hookimpl
+    def flujo_wrap_step(self, event: StepStarted) -> None:
+        self.calls.append("wrap_step")
+
+    @hookimpl
+    def flujo_step_completed(self, event: StepCompleted) -> None:
+        self.calls.append("step_completed")
+
+
+async def test_an_idle_plugin_is_not_called_and_no_event_is_built(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Installed but off costs the run nothing: not even the events are built."""
+    import flujo.application.execution_manager as em
+
+    built: list[str] = []
+    for name in ("RunStarted", "StepStarted", "StepCompleted"):
+        real = getattr(em, name)
+        monkeypatch.setattr(
+            em, name, lambda *a, _n=name, _r=real, **k: built.append(_n) or _r(*a, **k)
+        )
+    idle, log = Idle(), Idle()
+    manager = PluginManager()
+    manager.register(idle, "idle")
+    config = FlujoConfig(plugin_manager=manager)
+    pipeline = Pipeline([Step.from_callable(_first, name="a")])
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "s")) as runner:
+        assert (await runner.run_async("x")).succeeded
+    assert idle.calls == []
+    assert built == []
+    manager = PluginManager()
+    manager.register(log, "other")  # registered under another name: not idle, called
+    config = FlujoConfig(plugin_manager=manager)
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "t")) as runner:
+        assert (await runner.run_async("x")).succeeded
+    assert log.calls == ["run_started", "step_started", "wrap_step", "step_completed"]
+    assert built == ["RunStarted", "StepStarted", "StepCompleted"]

@@ -91,6 +91,7 @@ async def test_a_runner_without_tracing_has_no_service(make_config: Any) -> None
     async with Flujo(pipeline, config=make_config("")) as runner:
         await runner.run_async("x")
         assert SERVICE not in runner.services
+        assert "flujo-otel" in runner.runtime.idle_plugins  # off: its hooks are not called
     async with Flujo(pipeline, config=make_config()) as runner:
         await runner.run_async("x")
         assert SERVICE in runner.services

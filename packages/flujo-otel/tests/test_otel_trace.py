@@ -140,3 +140,14 @@ async def test_outgoing_calls_carry_the_trace_context_of_their_span(
     for where, span_name in (("tool", "execute_tool fetch_order"), ("step", "step call_service")):
         span = spans[span_name].context
         assert seen[where]["traceparent"] == f"00-{span.trace_id:032x}-{span.span_id:016x}-01"
+
+
+async def test_a_run_sampled_out_exports_nothing_and_runs_the_same(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    async with Flujo(
+        pipeline(), config=make_config("[otel]\nenabled = true\nsample_ratio = 0.0\n")
+    ) as runner:
+        result = await runner.run_async(INPUT)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    assert exporter.get_finished_spans() == ()

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from flujo_otel.settings import Resolved
     from flujo_otel.tracing import Tracing
 
+DISTRIBUTION = "flujo-otel"
+"""The name Flujo knows this plugin by (its distribution's)."""
 SERVICE = "otel"
 """The tracing's name in ``runtime.services`` (``runner.services["otel"]``)."""
 
@@ -110,6 +112,9 @@ class OtelPlugin:
         settings = runtime.config.section(SECTION, OtelSettings)
         resolved = resolve(settings, os.environ if self._environ is None else self._environ)
         if not resolved.enabled:
+            # Installed but off: the runner neither calls our run and step hooks nor builds
+            # their events.
+            runtime.idle_plugins.add(DISTRIBUTION)
             return
         from flujo_otel.tracing import Tracing, instrument_agents
 

@@ -31,6 +31,8 @@ from flujo.domain.models import (
 from flujo.state._rows import dumps, dumps_stored, loads, storable_text
 
 if TYPE_CHECKING:
+    import pluggy
+
     from flujo.application.interrupt import StopRequest
     from flujo.application.lease import Heartbeat
     from flujo.application.runtime import Runtime
@@ -73,13 +75,19 @@ class ExecutionManager:
         self.coordinator = coordinator
         self.limits = limits
         plugins = runtime.plugins
-        # Looked up once: with no observers installed the hot path makes no hook calls.
-        self._step_observers = plugins.implementations("flujo_step_completed")
-        self._run_observers = plugins.implementations("flujo_run_finalized")
-        self._run_start_observers = plugins.implementations("flujo_run_started")
-        self._step_start_observers = plugins.implementations("flujo_step_started")
-        self._step_wrappers = plugins.implementations("flujo_wrap_step")
-        self._step_committers = plugins.implementations("flujo_step_commit")
+        idle = runtime.idle_plugins
+
+        def active(hook: str) -> list[pluggy.HookImpl]:
+            return [i for i in plugins.implementations(hook) if i.plugin_name not in idle]
+
+        # Looked up once: with no observers installed (or only idle ones, see
+        # Runtime.idle_plugins) the hot path makes no hook calls and builds no events.
+        self._step_observers = active("flujo_step_completed")
+        self._run_observers = active("flujo_run_finalized")
+        self._run_start_observers = active("flujo_run_started")
+        self._step_start_observers = active("flujo_step_started")
+        self._step_wrappers = active("flujo_wrap_step")
+        self._step_committers = active("flujo_step_commit")
         self.scrubbing: Scrubbing = runtime.scrubbing
         if not self.scrubbing.active:
             # A runtime built without the runner (tests, embedders): the coordinator's policies.
