@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import shutil
 import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -30,10 +32,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "generated")]
 
-from desk import Agents, DeskContext, build, demo_model  # noqa: E402
+from desk import ISSUED, Agents, DeskContext, build, demo_model  # noqa: E402
 from pydantic_ai.messages import ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart  # noqa: E402
 
-from flujo import Flujo, PipelineResult, load_config  # noqa: E402
+from flujo import Flujo, PipelineResult, RunStatus, load_config  # noqa: E402
 from flujo.plugin import model_tool_name  # noqa: E402
 
 CUSTOMER = "cus_1042"
@@ -41,7 +43,7 @@ EMAIL = "ana.garcia@example.com"
 CARD = "4111 1111 1111 1111"
 TICKET = (
     f"Hi, this is customer {CUSTOMER} ({EMAIL}). I was charged twice for order A-1001: my "
-    f"card {CARD} shows two payments of 59.90 EUR. Please refund the extra one. "
+    f"card {CARD} shows two payments of 149.90 EUR. Please refund the extra one. "
     "Also, please close my account and delete my data."
 )
 MEMORY_QUERY = "charged twice order A-1001"
@@ -59,16 +61,44 @@ def sandbox_problems() -> list[str]:
     return [] if report.ok else list(report.problems)
 
 
-async def run_ticket(order_service_url: str) -> tuple[PipelineResult, Agents]:
-    """Run the ticket through the pipeline; memory indexing is flushed before the runner closes."""
+PIPELINE_REF = f"{HERE / 'desk.py'}:approval_pipeline"
+"""Where ``flujo runs approve`` finds the pipeline of a paused run (stored with the run)."""
+
+APPROVER = "demo-supervisor"
+
+
+def approve_from_the_cli(run_id: str) -> list[str]:
+    """What a supervisor does with a paused run: ``flujo runs approve`` (another process)."""
+    flujo = str(Path(sys.executable).parent / "flujo")
+    command = [
+        flujo, "runs", "approve", run_id, "--reason", "double charge confirmed on the order",
+    ]  # fmt: skip
+    env = {**os.environ, "USER": APPROVER, "LOGNAME": APPROVER}
+    done = subprocess.run(command, cwd=HERE, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"flujo runs approve failed ({done.returncode}): {done.stderr.strip()}")
+    shown = ["flujo " + " ".join(shlex.quote(a) for a in command[1:])]
+    return shown + done.stdout.strip().splitlines()
+
+
+async def run_ticket(order_service_url: str) -> tuple[PipelineResult, Agents, list[str]]:
+    """Run the ticket through the pipeline; a refund waiting for a person is approved from the
+    CLI and the run resumed; memory indexing is flushed before the runner closes."""
     config = load_config(HERE / "flujo.toml")
     agents = build(order_service_url, config)
-    async with Flujo(agents.pipeline, context_model=DeskContext, config=config) as runner:
+    approval: list[str] = []
+    async with Flujo(
+        agents.pipeline, context_model=DeskContext, config=config, pipeline_ref=PIPELINE_REF
+    ) as runner:
         result = await runner.run_async(TICKET, context={"customer_id": CUSTOMER})
+        if result.status is RunStatus.PAUSED:
+            approval = [f"paused: {result.error}"]
+            approval += await asyncio.to_thread(approve_from_the_cli, result.run_id)
+            result = await runner.resume_async(result.run_id)
         # Read-your-writes for the next run: index this run's triage now, not "soon".
         await runner.services["memory"].flush()
     # Closing the runner drained the background work: audit rows and the evaluation are stored.
-    return result, agents
+    return result, agents, approval
 
 
 def _rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -99,14 +129,16 @@ def _wrap(text: str, bullet: str = "") -> str:
     )
 
 
-def report(result: PipelineResult, agents: Agents, order_requests: list[str]) -> str:
+def report(
+    result: PipelineResult, agents: Agents, order_requests: list[str], approval: list[str]
+) -> str:
     """The report a person reads: what each part of the platform did in this run."""
     db = HERE / ".flujo" / "flujo.db"
     run_id = result.run_id
     runs = _rows(db, "SELECT COUNT(*) AS n FROM workflow_state")[0]["n"]
     audit = _rows(
         db,
-        "SELECT step, policy, stage, tool, decision, rule, reason, entities "
+        "SELECT step, policy, stage, tool, decision, rule, reason, entities, actor "
         "FROM policy_decisions WHERE run_id = ? ORDER BY created_at, id",
         run_id,
     )
@@ -167,6 +199,18 @@ def report(result: PipelineResult, agents: Agents, order_requests: list[str]) ->
     for step, tool, decisions in calls:
         say(_wrap(f"{step:7} {tool:23} " + ", ".join(decisions), "- "))
     say("    - the order service received: " + (", ".join(order_requests) or "nothing"))
+    routes = sorted(
+        {p.split("/")[1] for p in _inner_paths(db, run_id) if p.startswith("route/")} - {"@router"}
+    )
+    say(f"    - route (Step.branch on the triage): {', '.join(routes) or '-'}")
+    for row in audit:
+        if row["stage"] == "approval":
+            verdict = "approved" if row["decision"] == "allow" else "rejected"
+            say(_wrap(f"{row['tool']} {verdict} by {row['actor']}: {row['reason']}", "- "))
+    for line in approval:
+        say(_wrap(line, "  | "))
+    paid = ", ".join(f"{r['amount']:.2f} {r['currency']} for {r['order_id']}" for r in ISSUED)
+    say(f"    - issue_refund paid: {paid or 'nothing'}")
 
     say("\n5. Sandbox (flujo-sandbox, flujo.builtins.code_interpreter, local bubblewrap)")
     code, sandbox = "", ""
@@ -219,6 +263,14 @@ def report(result: PipelineResult, agents: Agents, order_requests: list[str]) ->
     return "\n".join(out)
 
 
+def _inner_paths(db: Path, run_id: str) -> list[str]:
+    try:
+        rows = _rows(db, "SELECT path FROM inner_step_results WHERE run_id = ?", run_id)
+    except sqlite3.Error:
+        return []
+    return [str(r["path"]) for r in rows]
+
+
 def look_deeper_commands(run_id: str) -> list[str]:
     """Commands that work as printed, from any shell and folder.
 
@@ -263,8 +315,8 @@ def main() -> int:
     from order_server import OrderService
 
     with OrderService() as orders:
-        result, agents = asyncio.run(run_ticket(orders.url))
-    print(report(result, agents, orders.requests))
+        result, agents, approval = asyncio.run(run_ticket(orders.url))
+    print(report(result, agents, orders.requests, approval))
     return 0 if result.status.value == "succeeded" else 1
 
 

@@ -1,10 +1,14 @@
-"""The support-desk pipeline: triage (memory + order service), refund (sandbox), reply.
+"""The support-desk pipeline: triage (memory + order service), a route, refund, reply.
 
     triage   agent   recalls the customer's earlier tickets (flujo-memory), looks the order up
                      through the tool generated from order_service.yaml (flujo-openapi), and
                      may try ``delete_customer`` — which the tool_allowlist policy refuses
     open_case        keeps the triage on the run's context
-    refund   agent   computes the refund with ``flujo.builtins.code_interpreter`` (flujo-sandbox)
+    route    branch  billing (a charge to refund) or privacy (anything else)
+      billing/refund   agent  computes the refund with ``flujo.builtins.code_interpreter``
+                              (flujo-sandbox) and issues it with ``issue_refund``: above 100 EUR
+                              that call waits for a person (tool_allowlist rule ``big-refunds``)
+      privacy/privacy_request  forwards the case to the privacy team
     reply            writes the answer to the customer
 
 flujo-governance pseudonymizes the ticket's e-mail and card number before the first step, so no
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,7 +77,7 @@ async def recall_earlier_tickets(ctx: RunContext[DeskContext], query: str) -> li
     it came from and what the triage found or the refund decided.
     """
     cases = await ctx.deps.retrieve(query, limit=3, filter={"step_name": "triage"})
-    refunds = await ctx.deps.retrieve(query, limit=10, filter={"step_name": "refund"})
+    refunds = await ctx.deps.retrieve(query, limit=10, filter={"step_name": REFUND_PATH})
     hits = [*cases, *refunds]
     notes = []
     for hit in sorted(hits, key=lambda h: (h.memory.created_at, h.memory.step_name or "")):
@@ -82,7 +87,7 @@ async def recall_earlier_tickets(ctx: RunContext[DeskContext], query: str) -> li
             stored = None
         if not isinstance(stored, dict):
             note = hit.memory.text
-        elif hit.memory.step_name == "refund":
+        elif hit.memory.step_name == REFUND_PATH:
             note = (
                 f"refunded {float(stored.get('amount', 0)):.2f} {stored.get('currency')} "
                 f"for order {stored.get('order_id')}"
@@ -92,6 +97,19 @@ async def recall_earlier_tickets(ctx: RunContext[DeskContext], query: str) -> li
         notes.append(f"run {hit.memory.run_id}: {note}")
     ctx.deps.recalled = notes
     return notes
+
+
+REFUND_PATH = "route/billing/refund"
+"""Where the refund step is in the tree (its memories are indexed under this path)."""
+
+ISSUED: list[dict[str, object]] = []
+"""The refunds ``issue_refund`` paid in this process (for the report)."""
+
+
+async def issue_refund(order_id: str, amount: float, currency: str) -> str:
+    """Pay a refund of ``amount`` ``currency`` back for order ``order_id``."""
+    ISSUED.append({"order_id": order_id, "amount": amount, "currency": currency})
+    return f"refunded {amount:.2f} {currency} for order {order_id}"
 
 
 @dataclass
@@ -137,21 +155,55 @@ def build(order_service_url: str, config: FlujoConfig) -> Agents:
     refund = make_agent_async(
         model("refund"),
         "You decide refunds. Compute the amount to refund (what was charged beyond the order "
-        "total, minus what was already refunded) with the code interpreter, never by hand, then "
-        "state the refund.",
+        "total, minus what was already refunded) with the code interpreter, never by hand, "
+        "issue it with issue_refund when it is above zero, then state the refund.",
         Refund,
-        tools=["flujo.builtins.code_interpreter"],
+        tools=["flujo.builtins.code_interpreter", issue_refund],
         config=config,
         name="refund",
     )
     steps = [
         Step("triage", triage, max_retries=1),
         Step.from_callable(open_case),
-        Step("refund", refund, max_retries=1),
+        Step.branch(
+            "route",
+            route,
+            {
+                "billing": Step("refund", refund, max_retries=1),
+                "privacy": Step.from_callable(privacy_request),
+            },
+        ),
         Step.from_callable(reply),
     ]
     pipeline = Pipeline(steps, name="support_desk")
     return Agents(pipeline, real or "scripted (deterministic, offline)", inboxes)
+
+
+def approval_pipeline() -> Pipeline:
+    """The pipeline as ``flujo runs approve`` loads it (``desk.py:approval_pipeline``): the
+    same tree; answering a paused run calls no tool, so its tools point nowhere."""
+    from flujo import load_config
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    generated = os.path.join(here, "generated")
+    if generated not in sys.path:
+        sys.path.insert(0, generated)
+    return build("http://127.0.0.1:9", load_config(os.path.join(here, "flujo.toml"))).pipeline
+
+
+def route(triage: Triage) -> str:
+    """The route of a case: billing when there is a charge to look at, privacy otherwise."""
+    return "billing" if triage.issue == "double_charge" else "privacy"
+
+
+def privacy_request(triage: Triage) -> Refund:
+    """Forward a case with no charge to refund to the privacy team: nothing is refunded."""
+    return Refund(
+        order_id=triage.order_id,
+        amount=0.0,
+        currency=triage.currency,
+        rationale="no charge to refund; forwarded to the privacy team",
+    )
 
 
 def open_case(triage: Triage, context: DeskContext) -> Triage:

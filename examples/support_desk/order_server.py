@@ -17,10 +17,10 @@ ORDERS: dict[str, dict[str, Any]] = {
         "order_id": "A-1001",
         "status": "shipped",
         "currency": "EUR",
-        "total": 59.90,
+        "total": 149.90,
         "charges": [
-            {"charge_id": "ch_01", "amount": 59.90, "captured_at": "2026-11-20T10:02:11Z"},
-            {"charge_id": "ch_02", "amount": 59.90, "captured_at": "2026-11-20T10:02:13Z"},
+            {"charge_id": "ch_01", "amount": 149.90, "captured_at": "2026-11-20T10:02:11Z"},
+            {"charge_id": "ch_02", "amount": 149.90, "captured_at": "2026-11-20T10:02:13Z"},
         ],
     },
     "A-1002": {

@@ -191,7 +191,8 @@ SANDBOX_TOOL = model_tool_name("flujo.builtins.code_interpreter")
 
 
 def refund_script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-    """The refund agent: compute the overcharge in the sandbox, then state the refund."""
+    """The refund agent: compute the overcharge in the sandbox, issue the refund with
+    ``issue_refund`` (when there is one), then state it."""
     case = _plain(_user_prompt(messages))
     case = case if isinstance(case, dict) else {}
     seen = _tool_returns(messages)
@@ -217,7 +218,14 @@ def refund_script(messages: list[ModelMessage], info: AgentInfo) -> ModelRespons
         "currency": case.get("currency") or "EUR",
         "rationale": rationale,
     }
-    return _answer(info, refund, "refund-2")
+    if amount > 0 and "issue_refund" not in seen:
+        # Pay it: above 100 EUR, the big-refunds rule makes this call wait for a person.
+        args = {k: refund[k] for k in ("order_id", "amount", "currency")}
+        return _call("issue_refund", args, "refund-2")
+    if isinstance(seen.get("issue_refund"), str) and "refused" in seen["issue_refund"]:
+        refund["amount"] = 0.0
+        refund["rationale"] = f"the refund was not approved: {seen['issue_refund']}"
+    return _answer(info, refund, "refund-3")
 
 
 def scripted(name: str) -> FunctionModel:

@@ -129,11 +129,11 @@ def test_delete_customer_is_refused_by_policy_and_never_reaches_the_service(
 
 def test_the_refund_is_computed_in_the_sandbox(reports: tuple[str, str]) -> None:
     first, second = (_section(report, 5) for report in reports)
-    assert 'stdout: {"refund": 59.9, "overcharge": 59.9}   exit code: 0   backend: local' in first
-    assert "refunded 59.90 EUR" in _section(reports[0], 6)
+    assert 'stdout: {"refund": 149.9, "overcharge": 149.9}   exit code: 0   backend: local' in first
+    assert "refunded 149.90 EUR" in _section(reports[0], 6)
     # The second run remembers the first refund, so the sandbox computes nothing more to refund.
-    assert 'stdout: {"refund": 0.0, "overcharge": 59.9}   exit code: 0   backend: local' in second
-    assert "already refunded: 59.90 EUR" in _section(reports[1], 6)
+    assert 'stdout: {"refund": 0.0, "overcharge": 149.9}   exit code: 0   backend: local' in second
+    assert "already refunded: 149.90 EUR" in _section(reports[1], 6)
 
 
 def test_the_second_run_recalls_the_first(reports: tuple[str, str]) -> None:
@@ -141,9 +141,26 @@ def test_the_second_run_recalls_the_first(reports: tuple[str, str]) -> None:
     assert "none: this customer's first ticket here" in _section(first, 3)
     recalled = _section(second, 3)
     first_run = _run_id(first)
-    assert f"run {first_run}: refunded 59.90 EUR for order A-1001" in recalled
+    assert f"run {first_run}: refunded 149.90 EUR for order A-1001" in recalled
     assert f"run {first_run}: cus_1042 reports order A-1001 charged 2 times" in recalled
     assert "now a priority" in _section(second, 6)
+
+
+def test_the_big_refund_waits_for_a_person_approved_from_the_cli(
+    reports: tuple[str, str], desk: Path
+) -> None:
+    first, second = (_section(r, 4) for r in reports)
+    assert "route (Step.branch on the triage): billing" in first
+    assert "tool_allowlist APPROVE (big-" in first
+    assert "issue_refund approved by demo-supervisor: double charge confirmed" in first
+    assert "| flujo runs approve " in first
+    assert "- issue_refund paid: 149.90 EUR for A-1001" in first
+    # The second run refunds nothing more: no call to approve.
+    assert "APPROVE" not in second
+    assert "- issue_refund paid: nothing" in second
+    db = desk / ".flujo" / "flujo.db"
+    rows = _rows(db, "SELECT stage, decision, actor FROM policy_decisions WHERE actor IS NOT NULL")
+    assert rows == [{"stage": "approval", "decision": "allow", "actor": "demo-supervisor"}]
 
 
 def test_each_run_gets_a_shadow_evaluation(reports: tuple[str, str], desk: Path) -> None:

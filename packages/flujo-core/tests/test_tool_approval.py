@@ -271,3 +271,24 @@ async def test_resuming_an_expired_unanswered_tool_pause_fails_the_run(state_uri
     assert "expired unanswered" in ended.error
     assert paid == []
     assert len(model.requests) == 1
+
+
+async def test_a_paused_run_is_not_restored_until_it_finishes(state_uri: str) -> None:
+    # restore() may forget what it restores with (pii's pseudonym vault): a paused run goes on.
+    restored: list[Any] = []
+
+    class Restoring(BigRefunds):
+        def restore(self, context: PipelineContext, output: Any) -> Any:
+            restored.append(output)
+            return output
+
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "done")
+    pipeline = _pipeline(model, [])
+    async with Flujo(pipeline, config=_config(state_uri), policies=[Restoring()]) as runner:
+        paused = await runner.run_async("refund A-1")
+        assert paused.status is RunStatus.PAUSED
+        assert restored == []
+        await runner.approve_async(paused.run_id, by="ann")
+        done = await runner.resume_async(paused.run_id)
+    assert done.status is RunStatus.SUCCEEDED
+    assert restored == ["done"]

@@ -455,8 +455,11 @@ class ExecutionManager:
                     self._run_observers, event=RunFinalized(run), runtime=self.runtime
                 )
             )
-        for restore in self._restorers:
-            output = await maybe_await(restore(context, output))
+        if status is not RunStatus.PAUSED:
+            # A paused run goes on later (in this process, maybe): a policy's restore may
+            # forget what it needs to restore the final output then (pii's pseudonym vault).
+            for restore in self._restorers:
+                output = await maybe_await(restore(context, output))
         # Only the final output comes back restored: the error and the step results are what
         # a caller prints or logs (`flujo run` shows the error on stderr), so they are the
         # stored, scrubbed copies.
