@@ -496,3 +496,34 @@ def test_schemas_named_like_the_runtime_names_the_module_uses(quirks: Corpus) ->
     )
     assert page.count == 1
     assert page.data[0].word == "w"
+
+
+def test_schemas_named_like_what_the_generated_modules_import(quirks: Corpus) -> None:
+    """Schemas named Any, BaseModel, Field, Literal, Optional, ConfigDict, OPERATIONS, list,
+    type, str, datetime...: each is a model of its own (renamed where a generated module
+    imports or defines that name), and the names the code means still mean it. mypy --strict
+    over the package is in test_quirks_spec_generates_everything_cleanly."""
+    generated = quirks.packages["quirks_shadowing_names"]
+    module = generated.module()
+    from pydantic import BaseModel
+
+    from flujo_openapi.runtime import Operation
+
+    ops = module.OPERATIONS
+    assert set(ops) == {"postThing", "getLists", "getMisc", "putConfig"}
+    assert all(isinstance(op, Operation) for op in ops.values())
+    # The body model (the `ConfigDict` schema) validates as a model; its input model's own
+    # pydantic config still forbids unknown fields.
+    put = ops["putConfig"]
+    body = put.input_model.model_fields["body"].annotation
+    assert "ConfigDict" in str(body)
+    with pytest.raises(ValueError, match="extra"):
+        put.input_model.model_validate({"nope": 1})
+    made = put.input_model.model_validate({"body": {"c": "x"}, "mode": "a"})
+    assert isinstance(made, BaseModel)
+    # The `OPERATIONS` schema is an error model, not the operations mapping.
+    models = __import__(f"{generated.package}.models", fromlist=["*"])
+    assert isinstance(module.OPERATIONS, dict)
+    assert issubclass(models.OPERATIONSModel, BaseModel)
+    assert models.OPERATIONSModel.model_validate({"ops": "o"}).ops == "o"
+    assert issubclass(models.ConfigDictModel, BaseModel)

@@ -107,6 +107,66 @@ def _versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- models
 
 
+# What operations.py imports or defines that a model it imports could be named like (the
+# runtime's names are imported under an alias instead, see _emit_operations).
+_OPERATIONS_NAMES = frozenset({"OPERATIONS", "Any", "cast"})
+
+
+def _shadowed_models(modules: dict[tuple[str, ...], str]) -> set[str]:
+    """Model class names that are also a name some generated module imports from outside the
+    package (``pydantic.ConfigDict``, ``typing.Any``, ``datetime.date``...) or operations.py
+    binds: in a module that needs both, one would shadow the other."""
+    classes: set[str] = set()
+    outside: set[str] = set(_OPERATIONS_NAMES)
+    for code in modules.values():
+        for node in ast.parse(code).body:
+            if isinstance(node, ast.ClassDef):
+                classes.add(node.name)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                outside |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                outside |= {(a.asname or a.name).partition(".")[0] for a in node.names}
+    return classes & outside
+
+
+def _class_forms(key: str) -> set[str]:
+    """Class names datamodel-code-generator may give the schema ``key``."""
+    plain = re.sub(r"\W", "", key)
+    camel = "".join(part[:1].upper() + part[1:] for part in re.split(r"[\W_]+", key) if part)
+    return {plain, plain[:1].upper() + plain[1:], camel}
+
+
+def _rename_schemas(document: dict[str, Any], names: set[str]) -> None:
+    """Rename the schemas whose class would be one of ``names`` (``X`` -> ``XModel``) and
+    every ``$ref`` to them."""
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    taken = set(schemas)
+    renamed: dict[str, str] = {}
+    for key in list(schemas):
+        if key.startswith(IO_MODULE + ".") or not _class_forms(key) & names:
+            continue
+        new = unique(f"{key}Model", taken, limit=10_000)
+        schemas[new] = schemas.pop(key)
+        renamed[_pointer(key)] = _pointer(new)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref in renamed:
+                node["$ref"] = renamed[ref]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+
+
+def _pointer(key: str) -> str:
+    return "#/components/schemas/" + key.replace("~", "~0").replace("/", "~1")
+
+
 def _run_datamodel_codegen(document: dict[str, Any]) -> dict[tuple[str, ...], str]:
     """Generate the models of ``document`` with the pinned preset: module path -> code."""
     from datamodel_code_generator import generate
@@ -1310,6 +1370,18 @@ def generate(
     mark = time.perf_counter()
     say(f"generating models for {len(schemas)} schema(s) (datamodel-code-generator)")
     modules = {path: _fix_models(code) for path, code in _run_datamodel_codegen(for_models).items()}
+    if shadowed := _shadowed_models(modules):
+        # A model class named like what a generated module imports (pydantic's ConfigDict,
+        # typing's Any) or defines (OPERATIONS) shadows it wherever both meet: those schemas
+        # are generated again under another name (ConfigDict -> ConfigDictModel).
+        _rename_schemas(for_models, shadowed)
+        models = _run_datamodel_codegen(for_models)
+        modules = {path: _fix_models(code) for path, code in models.items()}
+        if left := _shadowed_models(modules):
+            raise GenerationError(
+                f"schema {sorted(left)[0]!r} is named like a name the generated code imports, "
+                "and could not be renamed"
+            )
     timings["models"] = time.perf_counter() - mark
     io_code = modules.get((f"{IO_MODULE}.py",))
     if io_code is None:
