@@ -481,3 +481,45 @@ def test_state_migrate_cli(flujo_postgres_uri: str, tmp_path: Path) -> None:
     assert again.stderr.strip() == (
         "error: the destination already holds runs; migrate into an empty database"
     )
+
+
+async def test_drain_stale_skips_runs_taken_over_and_counts_the_rest(
+    state_uri: str, tmp_path: Path
+) -> None:
+    """The one loop behind Flujo.resume_stale_async and `flujo runs resume --stale`: claims
+    one run at a time, skips (and does not count) a run another worker took over mid-way,
+    stops at ``limit`` or when stopped, and lets any other error through."""
+    from flujo.application.stale import drain_stale
+    from flujo.domain.errors import RunLeasedError
+
+    state = await _open(state_uri, tmp_path)
+    try:
+        for i in range(5):
+            await state.create_run(_run(f"r{i}"), owner="dead", lease_s=0.05)
+        await _until_expired(state, "r4")
+        seen: list[str] = []
+
+        async def resume(run_id: str) -> str:
+            seen.append(run_id)
+            if len(seen) == 1:
+                raise LeaseLostError(f"run {run_id}: taken over")
+            if len(seen) == 2:
+                raise RunLeasedError(f"run {run_id}: leased")
+            return run_id
+
+        done = await drain_stale(state, "w", 30, resume, limit=2, stopped=lambda: False)
+        assert len(seen) == 4
+        assert done == seen[2:]  # the two taken over are not counted
+        stopped = await drain_stale(state, "w", 30, resume, limit=10, stopped=lambda: True)
+        assert stopped == []
+        assert len(seen) == 4  # nothing claimed once stopped
+
+        async def broken(run_id: str) -> str:
+            raise UserError("its pipeline cannot be loaded")
+
+        with pytest.raises(UserError):
+            await drain_stale(state, "w", 30, broken, limit=10, stopped=lambda: False)
+        left = await drain_stale(state, "w", 30, resume, limit=10, stopped=lambda: False)
+        assert left == []  # the last one was claimed by the broken drain (its lease is live)
+    finally:
+        await state.close()
