@@ -126,3 +126,56 @@ async def test_run_async_goes_to_the_configured_engine_with_an_embedded_worker(
     assert stored is not None
     assert [s.name for s in stored.steps] == ["inc", "times"]
     assert stored.pipeline_ref is None  # nothing to load: the embedded worker used the object
+
+
+STUCK = """
+import asyncio
+from pathlib import Path
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def first(text: str) -> str:
+    return text
+
+
+async def stuck(text: str) -> str:
+    (HERE / "stuck-started").touch()
+    await asyncio.sleep(60)  # cancelled long before
+    (HERE / "stuck-finished").touch()
+    return text
+
+
+pipeline = Step.from_callable(first) >> Step.from_callable(stuck)
+"""
+
+
+async def test_cancel_goes_through_temporal_and_is_stored(project: Project) -> None:
+    """`flujo temporal cancel` cancels the workflow and the step in progress; the run is stored
+    failed, saying it was cancelled, and the cancelled step never commits."""
+    import asyncio
+
+    ref = project.write("stuck.py", STUCK) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "x")
+        for _ in range(600):  # bounded: 60 s
+            if (project.root / "stuck-started").exists():
+                break
+            await asyncio.sleep(0.1)
+        cancelled = await asyncio.to_thread(
+            run_flujo,
+            "temporal",
+            "cancel",
+            run_id,
+            cwd=project.root,
+            env={**ENV, "PYTHONFAULTHANDLER": "1"},
+        )
+        assert cancelled.returncode == 0, cancelled.stderr
+        result = await engine.wait(runner, run_id)
+    assert result.status is RunStatus.FAILED
+    assert f"cancelled on Temporal (workflow flujo-{run_id}) at step 1" in (result.error or "")
+    assert [s.name for s in result.steps] == ["first"]
+    assert not (project.root / "stuck-finished").exists()

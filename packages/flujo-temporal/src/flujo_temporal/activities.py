@@ -31,7 +31,14 @@ from flujo.domain.errors import (
     UserError,
 )
 from flujo.domain.models import RunRecord, RunStatus
-from flujo_temporal.workflow import NON_RETRYABLE, STEP_ACTIVITY, StepArgs, StepOutcome
+from flujo_temporal.workflow import (
+    CANCELLED_ACTIVITY,
+    NON_RETRYABLE,
+    STEP_ACTIVITY,
+    CancelArgs,
+    StepArgs,
+    StepOutcome,
+)
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
@@ -139,6 +146,38 @@ class StepActivities:
         if result.status is RunStatus.SUCCEEDED and args.pipeline_ref in self._given:
             self.outputs[args.run_id] = result.output
         return StepOutcome(result.status.value, args.index, result.error)
+
+    @activity.defn(name=CANCELLED_ACTIVITY)
+    async def cancelled(self, args: CancelArgs) -> StepOutcome:
+        """Store run ``args.run_id`` failed, "cancelled on Temporal", unless it already ended.
+        Taken under the workflow's lease owner: a step attempt still running is fenced out."""
+        import json
+
+        runner = await self.runner(args.pipeline_ref)
+        state = runner.runtime.state
+        run = await state.get_run(args.run_id)
+        if run is None:
+            raise ApplicationError(
+                f"no run with id {args.run_id!r}", type=NON_RETRYABLE[0], non_retryable=True
+            )
+        if run.status not in (*_EXECUTABLE, RunStatus.PAUSED):
+            return outcome_of(run)  # it ended before the cancel reached it
+        lease_s = runner.runtime.config.state.lease_s
+        owner = args.owner.split("~")[0]
+        lease = await state.acquire_lease(args.run_id, owner, lease_s, seen_version=run.version)
+        if lease is None:
+            raise ApplicationError(f"run {args.run_id} changed while cancelling; trying again")
+        error = f"cancelled on Temporal (workflow flujo-{args.run_id}) at step {run.current_step}"
+        await state.finalize_run(
+            args.run_id,
+            RunStatus.FAILED,
+            output=None,
+            error=error,
+            context_json=json.dumps(run.context, ensure_ascii=False, allow_nan=False),
+            usage=run.usage,
+            lease=lease,
+        )
+        return StepOutcome(RunStatus.FAILED.value, run.current_step, error)
 
 
 @contextlib.asynccontextmanager

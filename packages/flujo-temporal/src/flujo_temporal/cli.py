@@ -43,3 +43,31 @@ def worker_command(task_queue: str | None) -> None:
         click.echo("worker stopped", err=True)
 
     asyncio.run(main())
+    _exit_now()
+
+
+@temporal.command("cancel")
+@click.argument("run_id")
+def cancel_command(run_id: str) -> None:
+    """Cancel run RUN_ID on Temporal: its step in progress is cancelled, the run stored failed."""
+    from flujo_temporal.config import TemporalSettings
+    from flujo_temporal.engine import cancel, workflow_id
+
+    settings = current_config().section("temporal", TemporalSettings)
+    asyncio.run(cancel(settings, run_id))
+    click.echo(f"run {run_id}: cancel requested (workflow {workflow_id(run_id)})")
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """Exit 0 at once, the command's work done: the Temporal SDK's native threads can crash
+    the interpreter's teardown (seen once here as SIGSEGV after a successful cancel), which
+    would report a done command as failed."""
+    import logging
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)

@@ -166,6 +166,12 @@ class TemporalEngine:
         try:
             await handle.result()
         except WorkflowFailureError as exc:
+            ended = await runner.runtime.state.get_run(run_id)
+            if ended is not None and ended.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+                # Cancelled, and stored so: the run as stored is the answer.
+                return PipelineResult(
+                    ended.run_id, ended.status, None, ended.steps, ended.usage, ended.error
+                )
             cause = exc.cause
             while cause.__cause__ is not None:  # the activity's own error, not the wrappers
                 cause = cause.__cause__
@@ -209,6 +215,23 @@ class TemporalEngine:
                 f"Temporal: cannot signal workflow {workflow_id(run_id)}: {exc}"
             ) from None
         return f"run {run_id} continues on Temporal (workflow {workflow_id(run_id)})"
+
+
+async def cancel(settings: TemporalSettings, run_id: str) -> None:
+    """Ask Temporal to cancel run ``run_id``'s workflow (its step in progress is cancelled and
+    the run stored failed by a worker)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    client = await connect(settings)
+    try:
+        await client.get_workflow_handle(workflow_id(run_id)).cancel()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise UserError(
+                f"run {run_id}: no Temporal workflow {workflow_id(run_id)} in namespace "
+                f"{settings.namespace!r}"
+            ) from None
+        raise UserError(f"Temporal: cannot cancel {workflow_id(run_id)}: {exc}") from None
 
 
 def temporal_engine(config: FlujoConfig) -> TemporalEngine:

@@ -14,10 +14,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import is_cancelled_exception
 
 WORKFLOW_NAME = "flujo.run"
 STEP_ACTIVITY = "flujo.step"
 ANSWERED_SIGNAL = "answered"
+CANCELLED_ACTIVITY = "flujo.cancelled"
 # Errors an attempt raises that another attempt cannot fix (the pipeline is gone, the run does
 # not exist): the activity fails at once instead of retrying.
 NON_RETRYABLE = ["FlujoUserError"]
@@ -73,6 +75,15 @@ class StepOutcome:
     (see :mod:`flujo_temporal.activities`): the next steps take it over under that name."""
 
 
+@dataclass
+class CancelArgs:
+    """Store run ``run_id`` as cancelled (its workflow was cancelled on Temporal)."""
+
+    run_id: str
+    pipeline_ref: str
+    owner: str
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class FlujoRun:
     """Drives one stored run, step by step, to a final status."""
@@ -92,6 +103,27 @@ class FlujoRun:
 
     @workflow.run
     async def run(self, args: RunArgs) -> StepOutcome:
+        try:
+            return await self._steps(args)
+        except BaseException as exc:
+            # The cancel arrives as CancelledError, or as the awaited activity's error.
+            if not is_cancelled_exception(exc):
+                raise
+            # Cancelled on Temporal (`flujo temporal cancel`): the step in progress is
+            # cancelled with it; the run is then stored failed, saying so, and stays cancelled.
+            await workflow.execute_activity(
+                CANCELLED_ACTIVITY,
+                CancelArgs(args.run_id, args.pipeline_ref, args.owner),
+                result_type=StepOutcome,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=args.max_attempts,
+                    non_retryable_error_types=NON_RETRYABLE,
+                ),
+            )
+            raise
+
+    async def _steps(self, args: RunArgs) -> StepOutcome:
         index = 0
         owner = args.owner
         while True:
