@@ -14,11 +14,12 @@ import pytest
 
 from flujo import FlujoConfig
 from flujo.config import StateSettings
-from flujo.domain.errors import StateError, StateNotFoundError
+from flujo.domain.errors import StateError, StateNotFoundError, StateOutdatedError
 from flujo.domain.interfaces import Migration
 from flujo.domain.models import RunRecord, RunStatus, Usage
 from flujo.plugins.manager import PluginManager
-from flujo.state import migrated, open_backend, open_state
+from flujo.state import migrated, open_backend, open_state, state_where
+from flujo.state.dsn import redact_dsn
 from flujo.testing.cli import run_flujo
 
 ENV = {"FLUJO_LOAD_PLUGINS": ""}
@@ -171,6 +172,47 @@ def test_read_only_backends_refuse_writes_and_skip_plugin_migrations(
     asyncio.run(go())
 
 
+def test_migrated_tells_never_created_from_current_from_outdated(
+    tmp_path: Path, state_uri: str
+) -> None:
+    """A plugin's read path: tables never created is "nothing recorded" (False), all its
+    migrations applied is "read" (True), some applied and newer ones pending (the plugin was
+    upgraded since) is a one-line user error naming the database, plugin, versions and fix."""
+    newer = Migration("flujo-acme", 2, ("CREATE TABLE acme_more (id TEXT)",))
+    third = Migration("flujo-acme", 3, ("CREATE TABLE acme_most (id TEXT)",))
+
+    async def go() -> None:
+        config = _config(state_uri, tmp_path)
+        manager = PluginManager()
+        config.plugin_manager = manager
+        manager.pm.register(_AcmeTables(), name="flujo-acme")
+        await (await open_state(config)).close()
+        reader = await open_state(config, read_only=True)
+        try:
+            where = state_where(reader)
+            assert where == (
+                str(tmp_path / "state.db")
+                if state_uri.startswith("sqlite")
+                else redact_dsn(state_uri)
+            )
+            assert await migrated(reader, [PLUGIN_TABLE])
+            assert await migrated(reader, [])
+            never = Migration("flujo-other", 1, ("CREATE TABLE other_things (id TEXT)",))
+            assert not await migrated(reader, [never])
+            with pytest.raises(StateOutdatedError) as raised:
+                await migrated(reader, [PLUGIN_TABLE, newer, third])
+            assert str(raised.value) == (
+                f"the state database at {where} predates the installed flujo-acme (flujo-acme "
+                "tables at v1, migrations v2, v3 not applied); run `flujo state upgrade` to "
+                "apply them"
+            )
+            assert isinstance(raised.value, StateError)  # callers catching StateError still do
+        finally:
+            await reader.close()
+
+    asyncio.run(go())
+
+
 class _AcmeTables:
     def flujo_storage_migrations(self, dialect: str) -> list[Migration]:
         return [PLUGIN_TABLE]
@@ -213,7 +255,7 @@ def test_a_database_older_than_the_core_is_refused_read_only_until_upgraded(
     env = {**ENV, "FLUJO_STATE_URI": f"sqlite:///{path}"}
     before = path.read_bytes()
     proc = run_flujo("runs", "list", cwd=tmp_path, env=env)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user error: the user runs `flujo state upgrade`
     versions = ", ".join(f"v{m.version}" for m in later)
     assert f"predates this flujo (core migrations {versions} not applied)" in proc.stderr
     assert "flujo state upgrade" in proc.stderr

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         PluginError,
         PolicyViolation,
         StateNotFoundError,
+        StateOutdatedError,
         ToolApprovalRequired,
         ToolCallRefused,
         UserError,
@@ -151,6 +152,7 @@ _LAZY = {
     "ToolApprovalRequired": "flujo.domain.errors",
     "ToolCallRefused": "flujo.domain.errors",
     "StateNotFoundError": "flujo.domain.errors",
+    "StateOutdatedError": "flujo.domain.errors",
     # what a policy says about its decision (audit detail on PolicyDecided)
     "decision_detail": "flujo.domain.scope",
     # headers of outgoing calls made on a step's behalf (W3C trace context)
@@ -222,6 +224,7 @@ __all__ = [
     "StateBackend",
     "StateLocation",
     "StateNotFoundError",
+    "StateOutdatedError",
     "StepCommit",
     "StepCompleted",
     "StepResult",

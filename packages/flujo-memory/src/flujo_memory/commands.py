@@ -41,7 +41,8 @@ async def _outbox_state(config: Any, *, read_only: bool) -> Any:
     Memories live in the vector store; the state database only queues step outputs (the
     outbox). Where it does not exist (or, read-only, predates this plugin's table) nothing is
     queued, so an empty in-memory stand-in answers: ``memory search`` works without any run,
-    and no command of this group makes a ``.flujo/flujo.db`` appear.
+    and no command of this group makes a ``.flujo/flujo.db`` appear. Outbox tables older than
+    this plugin are :class:`StateOutdatedError`, never "nothing queued".
     """
     from flujo.domain.errors import StateNotFoundError
     from flujo.state import migrated, open_state
@@ -52,11 +53,15 @@ async def _outbox_state(config: Any, *, read_only: bool) -> Any:
         state = await open_state(config, create=False, read_only=read_only)
     except StateNotFoundError:
         state = None
-    if state is not None and (
-        not read_only or await migrated(state, outbox.migrations(state.dialect))
-    ):
-        return state
     if state is not None:
+        try:
+            # Outdated outbox tables (flujo-memory upgraded since) raise StateOutdatedError:
+            # an empty stand-in would hide the rows they hold.
+            if not read_only or await migrated(state, outbox.migrations(state.dialect)):
+                return state
+        except BaseException:
+            await state.close()
+            raise
         await state.close()
     empty = SQLiteBackend(":memory:")
     await empty.open(outbox.migrations(empty.dialect))

@@ -168,6 +168,14 @@ class UnstorableValueError(FlujoError):
     a lone surrogate, NaN or infinity, bytes that are not UTF-8, an unknown type, a cycle."""
 
 
+class StateOutdatedError(UserError, StateError):
+    """The state database holds tables (the core's, or a plugin's) older than the installed
+    code: some of their migrations are applied, newer ones are not. Read-only commands never
+    migrate, and must not answer "nothing recorded" from tables they cannot read as they are
+    now; the message names the database, the owner, the versions and ``flujo state upgrade``.
+    """
+
+
 class StateNotFoundError(UserError):
     """No state database where one must already exist: read-only commands (``runs list``,
     ``governance audit``, ...) and ``state migrate``'s source never create one."""

@@ -46,14 +46,38 @@ async def open_state(
 
 
 async def migrated(state: StateBackend, migrations: Sequence[Migration]) -> bool:
-    """Whether every one of ``migrations`` is applied to ``state`` (on a read-only backend
-    a plugin's tables may be missing or older: its read commands then report nothing)."""
-    from flujo.state.migrations import pending
+    """Whether a plugin's read path may read the tables of its ``migrations`` in ``state``
+    (read-only backends never migrate, so a plugin's tables may be missing or older):
+
+    - ``True``: every one is applied: read them;
+    - ``False``: none is: the tables were never created here (the database predates the
+      plugin), so nothing was ever recorded: answer "nothing recorded";
+    - :class:`~flujo.domain.errors.StateOutdatedError` (a user error, exit 2): some are applied
+      and newer ones are not (the plugin was upgraded since). The rows exist; a read must not
+      hide them, so it fails with one line naming the database, the plugin, the versions and
+      ``flujo state upgrade``. A run view shows it as the section's error.
+    """
+    from flujo.state.migrations import require_current
 
     if not migrations:
         return True
     rows = await state.fetch_all("SELECT owner, version FROM flujo_migrations")
-    return not pending(migrations, [(str(r["owner"]), int(r["version"])) for r in rows])
+    applied = [(str(r["owner"]), int(r["version"])) for r in rows]
+    return require_current(migrations, applied, state_where(state))
+
+
+def state_where(state: StateBackend) -> str:
+    """Where ``state`` is, for a message: a SQLite file's path, a PostgreSQL DSN without its
+    password; a backend that has neither is named by its dialect."""
+    from flujo.state.dsn import redact_dsn
+
+    path = getattr(state, "path", None)
+    if path is not None:
+        return str(path)
+    dsn = getattr(state, "dsn", None)
+    if isinstance(dsn, str):
+        return redact_dsn(dsn)
+    return f"({state.dialect} backend {type(state).__name__})"
 
 
 def open_backend(

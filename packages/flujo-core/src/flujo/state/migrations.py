@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from flujo.domain.errors import StateError
+from flujo.domain.errors import StateOutdatedError
 from flujo.domain.interfaces import Migration
 from flujo.state._sql import DIALECTS
 
@@ -110,8 +110,38 @@ def require_core_schema(dialect: str, applied: Collection[tuple[str, int]], wher
     """
     missing = pending(core_migrations(dialect), applied)
     if missing:
-        versions = ", ".join(f"v{m.version}" for m in missing)
-        raise StateError(
-            f"the state database at {where} predates this flujo (core migrations {versions} "
-            "not applied); run `flujo state upgrade` to apply them"
+        raise StateOutdatedError(
+            f"the state database at {where} predates this flujo (core migrations "
+            f"{_versions(missing)} not applied); run `flujo state upgrade` to apply them"
         )
+
+
+def require_current(
+    migrations: Collection[Migration], applied: Collection[tuple[str, int]], where: str
+) -> bool:
+    """Whether a read may use the tables of ``migrations`` (one plugin's) in a database where
+    ``applied`` are done: ``True`` when all of them are; ``False`` when none is (the tables
+    were never created there: nothing was ever recorded); :class:`StateOutdatedError` when
+    some are and newer ones are not (the plugin was upgraded since: its rows exist, but a
+    read-only command may not migrate, and "nothing recorded" would hide them)."""
+    missing = pending(migrations, applied)
+    if not missing:
+        return True
+    if len(missing) == len(migrations):
+        return False
+    done = set(applied)
+    owners = sorted({m.owner for m in missing})
+    parts = []
+    for owner in owners:
+        have = [m.version for m in migrations if m.owner == owner and (owner, m.version) in done]
+        mine = [m for m in missing if m.owner == owner]
+        at = f"at v{max(have)}" if have else "absent"
+        parts.append(f"{owner} tables {at}, migrations {_versions(mine)} not applied")
+    raise StateOutdatedError(
+        f"the state database at {where} predates the installed {', '.join(owners)} "
+        f"({'; '.join(parts)}); run `flujo state upgrade` to apply them"
+    )
+
+
+def _versions(migrations: Collection[Migration]) -> str:
+    return ", ".join(f"v{m.version}" for m in sorted(migrations, key=lambda m: m.version))

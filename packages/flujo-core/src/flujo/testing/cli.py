@@ -42,6 +42,46 @@ def run_flujo(
     )
 
 
+def run_flujo_after_upgrade(
+    module: str,
+    *args: str,
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run_flujo` as if the plugin were upgraded since its tables were made: the
+    plugin module ``module``'s ``migrations(dialect)`` gains one migration after its last
+    (a new table), as the next release of the plugin would ship. An existing database is then
+    outdated for it; a read-only command must say so, and ``flujo state upgrade`` (run
+    through this too) applies the new migration."""
+    return subprocess.run(
+        [sys.executable, "-c", _AFTER_UPGRADE, module, *args],
+        cwd=cwd,
+        env=_environ(env),
+        input=None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# The module name and the arguments are argv, data: nothing from the test is spliced in here.
+_AFTER_UPGRADE = """
+import importlib, sys
+from flujo.domain.interfaces import Migration
+module = importlib.import_module(sys.argv[1])
+released = module.migrations
+def migrations(dialect):
+    found = list(released(dialect))
+    last = max(found, key=lambda m: m.version)
+    table = "flujo_test_next_" + last.owner.replace("-", "_")
+    return [*found, Migration(last.owner, last.version + 1, (f"CREATE TABLE {table} (id TEXT)",))]
+module.migrations = migrations
+from flujo.cli import main
+main(sys.argv[2:])
+"""
+
+
 def flujo_json(*args: str, cwd: Path | str, env: Mapping[str, str] | None = None) -> Any:
     """``flujo ARGS`` (give ``--json`` among them) that must succeed: its stdout, parsed.
 

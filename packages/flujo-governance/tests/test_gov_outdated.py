@@ -1,0 +1,86 @@
+"""A database whose flujo-governance tables are older than the installed flujo-governance
+(upgraded since the runs were recorded): reads never answer "no policy decisions recorded"
+from it. They fail with one line naming the database, the plugin, the versions and the fix;
+``flujo runs show`` shows that line as the section's error; ``flujo state upgrade`` fixes it.
+A database where the plugin's tables were never created still has nothing recorded. Both
+backends, through the real command with only flujo-core and flujo-governance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flujo.state.dsn import redact_dsn
+from flujo.testing.cli import flujo_json, run_flujo, run_flujo_after_upgrade
+from flujo.testing.state import create_core_state
+from flujo_governance.audit import OWNER, migrations
+
+ENV = {"FLUJO_LOAD_PLUGINS": "flujo-governance"}
+MODULE = "flujo_governance.audit"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def uri(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return "sqlite:///runs.db"
+    found: str = request.getfixturevalue("flujo_postgres_uri")
+    return found
+
+
+def _where(uri: str, root: Path) -> str:
+    return str(root / "runs.db") if uri.startswith("sqlite") else redact_dsn(uri)
+
+
+def _outdated(uri: str, root: Path) -> str:
+    current = max(m.version for m in migrations("sqlite"))
+    return (
+        f"error: the state database at {_where(uri, root)} predates the installed {OWNER} "
+        f"({OWNER} tables at v{current}, migrations v{current + 1} not applied); "
+        "run `flujo state upgrade` to apply them\n"
+    )
+
+
+def _setup(root: Path, uri: str) -> str:
+    (root / "pipe.py").write_text(
+        "from flujo import Step\ndef echo(text: str) -> str:\n    return text\n"
+        "pipeline = Step.from_callable(echo)\n",
+        encoding="utf-8",
+    )
+    (root / "flujo.toml").write_text(
+        f'[state]\nuri = "{uri}"\n[governance]\npolicies = ["pii"]\n', encoding="utf-8"
+    )
+    run: dict[str, str] = flujo_json(
+        "run", "pipe.py:pipeline", "--input", "mail ana@example.com", "--json", cwd=root, env=ENV
+    )
+    return run["run_id"]
+
+
+def test_reads_of_outdated_tables_fail_until_upgraded(tmp_path: Path, uri: str) -> None:
+    run_id = _setup(tmp_path, uri)
+    expected = _outdated(uri, tmp_path)
+    for args in (["governance", "audit"], ["governance", "audit", "--json", "--run", run_id]):
+        proc = run_flujo_after_upgrade(MODULE, *args, cwd=tmp_path, env=ENV)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected), args
+
+    view = run_flujo_after_upgrade(MODULE, "runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)
+    assert view.returncode == 0, view.stderr
+    section = json.loads(view.stdout)["sections"][OWNER]
+    assert section["error"] == "StateOutdatedError: " + expected.removeprefix("error: ").strip()
+    text = run_flujo_after_upgrade(MODULE, "runs", "show", run_id, cwd=tmp_path, env=ENV)
+    assert text.returncode == 0, text.stderr
+    assert expected.removeprefix("error: ").strip() in text.stdout
+
+    upgraded = run_flujo_after_upgrade(MODULE, "state", "upgrade", cwd=tmp_path, env=ENV)
+    assert upgraded.returncode == 0, upgraded.stderr
+    audit = run_flujo_after_upgrade(MODULE, "governance", "audit", "--json", cwd=tmp_path, env=ENV)
+    assert audit.returncode == 0, audit.stderr
+    assert [row["run_id"] for row in json.loads(audit.stdout)] == [run_id]
+
+
+def test_tables_never_created_still_mean_nothing_recorded(tmp_path: Path, uri: str) -> None:
+    (tmp_path / "flujo.toml").write_text(f'[state]\nuri = "{uri}"\n', encoding="utf-8")
+    create_core_state(tmp_path / "flujo.toml")
+    proc = run_flujo("governance", "audit", cwd=tmp_path, env=ENV)
+    assert (proc.returncode, proc.stdout) == (0, "no policy decisions recorded\n"), proc.stderr
