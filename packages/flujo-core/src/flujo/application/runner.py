@@ -527,8 +527,11 @@ class Flujo(Generic[ContextT]):
     ) -> RunRecord:
         """Answer the human step paused run ``run_id`` waits at (see :meth:`Step.human`):
         ``answer`` is validated against its schema and committed with who gave it and why;
-        the run is left ``interrupted`` for any worker to resume (:meth:`resume_async`)."""
-        return await self._answer(run_id, True, answer, reason, by)
+        the run is left ``interrupted`` for any worker to resume (:meth:`resume_async`), or
+        continued at once by the engine that drives it (``[engine] kind``: a Temporal
+        workflow waiting on the answer is signalled)."""
+        record, _ = await self._answer(run_id, True, answer, reason, by)
+        return record
 
     def approve(
         self, run_id: str, answer: Any = None, *, reason: str | None = None, by: str | None = None
@@ -537,8 +540,10 @@ class Flujo(Generic[ContextT]):
         return self._sync(self.approve_async(run_id, answer, reason=reason, by=by))
 
     async def reject_async(self, run_id: str, *, reason: str, by: str | None = None) -> RunRecord:
-        """Refuse the paused run ``run_id``: it ends ``failed``, saying who rejected it and why."""
-        return await self._answer(run_id, False, None, reason, by)
+        """Refuse the paused run ``run_id``: it ends ``failed``, saying who rejected it and why
+        (the engine that drives it is told, as for :meth:`approve_async`)."""
+        record, _ = await self._answer(run_id, False, None, reason, by)
+        return record
 
     def reject(self, run_id: str, *, reason: str, by: str | None = None) -> RunRecord:
         """Sync :meth:`reject_async`."""
@@ -546,7 +551,9 @@ class Flujo(Generic[ContextT]):
 
     async def _answer(
         self, run_id: str, approve: bool, answer: Any, reason: str | None, by: str | None
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, str | None]:
+        """Store the answer, then tell the engine (here, for every caller: the CLI, the Python
+        API, flujo-ui); returns the run and what the engine said happens next, if anything."""
         from flujo.application.control_flow import answer_human
 
         manager = await self._start()
@@ -569,7 +576,9 @@ class Flujo(Generic[ContextT]):
             scrub=scrub,
         )
         manager.coordinator.answered(answered)
-        return record
+        # The local engine has nothing waiting: `flujo runs resume` (or a --stale worker) does.
+        next_step = None if self._engine is None else await self._engine.answered(record.run_id)
+        return record, next_step
 
     async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
         """Claim runs of this pipeline whose worker died (expired lease) or was stopped

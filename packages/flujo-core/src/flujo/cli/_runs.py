@@ -358,7 +358,6 @@ def reject_run(state: CliState, run_id: str, reason: str, as_json: bool) -> None
 def _answer(
     state: CliState, run_id: str, as_json: bool, *, approve: bool, answer: Any, reason: str | None
 ) -> None:
-    from flujo.application.engines import create_engine
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
 
@@ -368,13 +367,13 @@ def _answer(
     pipeline = load_target(record.pipeline_ref)
     runner: Flujo[Any] = Flujo(pipeline, config=state.config(), pipeline_ref=record.pipeline_ref)
     try:
-        if approve:
-            done = runner.approve(record.run_id, answer, reason=reason)
-        else:
-            done = runner.reject(record.run_id, reason=reason or "")
-        # The engine that waits on the run (a Temporal workflow) continues it now.
-        engine = create_engine(state.config(), state.plugins)
-        next_step = runner._sync(engine.answered(done.run_id))
+        # The runner tells the engine that waits on the run (a Temporal workflow), as it does
+        # for every caller; `next_step` is what that engine says happens now.
+        done, next_step = runner._sync(
+            runner._answer(
+                record.run_id, approve, answer, reason if approve else reason or "", None
+            )
+        )
     finally:
         runner.close()
     if as_json:

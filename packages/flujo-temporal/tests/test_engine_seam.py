@@ -1,0 +1,60 @@
+"""Where the engine seam meets the rest of Flujo: answers given through the Python API (what
+flujo-ui's approve button calls) reach the workflow, as `flujo runs approve` does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from flujo_temporal.config import TemporalSettings
+from flujo_temporal.engine import TemporalEngine
+from flujo_temporal.worker import worker
+from temporal_testkit import Project, wait_for_status
+
+from flujo import Flujo
+from flujo.domain.models import RunStatus
+from flujo.plugin import load_target
+
+APPROVAL = """
+from flujo import Step
+
+
+def draft(text: str) -> str:
+    return "draft:" + text
+
+
+def send(text: str) -> str:
+    return "sent:" + text
+
+
+pipeline = Step.from_callable(draft) >> Step.human("check") >> Step.from_callable(send)
+"""
+
+
+async def test_approve_async_continues_the_workflow(project: Project) -> None:
+    """`Flujo.approve_async` stores the answer and signals the workflow: the run finishes."""
+    ref = project.write("approval.py", APPROVAL) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")
+        await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        await runner.approve_async(run_id, reason="ok")
+        result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
+
+
+async def test_reject_async_ends_the_workflow(project: Project) -> None:
+    """`Flujo.reject_async` ends the run failed and its workflow with it (nothing waits on)."""
+    ref = project.write("approval.py", APPROVAL) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")
+        await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        await runner.reject_async(run_id, reason="no")
+        result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+        answers = (
+            await (await engine.client()).get_workflow_handle(f"flujo-{run_id}").query("answers")
+        )
+    assert result.status is RunStatus.FAILED
+    assert answers == 1
