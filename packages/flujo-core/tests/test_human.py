@@ -173,3 +173,27 @@ def test_expires_in_s_must_be_positive() -> None:
 
     with pytest.raises(PipelineDefinitionError, match="expires_in_s must be > 0"):
         Step.human("check", expires_in_s=0)
+
+
+EXPIRING = """
+from flujo import Step
+
+def first(x: str) -> str:
+    return x
+
+pipeline = Step.from_callable(first) >> Step.human("check", expires_in_s=1e-9)
+"""
+
+
+def test_cli_answering_an_expired_pause_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "pipe.py").write_text(EXPIRING)
+    env = {"FLUJO_LOAD_PLUGINS": ""}
+    ran = run_flujo("run", "pipe.py:pipeline", "--input", "box", "--json", cwd=tmp_path, env=env)
+    run_id = json.loads(ran.stdout)["run_id"]
+    late = run_flujo("runs", "approve", run_id, cwd=tmp_path, env=env)
+    assert late.returncode == 2
+    [line] = late.stderr.strip().splitlines()
+    assert line.startswith(f"error: run {run_id}: the pause at step 'check' expired unanswered")
+    assert line.endswith("; the run is now failed")
+    listed = run_flujo("runs", "list", "--status", "failed", "--json", cwd=tmp_path, env=env)
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
