@@ -30,7 +30,8 @@ _GET_ORDER = Endpoint(
 
 
 async def get_order(input: GetOrderInput, *, client: ApiClient | None = None) -> Order:
-    """Look up an order by its id (like A-1001), with its payment charges.
+    """
+    Look up an order by its id (like A-1001), with its payment charges.
 
     ``GET /orders/{order_id}`` (operation ``get_order``).
     Documented errors raise :class:`flujo_openapi.runtime.ApiError` with the typed
@@ -57,7 +58,8 @@ _DELETE_CUSTOMER = Endpoint(
 async def delete_customer(
     input: DeleteCustomerInput, *, client: ApiClient | None = None
 ) -> None:
-    """Delete a customer and all of their data. Irreversible.
+    """
+    Delete a customer and all of their data. Irreversible.
 
     ``DELETE /customers/{customer_id}`` (operation ``delete_customer``).
     """
