@@ -58,3 +58,25 @@ async def test_reject_async_ends_the_workflow(project: Project) -> None:
         )
     assert result.status is RunStatus.FAILED
     assert answers == 1
+
+
+async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> None:
+    """A workflow that fails outright (here: the worker cannot load the pipeline, which no
+    retry fixes) leaves the run stored `failed` with a one-line reason, not `running`."""
+    path = project.write("gone.py", APPROVAL)
+    ref = path + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")  # no worker yet: nothing ran
+        (project.root / "gone.py").unlink()
+        async with worker(config):
+            result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+        stored = await runner.runtime.state.get_run(run_id)
+    assert result.status is RunStatus.FAILED
+    assert stored is not None
+    assert stored.status is RunStatus.FAILED
+    error = stored.error or ""
+    assert "\n" not in error
+    assert f"Temporal workflow flujo-{run_id} failed at step 0" in error
+    assert "no such file" in error

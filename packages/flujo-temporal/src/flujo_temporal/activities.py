@@ -42,7 +42,7 @@ from flujo_temporal.workflow import (
 
 if TYPE_CHECKING:
     from flujo.config import FlujoConfig
-    from flujo.domain.interfaces import GovernancePolicy
+    from flujo.domain.interfaces import GovernancePolicy, StateBackend
 
 # A run in one of these may execute its next step; any other status is the outcome itself.
 _EXECUTABLE = (RunStatus.RUNNING, RunStatus.INTERRUPTED)
@@ -149,12 +149,25 @@ class StepActivities:
 
     @activity.defn(name=CANCELLED_ACTIVITY)
     async def cancelled(self, args: CancelArgs) -> StepOutcome:
-        """Store run ``args.run_id`` failed, "cancelled on Temporal", unless it already ended.
-        Taken under the workflow's lease owner: a step attempt still running is fenced out."""
+        """Store run ``args.run_id`` failed, "cancelled on Temporal" (or ``args.error``: its
+        workflow failed), unless it already ended. Taken under the workflow's lease owner: a
+        step attempt still running is fenced out. Needs only the state database, not the
+        pipeline: a pipeline the worker cannot load is a reason workflows fail."""
+        try:
+            runner = await self.runner(args.pipeline_ref)
+        except UserError:
+            from flujo.state import open_state
+
+            state = await open_state(self._config, create=False)
+            try:
+                return await self._end(state, self._config.state.lease_s, args)
+            finally:
+                await state.close()
+        return await self._end(runner.runtime.state, runner.runtime.config.state.lease_s, args)
+
+    async def _end(self, state: StateBackend, lease_s: float, args: CancelArgs) -> StepOutcome:
         import json
 
-        runner = await self.runner(args.pipeline_ref)
-        state = runner.runtime.state
         run = await state.get_run(args.run_id)
         if run is None:
             raise ApplicationError(
@@ -162,12 +175,13 @@ class StepActivities:
             )
         if run.status not in (*_EXECUTABLE, RunStatus.PAUSED):
             return outcome_of(run)  # it ended before the cancel reached it
-        lease_s = runner.runtime.config.state.lease_s
         owner = args.owner.split("~")[0]
         lease = await state.acquire_lease(args.run_id, owner, lease_s, seen_version=run.version)
         if lease is None:
-            raise ApplicationError(f"run {args.run_id} changed while cancelling; trying again")
-        error = f"cancelled on Temporal (workflow flujo-{args.run_id}) at step {run.current_step}"
+            raise ApplicationError(f"run {args.run_id} changed while ending it; trying again")
+        error = args.error or (
+            f"cancelled on Temporal (workflow flujo-{args.run_id}) at step {run.current_step}"
+        )
         await state.finalize_run(
             args.run_id,
             RunStatus.FAILED,

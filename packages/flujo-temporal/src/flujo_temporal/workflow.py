@@ -77,11 +77,13 @@ class StepOutcome:
 
 @dataclass
 class CancelArgs:
-    """Store run ``run_id`` as cancelled (its workflow was cancelled on Temporal)."""
+    """Store run ``run_id`` failed: its workflow was cancelled on Temporal, or (``error``
+    given) failed outright, saying so."""
 
     run_id: str
     pipeline_ref: str
     owner: str
+    error: str | None = None
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -90,6 +92,7 @@ class FlujoRun:
 
     def __init__(self) -> None:
         self._answers = 0
+        self._index = 0  # the step in progress, for the reason of a failure
 
     @workflow.signal(name=ANSWERED_SIGNAL)
     def answered(self) -> None:
@@ -107,13 +110,25 @@ class FlujoRun:
             return await self._steps(args)
         except BaseException as exc:
             # The cancel arrives as CancelledError, or as the awaited activity's error.
-            if not is_cancelled_exception(exc):
-                raise
             # Cancelled on Temporal (`flujo temporal cancel`): the step in progress is
             # cancelled with it; the run is then stored failed, saying so, and stays cancelled.
+            # Any other failure (a step's activity out of attempts, an error no retry fixes)
+            # is stored too, in one line, so the run never stays `running` for good.
+            error = None
+            if not is_cancelled_exception(exc):
+                if not isinstance(exc, Exception):
+                    raise
+                cause: BaseException = exc
+                while cause.__cause__ is not None:  # the activity's own error, not wrappers
+                    cause = cause.__cause__
+                why = (str(cause).splitlines() or [type(cause).__name__])[0]
+                error = (
+                    f"its Temporal workflow {workflow.info().workflow_id} failed at step "
+                    f"{self._index}: {why}"
+                )
             await workflow.execute_activity(
                 CANCELLED_ACTIVITY,
-                CancelArgs(args.run_id, args.pipeline_ref, args.owner),
+                CancelArgs(args.run_id, args.pipeline_ref, args.owner, error),
                 result_type=StepOutcome,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(
@@ -132,6 +147,7 @@ class FlujoRun:
                 # the last step returns the run's final status. Fail loudly, never loop.
                 return StepOutcome("failed", index, f"no step {index} in the pipeline")
             options = args.steps[index]
+            self._index = index
             seen = self._answers  # an answer during the activity must not be waited for again
             outcome: StepOutcome = await workflow.execute_activity(
                 STEP_ACTIVITY,
