@@ -263,3 +263,77 @@ class TestFastEmbedEmbedderConformance(EmbedderConformance):
         from flujo_memory.embedders import FastEmbedEmbedder
 
         return FastEmbedEmbedder()
+
+
+# Texts where tokenizing word by word could go wrong: space runs, leading/trailing spaces,
+# tabs and newlines, a literal "▁", the special tokens' texts (split off before normalising),
+# non-Latin scripts (byte fallback), an empty text and one long run without spaces.
+TRICKY = [
+    "",
+    " ",
+    "  two  spaces  between  ",
+    "tab\tand\nnewline\r\nthen",
+    "▁already ▁▁normalised",
+    "<s> starts </s> and <unk> inside",
+    "x<s>y",
+    "héllo wörld, 日本語のテキスト 🙂 — ünïcödé",
+    "snake_case_identifier(arg=1, **kwargs) -> Dict[str, Any]:",
+    "a" * 3000,
+    "  \n  ",
+]
+
+
+def _reference(embedder: Any, texts: list[str]) -> Any:
+    """WordLlama's mean of token vectors with the tokenizer run over each whole text: what
+    the embedder computed before it tokenized word by word and pooled block by block."""
+    import numpy as np
+
+    out = np.zeros((len(texts), embedder.dimension), dtype=np.float64)
+    for i, text in enumerate(texts):
+        ids = embedder._tokenizer.encode(text, add_special_tokens=False).ids
+        if ids:
+            out[i] = embedder._table[np.asarray(ids)].astype(np.float64).sum(axis=0)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=out, where=norms > 0)
+
+
+def test_wordllama_word_by_word_tokens_are_the_tokenizers_own() -> None:
+    """Token ids from the word cache equal the tokenizer's over the whole text, for tricky
+    texts and for real prose (this package's own README), warm cache included."""
+    from flujo_memory.embedders import WordLlamaEmbedder
+
+    embedder = WordLlamaEmbedder()
+    assert embedder._words_safe
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    texts = TRICKY + [p for p in readme.split("\n\n") if p.strip()]
+    expected = [embedder._tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
+    assert embedder._token_ids(texts) == expected
+    assert embedder._token_ids(list(reversed(texts))) == list(reversed(expected))  # warm
+
+
+def test_wordllama_vectors_equal_the_whole_text_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Block-by-block pooling gives each text the mean of its own token vectors, whether a
+    block holds many texts, one text longer than a block, or texts without tokens."""
+    import numpy as np
+
+    from flujo_memory import embedders
+
+    monkeypatch.setattr(embedders, "_POOL_BLOCK", 64)  # many blocks even for short texts
+    embedder = embedders.WordLlamaEmbedder()
+    texts = TRICKY + [f"memory number {i} about invoices and refunds" for i in range(40)]
+    got = np.asarray(embedder.embed_sync(texts))
+    assert np.abs(got - _reference(embedder, texts)).max() < 1e-5
+
+
+def test_wordllama_word_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flujo_memory import embedders
+
+    monkeypatch.setattr(embedders, "_WORD_CACHE", 50)
+    embedder = embedders.WordLlamaEmbedder()
+    texts = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(20)]
+    for text in texts:
+        embedder.embed_sync([text])
+        assert len(embedder._word_ids) <= 50 + 31
+    assert embedder._token_ids(texts) == [
+        embedder._tokenizer.encode(t, add_special_tokens=False).ids for t in texts
+    ]

@@ -293,3 +293,108 @@ def test_wordllama_pools_each_text_alone_and_never_makes_nan() -> None:
     assert batch[0] == [0.0] * 256
     assert all(math.isfinite(x) for row in batch for x in row)
     assert max(abs(a - b) for a, b in zip(alone, batch[1], strict=True)) < 1e-6
+
+
+def _random_memories(count: int, dimension: int, seed: int) -> list[Memory]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(count, dimension)).astype(np.float32)
+    return [
+        Memory(id=f"m{i}", text=f"note {i} word{i % 7}", vector=v.tolist(), scope=f"t{i % 3}")
+        for i, v in enumerate(vectors)
+    ]
+
+
+def _exact_top(memories: list[Memory], query: list[float], k: int, scope: str) -> list[str]:
+    import numpy as np
+
+    rows = [m for m in memories if m.scope == scope]
+    if not rows:
+        return []
+    matrix = np.asarray([m.vector for m in rows], dtype=np.float64)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    order = np.argsort(-(matrix @ np.asarray(query)))[:k]
+    return [rows[i].id for i in order]
+
+
+async def test_embedded_store_seals_segments_and_still_finds_the_exact_neighbours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``_OPTIMIZE_EVERY`` points the embedded store seals segments with an int8 copy of
+    the vectors; searches scan that copy and rescore with the float32 vectors, so they still
+    return the exact nearest neighbours (scope filter included), before and after a reopen
+    and after deletes."""
+    import numpy as np
+
+    from flujo_memory.stores import qdrant
+
+    monkeypatch.setattr(qdrant, "_OPTIMIZE_EVERY", 100)
+    monkeypatch.setattr(qdrant, "_SEAL_KB", 1)
+    memories = _random_memories(700, 32, seed=1)
+    store = QdrantEdgeStore(tmp_path, "sealed")
+    for start in range(0, len(memories), 64):
+        await store.add(memories[start : start + 64])
+    assert store._shard is not None
+    assert store._shard.info().segments_count > 1
+    queries = np.random.default_rng(2).normal(size=(20, 32)).tolist()
+
+    async def check(s: QdrantEdgeStore, alive: list[Memory]) -> None:
+        for j, q in enumerate(queries):
+            scope = f"t{j % 3}"
+            hits = await s.search(q, 10, filter={"scope": scope})
+            assert _ids(hits) == _exact_top(alive, q, 10, scope)
+            fused = await s.hybrid_search("note", q, 10, filter={"scope": scope})
+            assert {h.memory.scope for h in fused} == ({scope} if hits else set())
+
+    await check(store, memories)
+    await store.close()
+    again = QdrantEdgeStore(tmp_path, "sealed")
+    await check(again, memories)
+    assert await again.delete(filter={"scope": "t1"}) == len(
+        [m for m in memories if m.scope == "t1"]
+    )
+    alive = [m for m in memories if m.scope != "t1"]
+    await check(again, alive)
+    assert await again.count() == len(alive)
+    await again.close()
+
+
+async def test_embedded_shard_created_before_the_tuning_is_tuned_on_open(tmp_path: Path) -> None:
+    """A shard created without the int8 copy (before this release) is loaded with the tuning
+    and optimized: it keeps its memories and searches them exactly."""
+    import qdrant_edge as qe
+
+    from flujo_memory.stores._common import CORE_KEYS, point_id, to_payload
+
+    memories = _random_memories(300, 16, seed=3)
+    shard = qe.EdgeShard.create(
+        str(tmp_path / "old"),
+        qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=16, distance=qe.Distance.Cosine),
+            sparse_vectors={"lex": qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        ),
+    )
+    for key in CORE_KEYS:
+        shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+    points = [
+        qe.Point(
+            point_id(m.id),
+            {"": m.vector, "lex": qe.SparseVector(*lexical.document_vector(m.text))},
+            to_payload(m),
+        )
+        for m in memories
+    ]
+    shard.update(qe.UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.close()
+    record = {"embedder": "e:1", "dimension": 16, "lexical": lexical.LEXICAL_ID}
+    (tmp_path / "old.flujo.json").write_text(json.dumps(record))
+    store = QdrantEdgeStore(tmp_path, "old")
+    query = memories[5].vector
+    assert query is not None
+    hits = await store.search(query, 5, filter={"scope": "t2"})
+    assert _ids(hits) == _exact_top(memories, query, 5, "t2")
+    assert await store.count() == 300
+    assert _ids(await store.hybrid_search("word3", None, 3, mode="lexical"))[0].startswith("m")
+    await store.close()

@@ -14,12 +14,46 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flujo_memory.errors import EmbedderConfigError, EmbedderError, ExtraNotInstalledError
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile("\u2581+[^\u2581]*|[^\u2581]+")
+"""A ``▁``-led word of WordLlama's normalised text (a run of ``▁`` and what follows it)."""
+_WORD_CACHE = 1 << 18
+"""Distinct words whose token ids WordLlama's embedder keeps (then it starts again)."""
+_POOL_BLOCK = 8192
+"""Token vectors WordLlama's embedder gathers at a time (8 MB at 256 dimensions)."""
+
+
+_WORDLLAMA_NORMALIZER = {
+    "type": "Sequence",
+    "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    ],
+}
+"""The normaliser :meth:`WordLlamaEmbedder._token_ids` reproduces (``▁`` first and for spaces)."""
+
+
+def _has(text: str, needles: Sequence[str]) -> bool:
+    return any(n in text for n in needles)
+
+
+def _words_tokenize_alike(spec: Mapping[str, Any]) -> bool:
+    """Whether BPE over a whole text equals BPE over its ``▁``-led words: the tokenizer is
+    the normalise-then-BPE kind WordLlama ships (``▁`` for spaces, no pre-tokenizer) and no
+    token or merge of its vocabulary puts a ``▁`` after another character."""
+    model = spec.get("model") or {}
+    if spec.get("normalizer") != _WORDLLAMA_NORMALIZER or spec.get("pre_tokenizer") is not None:
+        return False
+    if model.get("type") != "BPE":
+        return False
+    if model.get("dropout") or not isinstance(model.get("vocab"), dict):
+        return False
+    return not any("\u2581" in token.lstrip("\u2581") for token in model["vocab"])
 
 
 class HashingEmbedder:
@@ -225,12 +259,62 @@ class WordLlamaEmbedder:
         self.dimension = dimension
         self.identity = f"wordllama:{self.MODEL}:{dimension}"
         # A private tokenizer without padding (embed_sync pools each text's own tokens).
+        import json
+
+        import numpy as np
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_str(self._model.tokenizer.to_str())
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._table = self._model.embedding[:, :dimension]
+        # The same BPE without the normaliser and the template, for words (see _token_ids).
+        spec = json.loads(self._model.tokenizer.to_str())
+        self._words_safe = _words_tokenize_alike(spec)
+        self._special = tuple(t["content"] for t in spec.get("added_tokens", ()))
+        spec["normalizer"] = spec["post_processor"] = None
+        self._word_tokenizer = Tokenizer.from_str(json.dumps(spec))
+        self._word_tokenizer.no_padding()
+        self._word_tokenizer.no_truncation()
+        self._word_ids: dict[str, list[int]] = {}
+        self._table = np.ascontiguousarray(self._model.embedding[:, :dimension], dtype=np.float32)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The tokenizer's ids of each text, computed word by word with a cache.
+
+        The model's tokenizer has no pre-tokenizer: it turns spaces into ``▁`` and runs BPE
+        over the whole text, so nothing is cached across texts and most of the embedding time
+        went there. No token of this vocabulary has a ``▁`` after another character (checked
+        when loading: ``_words_tokenize_alike``), so no merge crosses the start of a
+        ``▁``-run and BPE over the whole text equals BPE over each ``▁``-led word,
+        concatenated; words repeat across memories, so each is tokenized once. Texts holding
+        a special token's text (``<s>``...) are split on it by the tokenizer first: those go
+        through the tokenizer whole, as does every text if the vocabulary were not safe.
+        """
+        whole = [i for i, t in enumerate(texts) if not self._words_safe or _has(t, self._special)]
+        out: list[list[int]] = [[] for _ in texts]
+        if whole:
+            encoded = self._tokenizer.encode_batch(
+                [texts[i] for i in whole], add_special_tokens=False
+            )
+            for i, enc in zip(whole, encoded, strict=True):
+                out[i] = enc.ids
+        cache = self._word_ids
+        if len(cache) > _WORD_CACHE:  # bounded: a stream of unique words must not grow it
+            # A new dict rather than clear(): a concurrent call keeps reading its own.
+            cache = self._word_ids = {}
+        skip = set(whole)
+        split = [
+            _WORD.findall("\u2581" + t.replace(" ", "\u2581")) if t and i not in skip else []
+            for i, t in enumerate(texts)
+        ]
+        missing = list(set(itertools.chain.from_iterable(split)).difference(cache))
+        if missing:
+            encoded = self._word_tokenizer.encode_batch(missing, add_special_tokens=False)
+            cache.update(zip(missing, (e.ids for e in encoded), strict=True))
+        for i, words in enumerate(split):
+            if words:
+                out[i] = list(itertools.chain.from_iterable(map(cache.__getitem__, words)))
+        return out
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
         """One L2-normalised vector per text (a text without tokens embeds to a zero vector).
@@ -238,29 +322,45 @@ class WordLlamaEmbedder:
         The same mean of token vectors as ``WordLlamaInference.embed``, computed without its
         padding: it pads every text of a batch to the longest one and gathers a
         ``batch x longest x dimension`` array, so one long memory made a batch of 64 cost 64
-        long ones (and an empty text divided by a zero norm, giving NaN).
+        long ones (and an empty text divided by a zero norm, giving NaN). Token vectors are
+        gathered a block of texts at a time into one reused buffer: gathering a whole batch
+        at once allocated (and page-faulted) a ``tokens x dimension`` array per call, which
+        cost more than the arithmetic. (Summed text by text, the vectors may differ from the
+        previous implementation's in the last bit of a float32: the same model, the same
+        identity.)
         """
         import numpy as np
 
         if not texts:
             return []
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        per_text = self._token_ids(list(texts))
+        lengths = np.fromiter((len(i) for i in per_text), dtype=np.int64, count=len(per_text))
         ids = np.fromiter(
-            itertools.chain.from_iterable(e.ids for e in encodings),
-            dtype=np.int64,
-            count=int(lengths.sum()),
+            itertools.chain.from_iterable(per_text), dtype=np.int64, count=int(lengths.sum())
         )
         np.clip(ids, 0, self._table.shape[0] - 1, out=ids)
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        present = lengths > 0
-        if ids.size:
-            starts = (np.cumsum(lengths) - lengths)[present]
-            out[present] = np.add.reduceat(self._table[ids], starts, axis=0)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        buffer = np.empty((max(_POOL_BLOCK, int(lengths.max())), self.dimension), np.float32)
+        first = 0
+        while first < len(texts):
+            # Texts first..last-1: as many as fit in the buffer (at least one).
+            limit = int(starts[first]) + buffer.shape[0]
+            last = max(first + 1, int(np.searchsorted(ends, limit, side="right")))
+            lo, hi = int(starts[first]), int(ends[last - 1])
+            rows = buffer[: hi - lo]
+            np.take(self._table, ids[lo:hi], axis=0, out=rows)
+            # One sum per text: np.add.reduceat over the block walks the rows column by
+            # column and was ten times slower.
+            for i in range(first, last):
+                if lengths[i]:
+                    np.add.reduce(rows[starts[i] - lo : ends[i] - lo], axis=0, out=out[i])
+            first = last
         norms = np.linalg.norm(out, axis=1, keepdims=True)  # the mean's norm: same direction
         np.divide(out, norms, out=out, where=norms > 0)
-        rows: list[list[float]] = out.tolist()
-        return rows
+        rows_out: list[list[float]] = out.tolist()
+        return rows_out
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in order (large batches run in a worker thread)."""
