@@ -157,6 +157,11 @@ async def measure(
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def no_pgvector() -> Generator[str | None, None, None]:
+    """What :func:`pgvector_dsn` yields when no section needs PostgreSQL."""
+    yield None
+
+
 def pgvector_dsn() -> Generator[str | None, None, None]:
     """``FLUJO_BENCH_PGVECTOR_DSN``, else a throwaway pgserver (stopped and deleted after),
     else ``None`` (pgvector rows are skipped)."""
@@ -216,7 +221,8 @@ async def main() -> None:
     parser.add_argument("--quality-size", type=int, default=100_000)
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)")
-    pg = pgvector_dsn()
+    # The speed section alone needs no PostgreSQL: start none.
+    pg = pgvector_dsn() if args.section != "speed" else no_pgvector()
     pg_dsn = next(pg)
     try:
         if args.section in ("all", "quality"):
