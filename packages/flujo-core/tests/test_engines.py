@@ -154,3 +154,28 @@ async def test_run_async_hands_new_runs_to_the_chosen_engine(
             r"registered: local \(flujo-core\), recording \(tests\)",
         ):
             await bad.run_async(1)
+
+
+async def test_the_stale_drain_leaves_engine_driven_runs_to_their_engine(tmp_path: Path) -> None:
+    """A run stored with ``engine=`` whose lease lapsed (the engine's workers are down) is not
+    claimed by ``resume_stale_async``; a local run in the same state, equally stale, is."""
+    import asyncio
+
+    from flujo.config import load_config
+
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\nlease_s = 0.5\n')
+    config = load_config(tmp_path / "flujo.toml", environ=ENV)
+    pipeline = Pipeline([Step.from_callable(lambda x: x + "!", name="bang")])
+    async with Flujo(pipeline, config=config) as runner:
+        driven = await runner.run_async("x", until=0, owner="engine:a", engine="elsewhere")
+        local = await runner.run_async("y", until=0, owner="gone-worker")
+        await asyncio.sleep(config.state.lease_s + 0.3)  # both leases lapse, unrenewed
+        resumed = await runner.resume_stale_async()
+        stored = await runner.runtime.state.get_run(driven.run_id)
+    assert [r.run_id for r in resumed] == [local.run_id]
+    assert stored is not None
+    assert (stored.status, stored.engine, stored.current_step) == (
+        RunStatus.RUNNING,
+        "elsewhere",
+        0,
+    )

@@ -80,3 +80,26 @@ async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> 
     assert "\n" not in error
     assert f"Temporal workflow flujo-{run_id} failed at step 0" in error
     assert "no such file" in error
+
+
+async def test_the_local_stale_drain_never_takes_a_run_temporal_drives(project: Project) -> None:
+    """A worker outage lets the run's lease lapse; `Flujo.resume_stale_async` (what
+    `flujo runs resume --stale` does) still leaves it to Temporal, which finishes it."""
+    source = APPROVAL.replace('Step.human("check") >> ', "")
+    ref = project.write("straight.py", source) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")  # no worker: its lease lapses unrenewed
+        await asyncio.sleep(config.state.lease_s + 0.5)
+        assert await runner.resume_stale_async() == []
+        stored = await runner.runtime.state.get_run(run_id)
+        assert stored is not None
+        assert (stored.status, stored.current_step, stored.engine) == (
+            RunStatus.RUNNING,
+            0,
+            "temporal",
+        )
+        async with worker(config):
+            result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")

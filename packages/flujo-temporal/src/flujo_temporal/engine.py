@@ -137,7 +137,9 @@ class TemporalEngine:
             )
         client = await self.client()  # unreachable: fail before anything is stored
         owner = lease_owner(self.settings)
-        created = await runner.run_async(input, context=context, until=0, owner=owner)
+        created = await runner.run_async(
+            input, context=context, until=0, owner=owner, engine=self.name
+        )
         args = RunArgs(
             run_id=created.run_id,
             pipeline_ref=ref,

@@ -349,6 +349,7 @@ class Flujo(Generic[ContextT]):
         context: ContextT | Mapping[str, Any] | None = None,
         until: int | None = None,
         owner: str | None = None,
+        engine: str | None = None,
     ) -> PipelineResult:
         """Run the pipeline on ``input``. Step failures end the run with a status, they do not
         raise. An ``input`` that does not validate against the first step, or a bad
@@ -359,13 +360,14 @@ class Flujo(Generic[ContextT]):
         ``until`` (``0``: store the run, execute nothing), leaving the run ``running`` under
         its lease, and the result's status ``running``; ``owner`` holds that lease instead of
         this runner's :attr:`worker_id`, so the engine's next call (see :meth:`resume_async`)
-        takes it over at once.
+        takes it over at once; ``engine`` (its name) is recorded with the run, so the local
+        stale drain (:meth:`resume_stale_async`) never claims it: that engine recovers it.
 
         New runs execute on the runner's engine (``engine=``, else ``[engine] kind``): with
         another than ``local`` (``temporal``), this hands the run to it and returns what it
         reports."""
         manager = await self._start()
-        if self._engine is not None and until is None and owner is None:
+        if self._engine is not None and until is None and owner is None and engine is None:
             return await self._engine.run(self, input, context=context)
         ctx = self._new_context(context)
         # A caller's bad input is an error to the caller, raised before anything is stored.
@@ -387,6 +389,7 @@ class Flujo(Generic[ContextT]):
             current_step=0,
             created_at=now,
             updated_at=now,
+            engine=engine,
         )
         for what, value in (("input", run.input), ("context", run.context)):
             try:

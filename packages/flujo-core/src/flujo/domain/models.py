@@ -204,6 +204,10 @@ class RunRecord:
     version: int = 0
     """Bumped by every write to the run (a step, its end, a worker taking it): taking a run
     is conditional on the version the taker read, so it never acts on a stale view."""
+    engine: str | None = None
+    """The engine that drives the run step by step (``temporal``), recorded at its creation;
+    ``None``: this process's runner (``local``). Only ``local`` runs are claimed by the
+    stale drain (``flujo runs resume --stale``): the engine owns its runs' recovery."""
     inner_steps: list[InnerStep] = field(default_factory=list)
     """The committed steps inside branch/loop/map/parallel steps, addressed by path
     (``StepResult.name`` is the path, e.g. ``research/web[2]/summarize``)."""

@@ -16,7 +16,7 @@ from flujo.domain.models import InnerStep, RunRecord, RunStatus, StepResult, Ste
 
 RUN_COLUMNS = (
     "run_id, pipeline_name, pipeline_version, pipeline_ref, status, current_step, input, "
-    "context, output, last_output, error, usage, created_at, updated_at, version"
+    "context, output, last_output, error, usage, created_at, updated_at, version, engine"
 )
 STEP_COLUMNS = "name, status, output, error, attempts, latency_ms, usage"
 INNER_COLUMNS = "path, status, output, error, attempts, latency_ms, usage, idx, context"
@@ -188,6 +188,7 @@ def run_from_row(row: Sequence[Any]) -> RunRecord:
         created_at=row[12],
         updated_at=row[13],
         version=row[14],
+        engine=row[15],
     )
 
 

@@ -132,10 +132,10 @@ class Statements:
         self.record_migration = s("INSERT INTO flujo_migrations VALUES (?, ?, {now})")
 
         # (run_id, pipeline_name, pipeline_version, pipeline_ref, status, current_step,
-        #  input, context, usage, created_at, updated_at, owner, lease_s)
+        #  input, context, usage, created_at, updated_at, engine, owner, lease_s)
         self.create_run = s(
             f"INSERT INTO workflow_state ({RUN_COLUMNS}, lease_owner, lease_expires_at, "
-            "lease_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, 1, ?, "
+            "lease_epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?, ?, 1, ?, ?, "
             "{now} + ?, 1)"
         )
         # The decision is this one statement, on the version the caller read: never on a
@@ -212,12 +212,14 @@ class Statements:
             "ORDER BY idx, created_at, path"
         )
         # Stale runs: expired leases and interrupted runs, oldest lease first. An interrupted
-        # run becomes running at its claim, so no other claimer can take it too.
+        # run becomes running at its claim, so no other claimer can take it too. Runs an
+        # engine drives (``engine`` set) are that engine's to recover, never claimed here.
         # select: (running, interrupted[, pipeline_version], limit)
         # set:    (running, owner, lease_s)
         stale = (
             "SELECT run_id FROM workflow_state WHERE ((status = ? AND lease_expires_at < "
-            "{now}) OR status = ?) %s ORDER BY lease_expires_at LIMIT ?" + d.skip_locked
+            "{now}) OR status = ?) AND engine IS NULL %s ORDER BY lease_expires_at LIMIT ?"
+            + d.skip_locked
         )
         claim = (
             "UPDATE workflow_state SET status = ?, lease_owner = ?, "

@@ -91,6 +91,9 @@ def core_migrations(dialect: str) -> list[Migration]:
                 )""",
             ),
         ),
+        # The engine that drives a run step by step (NULL: the local runner), so the local
+        # stale drain leaves such runs to their engine.
+        Migration(CORE_OWNER, 4, ("ALTER TABLE workflow_state ADD COLUMN engine TEXT",)),
     ]
 
 

@@ -173,6 +173,7 @@ class PostgresBackend:
                     usage_json(run.usage),
                     run.created_at,
                     run.updated_at,
+                    run.engine,
                     owner,
                     lease_s,
                 ),

@@ -164,6 +164,7 @@ class SQLiteBackend:
                 usage_json(run.usage),
                 run.created_at,
                 run.updated_at,
+                run.engine,
                 owner,
                 lease_s,
             ),
