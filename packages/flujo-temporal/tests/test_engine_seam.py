@@ -12,7 +12,7 @@ from temporal_testkit import Project, wait_for_status
 
 from flujo import Flujo
 from flujo.domain.models import RunStatus
-from flujo.plugin import load_target
+from flujo.plugin import RunFinalized, RunStarted, hookimpl, load_target
 
 APPROVAL = """
 from flujo import Step
@@ -103,3 +103,52 @@ async def test_the_local_stale_drain_never_takes_a_run_temporal_drives(project: 
         async with worker(config):
             result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
     assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
+
+
+class HookSpy:
+    """Counts the run lifecycle hooks a worker's runners fire."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[int, bool]] = []
+        self.finalized: list[str] = []
+
+    @hookimpl
+    def flujo_run_started(self, event: RunStarted) -> None:
+        self.started.append((event.start, event.resumed))
+
+    @hookimpl
+    def flujo_run_finalized(self, event: RunFinalized) -> None:
+        self.finalized.append(event.run.status.value)
+
+
+THREE = """
+from flujo import Step
+
+pipeline = (
+    Step.from_callable(lambda x: x + "a", name="a")
+    >> Step.from_callable(lambda x: x + "b", name="b")
+    >> Step.from_callable(lambda x: x + "c", name="c")
+)
+"""
+
+
+async def test_lifecycle_hooks_see_one_new_run_and_each_later_activity_as_resumed(
+    project: Project,
+) -> None:
+    """Each activity is one execution of the run: the first reports a new run (`resumed` is
+    false), every later one a resumed run; the submission, which executes nothing, fires
+    nothing; `flujo_run_finalized` fires once."""
+    ref = project.write("three.py", THREE) + ":pipeline"
+    config = project.config()
+    spy = HookSpy()
+    assert config.plugin_manager is not None
+    assert config.plugin_manager.register(spy, "spy").status == "ok"
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "x")
+        assert spy.started == []  # submitted: nothing executed yet
+        async with worker(config):
+            result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, "xabc")
+    assert spy.started == [(0, False), (1, True), (2, True)]
+    assert spy.finalized == ["succeeded"]

@@ -195,7 +195,8 @@ class ExecutionManager:
         stored_steps = list(previous)  # what the database holds: scrubbed
         status = RunStatus.SUCCEEDED
         error: str | None = None
-        if self._run_start_observers:
+        # A run stored for an engine, nothing executed (``until <= start``), has not started.
+        if self._run_start_observers and (until is None or start < until):
             snapshot, keys = self._snapshot(context, *await self._stored_context(context))
             started = RunStarted(
                 run.run_id,
@@ -205,7 +206,9 @@ class ExecutionManager:
                 snapshot,
                 keys,
                 # A created run holds the lease's first epoch; every take (resume) bumps it.
-                resumed=lease.lease.epoch > 1,
+                # A run an engine drives is created without executing, so its first take
+                # (epoch 2: nothing can write without the lease in between) is its start.
+                resumed=lease.lease.epoch > (2 if run.engine is not None else 1),
             )
             self._observed(
                 self.runtime.plugins.notify(
