@@ -13,6 +13,14 @@ Target (issue #20): tracing adds at most 10 % per step; absent adds nothing (it 
 baseline). Wall-clock is the measure, CPU time is printed beside it. The sink decodes what it
 receives and the span count is printed, so the exporter is known to have run.
 
+Each tracing sample ends with a flush of the batch processor, so every sample pays for
+encoding and sending its own spans (without it, the median would mostly miss the export, which
+happens once every ~10 runs). The **floor** is the bare OpenTelemetry SDK doing the same work
+with no flujo at all: per round, one root span and N child spans with as many attributes as
+flujo-otel's, through the same ``BatchSpanProcessor`` and OTLP/HTTP exporter to the same
+collector, flushed the same way, in the same rounds. Its extra over the baseline is what any
+tracing costs in this process; what tracing costs beyond it is flujo's.
+
     python benchmarks/otel.py [--steps 50] [--runs 30]
 """
 
@@ -30,7 +38,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from flujo_otel.plugin import OtelPlugin
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from flujo import Flujo, FlujoConfig, Pipeline, Step
 from flujo.config import load_config
@@ -87,6 +100,61 @@ def _config(folder: Path, toml: str, plugin: bool) -> FlujoConfig:
     return load_config(folder / "flujo.toml", plugin_manager=manager, environ={})
 
 
+class Floor:
+    """The bare SDK: the spans of one flujo run (a root, one child per step, the same numbers
+    of attributes), started and ended in a loop, through the same exporter to ``sink``."""
+
+    def __init__(self, sink: Sink, steps: int) -> None:
+        self.steps = steps
+        self.provider = TracerProvider(resource=Resource.create({"service.name": "floor"}))
+        self.provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{sink.url}/v1/traces"))
+        )
+        self.tracer = self.provider.get_tracer("floor")
+
+    async def run(self) -> None:
+        tracer = self.tracer
+        root = tracer.start_span(
+            "run bench",
+            attributes={
+                "flujo.run_id": "r",
+                "flujo.pipeline": "bench",
+                "flujo.run.start": 0,
+                "flujo.run.resumed": False,
+                "openinference.span.kind": "CHAIN",
+                "input.value": "0",
+            },
+        )
+        parent = trace.set_span_in_context(root)
+        for i in range(self.steps):
+            span = tracer.start_span(
+                f"step s{i}",
+                parent,
+                attributes={
+                    "flujo.run_id": "r",
+                    "flujo.step.name": f"s{i}",
+                    "flujo.step.index": i,
+                    "openinference.span.kind": "CHAIN",
+                    "input.value": "0",
+                },
+            )
+            span.set_attributes(
+                {
+                    "flujo.step.status": "succeeded",
+                    "flujo.step.attempts": 1,
+                    "flujo.step.latency_ms": 0.01,
+                    "output.value": "0",
+                }
+            )
+            span.end()
+        root.set_attributes({"output.value": "0", "flujo.run.status": "succeeded"})
+        root.end()
+        await asyncio.sleep(0)  # a flujo run yields to the loop too
+
+    def flush(self) -> None:
+        self.provider.force_flush()
+
+
 async def _us_per_step(run: Callable[[], Awaitable[object]], steps: int) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     await run()
@@ -101,20 +169,28 @@ async def _measure(
         "installed, off": _config(folder / "off", "", plugin=True),
         "tracing": _config(folder / "on", f'[otel]\nendpoint = "{sink.url}"\n', plugin=True),
     }
+    floor = Floor(sink, steps)
     runners = {
         name: Flujo(_pipeline(steps), config=config, state=SQLiteBackend(folder / f"{name}.db"))
         for name, config in configs.items()
     }
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    names = [*runners, "SDK floor"]
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
 
     def runner_of(name: str) -> Callable[[], Awaitable[object]]:
         async def run() -> None:
-            result = await runners[name].run_async(0)
+            if name == "SDK floor":
+                await floor.run()
+                floor.flush()
+                return
+            runner = runners[name]
+            result = await runner.run_async(0)
             assert result.succeeded
+            if "otel" in runner.services:  # pay for this run's export in this sample
+                runner.services["otel"].provider.force_flush()
 
         return run
 
-    names = list(runners)
     for runner in runners.values():
         await runner.__aenter__()
     try:
@@ -127,6 +203,7 @@ async def _measure(
     finally:
         for runner in runners.values():
             await runner.__aexit__(None, None, None)
+        floor.provider.shutdown()
     return {
         name: (statistics.median(s[0] for s in got), statistics.median(s[1] for s in got))
         for name, got in samples.items()
@@ -155,7 +232,12 @@ def main() -> None:
             f"  {name:15} {wall:8.1f} us/step ({wall / base - 1:+6.1%})   "
             f"CPU {cpu:7.1f} us/step ({cpu / base_cpu - 1:+6.1%})"
         )
+    floor_cpu = figures["SDK floor"][1]
     print(f"  spans received by the loopback collector: {sink.spans}")
+    print(
+        f"  tracing's CPU beyond the bare SDK's: {figures['tracing'][1] - base_cpu - floor_cpu:.1f}"
+        f" us/step (the SDK floor's whole cost is {floor_cpu:.1f} us/step)"
+    )
     print("  target: tracing <= +10 % per step; absent is the baseline")
 
 
