@@ -151,3 +151,31 @@ async def test_a_run_sampled_out_exports_nothing_and_runs_the_same(
         result = await runner.run_async(INPUT)
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_step_cancelled_out_of_the_core_ends_its_span_as_an_error(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    import asyncio
+
+    import pytest
+    from opentelemetry import trace
+
+    started = asyncio.Event()
+
+    async def slow(x: int) -> int:
+        started.set()
+        await asyncio.sleep(60)
+        return x
+
+    flow = Pipeline([Step.from_callable(slow, name="slow")], name="cancelled")
+    async with Flujo(flow, config=make_config()) as runner:
+        task = asyncio.create_task(runner.run_async(1))
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["step slow"].status.status_code is StatusCode.ERROR
+    assert "CancelledError" in (spans["step slow"].status.description or "")
+    assert not trace.get_current_span().get_span_context().is_valid  # the context was restored

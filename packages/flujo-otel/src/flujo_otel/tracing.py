@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -45,6 +46,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from flujo.application.scrubbing import stored_form
 from flujo.plugin import providing_headers
 from flujo_otel.ids import RunIdGenerator, forced_ids, release, root_span_id_of, trace_id_of
 from flujo_otel.scrub import ScrubbingExporter
@@ -86,10 +88,10 @@ def _trace_headers() -> dict[str, str]:
 
 def _json(value: Any) -> str:
     """A (scrubbed) value as JSON text for an attribute (the exporter scrubs it again)."""
-    from flujo.application.scrubbing import stored_form
-
     if isinstance(value, str):
         return value
+    if value is None or type(value) in (int, float, bool):  # no conversion to ask for
+        return json.dumps(value)
     return json.dumps(stored_form(value), ensure_ascii=False)
 
 
@@ -116,6 +118,56 @@ class _Run:
     span: trace.Span
     trace_id: int
     steps: dict[str, list[_Step]] = field(default_factory=dict)
+
+
+class _StepScope:
+    """A step's span made current while the step runs (a class rather than a generator-based
+    context manager: it is entered on every step's hot path)."""
+
+    __slots__ = ("_headers", "_name", "_parent", "_record", "_run", "_tokens", "_tracing")
+
+    def __init__(
+        self, tracing: Tracing, run: _Run, name: str, record: _Step, parent: otel_context.Context
+    ) -> None:
+        self._tracing = tracing
+        self._run = run
+        self._name = name
+        self._record = record
+        self._parent = parent
+        self._tokens: tuple[object, Token[Tracing | None]] | None = None
+        # Calls the step makes to the sandbox sidecar or an OpenAPI service carry the trace
+        # context of the span they are made in (the core's outgoing_headers()).
+        self._headers = providing_headers(_trace_headers)
+
+    def __enter__(self) -> None:
+        span = self._record.span
+        self._tokens = (
+            otel_context.attach(trace.set_span_in_context(span, self._parent)),
+            _active.set(self._tracing),
+        )
+        self._headers.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        record = self._record
+        try:
+            if exc is not None:
+                # The step raised out of the core (cancelled, a lost lease): no completion
+                # follows.
+                record.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                record.span.end()
+                self._tracing._forget(self._run, self._name, record)
+        finally:
+            assert self._tokens is not None
+            context_token, routed = self._tokens
+            self._headers.__exit__(None, None, None)
+            _active.reset(routed)
+            otel_context.detach(context_token)  # type: ignore[arg-type]
+            record.ended_ns = time.time_ns()
 
 
 class Tracing:
@@ -203,13 +255,11 @@ class Tracing:
 
     # -- steps --------------------------------------------------------------------------
 
-    @contextmanager
-    def step(self, event: StepStarted) -> Iterator[None]:
+    def step(self, event: StepStarted) -> AbstractContextManager[None]:
         """The span of one step's execution, current for everything the step runs."""
         run = self._runs.get(event.run_id)
         if run is None:  # the run started before this tracing did: nothing to hang it on
-            yield
-            return
+            return nullcontext()
         current = otel_context.get_current()
         enclosing = trace.get_current_span(current).get_span_context()
         top_level = not (enclosing.is_valid and enclosing.trace_id == run.trace_id)
@@ -226,23 +276,7 @@ class Tracing:
         span = self.tracer.start_span(f"step {event.step_name}", parent, attributes=attributes)
         record = _Step(span, top_level)
         run.steps.setdefault(event.step_name, []).append(record)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        routed = _active.set(self)
-        try:
-            # Calls the step makes to the sandbox sidecar or an OpenAPI service carry the
-            # trace context of the span they are made in (the core's outgoing_headers()).
-            with providing_headers(_trace_headers):
-                yield
-        except BaseException as exc:
-            # The step raised out of the core (cancelled, a lost lease): no completion follows.
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.end()
-            self._forget(run, event.step_name, record)
-            raise
-        finally:
-            _active.reset(routed)
-            otel_context.detach(token)
-            record.ended_ns = time.time_ns()
+        return _StepScope(self, run, event.step_name, record, parent)
 
     def _forget(self, run: _Run, name: str, record: _Step) -> None:
         records = run.steps.get(name, [])
@@ -259,16 +293,16 @@ class Tracing:
         record = run.steps[result.name][-1]
         self._forget(run, result.name, record)
         span = record.span
-        span.set_attributes(
-            {
-                "flujo.step.status": result.status.value,
-                "flujo.step.attempts": result.attempts,
-                "flujo.step.latency_ms": result.latency_ms,
-                **_usage(result.usage),
-            }
-        )
+        attributes: dict[str, Any] = {
+            "flujo.step.status": result.status.value,
+            "flujo.step.attempts": result.attempts,
+            "flujo.step.latency_ms": result.latency_ms,
+        }
+        if result.usage.input_tokens or result.usage.output_tokens or result.usage.requests:
+            attributes.update(_usage(result.usage))
         if result.output is not None:
-            span.set_attribute("output.value", _json(result.output))
+            attributes["output.value"] = _json(result.output)
+        span.set_attributes(attributes)  # one call: the SDK takes its lock once per call
         if result.status.value in ("failed", "blocked", "limit_exceeded"):
             span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
         elif result.status.value == "succeeded":
