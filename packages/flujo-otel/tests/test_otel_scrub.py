@@ -85,3 +85,42 @@ def test_without_scrubbing_policies_spans_pass_unchanged() -> None:
     provider.add_span_processor(SimpleSpanProcessor(ScrubbingExporter(inner, Scrubbing([]))))
     provider.get_tracer("t").start_span("plain", attributes={"a": "b"}).end()
     assert [dict(s.attributes or {}) for s in inner.get_finished_spans()] == [{"a": "b"}]
+
+
+def test_repeated_values_in_a_batch_are_each_scrubbed_and_keep_their_types() -> None:
+    """The exporter scrubs a value repeated across a batch once: every place still gets the
+    scrubbed value, and equal values of different types (1, 1.0, True) stay apart."""
+    inner = InMemorySpanExporter()
+    calls: list[int] = []
+
+    class Counting(PiiPolicy):
+        def scrub(self, context: PipelineContext, value: Any) -> Any:
+            calls.append(len(value))
+            return super().scrub(context, value)
+
+    exporter = ScrubbingExporter(inner, Scrubbing([Counting()]))
+    provider = TracerProvider()
+    tracer = provider.get_tracer("t")
+    spans = []
+    for i in range(3):
+        span = tracer.start_span(
+            f"step {EMAIL}",
+            attributes={"who": EMAIL, "n": 1, "x": 1.0, "ok": True, "i": i, "in": f'"{NAME}"'},
+        )
+        span.add_event(EMAIL, {"who": EMAIL})
+        span.end()
+        spans.append(span)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    out = inner.get_finished_spans()
+    assert leaks(out) == []
+    for got in out:
+        attributes = dict(got.attributes or {})
+        assert got.name == "step <EMAIL>"
+        assert attributes["who"] == "<EMAIL>"
+        assert "<NAME>" in str(attributes["in"])
+        assert [type(attributes[k]) for k in ("n", "x", "ok")] == [int, float, bool]
+        assert got.events[0].name == "<EMAIL>"
+        assert dict(got.events[0].attributes or {}) == {"who": "<EMAIL>"}
+    assert [a["i"] for a in (dict(s.attributes or {}) for s in out)] == [0, 1, 2]
+    batch_call, _resource_call = calls  # 3 spans x 10 values, deduplicated
+    assert batch_call < 3 * 10

@@ -40,8 +40,13 @@ _JSON = 1
 _PLAIN = 0
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _unpacked(value: Any) -> tuple[int, Any]:
     """``(kind, value to scrub)`` for one attribute value."""
+    if type(value) in _SCALARS:  # most values; spares the ABC checks below
+        return _PLAIN, value
     if isinstance(value, str):
         text = value.lstrip()
         if text[:1] in ("{", "[", '"'):
@@ -72,19 +77,41 @@ def _attribute(kind: int, value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False)
 
 
+_HASHABLE = (str, *_SCALARS)
+
+
 class _Flat:
     """Every scrubbable value of some spans in one list (one ``scrub`` call per batch), and
-    where each came from."""
+    where each came from.
+
+    A batch repeats most of its values (the run id, ``CHAIN``, statuses, step names, small
+    inputs): an identical scalar is unpacked, scrubbed and converted once per batch and its
+    slot shared. Scrubbing is a function of the value, so sharing its result hides nothing."""
 
     def __init__(self) -> None:
         self.values: list[Any] = []
         self.kinds: list[int] = []
+        self._slots: dict[tuple[type, Any], int] = {}
 
     def add(self, value: Any) -> int:
+        # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python
+        # but are different attribute values.
+        key = (type(value), value) if type(value) in _HASHABLE else None
+        if key is not None:
+            slot = self._slots.get(key)
+            if slot is not None:
+                return slot
         kind, unpacked = _unpacked(value)
         self.values.append(unpacked)
         self.kinds.append(kind)
-        return len(self.values) - 1
+        slot = len(self.values) - 1
+        if key is not None:
+            self._slots[key] = slot
+        return slot
+
+    def attributes(self, scrubbed: list[Any]) -> list[Any]:
+        """Each slot's scrubbed value as an attribute value (converted once per slot)."""
+        return [_attribute(kind, value) for kind, value in zip(self.kinds, scrubbed, strict=True)]
 
     def add_attrs(self, attrs: Mapping[str, Any] | None) -> list[tuple[str, int]]:
         return [(key, self.add(value)) for key, value in (attrs or {}).items()]
@@ -136,13 +163,11 @@ class ScrubbingExporter(SpanExporter):
             events = [(flat.add(e.name), flat.add_attrs(e.attributes), e) for e in span.events]
             links = [(flat.add_attrs(link.attributes), link) for link in span.links]
             plans.append((span, name, status, attrs, events, links))
-        out = self._scrub(flat.values)
-
-        def value(i: int) -> Any:
-            return _attribute(flat.kinds[i], out[i])
+        converted = flat.attributes(self._scrub(flat.values))
+        value = converted.__getitem__
 
         def attrs_of(slots: list[tuple[str, int]]) -> dict[str, Any]:
-            return {key: value(i) for key, i in slots}
+            return {key: converted[i] for key, i in slots}
 
         result: list[ReadableSpan] = []
         for span, name, status, attrs, events, links in plans:
