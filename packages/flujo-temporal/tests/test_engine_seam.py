@@ -152,3 +152,22 @@ async def test_lifecycle_hooks_see_one_new_run_and_each_later_activity_as_resume
     assert (result.status, result.output) == (RunStatus.SUCCEEDED, "xabc")
     assert spy.started == [(0, False), (1, True), (2, True)]
     assert spy.finalized == ["succeeded"]
+
+
+async def test_a_terminated_workflow_is_stored_failed_by_its_waiter(project: Project) -> None:
+    """A workflow ended outside its own code (terminated on Temporal) cannot store its run; the
+    process waiting on it does, in one line, so the run is not left `running`."""
+    ref = project.write("three.py", THREE) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "x")  # no worker: nothing runs
+        handle = (await engine.client()).get_workflow_handle(f"flujo-{run_id}")
+        await handle.terminate(reason="operator said so")
+        result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+        stored = await runner.runtime.state.get_run(run_id)
+    assert result.status is RunStatus.FAILED
+    assert stored is not None
+    assert stored.status is RunStatus.FAILED
+    assert f"its Temporal workflow flujo-{run_id} failed" in (stored.error or "")
+    assert "\n" not in (stored.error or "")

@@ -166,32 +166,45 @@ class StepActivities:
         return await self._end(runner.runtime.state, runner.runtime.config.state.lease_s, args)
 
     async def _end(self, state: StateBackend, lease_s: float, args: CancelArgs) -> StepOutcome:
-        import json
-
-        run = await state.get_run(args.run_id)
-        if run is None:
-            raise ApplicationError(
-                f"no run with id {args.run_id!r}", type=NON_RETRYABLE[0], non_retryable=True
-            )
-        if run.status not in (*_EXECUTABLE, RunStatus.PAUSED):
-            return outcome_of(run)  # it ended before the cancel reached it
-        owner = args.owner.split("~")[0]
-        lease = await state.acquire_lease(args.run_id, owner, lease_s, seen_version=run.version)
-        if lease is None:
+        error = args.error or f"cancelled on Temporal (workflow flujo-{args.run_id})"
+        outcome = await store_failed(state, lease_s, args.run_id, args.owner, error)
+        if outcome is None:
             raise ApplicationError(f"run {args.run_id} changed while ending it; trying again")
-        error = args.error or (
-            f"cancelled on Temporal (workflow flujo-{args.run_id}) at step {run.current_step}"
+        return outcome
+
+
+async def store_failed(
+    state: StateBackend, lease_s: float, run_id: str, owner: str, error: str
+) -> StepOutcome | None:
+    """Store run ``run_id`` failed with ``error`` (plus "at step N" for a cancel), unless it
+    already ended; taken under the workflow's lease ``owner``, so a step attempt still running
+    is fenced out. ``None``: the run changed meanwhile (try again)."""
+    import json
+
+    run = await state.get_run(run_id)
+    if run is None:
+        raise ApplicationError(
+            f"no run with id {run_id!r}", type=NON_RETRYABLE[0], non_retryable=True
         )
-        await state.finalize_run(
-            args.run_id,
-            RunStatus.FAILED,
-            output=None,
-            error=error,
-            context_json=json.dumps(run.context, ensure_ascii=False, allow_nan=False),
-            usage=run.usage,
-            lease=lease,
-        )
-        return StepOutcome(RunStatus.FAILED.value, run.current_step, error)
+    if run.status not in (*_EXECUTABLE, RunStatus.PAUSED):
+        return outcome_of(run)  # it ended before the cancel reached it
+    lease = await state.acquire_lease(
+        run_id, owner.split("~")[0], lease_s, seen_version=run.version
+    )
+    if lease is None:
+        return None
+    if error.startswith("cancelled on Temporal"):
+        error = f"{error} at step {run.current_step}"
+    await state.finalize_run(
+        run_id,
+        RunStatus.FAILED,
+        output=None,
+        error=error,
+        context_json=json.dumps(run.context, ensure_ascii=False, allow_nan=False),
+        usage=run.usage,
+        lease=lease,
+    )
+    return StepOutcome(RunStatus.FAILED.value, run.current_step, error)
 
 
 @contextlib.asynccontextmanager

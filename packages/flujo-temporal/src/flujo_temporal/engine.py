@@ -177,9 +177,28 @@ class TemporalEngine:
             cause = exc.cause
             while cause.__cause__ is not None:  # the activity's own error, not the wrappers
                 cause = cause.__cause__
-            raise UserError(
-                f"run {run_id}: its Temporal workflow {workflow_id(run_id)} failed: {cause}"
-            ) from None
+            why = (str(cause).splitlines() or [type(cause).__name__])[0]
+            # Ended outside its own code (terminated, timed out): the workflow could not
+            # store its run, so this waiter does, rather than leave it `running` for good
+            # (the local stale drain never takes a run an engine drives).
+            from flujo_temporal.activities import store_failed
+
+            stored = await store_failed(
+                runner.runtime.state,
+                runner.runtime.config.state.lease_s,
+                run_id,
+                lease_owner(self.settings),
+                f"its Temporal workflow {workflow_id(run_id)} failed: {why}",
+            )
+            if stored is None:
+                raise UserError(
+                    f"run {run_id}: its Temporal workflow {workflow_id(run_id)} failed: {why}"
+                ) from None
+            ended = await runner.runtime.state.get_run(run_id)
+            assert ended is not None
+            return PipelineResult(
+                ended.run_id, ended.status, None, ended.steps, ended.usage, ended.error
+            )
         run = await runner.runtime.state.get_run(run_id)
         if run is None:  # pragma: no cover - the run was stored before its workflow started
             raise UserError(f"run {run_id} is not in Flujo's state database")
