@@ -43,6 +43,24 @@ async def test_approve_async_continues_the_workflow(project: Project) -> None:
     assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
 
 
+async def test_a_local_runner_approving_signals_the_runs_own_engine(project: Project) -> None:
+    """The engine told of an answer is the one the run records, not the answering runner's
+    ``[engine] kind``: a runner (a web app, a script) configured ``local`` approving a run that
+    Temporal drives still continues its workflow."""
+    ref = project.write("approval.py", APPROVAL) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config):
+        async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+            run_id = await engine.submit(runner, "hi")
+            await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        local = Flujo(load_target(ref), config=config, pipeline_ref=ref, engine="local")
+        async with local:
+            await local.approve_async(run_id, reason="ok")
+            result = await asyncio.wait_for(engine.wait(local, run_id), 20)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
+
+
 async def test_reject_async_ends_the_workflow(project: Project) -> None:
     """`Flujo.reject_async` ends the run failed and its workflow with it (nothing waits on)."""
     ref = project.write("approval.py", APPROVAL) + ":pipeline"

@@ -579,9 +579,24 @@ class Flujo(Generic[ContextT]):
             scrub=scrub,
         )
         manager.coordinator.answered(answered)
-        # The local engine has nothing waiting: `flujo runs resume` (or a --stale worker) does.
-        next_step = None if self._engine is None else await self._engine.answered(record.run_id)
-        return record, next_step
+        # The engine told is the one that drives this run (recorded with it), whatever this
+        # runner's own `[engine] kind`: a web app or script configured `local` answering a run
+        # Temporal drives must still continue its workflow. No engine recorded: the local one,
+        # which has nothing waiting (`flujo runs resume`, or a --stale worker, continues it).
+        if record.engine is None:
+            return record, None
+        if self._engine is not None and self._engine.name == record.engine:
+            return record, await self._engine.answered(record.run_id)
+        from flujo.application.engines import create_engine
+
+        config = manager.runtime.config
+        plugins = config.plugin_manager or PluginManager()
+        engine = create_engine(config, plugins, record.engine, what=f"run {run_id}'s engine")
+        try:
+            return record, await engine.answered(record.run_id)
+        finally:
+            if hasattr(engine, "aclose"):
+                await engine.aclose()
 
     async def resume_stale_async(self, *, limit: int = 100) -> list[PipelineResult]:
         """Claim runs of this pipeline whose worker died (expired lease) or was stopped
