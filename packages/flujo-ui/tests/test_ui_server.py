@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
-from ui_testkit import XSS, DecisionsPlugin, ViewPlugin, make_config, populate, write_pipes
+from ui_testkit import (
+    XSS,
+    AskForRefunds,
+    DecisionsPlugin,
+    ViewPlugin,
+    make_config,
+    populate,
+    run,
+    write_pipes,
+)
 
 from flujo.plugin import FlujoConfig, RunStatus, open_state
 from flujo_ui.app import create_app
@@ -328,6 +337,92 @@ def test_reject_needs_a_reason_and_fails_the_run(served: Served) -> None:
         f"/runs/{run_id}/reject", data=_form(served, token=TOKEN, reason="not eligible")
     )
     assert done.status_code == 303
+    assert _status(served.config, run_id) is RunStatus.FAILED
+
+
+def _tool_paused(served: Served, expires_in_s: float | None = None) -> str:
+    """A run paused on a tool call by a test policy (``refund_money``, amount 500)."""
+    pipes = served.folder / "pipes.py"
+    policy = AskForRefunds(expires_in_s)
+    run_id = asyncio.run(run(served.config, pipes, "tooly", "refund 500", policy))
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+    return run_id
+
+
+def test_a_tool_call_pause_shows_the_call_without_importing_the_pipeline(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything shown is in the run's stored row: no pipeline import, even logged in.
+    import flujo.plugin
+
+    run_id = _tool_paused(served)
+    loaded: list[str] = []
+    real = flujo.plugin.load_target
+    monkeypatch.setattr(flujo.plugin, "load_target", lambda ref: loaded.append(ref) or real(ref))
+    for logged_in in (False, True):
+        if logged_in:
+            _login(served.client)
+        page = served.client.get(f"/runs/{run_id}").text
+        assert 'id="tool-approval"' in page
+        assert '<td class="mono">refund_money</td>' in page
+        assert "&#34;amount&#34;: 500" in page  # the arguments as stored
+        assert "refunds of 500 need a person" in page
+        assert "ask_for_refunds" in page
+        assert "no expiry" in page
+        assert "human step" not in page
+        assert "schema" not in page
+        assert 'name="answer_json"' not in page
+        assert 'name="answer.' not in page
+        assert 'id="approve-form"' in page
+        assert 'id="reject-form"' in page
+        assert XSS not in page
+    assert loaded == []
+
+
+def test_approving_a_tool_call_takes_no_answer(served: Served) -> None:
+    _login(served.client)
+    run_id = _tool_paused(served)
+    # A JSON answer smuggled in is refused by the core, in one line; nothing changes.
+    smuggled = served.client.post(
+        f"/runs/{run_id}/approve", data=_form(served, answer_json='{"amount": 1}')
+    )
+    assert smuggled.status_code == 400
+    assert "takes no --input" in smuggled.text
+    assert _status(served.config, run_id) is RunStatus.PAUSED
+    done = served.client.post(f"/runs/{run_id}/approve", data=_form(served, reason="fine"))
+    assert done.status_code == 303
+    assert _status(served.config, run_id) is RunStatus.INTERRUPTED
+    page = served.client.get(f"/runs/{run_id}").text
+    assert "agent@approval" in page
+    assert "&#34;decision&#34;: &#34;approved&#34;" in page
+
+
+def test_rejecting_a_tool_call_needs_a_reason_and_the_agent_goes_on(served: Served) -> None:
+    _login(served.client)
+    run_id = _tool_paused(served)
+    no_reason = served.client.post(f"/runs/{run_id}/reject", data=_form(served))
+    assert no_reason.status_code == 400
+    assert "rejecting needs a reason" in no_reason.text
+    done = served.client.post(f"/runs/{run_id}/reject", data=_form(served, reason="too much"))
+    assert done.status_code == 303
+    # A rejected tool call does not fail the run: the model is told, the agent resumes.
+    assert _status(served.config, run_id) is RunStatus.INTERRUPTED
+    assert "tool call rejected at step" in served.client.get(f"/runs/{run_id}").text
+
+
+def test_an_expired_tool_call_pause_says_so_and_answering_it_fails_the_run(
+    served: Served,
+) -> None:
+    _login(served.client)
+    run_id = _tool_paused(served, expires_in_s=1e-9)  # expired by the time anyone answers
+    page = served.client.get(f"/runs/{run_id}").text
+    assert 'class="expired"' in page
+    assert "expired at" in page
+    answer = served.client.post(f"/runs/{run_id}/approve", data=_form(served, reason="late"))
+    assert answer.status_code == 400
+    assert "expired unanswered at" in answer.text
+    assert "the run is now failed" in answer.text
+    assert "Traceback" not in answer.text
     assert _status(served.config, run_id) is RunStatus.FAILED
 
 

@@ -18,6 +18,7 @@ from flujo.plugin import (
     Runtime,
     RunViewSection,
     StateBackend,
+    ToolApprovalRequired,
     ToolCallRefused,
     hookimpl,
     load_target,
@@ -95,6 +96,27 @@ class NoRefunds:
     def inspect_tool_call(self, context: Any, tool_name: str, args: dict[str, Any]) -> Any:
         if tool_name == "refund_money":
             raise ToolCallRefused(self.name, f"refunds of {args.get('amount')} need a person")
+        return PolicyDecision.ALLOW
+
+
+class AskForRefunds:
+    """A test policy: every call of ``refund_money`` waits for a person (the run pauses)."""
+
+    name = "ask_for_refunds"
+
+    def __init__(self, expires_in_s: float | None = None) -> None:
+        self.expires_in_s = expires_in_s
+
+    def inspect_input(self, context: Any, data: Any) -> tuple[PolicyDecision, Any]:
+        return PolicyDecision.ALLOW, data
+
+    def inspect_tool_call(self, context: Any, tool_name: str, args: dict[str, Any]) -> Any:
+        if tool_name == "refund_money":
+            raise ToolApprovalRequired(
+                self.name,
+                f"refunds of {args.get('amount')} need a person " + XSS,
+                expires_in_s=self.expires_in_s,
+            )
         return PolicyDecision.ALLOW
 
 

@@ -246,6 +246,10 @@ def _paused(run: RunRecord, trusted: bool) -> views.Paused | None:
         return None
     path, question = found
     paused = views.Paused(path, question)
+    views.describe_pause(paused, views.paused_record(run, path))
+    if paused.tool_calls is not None:
+        # All a tool-call approval shows is in the stored row: no pipeline import, no form.
+        return paused
     if not trusted:
         paused.locked = True
         return paused
@@ -339,7 +343,7 @@ async def _problem(ui: UiState, request: Request, run_id: str, text: str) -> Res
 
 
 def _form_answer(run: RunRecord, values: Mapping[str, str]) -> Any:
-    if "answer_json" in values:
+    if "answer_json" in values:  # sent as is: the core refuses one for a tool call
         text = values["answer_json"].strip()
         if not text:
             return None

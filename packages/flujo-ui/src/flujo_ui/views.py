@@ -254,6 +254,61 @@ class Paused:
     """Why the step's schema could not be read (its pipeline would not load)."""
     locked: bool = False
     """Not logged in: the pipeline (and so the form) is not loaded for this request."""
+    expires_at: float | None = None
+    expired: bool = False
+    """The expiry has passed: answering it ends the run ``failed`` (the core says so)."""
+    tool_calls: list[ToolCall] | None = None
+    """A tool call a policy wants approved (no answer to fill in); ``None``: a human step."""
+    policies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ToolCall:
+    """One call waiting for approval, as its step's row stores it (scrubbed)."""
+
+    tool: str
+    call_id: str
+    args: Any
+    reason: str
+
+
+def paused_record(run: RunRecord, path: str) -> Any:
+    """The output the paused step at ``path`` stored (the core's pause record, if any)."""
+    for inner in reversed(run.inner_steps):
+        if inner.path == path and inner.result.status is StepStatus.PAUSED:
+            return inner.result.output
+    for step in reversed(run.steps):
+        if step.name == path and step.status is StepStatus.PAUSED:
+            return step.output
+    return None
+
+
+def describe_pause(paused: Paused, record: Any, now: float | None = None) -> None:
+    """Fill ``paused`` from the stored pause record: its expiry and, for a tool-call
+    approval, the calls and the policies that asked (what ``flujo runs approve`` answers)."""
+    from flujo.domain.approval import TOOL_APPROVAL, expired
+
+    if not isinstance(record, dict):
+        return
+    at = record.get("expires_at")
+    if isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
+        paused.expires_at = float(at)
+        paused.expired = expired(record, now) is not None
+    if record.get("kind") != TOOL_APPROVAL:
+        return
+    calls = record.get("calls")
+    paused.tool_calls = [
+        ToolCall(
+            str(c.get("tool")),
+            str(c.get("tool_call_id")),
+            c.get("args"),
+            str(c.get("reason") or ""),
+        )
+        for c in (calls if isinstance(calls, list) else [])
+        if isinstance(c, dict)
+    ]
+    policies = record.get("policies")
+    paused.policies = [str(p) for p in policies] if isinstance(policies, list) else []
 
 
 def paused_path(run: RunRecord) -> tuple[str, str | None] | None:
