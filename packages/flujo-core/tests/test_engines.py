@@ -10,7 +10,7 @@ import pytest
 
 from flujo import Flujo, Pipeline, Step
 from flujo.config import FlujoConfig
-from flujo.domain.errors import ConfigError, RunLeasedError
+from flujo.domain.errors import ConfigError, ResumeError, RunLeasedError
 from flujo.domain.models import RunStatus
 from flujo.state.sqlite import SQLiteBackend
 from flujo.testing.cli import run_flujo
@@ -179,3 +179,59 @@ async def test_the_stale_drain_leaves_engine_driven_runs_to_their_engine(tmp_pat
         "elsewhere",
         0,
     )
+
+
+async def test_resume_async_hands_an_engine_driven_run_to_its_engine(
+    tmp_path: Path, config: FlujoConfig
+) -> None:
+    """``resume_async`` on a run another engine drives (recorded with it) calls that engine's
+    ``resume`` and returns what it reports: the run is never executed here alongside it. An
+    engine without ``resume`` is refused in one line, not run locally (never fail open)."""
+    calls: list[str] = []
+
+    class Driving:
+        name = "driving"
+
+        def __init__(self) -> None:
+            self.resumed: list[str] = []
+
+        async def run(self, runner: Any, input: Any, *, context: Any = None) -> Any:
+            raise AssertionError("not a new run")
+
+        async def answered(self, run_id: str) -> str | None:
+            return None
+
+        async def resume(self, runner: Any, run_id: str) -> Any:
+            self.resumed.append(run_id)
+            return "the engine's answer"
+
+    class Older:  # written before `resume` was part of the protocol
+        name = "older"
+
+        async def run(self, runner: Any, input: Any, *, context: Any = None) -> Any:
+            raise AssertionError("not a new run")
+
+        async def answered(self, run_id: str) -> str | None:
+            return None
+
+    driving = Driving()
+    assert config.plugin_manager is not None
+    config.plugin_manager.registry.add("engines", "driving", lambda c: driving, "tests")
+    config.plugin_manager.registry.add("engines", "older", lambda c: Older(), "tests")
+
+    def step(x: str) -> str:
+        calls.append(x)
+        return x + "!"
+
+    pipeline = Pipeline([Step.from_callable(step, name="bang")])
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "s.db")) as runner:
+        driven = await runner.run_async("x", until=0, owner="engine:a", engine="driving")
+        assert await runner.resume_async(driven.run_id) == "the engine's answer"
+        old = await runner.run_async("y", until=0, owner="engine:b", engine="older")
+        with pytest.raises(ResumeError, match=r"driven by engine 'older', which cannot resume"):
+            await runner.resume_async(old.run_id)
+        stored = await runner.runtime.state.get_run(driven.run_id)
+    assert driving.resumed == [driven.run_id]
+    assert calls == []
+    assert stored is not None
+    assert (stored.status, stored.current_step) == (RunStatus.RUNNING, 0)

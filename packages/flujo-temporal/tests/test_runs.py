@@ -4,6 +4,7 @@ it from Flujo's state as for any run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from flujo_temporal.config import TemporalSettings
@@ -179,3 +180,47 @@ async def test_cancel_goes_through_temporal_and_is_stored(project: Project) -> N
     assert f"cancelled on Temporal (workflow flujo-{run_id}) at step 1" in (result.error or "")
     assert [s.name for s in result.steps] == ["first"]
     assert not (project.root / "stuck-finished").exists()
+
+
+async def test_run_async_returns_paused_and_resume_async_waits_for_the_workflow(
+    project: Project,
+) -> None:
+    """The same code as on the local engine: `run_async` returns the run `paused` at a human
+    step (it does not wait for a workflow that waits for a person), and after an approval
+    `resume_async` hands the run back to its workflow (not executed here too) and returns its
+    result, even once the workflow has finished it; a second human step pauses it again. Steps
+    before a pause run once."""
+    project.toml.write_text(project.toml.read_text() + "embedded_worker = true\n")
+    seen: list[str] = []
+
+    def draft(text: str) -> str:
+        seen.append("draft")
+        return "draft:" + text
+
+    def send(text: str) -> str:
+        seen.append("send")
+        return "sent:" + text
+
+    pipeline = (
+        Step.from_callable(draft)
+        >> Step.human("check")
+        >> Step.human("again")
+        >> Step.from_callable(send)
+    )
+    async with Flujo(pipeline, config=project.config()) as runner:
+        paused = await asyncio.wait_for(runner.run_async("hi"), 60)
+        assert paused.status is RunStatus.PAUSED
+        assert seen == ["draft"]
+        await runner.approve_async(paused.run_id, reason="ok")
+        again = await asyncio.wait_for(runner.resume_async(paused.run_id), 60)
+        assert (again.run_id, again.status) == (paused.run_id, RunStatus.PAUSED)
+        await runner.approve_async(paused.run_id, reason="ok")
+        # The workflow goes on at the answer, so the run may end before the author's
+        # `resume_async` (it does in the support-desk demo): that returns it as it ended.
+        await wait_for_status(runner, paused.run_id, RunStatus.SUCCEEDED)
+        done = await asyncio.wait_for(runner.resume_async(paused.run_id), 60)
+        stored = await runner.runtime.state.get_run(paused.run_id)
+    assert (done.status, done.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
+    assert seen == ["draft", "send"]
+    assert stored is not None
+    assert [s.name for s in stored.steps] == ["draft", "check", "again", "send"]

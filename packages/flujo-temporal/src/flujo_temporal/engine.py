@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.errors import UserError
@@ -23,6 +23,7 @@ from flujo_temporal.workflow import (
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.service import RPCError
 
     from flujo import Flujo
     from flujo.config import FlujoConfig
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 # Added to a step's own timeout budget: loading the pipeline, reading and committing state.
 STEP_MARGIN_S = 30.0
+# How often a waiter reads whether the run is stored paused (the workflow's result tells only
+# its end): from quick, for a pause at the first steps, backing off for a long run.
+PAUSE_POLL_MIN_S = 0.05
+PAUSE_POLL_MAX_S = 1.0
 
 
 def workflow_id(run_id: str) -> str:
@@ -72,6 +77,18 @@ async def connect(settings: TemporalSettings) -> Client:
             f"[temporal] address {settings.address!r}: cannot reach the Temporal server "
             f"(namespace {settings.namespace!r}): {why}"
         ) from None
+
+
+def workflow_error(exc: RPCError, settings: TemporalSettings, run_id: str, doing: str) -> UserError:
+    """One line for a refused call on run ``run_id``'s workflow (``doing``: "cancel")."""
+    from temporalio.service import RPCStatusCode
+
+    if exc.status is RPCStatusCode.NOT_FOUND:
+        return UserError(
+            f"run {run_id}: no Temporal workflow {workflow_id(run_id)} in namespace "
+            f"{settings.namespace!r}"
+        )
+    return UserError(f"Temporal: cannot {doing} {workflow_id(run_id)}: {exc}")
 
 
 class TemporalEngine:
@@ -160,13 +177,28 @@ class TemporalEngine:
         return created.run_id
 
     async def wait(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
-        """Wait for run ``run_id``'s workflow, then return the run as Flujo's state holds it."""
+        """Wait for run ``run_id``'s workflow, then return the run as Flujo's state holds it;
+        or return it as soon as it is stored ``paused`` (the workflow then waits for a
+        person's answer: the caller answers, then resumes, as on the local engine)."""
         from temporalio.client import WorkflowFailureError
+        from temporalio.service import RPCError
 
         client = await self.client()
         handle = client.get_workflow_handle(workflow_id(run_id), result_type=StepOutcome)
+        finished = asyncio.ensure_future(handle.result())
         try:
-            await handle.result()
+            # The workflow tells only its end; a pause is read where the activity stored it.
+            poll_s = PAUSE_POLL_MIN_S
+            while not (await asyncio.wait({finished}, timeout=poll_s))[0]:
+                run = await runner.runtime.state.get_run(run_id)
+                if run is not None and run.status is RunStatus.PAUSED:
+                    return PipelineResult(
+                        run.run_id, run.status, None, run.steps, run.usage, run.error
+                    )
+                poll_s = min(poll_s * 2, PAUSE_POLL_MAX_S)
+            await finished
+        except RPCError as exc:
+            raise workflow_error(exc, self.settings, run_id, "wait for") from None
         except WorkflowFailureError as exc:
             ended = await runner.runtime.state.get_run(run_id)
             if ended is not None and ended.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
@@ -199,6 +231,11 @@ class TemporalEngine:
             return PipelineResult(
                 ended.run_id, ended.status, None, ended.steps, ended.usage, ended.error
             )
+        finally:
+            if not finished.done():  # returned paused: stop waiting on the workflow
+                finished.cancel()
+                with suppress(asyncio.CancelledError):
+                    await finished
         run = await runner.runtime.state.get_run(run_id)
         if run is None:  # pragma: no cover - the run was stored before its workflow started
             raise UserError(f"run {run_id} is not in Flujo's state database")
@@ -223,6 +260,11 @@ class TemporalEngine:
         run_id = await self.submit(runner, input, context=context)
         return await self.wait(runner, run_id)
 
+    async def resume(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
+        """The run's workflow continues it (after an answer, signalled by ``answered``):
+        wait for its end or next pause; nothing of it executes in this process."""
+        return await self.wait(runner, run_id)
+
     async def answered(self, run_id: str) -> str | None:
         from temporalio.service import RPCError, RPCStatusCode
 
@@ -241,18 +283,13 @@ class TemporalEngine:
 async def cancel(settings: TemporalSettings, run_id: str) -> None:
     """Ask Temporal to cancel run ``run_id``'s workflow (its step in progress is cancelled and
     the run stored failed by a worker)."""
-    from temporalio.service import RPCError, RPCStatusCode
+    from temporalio.service import RPCError
 
     client = await connect(settings)
     try:
         await client.get_workflow_handle(workflow_id(run_id)).cancel()
     except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            raise UserError(
-                f"run {run_id}: no Temporal workflow {workflow_id(run_id)} in namespace "
-                f"{settings.namespace!r}"
-            ) from None
-        raise UserError(f"Temporal: cannot cancel {workflow_id(run_id)}: {exc}") from None
+        raise workflow_error(exc, settings, run_id, "cancel") from None
 
 
 def temporal_engine(config: FlujoConfig) -> TemporalEngine:

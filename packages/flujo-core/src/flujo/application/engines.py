@@ -37,6 +37,9 @@ class LocalEngine:
     async def answered(self, run_id: str) -> str | None:
         return None  # an answered run waits for `flujo runs resume` (or a --stale worker)
 
+    async def resume(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
+        return await runner.resume_async(run_id)
+
 
 def local_engine(config: FlujoConfig) -> Engine:
     """The ``local`` engine's factory."""

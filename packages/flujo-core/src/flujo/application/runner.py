@@ -7,8 +7,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic
@@ -466,9 +467,27 @@ class Flujo(Generic[ContextT]):
         worker finished, or took, in between is never executed again. ``until`` and
         ``owner`` are as for :meth:`run_async` (a lease ``owner`` already holds is taken
         over, with a new epoch that fences out any earlier holder's writes).
+
+        A run another engine drives (recorded with it: ``temporal``) is not executed here,
+        where it would race that engine: it is handed to the engine's ``resume``, which
+        returns its result (or its next pause), as :meth:`run_async` does.
         """
         manager = await self._start()
         state = manager.runtime.state
+        if until is None and owner is None:
+            recorded = await state.get_run(run_id)
+            # Not `_resumable`: such an engine goes on at the answer, so the run may have
+            # succeeded before this call; its engine reports it as it stands.
+            if recorded is not None and recorded.engine not in (None, "local"):
+                async with self._recorded_engine(manager, recorded) as engine:
+                    resume = getattr(engine, "resume", None)
+                    if resume is None:  # an engine written before `resume` was in the protocol
+                        raise ResumeError(
+                            f"run {run_id} is driven by engine {recorded.engine!r}, which "
+                            "cannot resume it from here"
+                        )
+                    result: PipelineResult = await resume(self, run_id)
+                    return result
         keeper = self._keeper
         assert keeper is not None
         lease_s = manager.runtime.config.state.lease_s
@@ -585,15 +604,27 @@ class Flujo(Generic[ContextT]):
         # which has nothing waiting (`flujo runs resume`, or a --stale worker, continues it).
         if record.engine is None:
             return record, None
-        if self._engine is not None and self._engine.name == record.engine:
-            return record, await self._engine.answered(record.run_id)
+        async with self._recorded_engine(manager, record) as engine:
+            return record, await engine.answered(record.run_id)
+
+    @asynccontextmanager
+    async def _recorded_engine(
+        self, manager: ExecutionManager, run: RunRecord
+    ) -> AsyncIterator[Engine]:
+        """The engine ``run`` records (the one that drives it): this runner's own when it is
+        that one (its embedded worker, if any, is the one executing the run), else one made
+        for the call and closed after it."""
+        assert run.engine is not None
+        if self._engine is not None and self._engine.name == run.engine:
+            yield self._engine
+            return
         from flujo.application.engines import create_engine
 
         config = manager.runtime.config
         plugins = config.plugin_manager or PluginManager()
-        engine = create_engine(config, plugins, record.engine, what=f"run {run_id}'s engine")
+        engine = create_engine(config, plugins, run.engine, what=f"run {run.run_id}'s engine")
         try:
-            return record, await engine.answered(record.run_id)
+            yield engine
         finally:
             if hasattr(engine, "aclose"):
                 await engine.aclose()

@@ -266,7 +266,8 @@ class Engine(Protocol):
         *,
         context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> PipelineResult:
-        """Execute a new run of ``runner``'s pipeline on ``input`` and return its result."""
+        """Execute a new run of ``runner``'s pipeline on ``input`` and return its result: once
+        it ends, or once it is stored ``paused`` for a person (as ``local`` returns then)."""
         ...
 
     async def answered(self, run_id: str) -> str | None:
@@ -274,6 +275,12 @@ class Engine(Protocol):
         or ``reject`` stored the answer): continue it if this engine is waiting on it.
         Returns what happens next, in words, or ``None`` when nothing continues it by itself
         (the local engine: ``flujo runs resume`` does)."""
+        ...
+
+    async def resume(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
+        """:meth:`Flujo.resume_async` on run ``run_id``, which this engine drives (recorded
+        with it): wait for it to end or pause again and return it as :meth:`run` does, never
+        executing it in the caller's process alongside the engine."""
         ...
 
     # Optional: ``async def aclose(self) -> None``, called when the runner that made the
