@@ -1,5 +1,5 @@
 """A database whose flujo-memory tables are older than the installed flujo-memory
-(upgraded since the runs were recorded): reads never answer "no policy decisions recorded"
+(upgraded since the runs were recorded): reads never answer with empty stats
 from it. They fail with one line naming the database, the plugin, the versions and the fix;
 ``flujo runs show`` shows that line as the section's error; ``flujo state upgrade`` fixes it.
 A database where the plugin's tables were never created still has nothing recorded. Both
