@@ -235,3 +235,30 @@ async def test_resume_async_hands_an_engine_driven_run_to_its_engine(
     assert calls == []
     assert stored is not None
     assert (stored.status, stored.current_step) == (RunStatus.RUNNING, 0)
+
+
+async def test_runs_show_and_list_name_the_engine_of_each_run(tmp_path: Path) -> None:
+    """``flujo runs show`` (text and ``--json``) and ``runs list --json`` say which engine
+    drives a run: the one recorded with it, else ``local`` (this process's runner)."""
+    import json
+
+    from flujo.config import load_config
+
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\n')
+    config = load_config(tmp_path / "flujo.toml", environ=ENV)
+    pipeline = Pipeline([Step.from_callable(lambda x: x + "!", name="bang")])
+    async with Flujo(pipeline, config=config) as runner:
+        driven = await runner.run_async("x", until=0, owner="engine:a", engine="elsewhere")
+        local = await runner.run_async("y")
+    expected = {driven.run_id: "elsewhere", local.run_id: "local"}
+    for run_id, engine in expected.items():
+        shown = run_flujo("runs", "show", run_id, "--json", cwd=tmp_path, env=ENV)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["engine"] == engine
+        text = run_flujo("runs", "show", run_id, cwd=tmp_path, env=ENV)
+        assert text.returncode == 0, text.stderr
+        assert [line.split() for line in text.stdout.splitlines() if "engine" in line] == [
+            ["engine", engine]
+        ]
+    listed = run_flujo("runs", "list", "--json", cwd=tmp_path, env=ENV)
+    assert {row["run_id"]: row["engine"] for row in json.loads(listed.stdout)} == expected

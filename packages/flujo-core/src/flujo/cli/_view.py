@@ -126,6 +126,7 @@ def render_run(record: RunRecord, sections: Sequence[PluginSection]) -> list[str
     lines = [f"run {record.run_id}: {record.status.value}"]
     summary: dict[str, object] = {
         "pipeline": f"{record.pipeline_name} (version {record.pipeline_version})",
+        "engine": record.engine or "local",
         "created": timestamp(record.created_at),
         "updated": timestamp(record.updated_at),
         "usage": _usage(record),

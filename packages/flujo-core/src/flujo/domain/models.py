@@ -223,6 +223,7 @@ class RunRecord:
             "error": self.error,
             "usage": self.usage.to_dict(),
             "current_step": self.current_step,
+            "engine": self.engine or "local",
             "created_at": json_time(self.created_at),
             "updated_at": json_time(self.updated_at),
         }
