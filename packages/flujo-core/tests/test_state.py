@@ -152,6 +152,7 @@ async def test_migrations_apply_once_and_plugin_tables_work(state_uri: str, tmp_
             {"owner": "flujo", "version": 2},
             {"owner": "flujo", "version": 3},
             {"owner": "flujo", "version": 4},
+            {"owner": "flujo", "version": 5},
         ]
     finally:
         for backend in opened:

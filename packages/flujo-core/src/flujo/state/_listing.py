@@ -2,7 +2,8 @@
 
 Statements use named ``:param`` placeholders (SQLite takes them as they are, PostgreSQL after
 ``translate_params``), so both dialects run the same filters. Every filter is answerable from
-an index: ``status`` and ``created_at`` from ``workflow_state_status``/``_created``, an id
+an index: ``status`` and ``created_at`` from ``workflow_state_status``/``_created``, a
+pipeline from ``workflow_state_pipeline``/``_pipeline_status``, an id
 prefix as a range of the primary key (never ``LIKE``, which SQLite's case-insensitive default
 and PostgreSQL's non-C collations cannot answer from an index).
 """

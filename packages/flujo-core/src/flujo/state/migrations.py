@@ -94,6 +94,20 @@ def core_migrations(dialect: str) -> list[Migration]:
         # The engine that drives a run step by step (NULL: the local runner), so the local
         # stale drain leaves such runs to their engine.
         Migration(CORE_OWNER, 4, ("ALTER TABLE workflow_state ADD COLUMN engine TEXT",)),
+        # One pipeline's runs (`list_runs(pipeline=...)`, the web UI's pipeline filter): newest
+        # first, in a time range, from the first index; counted by status from either alone
+        # (SQLite, once ANALYZEd, counts by walking an index in status order: the second is
+        # that order). Without them both read every run.
+        Migration(
+            CORE_OWNER,
+            5,
+            (
+                "CREATE INDEX workflow_state_pipeline "
+                "ON workflow_state (pipeline_name, created_at, status)",
+                "CREATE INDEX workflow_state_pipeline_status "
+                "ON workflow_state (pipeline_name, status, created_at)",
+            ),
+        ),
     ]
 
 
