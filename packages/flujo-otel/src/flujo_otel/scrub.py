@@ -11,8 +11,17 @@ its structure scrubbed, then written back with non-ASCII characters as they are:
 looking for ``José`` must not be fooled by ``Jos\\u00e9``. Bytes cannot be scrubbed and are
 replaced by their length.
 
-Never fail open: when a scrub raises or answers something of another shape, the whole batch
-is dropped (and logged), never exported as it was.
+Data also reaches a span encoded where no JSON parse finds it: JSON escapes in the middle of
+a text (``prefix {"n": "Jos\\u00e9"}``, a JSON text inside a JSON string), an exception's
+``repr`` (``b'Jos\\xc3\\xa9'``), a URL's query (``jose%40example.com``), HTML entities,
+base64 or hex blobs, other Unicode forms (fullwidth digits, zero-width characters). So every
+text that holds such an encoding is also scrubbed *decoded* (:func:`decoded`); when the
+decoded form held something to scrub, the decoded, scrubbed form is exported instead of the
+original. A text without encodings costs one scan.
+
+Never fail open: when a scrub raises or answers something of another shape, the batch is
+scrubbed again span by span, and the spans that still fail are dropped (and counted in the
+log, without their text), never exported as they were.
 
 The exporter runs in the batch processor's own thread, so ``scrub`` (sync or async) runs
 there, on an event loop of that thread.
@@ -21,8 +30,13 @@ there, on an event loop of that thread.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import html
 import json
 import logging
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +56,138 @@ _PLAIN = 0
 
 _SCALARS = (int, float, bool, type(None))
 
+# What may hide data from a policy reading text: backslash escapes (JSON's, Python's),
+# percent-encoding (and ``+`` for a space in a query), HTML entities, control characters,
+# base64 and hex blobs, and non-ASCII (other Unicode forms of the same characters).
+# A base64 blob (of text, mixed case: a lone lowercase word or identifier is not one) or a
+# hex blob, from the start of a run of their characters.
+_BLOB_PATTERN = (
+    r"(?<![A-Za-z0-9+/_-])(?:"
+    r"(?=[A-Za-z0-9+/_-]*[A-Z])(?=[A-Za-z0-9+/_-]*[a-z])[A-Za-z0-9+/_-]{8,}={0,2}"
+    r"|(?:[0-9a-fA-F]{2}){6,}(?![A-Za-z0-9+/_-]))"
+)
+_MAYBE_ENCODED = re.compile(r"[\\%&+\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|[^\x00-\x7f]|" + _BLOB_PATTERN)
+# Control characters that split a value without showing (UTF-16 text read a byte per char
+# has a NUL after every ASCII letter).
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+_ESCAPES = re.compile(
+    r"(?:\\u[0-9a-fA-F]{4})+|(?:\\x[0-9a-fA-F]{2})+|\\U[0-9a-fA-F]{8}|\\[\\\"'/bfnrt]"
+)
+_SIMPLE_ESCAPES = {
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+_PERCENT = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+_BLOB = re.compile(_BLOB_PATTERN)
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){6,}")
+_DECODE_ROUNDS = 4  # an encoding of an encoding...: bounded, whatever the text holds
+
+
+def _bytes_text(raw: bytes) -> str:
+    """Bytes as the text they most likely hold: UTF-8, else Latin-1 (a byte per char)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    found = match.group(0)
+    kind = found[1]
+    if kind == "u":  # a run, so UTF-16 surrogate pairs join (``\\ud83d\\ude00``)
+        units = bytes.fromhex(found.replace("\\u", ""))
+        return units.decode("utf-16-be", errors="replace")
+    if kind == "x":  # a run: Python's repr of bytes (UTF-8), or ``ascii()`` of a str
+        return _bytes_text(bytes.fromhex(found.replace("\\x", "")))
+    if kind == "U":
+        code = int(found[2:], 16)
+        return chr(code) if code <= 0x10FFFF else found
+    return _SIMPLE_ESCAPES[kind]
+
+
+def _blob_text(raw: bytes | None) -> str | None:
+    """A decoded blob's text when it is text (printable UTF-8), else ``None``."""
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text and all(c.isprintable() or c.isspace() for c in text) else None
+
+
+def _b64(blob: str) -> bytes | None:
+    body = blob.rstrip("=")
+    if len(body) % 4 == 1:
+        return None
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        if "-" in body or "_" in body:
+            return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _unblobbed(match: re.Match[str]) -> str:
+    blob = match.group(0)
+    found = None
+    if _HEX.fullmatch(blob):
+        found = _blob_text(bytes.fromhex(blob))
+    if found is None:
+        found = _blob_text(_b64(blob))
+    return blob if found is None else found
+
+
+def _decoded_once(text: str) -> str:
+    if "\\" in text:
+        text = _ESCAPES.sub(_unescaped, text)
+    text = _BLOB.sub(_unblobbed, text)  # before ``+`` is read as a space: base64 uses it
+    if "%" in text:
+        text = _PERCENT.sub(lambda m: _bytes_text(bytes.fromhex(m.group(0).replace("%", ""))), text)
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "&" in text:
+        text = html.unescape(text)
+    text = _CONTROLS.sub("", text)
+    if not text.isascii():
+        # Fullwidth digits, ligatures, decomposed accents; then format characters (zero-width
+        # spaces and joiners, soft hyphens) that split a value without showing.
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return text
+
+
+def decoded(text: str) -> str:
+    """``text`` with what may hide data from a policy decoded (see the module's doc); ``text``
+    itself when it holds nothing encoded."""
+    if _MAYBE_ENCODED.search(text) is None:
+        return text
+    for _ in range(_DECODE_ROUNDS):
+        again = _decoded_once(text)
+        if again == text:
+            break
+        text = again
+    return text
+
+
+def _decoded_leaves(value: Any) -> Any:
+    """``value`` (strings, lists, dicts of an unpacked attribute) with every text decoded."""
+    if isinstance(value, str):
+        return decoded(value)
+    if isinstance(value, list):
+        return [_decoded_leaves(v) for v in value]
+    if isinstance(value, dict):
+        return {decoded(k): _decoded_leaves(v) for k, v in value.items()}
+    return value
+
 
 def _unpacked(value: Any) -> tuple[int, Any]:
     """``(kind, value to scrub)`` for one attribute value."""
@@ -52,7 +198,7 @@ def _unpacked(value: Any) -> tuple[int, Any]:
         if text[:1] in ("{", "[", '"'):
             try:
                 return _JSON, json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested deeper than parsing goes: a text
                 pass
         return _PLAIN, value
     if isinstance(value, bytes | bytearray):
@@ -92,6 +238,9 @@ class _Flat:
         self.values: list[Any] = []
         self.kinds: list[int] = []
         self._slots: dict[tuple[type, Any], int] = {}
+        # (slot, its decoded form's index in ``values``) for the slots whose text held an
+        # encoding; the decoded forms are appended after every slot (see ``all_values``).
+        self._decoded: list[tuple[int, Any]] = []
 
     def add(self, value: Any) -> int:
         # The type is part of the key: 1, 1.0 and True are equal (and hash alike) in Python
@@ -105,13 +254,28 @@ class _Flat:
         self.values.append(unpacked)
         self.kinds.append(kind)
         slot = len(self.values) - 1
+        if not isinstance(unpacked, _SCALARS):
+            plain = _decoded_leaves(unpacked)
+            if plain != unpacked:
+                self._decoded.append((slot, plain))
         if key is not None:
             self._slots[key] = slot
         return slot
 
+    def all_values(self) -> list[Any]:
+        """What to scrub: every slot's value, then the decoded forms."""
+        return self.values + [plain for _, plain in self._decoded]
+
     def attributes(self, scrubbed: list[Any]) -> list[Any]:
-        """Each slot's scrubbed value as an attribute value (converted once per slot)."""
-        return [_attribute(kind, value) for kind, value in zip(self.kinds, scrubbed, strict=True)]
+        """Each slot's scrubbed value as an attribute value (converted once per slot), given
+        the scrubbed :meth:`all_values`. A slot whose decoded form held something to scrub
+        gets that decoded, scrubbed form: its original would carry the data encoded."""
+        slots = len(self.values)
+        chosen = scrubbed[:slots]
+        for n, (slot, plain) in enumerate(self._decoded):
+            if scrubbed[slots + n] != plain:
+                chosen[slot] = scrubbed[slots + n]
+        return [_attribute(kind, value) for kind, value in zip(self.kinds, chosen, strict=True)]
 
     def add_attrs(self, attrs: Mapping[str, Any] | None) -> list[tuple[str, int]]:
         return [(key, self.add(value)) for key, value in (attrs or {}).items()]
@@ -130,10 +294,26 @@ class ScrubbingExporter(SpanExporter):
             return self._inner.export(spans)
         try:
             scrubbed = self._scrubbed(spans)
-        except Exception:
-            log.exception("flujo-otel: scrubbing %d spans failed; they were dropped", len(spans))
-            return SpanExportResult.FAILURE
+        except Exception:  # noqa: BLE001 - any failure: retried span by span, never raw
+            # One span a policy cannot scrub must not take the other runs' spans of its batch
+            # down with it: scrub span by span, and drop (never export raw) only the failures.
+            scrubbed, dropped = self._each_scrubbed(spans)
+            log.error("flujo-otel: scrubbing %d of %d spans failed; dropped", dropped, len(spans))
+            if not scrubbed:
+                return SpanExportResult.FAILURE
+            result = self._inner.export(scrubbed)
+            return SpanExportResult.FAILURE if dropped else result
         return self._inner.export(scrubbed)
+
+    def _each_scrubbed(self, spans: Sequence[ReadableSpan]) -> tuple[list[ReadableSpan], int]:
+        kept: list[ReadableSpan] = []
+        for span in spans:
+            try:
+                kept += self._scrubbed([span])
+            except Exception:  # noqa: BLE001 - dropped, never exported raw
+                # Not the span's name nor the error's text: both may hold what failed to scrub.
+                log.error("flujo-otel: scrubbing a span failed; it was dropped")
+        return kept, len(spans) - len(kept)
 
     def _scrub(self, values: list[Any]) -> list[Any]:
         result = asyncio.run(self._scrubbing.scrub(None, values))
@@ -146,10 +326,8 @@ class ScrubbingExporter(SpanExporter):
         if cached is None:
             flat = _Flat()
             slots = flat.add_attrs(resource.attributes)
-            out = self._scrub(flat.values)
-            cached = Resource(
-                {k: _attribute(flat.kinds[i], out[i]) for k, i in slots}, resource.schema_url
-            )
+            out = flat.attributes(self._scrub(flat.all_values()))
+            cached = Resource({k: out[i] for k, i in slots}, resource.schema_url)
             self._resources[id(resource)] = cached
         return cached
 
@@ -163,7 +341,7 @@ class ScrubbingExporter(SpanExporter):
             events = [(flat.add(e.name), flat.add_attrs(e.attributes), e) for e in span.events]
             links = [(flat.add_attrs(link.attributes), link) for link in span.links]
             plans.append((span, name, status, attrs, events, links))
-        converted = flat.attributes(self._scrub(flat.values))
+        converted = flat.attributes(self._scrub(flat.all_values()))
         value = converted.__getitem__
 
         def attrs_of(slots: list[tuple[str, int]]) -> dict[str, Any]:
