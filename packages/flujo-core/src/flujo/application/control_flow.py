@@ -10,6 +10,14 @@ copied scope, its stored context) stand in for it.
 Contexts: a branch or a loop runs on the context of its caller. A map item or a parallel
 branch runs on its own copy (its commits store that copy, not the run's context), and the
 copies come back through the step's ``context_merge``.
+
+Parts (:func:`Part`, for engines that run a construct's parts elsewhere, e.g. one Temporal
+activity per branch): a run executed with a part executes only the way to it and the part
+itself. On the way, every construct that is an ancestor of the part runs as usual, except that
+its scopes (branches, items, iterations, routes) that are neither committed nor on the way
+stop the execution there (nothing is committed for them: another part executes them). So a
+part is executed, committed by path like any inner step, and the construct is completed later
+by an execution that finds all its parts committed (see :meth:`flujo.Flujo.execute_part_async`).
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ if TYPE_CHECKING:
     from flujo.application.execution_manager import ExecutionManager
     from flujo.application.lease import Heartbeat
     from flujo.domain.context import PipelineContext
-    from flujo.domain.interfaces import StateBackend
+    from flujo.domain.interfaces import Lease, StateBackend
     from flujo.domain.models import RunRecord
 
 
@@ -73,6 +81,8 @@ class RunEnv:
     """The run's usage before the top-level step in progress (the runner's live total)."""
     done: dict[str, InnerStep]
     """Committed inner steps by path (those of an earlier attempt of a resumed run)."""
+    part: Part | None = None
+    """The one part of a control-flow step to execute (``None``: the whole run)."""
     positions: dict[str, int] = field(init=False)
     """Where each path is in ``run.inner_steps``: a step committed again (it failed before)
     replaces its row there, as in the database, so run observers see each path once."""
@@ -88,6 +98,83 @@ class RunEnv:
             self.run.inner_steps.append(inner)
         else:
             self.run.inner_steps[at] = inner
+
+
+@dataclass(slots=True)
+class Part:
+    """One part of the control-flow step in progress to execute, and what its execution saw.
+
+    ``path`` names a scope (``research/web``, ``summaries[2]``, ``retry#3``, ``route/billing``)
+    or a branch's router step (``route/@router``), at any depth: it is executed whole; of the
+    constructs it is inside, only the way to it runs. With ``enter``, ``path`` names a
+    construct: the execution runs up to it, notes what the engine needs to know of it (a
+    map's number of items) and stops before any of its scopes.
+    """
+
+    path: str
+    enter: bool = False
+    spent: Usage = field(default_factory=Usage)
+    """The usage of the steps this execution ran (not of those it found committed)."""
+    items: dict[str, int] = field(default_factory=dict)
+    """The number of items of every map entered, by the map's path."""
+    routes: dict[str, str] = field(default_factory=dict)
+    """The route every branch entered chose (its key, ``@default``), by the branch's path."""
+    finished: dict[str, bool] = field(default_factory=dict)
+    """Whether the loop is done after each iteration executed, by the iteration's path."""
+    paused: bool = False
+    """A step inside the part paused for a person: the part waits (the run is not paused:
+    the engine pauses it by executing the whole control-flow step once its other parts are
+    done)."""
+
+
+@dataclass(slots=True)
+class PartResult:
+    """What :meth:`flujo.Flujo.execute_part_async` did."""
+
+    status: RunStatus
+    """The run's status after it: ``running`` (the part is committed, or it reached what
+    another part executes; or, with ``next_step`` past the step, the whole step is), or the
+    status the run ended (or paused, executing a whole step) with."""
+    next_step: int
+    """The top-level step the run is at now."""
+    error: str | None
+    lease: Lease | None
+    """The lease the execution wrote under (``None``: it executed nothing)."""
+    base: Usage = field(default_factory=Usage)
+    """The run's usage the execution started from."""
+    part: Part | None = None
+    """The part executed, with what it saw and spent."""
+
+
+class _Elsewhere(BaseException):
+    """The execution of a part reached what is not its to execute: it stops there, committing
+    nothing more. A ``BaseException``: no step's retry or failure handling may take it."""
+
+
+def inside(path: str, ancestor: str) -> bool:
+    """Whether ``path`` is inside ``ancestor`` (a scope or step path, by the path grammar)."""
+    n = len(ancestor)
+    return len(path) > n and path.startswith(ancestor) and path[n] in "/[#"
+
+
+def _elsewhere(env: RunEnv, construct: str, where: str) -> bool:
+    """Whether scope ``where`` of the construct at ``construct`` belongs to another part."""
+    part = env.part
+    if part is None or not inside(part.path, construct):
+        return False
+    return not (part.path == where or inside(part.path, where))
+
+
+def _on_way(env: RunEnv, where: str) -> bool:
+    """Whether ``where`` is the part or holds it: once ``where`` is done, so is the part (the
+    construct around it is completed by a later execution, with every part's usage known)."""
+    part = env.part
+    return part is not None and (part.path == where or inside(part.path, where))
+
+
+def _entering(env: RunEnv, path: str) -> bool:
+    part = env.part
+    return part is not None and part.enter and part.path == path
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +226,8 @@ async def run_construct(construct: ControlStep, data: Any, context: PipelineCont
     else:
         frame = _Frame(outer.index, outer.shared, (*outer.scopes, scope))
     path = scope.step_name
+    if not isinstance(construct, Map) and _entering(env, path):
+        raise _Elsewhere  # the engine's next parts are this construct's
     if isinstance(construct, Branch):
         output, _ = await _branch(env, frame, construct, path, data, context)
     elif isinstance(construct, Loop):
@@ -192,6 +281,8 @@ async def _run_step(
     when it does not succeed."""
     found = _succeeded(env, path)
     if found is not None:
+        if _entering(env, path):
+            raise _Elsewhere  # done before: nothing to learn of it, nothing to run after it
         if found.context is not None:
             context = _restored(context, found.context)
         return found.result.output, context
@@ -214,7 +305,12 @@ async def _run_step(
         # A control-flow step's usage is its inner steps': counted once, where they ran.
         for scope in frame.scopes:
             scope.usage.add(result.usage)
+        if env.part is not None:
+            env.part.spent.add(result.usage)
     result = await _commit(env, frame, result, context, data=data, tags=step.tags)
+    if env.part is not None and result.status is StepStatus.PAUSED:
+        env.part.paused = True
+        raise _Elsewhere  # the part waits; the run is paused when the whole step runs
     if result.status is not StepStatus.SUCCEEDED:
         error = result.error or "failed"
         if not isinstance(step, ControlStep):
@@ -317,9 +413,20 @@ async def _branch(
 ) -> tuple[Any, PipelineContext]:
     router = branch.router
     # The router is a committed step: a resumed run takes the route it took before.
-    decision, context = await _run_step(env, frame, router, f"{path}/{router.name}", data, context)
+    at = f"{path}/{router.name}"
+    decision, context = await _run_step(env, frame, router, at, data, context)
     key, route = branch.choose(decision)
-    return await _run_pipeline(env, frame, route, f"{path}/{key}", data, context)
+    where = f"{path}/{key}"
+    if env.part is not None:
+        env.part.routes[path] = key
+        if _on_way(env, at) or (
+            _elsewhere(env, path, where) and _succeeded(env, _last_path(where, route)) is None
+        ):
+            raise _Elsewhere
+    done = await _run_pipeline(env, frame, route, where, data, context)
+    if _on_way(env, where):
+        raise _Elsewhere
+    return done
 
 
 async def _loop(
@@ -343,12 +450,24 @@ async def _loop(
         data = last.result.output
         if last.context is not None:
             context = _restored(context, last.context)
-        if await finished(data, context):
+        done = await finished(data, context)
+        if env.part is not None:
+            env.part.finished[f"{path}#{first - 1}"] = done
+            if any(_on_way(env, f"{path}#{n}") for n in range(1, first)):
+                raise _Elsewhere  # a part that is done
+        if done:
             return data, context
     for iteration in range(first, loop.max_iterations + 1):
         where = f"{path}#{iteration}"
+        if _elsewhere(env, path, where):
+            raise _Elsewhere
         data, context = await _run_pipeline(env, frame, loop.body, where, data, context)
-        if await finished(data, context):
+        done = await finished(data, context)
+        if env.part is not None:
+            env.part.finished[where] = done
+            if _on_way(env, where):
+                raise _Elsewhere
+        if done:
             return data, context
     raise InnerStepFailed(
         StepStatus.FAILED.value,
@@ -361,6 +480,7 @@ async def _scoped(
     env: RunEnv,
     frame: _Frame,
     pipeline: Pipeline,
+    owner: str,
     where: str,
     data: Any,
     base: PipelineContext,
@@ -372,18 +492,25 @@ async def _scoped(
     a scope that gets its turn after one does not start."""
     found = _succeeded(env, _last_path(where, pipeline))
     if found is not None:  # finished before (its steps' rows are skipped one by one otherwise)
+        if _on_way(env, where):
+            raise _Elsewhere  # a part that is done
         stored = found.context
         return found.result.output, base if stored is None else _restored(base, stored)
+    if _elsewhere(env, owner, where):
+        raise _Elsewhere
     async with limit:
         if failed:
             raise failed[0]
         scope = _Frame(frame.index, shared=False, scopes=frame.scopes)
         try:
-            return await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
+            done = await _run_pipeline(env, scope, pipeline, where, data, _copied(base))
         except Exception as exc:
             if failed is not None and not failed:
                 failed.append(exc)
             raise
+        if _on_way(env, where):
+            raise _Elsewhere
+        return done
 
 
 async def _fail_fast(
@@ -442,11 +569,15 @@ async def _map(
             StepStatus.FAILED.value,
             f"map {path!r} needs a list as input, got {type(data).__name__}",
         )
+    if env.part is not None:
+        env.part.items[path] = len(data)
+        if _entering(env, path):
+            raise _Elsewhere
     limit = asyncio.Semaphore(step.concurrency)
     failed: list[BaseException] = []
     outcomes = await _fail_fast(
         [
-            _scoped(env, frame, step.body, f"{path}[{i}]", item, context, limit, failed)
+            _scoped(env, frame, step.body, path, f"{path}[{i}]", item, context, limit, failed)
             for i, item in enumerate(data)
         ],
         failed,
@@ -464,7 +595,7 @@ async def _parallel(
     keys = list(step.branches)
     failed: list[BaseException] | None = [] if step.on_branch_failure == "fail" else None
     runs = [
-        _scoped(env, frame, step.branches[k], f"{path}/{k}", data, context, limit, failed)
+        _scoped(env, frame, step.branches[k], path, f"{path}/{k}", data, context, limit, failed)
         for k in keys
     ]
     outcomes: dict[str, tuple[Any, PipelineContext]] = {}

@@ -10,7 +10,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
-from flujo.application.control_flow import RunEnv, done_steps, enter_run, leave_run
+from flujo.application.control_flow import (
+    Part,
+    RunEnv,
+    _Elsewhere,
+    done_steps,
+    enter_run,
+    leave_run,
+)
 from flujo.application.scrubbing import Scrubbing, split_stored_context, stored_form
 from flujo.application.step_coordinator import StepCoordinator, describe_error
 from flujo.application.step_wrappers import wrapped
@@ -143,10 +150,16 @@ class ExecutionManager:
         lease: Heartbeat,
         stop: StopRequest | None = None,
         until: int | None = None,
+        part: Part | None = None,
     ) -> PipelineResult:
         """:meth:`_execute` with the run current for the control-flow steps in it (their inner
-        steps commit under its lease; a resumed run's committed ones are not run again)."""
-        env = RunEnv(self, run, lease, run.usage, done_steps(run))
+        steps commit under its lease; a resumed run's committed ones are not run again).
+
+        With ``part``, only that part of the control-flow step at ``start`` runs (see
+        :class:`~flujo.application.control_flow.Part`): once it is committed, or when the
+        execution reaches what another part executes, the result's status is ``running`` and
+        the run is left as it is (unless the part failed: then the run fails as always)."""
+        env = RunEnv(self, run, lease, run.usage, done_steps(run), part)
         token = enter_run(env)
         try:
             return await self._execute(
@@ -159,6 +172,8 @@ class ExecutionManager:
                 stop=stop,
                 until=until,
             )
+        except _Elsewhere:  # raised only with a part: it is done, the run goes on elsewhere
+            return PipelineResult(run.run_id, RunStatus.RUNNING, None, previous, run.usage)
         finally:
             leave_run(token)
 

@@ -19,6 +19,7 @@ from typing_extensions import TypeVar
 
 from flujo.application._maybe_await import maybe_await
 from flujo.application.background import BackgroundTaskManager, DrainReport
+from flujo.application.control_flow import Part, PartResult, inside
 from flujo.application.execution_manager import ExecutionManager
 from flujo.application.interrupt import StopRequest
 from flujo.application.lease import Heartbeat, LeaseKeeper, new_worker_id
@@ -438,6 +439,81 @@ class Flujo(Generic[ContextT]):
         finally:
             self.current_run = None
             self._stop.unbind(token)
+
+    async def execute_part_async(
+        self,
+        run_id: str,
+        index: int,
+        part: str | None = None,
+        *,
+        owner: str,
+        enter: bool = False,
+        lease_epoch: int | None = None,
+        usage: Usage | None = None,
+    ) -> PartResult:
+        """For an engine that runs the parts of a control-flow step elsewhere (one Temporal
+        activity per branch, item, iteration): execute top-level step ``index`` of run
+        ``run_id`` restricted to ``part`` (a path, see
+        :class:`~flujo.application.control_flow.Part`; with ``enter``, up to the construct
+        at ``part``), committing what it runs by path, and report what it saw. ``part=None``:
+        the whole step, finding committed parts committed (the join).
+
+        ``lease_epoch``: write under the lease ``owner`` already holds at that epoch (parts
+        running at once share the one their engine took; it is not renewed here: writes are
+        fenced by owner and epoch, and no other worker takes a run an engine drives); ``None``:
+        take the run's lease under ``owner`` first, as :meth:`resume_async` does. ``usage``:
+        the run's usage so far, as the engine counted it (concurrent parts each write their
+        own total; the engine adds up what each reports it ``spent``); ``None``: as stored.
+
+        A part inside which a step pauses for a person reports ``paused`` and leaves the run
+        running (the join then pauses it); a part that fails ends the run as on any engine.
+        """
+        manager = await self._start()
+        state = manager.runtime.state
+        if part is not None:
+            name = self.pipeline.steps[index].name
+            if part != name and not inside(part, name):
+                raise UserError(f"part {part!r} is not inside step {name!r} (step {index})")
+        try:
+            run, ctx = await self._resumable(state, run_id)
+        except RunFinishedError:
+            run = await state.get_run(run_id)  # type: ignore[assignment]
+            assert run is not None
+            return PartResult(run.status, run.current_step, run.error, None)
+        if run.status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED) or run.current_step > index:
+            return PartResult(run.status, run.current_step, run.error, None)
+        if run.current_step < index:
+            raise ResumeError(f"run {run_id} is at step {run.current_step}, not at step {index}")
+        if lease_epoch is None:
+            lease_s = manager.runtime.config.state.lease_s
+            taken = await state.acquire_lease(run_id, owner, lease_s, seen_version=run.version)
+            if taken is None:
+                raise RunLeasedError(f"run {run_id} changed or is held elsewhere; try again")
+        else:
+            taken = Lease(owner, lease_epoch)
+        if usage is not None:
+            run.usage = Usage()
+            run.usage.add(usage)
+        base = Usage()
+        base.add(run.usage)
+        # Not held by this runner's lease keeper: sibling parts of one run may run in this
+        # process at once, sharing the lease.
+        beat = Heartbeat(run_id, taken, taken=True)
+        restricted = None if part is None else Part(part, enter)
+        data = run.input if index == 0 else run.last_output
+        result = await manager.execute(
+            run,
+            ctx,
+            start=index,
+            data=data,
+            previous=run.steps[:index],
+            lease=beat,
+            until=index + 1,
+            part=restricted,
+        )
+        # Running: past the step when the execution completed it (a part may), else at it.
+        step = len(result.steps) if result.status is RunStatus.RUNNING else index
+        return PartResult(result.status, step, result.error, taken, base, restricted)
 
     async def restored_output(self, run: RunRecord) -> Any:
         """The stored output of ``run`` through every policy's ``restore``, as
