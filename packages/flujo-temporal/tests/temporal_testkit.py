@@ -48,6 +48,25 @@ async def wait_for_calls(root: Path, *names: str, timeout_s: float = 60.0) -> No
         await asyncio.sleep(0.05)
 
 
+async def wait_for_committed(
+    runner: Flujo, run_id: str, *paths: str, timeout_s: float = 60.0
+) -> None:
+    """Until the inner steps at ``paths`` are committed, succeeded (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = await runner.runtime.state.get_run(run_id)
+        done = (
+            {s.path for s in run.inner_steps if s.result.status.value == "succeeded"}
+            if run
+            else set()
+        )
+        if set(paths) <= done:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{paths} not committed within {timeout_s} s: {sorted(done)}")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class Project:
     """A folder with a flujo.toml pointing at the dev server, a task queue of its own."""

@@ -30,12 +30,15 @@ from flujo.domain.errors import (
     RunLeasedError,
     UserError,
 )
-from flujo.domain.models import RunRecord, RunStatus
+from flujo.domain.models import RunRecord, RunStatus, Usage
 from flujo_temporal.workflow import (
     CANCELLED_ACTIVITY,
     NON_RETRYABLE,
+    PART_ACTIVITY,
     STEP_ACTIVITY,
     CancelArgs,
+    PartArgs,
+    PartOutcome,
     StepArgs,
     StepOutcome,
 )
@@ -146,6 +149,53 @@ class StepActivities:
         if result.status is RunStatus.SUCCEEDED and args.pipeline_ref in self._given:
             self.outputs[args.run_id] = result.output
         return StepOutcome(result.status.value, args.index, result.error)
+
+    @activity.defn(name=PART_ACTIVITY)
+    async def part(self, args: PartArgs) -> PartOutcome:
+        """Execute part ``args.part`` of top-level step ``args.index`` (a branch, an item, an
+        iteration, a route or router; ``None``: the whole step, finding its parts committed)
+        and commit it, unless an earlier attempt did; report what the workflow decides on.
+
+        Parts of one step running at once share the lease the step's first part took
+        (``args.epoch``): a retried part joins it too, so (unlike a top-level step) a part
+        whose worker only missed Temporal heartbeats may run its step in progress twice; a
+        step it committed never runs again, and the join takes the lease with a new epoch,
+        fencing out any such straggler before the run goes on."""
+        runner = await self.runner(args.pipeline_ref)
+        try:
+            async with _heartbeating():
+                result = await runner.execute_part_async(
+                    args.run_id,
+                    args.index,
+                    args.part,
+                    owner=args.owner,
+                    enter=args.enter,
+                    lease_epoch=args.epoch or None,
+                    usage=None if args.usage is None else Usage.from_dict(args.usage),
+                )
+        except (RunLeasedError, LeaseLostError) as exc:
+            # Refused: the run ended meanwhile (a sibling part failed it, a cancel), or a
+            # previous attempt still holds it; the stored run says which.
+            run = await runner.runtime.state.get_run(args.run_id)
+            if run is not None and run.status not in _EXECUTABLE:
+                return PartOutcome(run.status.value, run.current_step, run.error)
+            raise ApplicationError(str(exc), type=type(exc).__name__) from None
+        except UserError as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE[0], non_retryable=True) from None
+        if result.status is RunStatus.SUCCEEDED and args.pipeline_ref in self._given:
+            self.outputs[args.run_id] = result.output
+        outcome = PartOutcome(
+            result.status.value,
+            result.next_step,
+            result.error,
+            0 if result.lease is None else result.lease.epoch,
+            result.base.to_dict(),
+        )
+        if (part := result.part) is not None:
+            outcome.spent = part.spent.to_dict()
+            outcome.paused = part.paused
+            outcome.items, outcome.routes, outcome.finished = part.items, part.routes, part.finished
+        return outcome
 
     @activity.defn(name=CANCELLED_ACTIVITY)
     async def cancelled(self, args: CancelArgs) -> StepOutcome:

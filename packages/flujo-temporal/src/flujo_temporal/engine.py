@@ -16,6 +16,7 @@ from flujo_temporal.config import TemporalSettings
 from flujo_temporal.workflow import (
     ANSWERED_SIGNAL,
     WORKFLOW_NAME,
+    Node,
     RunArgs,
     StepOptions,
     StepOutcome,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from flujo import Flujo
     from flujo.config import FlujoConfig
     from flujo.domain.context import PipelineContext
-    from flujo.domain.models import Pipeline
+    from flujo.domain.models import Pipeline, Step
     from flujo_temporal.activities import StepActivities
 
 # Added to a step's own timeout budget: loading the pipeline, reading and committing state.
@@ -60,6 +61,33 @@ def step_options(pipeline: Pipeline, settings: TemporalSettings) -> list[StepOpt
             budget = step.timeout_s * (step.max_retries + 1) + STEP_MARGIN_S
         options.append(StepOptions(step.name, budget))
     return options
+
+
+def shape(step: Step) -> Node:
+    """The shape the workflow walks of ``step``: a parallel (failing on a failed branch), map,
+    loop or branch becomes workflow code; anything else, and whatever is inside a parallel
+    that ignores failed branches, one activity. (A parallel that ignores a failed branch is
+    executed whole: executed as parts, a failed branch would be run again by the join.)"""
+    from flujo.domain.control import Branch, Loop, Map, Parallel
+
+    def steps(pipeline: Pipeline) -> list[Node]:
+        return [shape(s) for s in pipeline.steps]
+
+    if isinstance(step, Parallel) and step.on_branch_failure == "fail":
+        scopes = {k: steps(p) for k, p in step.branches.items()}
+        return Node("parallel", step.name, concurrency=step.concurrency or 0, scopes=scopes)
+    if isinstance(step, Map):
+        return Node(
+            "map", step.name, concurrency=step.concurrency, scopes={"body": steps(step.body)}
+        )
+    if isinstance(step, Loop):
+        return Node(
+            "loop", step.name, max_iterations=step.max_iterations, scopes={"body": steps(step.body)}
+        )
+    if isinstance(step, Branch):
+        scopes = {k: steps(p) for k, p in step.pipelines()}
+        return Node("branch", step.name, router=step.router.name, scopes=scopes)
+    return Node("step", step.name)
 
 
 async def connect(settings: TemporalSettings) -> Client:
@@ -166,6 +194,7 @@ class TemporalEngine:
             max_attempts=self.settings.max_attempts,
             retry_initial_s=self.settings.retry_initial_s,
             retry_max_s=self.settings.retry_max_s,
+            nodes=[shape(step) for step in runner.pipeline.steps],
         )
         await client.start_workflow(
             WORKFLOW_NAME,

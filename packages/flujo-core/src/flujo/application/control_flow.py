@@ -144,6 +144,9 @@ class PartResult:
     """The run's usage the execution started from."""
     part: Part | None = None
     """The part executed, with what it saw and spent."""
+    output: Any = None
+    """The run's output, when the execution ended it ``succeeded`` (through the policies'
+    ``restore``, as :meth:`flujo.Flujo.run_async` hands it back)."""
 
 
 class _Elsewhere(BaseException):

@@ -513,7 +513,7 @@ class Flujo(Generic[ContextT]):
         )
         # Running: past the step when the execution completed it (a part may), else at it.
         step = len(result.steps) if result.status is RunStatus.RUNNING else index
-        return PartResult(result.status, step, result.error, taken, base, restricted)
+        return PartResult(result.status, step, result.error, taken, base, restricted, result.output)
 
     async def restored_output(self, run: RunRecord) -> Any:
         """The stored output of ``run`` through every policy's ``restore``, as

@@ -1,0 +1,240 @@
+"""Branches, loops, parallels and maps are workflow code: a real dev server's history of the
+run shows one ``flujo.part`` activity per router, loop iteration, parallel branch and map item
+(nested: a parallel inside a loop inside a branch), a human step inside them pauses the run
+until `approve` signals it, and a policy refusal inside a parallel branch is recorded as on
+SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from flujo_temporal.config import TemporalSettings
+from flujo_temporal.engine import TemporalEngine, connect, workflow_id
+from flujo_temporal.worker import worker
+from flujo_temporal.workflow import PART_ACTIVITY, STEP_ACTIVITY
+from temporal_testkit import Project, calls, wait_for_status
+
+from flujo import Flujo
+from flujo.config import FlujoConfig, StateSettings
+from flujo.domain.interfaces import PolicyDecision
+from flujo.domain.models import RunRecord, RunStatus
+from flujo.plugin import load_target
+from flujo.plugins.manager import PluginManager
+
+TREE = """
+from pathlib import Path
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def _note(name: str) -> None:
+    with open(HERE / "calls.log", "a") as fh:
+        fh.write(name + "\\n")
+
+
+def prep(text: str) -> int:
+    _note("prep")
+    return len(text)
+
+
+def quick(n: int) -> int:
+    _note("quick")
+    return n
+
+
+def left(n: int) -> int:
+    _note("left")
+    return n + 1
+
+
+def right(n: int) -> int:
+    _note("right")
+    return n + 10
+
+
+def split(n: int) -> list[int]:
+    _note("split")
+    return [n, n + 1, n + 2]
+
+
+def work(n: int) -> int:
+    _note(f"work:{n}")
+    return n * 2
+
+
+def reply(values: list[int]) -> int:
+    _note("reply")
+    return sum(values)
+
+
+fan = Step.parallel(
+    "fan",
+    {"left": Step.from_callable(left), "right": Step.from_callable(right)},
+    merge=lambda m: m["left"] + m["right"],
+)
+deep = Step.human("check", prompt="go deep?") >> Step.loop(
+    "refine", fan, until=lambda n: n > 50, max_iterations=5
+)
+pipeline = (
+    Step.from_callable(prep)
+    >> Step.branch(
+        "route",
+        lambda n: "deep" if n > 3 else "quick",
+        {"deep": deep, "quick": Step.from_callable(quick)},
+    )
+    >> Step.from_callable(split)
+    >> Step.map("each", Step.from_callable(work), concurrency=2)
+    >> Step.from_callable(reply)
+)
+"""
+
+
+async def scheduled(settings: TemporalSettings, run_id: str) -> list[tuple[str, Any]]:
+    """``(activity type, its input)`` of every activity the run's workflow scheduled, read
+    from its Temporal history."""
+    client = await connect(settings)
+    history = await client.get_workflow_handle(workflow_id(run_id)).fetch_history()
+    found = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            found.append((attrs.activity_type.name, json.loads(attrs.input.payloads[0].data)))
+    return found
+
+
+async def test_nested_constructs_are_workflow_code_one_activity_per_part(
+    project: Project,
+) -> None:
+    ref = project.write("tree.py", TREE) + ":pipeline"
+    config = project.config()
+    settings = config.section("temporal", TemporalSettings)
+    engine = TemporalEngine(settings)
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hello!")
+        # The human step inside the branch's route pauses the run, as a top-level one does.
+        paused = await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        assert "waiting for a person at step 'route/deep/check'" in (paused.error or "")
+        assert calls(project.root) == {"prep": 1}
+        await runner.approve_async(run_id, 2)  # signals the workflow
+        result = await engine.wait(runner, run_id)
+        history = await scheduled(settings, run_id)
+    assert result.status is RunStatus.SUCCEEDED, result.error
+    # 2 -> 3+12=15 -> 16+25=41 -> 42+51=93; [93, 94, 95] doubled and summed.
+    assert result.output == 2 * (93 + 94 + 95)
+    assert calls(project.root) == {
+        "prep": 1,
+        "left": 3,
+        "right": 3,
+        "split": 1,
+        "work:93": 1,
+        "work:94": 1,
+        "work:95": 1,
+        "reply": 1,
+    }
+    parts = Counter(args["part"] for kind, args in history if kind == PART_ACTIVITY)
+    # One activity per router, parallel branch and map item (and per iteration: its join).
+    assert parts["route/@router"] == 1
+    for n in (1, 2, 3):
+        for key in ("left", "right"):
+            assert parts[f"route/deep/refine#{n}/fan/{key}"] == 1, parts
+        assert parts[f"route/deep/refine#{n}"] == 1
+    assert not any("refine#4" in p for p in parts if p)
+    for i in range(3):
+        assert parts[f"each[{i}]"] == 1
+    # Plain top-level steps are one flujo.step activity each, as before.
+    steps = Counter(args["index"] for kind, args in history if kind == STEP_ACTIVITY)
+    assert steps == {0: 1, 2: 1, 4: 1}
+
+
+POLICY = """
+from flujo import Step
+
+
+def leak(text: str) -> str:
+    return text + " with a secret"
+
+
+def send(text: str) -> str:
+    return "sent: " + text
+
+
+def fine(text: str) -> str:
+    return "fine: " + text
+
+
+pipeline = (
+    Step.from_callable(lambda text: text, name="first")
+    >> Step.parallel(
+        "fan",
+        {"a": Step.from_callable(leak) >> Step.from_callable(send), "b": Step.from_callable(fine)},
+    )
+)
+"""
+
+
+class NoSecrets:
+    """Refuses a step whose input mentions a secret."""
+
+    name = "no_secrets"
+
+    def inspect_input(self, context: Any, data: Any) -> tuple[PolicyDecision, Any]:
+        if isinstance(data, str) and "secret" in data:
+            return PolicyDecision.DENY, data
+        return PolicyDecision.ALLOW, data
+
+    def inspect_tool_call(self, context: Any, tool_name: str, args: Any) -> PolicyDecision:
+        return PolicyDecision.ALLOW
+
+
+def recorded(run: RunRecord) -> tuple[Any, ...]:
+    """What a run records of the refusal, without what differs between any two runs (ids,
+    times) or between two schedules of concurrent branches (whether branch b was committed
+    before the run ended)."""
+    return (
+        run.status,
+        run.error,
+        run.output,
+        run.current_step,
+        [(s.name, s.status, s.output, s.error, s.attempts) for s in run.steps],
+        [
+            (s.path, s.result.status, s.result.output, s.result.error, s.result.attempts)
+            for s in run.inner_steps
+            if s.path.startswith("fan/a/")
+        ],
+        run.usage,
+    )
+
+
+async def test_policy_refusal_inside_a_parallel_branch_is_recorded_as_on_sqlite(
+    project: Project,
+) -> None:
+    ref = project.write("pipe.py", POLICY) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with (
+        worker(config, policies=[NoSecrets()]),
+        Flujo(load_target(ref), config=config, pipeline_ref=ref, policies=[NoSecrets()]) as runner,
+    ):
+        on_temporal = await engine.run(runner, "hello")
+        temporal_run = await runner.runtime.state.get_run(on_temporal.run_id)
+        history = await scheduled(config.section("temporal", TemporalSettings), on_temporal.run_id)
+
+    local_config = FlujoConfig(
+        state=StateSettings(uri=f"sqlite:///{project.root / 'local.db'}"),
+        plugin_manager=PluginManager(),
+    )
+    local = Flujo(load_target(ref), config=local_config, pipeline_ref=ref, policies=[NoSecrets()])
+    async with local:
+        on_sqlite = await local.run_async("hello")
+        sqlite_run = await local.runtime.state.get_run(on_sqlite.run_id)
+
+    assert on_sqlite.status is RunStatus.BLOCKED
+    assert temporal_run is not None
+    assert sqlite_run is not None
+    assert recorded(temporal_run) == recorded(sqlite_run)
+    assert (on_temporal.status, on_temporal.error) == (on_sqlite.status, on_sqlite.error)
+    # The refusal happened in branch a's own activity.
+    assert ("flujo.part", "fan/a") in [(kind, args.get("part")) for kind, args in history]
