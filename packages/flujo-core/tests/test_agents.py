@@ -206,7 +206,7 @@ async def test_policy_violation_propagates_unchanged_out_of_run(tools: Tools) ->
 
     class Gate:
         async def guard_tool_call(
-            self, scope: StepScope, tool_name: str, args: dict[str, Any]
+            self, scope: StepScope, tool_name: str, args: dict[str, Any], *, approved: bool = False
         ) -> None:
             raise PolicyViolation("p", f"no {tool_name} with {args}", where="tool_call")
 

@@ -292,3 +292,94 @@ async def test_a_paused_run_is_not_restored_until_it_finishes(state_uri: str) ->
         done = await runner.resume_async(paused.run_id)
     assert done.status is RunStatus.SUCCEEDED
     assert restored == ["done"]
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["raises", "returns"])
+async def test_one_decision_event_per_decision_around_an_approved_call(
+    state_uri: str, plain: bool
+) -> None:
+    """The policies' decisions on a call are reported when it pauses the run, then the person's
+    answer (``where="approval"``). When the approved call runs, the policies are asked again (a
+    denial would still win), but the same ALLOW and APPROVE are not reported (nor audited) a
+    second time."""
+    from flujo import hookimpl
+    from flujo.application.runtime import Runtime
+    from flujo.domain.events import PolicyDecided
+
+    seen: list[tuple[str, str, str | None, PolicyDecision]] = []
+
+    class Recorder:
+        @hookimpl
+        def flujo_policy_decided(self, event: PolicyDecided, runtime: Runtime) -> None:
+            if event.where in ("tool_call", "approval"):
+                seen.append((event.policy, event.where, event.tool_name, event.decision))
+
+    class AllowAll:
+        name = "allow_all"
+
+        def inspect_tool_call(self, context: PipelineContext, tool_name: str, args: Any) -> Any:
+            return PolicyDecision.ALLOW
+
+    paid: list[dict[str, Any]] = []
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "refund done")
+    config = _config(state_uri)
+    assert config.plugin_manager is not None
+    config.plugin_manager.register(Recorder(), "recorder")
+    policies = [AllowAll(), BigRefunds(plain=plain)]
+    async with Flujo(_pipeline(model, paid), config=config, policies=policies) as runner:
+        paused = await runner.run_async("refund A-1, 150 EUR")
+        assert paused.status is RunStatus.PAUSED, paused.error
+        await runner.approve_async(paused.run_id, reason="ok", by="ann")
+        done = await runner.resume_async(paused.run_id)
+    assert done.status is RunStatus.SUCCEEDED, done.error
+    assert paid == [{"order": "A-1", "amount": 150}]
+    assert seen == [
+        ("allow_all", "tool_call", "issue_refund", PolicyDecision.ALLOW),
+        ("big_refunds", "tool_call", "issue_refund", PolicyDecision.APPROVE),
+        ("big_refunds", "approval", "issue_refund", PolicyDecision.ALLOW),
+    ]
+
+
+async def test_a_denial_when_the_approved_call_runs_still_wins_and_is_reported(
+    state_uri: str,
+) -> None:
+    """The policies are asked again before an approved call runs: one that now denies it
+    stops the step, and that new decision is reported (only repeats are left out)."""
+    from flujo import hookimpl
+    from flujo.application.runtime import Runtime
+    from flujo.domain.events import PolicyDecided
+
+    seen: list[tuple[str, str, PolicyDecision]] = []
+
+    class Recorder:
+        @hookimpl
+        def flujo_policy_decided(self, event: PolicyDecided, runtime: Runtime) -> None:
+            if event.where in ("tool_call", "approval"):
+                seen.append((event.policy, event.where, event.decision))
+
+    class DenyOnSecondLook:
+        name = "second_look"
+        asked = 0
+
+        def inspect_tool_call(self, context: PipelineContext, tool_name: str, args: Any) -> Any:
+            self.asked += 1
+            return PolicyDecision.ALLOW if self.asked == 1 else PolicyDecision.DENY
+
+    paid: list[dict[str, Any]] = []
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "refund done")
+    config = _config(state_uri)
+    assert config.plugin_manager is not None
+    config.plugin_manager.register(Recorder(), "recorder")
+    policies = [DenyOnSecondLook(), BigRefunds()]
+    async with Flujo(_pipeline(model, paid), config=config, policies=policies) as runner:
+        paused = await runner.run_async("refund A-1, 150 EUR")
+        await runner.approve_async(paused.run_id, reason="ok", by="ann")
+        done = await runner.resume_async(paused.run_id)
+    assert done.status is RunStatus.BLOCKED, done.error
+    assert paid == []
+    assert seen == [
+        ("second_look", "tool_call", PolicyDecision.ALLOW),
+        ("big_refunds", "tool_call", PolicyDecision.APPROVE),
+        ("big_refunds", "approval", PolicyDecision.ALLOW),
+        ("second_look", "tool_call", PolicyDecision.DENY),
+    ]

@@ -141,21 +141,22 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
         # A registered tool has one name for policies and the audit: its id (the model sees
         # the id's reversible model form, see flujo.domain.scope.model_tool_name).
         tool_name = self.registered.get(name) or ToolName(name)
+        answered = _APPROVED.get()
+        call_id = ctx.tool_call_id
+        # A person approved exactly this call (its id and these arguments) at its pause.
+        approved = (
+            ctx.tool_call_approved
+            and answered is not None
+            and call_id is not None
+            and answered.get(call_id) == call_fingerprint(tool_name, args)
+        )
         try:
-            await scope.guard_tool_call(tool_name, args)
+            await scope.guard_tool_call(tool_name, args, approved=approved)
         except ToolCallRefused as refused:
             # The tool does not run; the model is told why and may choose another way.
             return refused.tool_result
         except ToolApprovalRequired as wanted:
-            fingerprint = call_fingerprint(tool_name, args)
-            answered = _APPROVED.get()
-            call_id = ctx.tool_call_id
-            if not (
-                ctx.tool_call_approved
-                and answered is not None
-                and call_id is not None
-                and answered.get(call_id) == fingerprint
-            ):
+            if not approved or answered is None or call_id is None:
                 # pydantic-ai defers the call: the run ends with DeferredToolRequests and the
                 # wrapper pauses the step with this call's record (see AsyncAgentWrapper.run).
                 raise ApprovalRequired(
@@ -167,7 +168,7 @@ class _PolicyGuardedToolset(WrapperToolset[Any]):
                         "expires_in_s": wanted.expires_in_s,
                     }
                 ) from None
-            # A person approved exactly this call (its id and these arguments): it runs, once.
+            # Approved: it runs, once.
             del answered[call_id]
         result = await super().call_tool(name, tool_args, ctx, tool)
         result = await scope.inspect_tool_result(tool_name, result)

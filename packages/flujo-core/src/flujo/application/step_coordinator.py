@@ -37,6 +37,8 @@ PolicyListener = Callable[[PolicyDecided], None]
 
 _PASSES = frozenset({PolicyDecision.ALLOW, PolicyDecision.REDACT})
 """The decisions that let an input, an output or a tool's result through."""
+_AGAIN = frozenset({PolicyDecision.ALLOW, PolicyDecision.APPROVE})
+"""A policy's decisions on a call a person approved that repeat what it decided at the pause."""
 
 
 def _sooner(
@@ -156,9 +158,11 @@ class StepCoordinator:
         method: Callable[..., Any],
         *args: Any,
         tool_name: str | None = None,
+        approved: bool = False,
     ) -> tuple[Any, DecisionNote]:
         """``method(*args)`` (one inspect method) with a fresh :func:`decision_detail` note; a
-        :class:`PolicyViolation` is reported as that policy's DENY and raised again."""
+        :class:`PolicyViolation` is reported as that policy's DENY and raised again, an
+        approval request as its APPROVE (unless the call is ``approved`` already)."""
         note, token = start_decision_note()
         try:
             answer = await maybe_await(method(*args))
@@ -172,15 +176,16 @@ class StepCoordinator:
                 raise PolicyViolation(
                     policy.name, f"approval is only for tool calls: {exc.reason}", where=where
                 ) from None
-            await self._decided(
-                scope,
-                policy,
-                where,
-                PolicyDecision.APPROVE,
-                note,
-                tool_name=tool_name,
-                reason=exc.reason,
-            )
+            if not approved:
+                await self._decided(
+                    scope,
+                    policy,
+                    where,
+                    PolicyDecision.APPROVE,
+                    note,
+                    tool_name=tool_name,
+                    reason=exc.reason,
+                )
             raise
         except PolicyViolation as exc:
             end_decision_note(token)
@@ -216,13 +221,17 @@ class StepCoordinator:
                 )
         return data
 
-    async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
+    async def guard_tool_call(
+        self, scope: StepScope, tool_name: str, args: dict[str, Any], *, approved: bool = False
+    ) -> None:
         """Ask every policy about a tool call (:class:`~flujo.domain.scope.ToolGate`).
 
         Every policy is asked, even after one wants an approval: a denial or a refusal by a
         later one wins (a person is never asked about a call that would not run anyway).
         Then :class:`ToolApprovalRequired` names the first policy that wants one, with the
-        shortest expiry any of them set."""
+        shortest expiry any of them set. When a person ``approved`` the call at its pause, an
+        ALLOW or APPROVE is the decision already reported then (before the person's answer):
+        only a decision that now stops the call is reported."""
         approval: ToolApprovalRequired | None = None
         for policy in self.policies:
             try:
@@ -235,12 +244,14 @@ class StepCoordinator:
                     tool_name,
                     args,
                     tool_name=tool_name,
+                    approved=approved,
                 )
             except ToolApprovalRequired as wanted:
                 approval = _sooner(approval, wanted)
                 continue
             decision = PolicyDecision(answer)
-            await self._decided(scope, policy, "tool_call", decision, note, tool_name=tool_name)
+            if not (approved and decision in _AGAIN):
+                await self._decided(scope, policy, "tool_call", decision, note, tool_name=tool_name)
             if decision is PolicyDecision.APPROVE:
                 reason = f"policy {policy.name!r} wants a person to approve {tool_name!r}"
                 approval = _sooner(approval, ToolApprovalRequired(policy.name, reason))

@@ -106,7 +106,9 @@ def tool_id_problem(tool_id: object) -> str | None:
 class ToolGate(Protocol):
     """Where an agent's tool calls are checked: the step coordinator, with its policies."""
 
-    async def guard_tool_call(self, scope: StepScope, tool_name: str, args: dict[str, Any]) -> None:
+    async def guard_tool_call(
+        self, scope: StepScope, tool_name: str, args: dict[str, Any], *, approved: bool = False
+    ) -> None:
         """Return when the call may go ahead (see :meth:`StepScope.guard_tool_call`)."""
         ...
 
@@ -132,16 +134,21 @@ class StepScope:
     tags: tuple[str, ...] = ()
     """The step's tags (policies may condition rules on them)."""
 
-    async def guard_tool_call(self, tool_name: str, args: dict[str, Any]) -> None:
+    async def guard_tool_call(
+        self, tool_name: str, args: dict[str, Any], *, approved: bool = False
+    ) -> None:
         """Call before running a tool the model asked for.
 
         Returns when the call may go ahead. Raises
         :class:`~flujo.domain.errors.ToolCallRefused` when a policy refuses this call (tell the
         model ``exc.tool_result`` instead of running the tool, and go on), or
         :class:`~flujo.domain.errors.PolicyViolation` when a policy blocks the step.
+        ``approved``: a person already approved this very call at its pause. The policies are
+        asked again (a denial now still wins), but their approval requests are not decided
+        (nor audited) again: that decision was recorded at the pause, then the answer.
         """
         if self.gate is not None:
-            await self.gate.guard_tool_call(self, tool_name, args)
+            await self.gate.guard_tool_call(self, tool_name, args, approved=approved)
 
     async def inspect_tool_result(self, tool_name: str, result: Any) -> Any:
         """Call with a tool's result before the model sees it; returns what the model may see
