@@ -95,13 +95,40 @@ pipeline = (
 async def scheduled(settings: TemporalSettings, run_id: str) -> list[tuple[str, Any]]:
     """``(activity type, its input)`` of every activity the run's workflow scheduled, read
     from its Temporal history."""
+    return [(kind, args) for kind, args, _ in await _history(settings, run_id)]
+
+
+async def most_at_once(settings: TemporalSettings, run_id: str, prefix: str) -> int:
+    """The most ``flujo.part`` activities of parts starting with ``prefix`` that were
+    scheduled and not yet closed at one point of the run's history."""
+    most = 0
+    for _, _, in_flight in await _history(settings, run_id, prefix):
+        most = max(most, in_flight)
+    return most
+
+
+async def _history(
+    settings: TemporalSettings, run_id: str, prefix: str = ""
+) -> list[tuple[str, Any, int]]:
     client = await connect(settings)
     history = await client.get_workflow_handle(workflow_id(run_id)).fetch_history()
-    found = []
+    found: list[tuple[str, Any, int]] = []
+    open_ids: set[int] = set()
     for event in history.events:
         if event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
-            found.append((attrs.activity_type.name, json.loads(attrs.input.payloads[0].data)))
+            args = json.loads(attrs.input.payloads[0].data)
+            if prefix and str(args.get("part") or "").startswith(prefix):
+                open_ids.add(event.event_id)
+            found.append((attrs.activity_type.name, args, len(open_ids)))
+        for closed in (
+            "activity_task_completed_event_attributes",
+            "activity_task_failed_event_attributes",
+            "activity_task_timed_out_event_attributes",
+            "activity_task_canceled_event_attributes",
+        ):
+            if event.HasField(closed):
+                open_ids.discard(getattr(event, closed).scheduled_event_id)
     return found
 
 
@@ -144,6 +171,8 @@ async def test_nested_constructs_are_workflow_code_one_activity_per_part(
     assert not any("refine#4" in p for p in parts if p)
     for i in range(3):
         assert parts[f"each[{i}]"] == 1
+    # The map's concurrency=2 is the workflow's: never three items in flight.
+    assert await most_at_once(settings, run_id, "each[") == 2
     # Plain top-level steps are one flujo.step activity each, as before.
     steps = Counter(args["index"] for kind, args in history if kind == STEP_ACTIVITY)
     assert steps == {0: 1, 2: 1, 4: 1}
@@ -238,3 +267,59 @@ async def test_policy_refusal_inside_a_parallel_branch_is_recorded_as_on_sqlite(
     assert (on_temporal.status, on_temporal.error) == (on_sqlite.status, on_sqlite.error)
     # The refusal happened in branch a's own activity.
     assert ("flujo.part", "fan/a") in [(kind, args.get("part")) for kind, args in history]
+
+
+WAITS = """
+from pathlib import Path
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def _note(name: str) -> None:
+    with open(HERE / "calls.log", "a") as fh:
+        fh.write(name + "\\n")
+
+
+def after(answer: int) -> int:
+    _note("after")
+    return answer + 1
+
+
+def other(n: int) -> int:
+    _note("other")
+    return n * 10
+
+
+pipeline = Step.parallel(
+    "fan",
+    {
+        "asks": Step.human("check", prompt="ok?") >> Step.from_callable(after),
+        "other": Step.from_callable(other),
+    },
+    merge=lambda m: m["asks"] + m["other"],
+)
+"""
+
+
+async def test_a_human_step_inside_a_parallel_branch_pauses_until_the_signal(
+    project: Project,
+) -> None:
+    """The branch that waits reports it, the other branch finishes meanwhile (once), the run
+    is paused for `approve`; the answer's signal resumes only the waiting branch."""
+    ref = project.write("waits.py", WAITS) + ":pipeline"
+    config = project.config()
+    settings = config.section("temporal", TemporalSettings)
+    engine = TemporalEngine(settings)
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, 4)
+        paused = await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        assert "waiting for a person at step 'fan/asks/check'" in (paused.error or "")
+        assert calls(project.root) == {"other": 1}
+        await runner.approve_async(run_id, 7)
+        result = await engine.wait(runner, run_id)
+        history = await scheduled(settings, run_id)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, 8 + 40), result.error
+    assert calls(project.root) == {"other": 1, "after": 1}
+    parts = Counter(args["part"] for kind, args in history if kind == PART_ACTIVITY)
+    assert (parts["fan/asks"], parts["fan/other"]) == (2, 1)  # waited, then went on

@@ -467,6 +467,9 @@ class Flujo(Generic[ContextT]):
 
         A part inside which a step pauses for a person reports ``paused`` and leaves the run
         running (the join then pauses it); a part that fails ends the run as on any engine.
+        Not for the branches of a parallel that ignores failed branches: the join would run a
+        failed one again (execute such a parallel whole). Policies on a construct's own input
+        run in every call that passes through it, as in every resume of a local run.
         """
         manager = await self._start()
         state = manager.runtime.state
