@@ -323,3 +323,57 @@ async def test_a_human_step_inside_a_parallel_branch_pauses_until_the_signal(
     assert calls(project.root) == {"other": 1, "after": 1}
     parts = Counter(args["part"] for kind, args in history if kind == PART_ACTIVITY)
     assert (parts["fan/asks"], parts["fan/other"]) == (2, 1)  # waited, then went on
+
+
+BUDGET = """
+from pathlib import Path
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def _note(name: str) -> None:
+    with open(HERE / "calls.log", "a") as fh:
+        fh.write(name + "\\n")
+
+
+def bump(n: int) -> int:
+    _note(f"bump:{n}")
+    return n + 1
+
+
+def spread(n: int) -> list[int]:
+    return [n, n + 1, n + 2]
+
+
+def work(n: int) -> int:
+    _note(f"work:{n}")
+    return n
+
+
+pipeline = (
+    Step.loop("count", Step.from_callable(bump), until=lambda n: n >= 4, max_iterations=10)
+    >> Step.from_callable(spread)
+    >> Step.map("each", Step.from_callable(work))
+)
+"""
+
+
+async def test_parts_past_max_parts_per_step_run_in_the_join(project: Project) -> None:
+    """`max_parts_per_step` bounds a step's activities (the workflow's history): a loop's
+    iterations past it, and a map longer than what is left, run in the step's join, once."""
+    project.toml.write_text(project.toml.read_text() + "max_parts_per_step = 2\n")
+    ref = project.write("budget.py", BUDGET) + ":pipeline"
+    config = project.config()
+    settings = config.section("temporal", TemporalSettings)
+    engine = TemporalEngine(settings)
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        result = await engine.run(runner, 0)
+        history = await scheduled(settings, result.run_id)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, [4, 5, 6]), result.error
+    assert calls(project.root) == {
+        **{f"bump:{n}": 1 for n in range(4)},
+        **{f"work:{n}": 1 for n in (4, 5, 6)},
+    }
+    parts = [args["part"] for kind, args in history if kind == PART_ACTIVITY]
+    assert parts == ["count#1", "count#2", None, "each", None]

@@ -27,6 +27,10 @@ class TemporalSettings(BaseModel):
     step's own ``max_retries`` run inside one attempt, as on the local engine)."""
     retry_initial_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    max_parts_per_step: int = Field(default=1000, ge=0)
+    """Activities one branch, loop, map or parallel step may take for its parts (one per
+    branch, item, iteration); past that, the rest runs in the step's last activity (a map
+    longer than what is left runs whole there). Bounds the workflow's history."""
     max_concurrent_activities: int = Field(default=32, ge=1)
     """Steps one worker executes at once."""
     embedded_worker: bool = False

@@ -195,6 +195,7 @@ class TemporalEngine:
             retry_initial_s=self.settings.retry_initial_s,
             retry_max_s=self.settings.retry_max_s,
             nodes=[shape(step) for step in runner.pipeline.steps],
+            max_parts=self.settings.max_parts_per_step,
         )
         await client.start_workflow(
             WORKFLOW_NAME,

@@ -82,6 +82,9 @@ class RunArgs:
     retry_max_s: float = 30.0
     nodes: list[Node] = field(default_factory=list)
     """Each top-level step's shape (none: every step is one activity, as before)."""
+    max_parts: int = 1000
+    """Part activities one top-level step may take; what is left past that runs in the
+    step's join (a workflow's history has room for some tens of thousands of events)."""
 
 
 @dataclass
@@ -261,8 +264,8 @@ class FlujoRun:
                 end = await walk.activity(None)  # the join
             except _Ended as ended:
                 end = ended.outcome
-            except _Paused:
-                end = await walk.activity(None)  # the join pauses the run
+            except (_Paused, _Inline):
+                end = await walk.activity(None)  # the join pauses the run, or runs the rest
             if end.status != "paused":
                 return StepOutcome(end.status, end.next_step, end.error)
             await workflow.wait_condition(lambda: self._answers > seen)  # noqa: B023 - awaited here
@@ -281,6 +284,10 @@ class _Paused(Exception):
     """A part waits for a person: its siblings finish, then the join pauses the run."""
 
 
+class _Inline(Exception):
+    """The step's parts would pass ``RunArgs.max_parts``: the join executes the rest."""
+
+
 def _added(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
 
@@ -297,6 +304,7 @@ class _Walk:
         self.items: dict[str, int] = {}
         self.routes: dict[str, str] = {}
         self.finished: dict[str, bool] = {}
+        self.left = args.max_parts
 
     async def activity(self, part: str | None, *, enter: bool = False) -> PartOutcome:
         args = self.args
@@ -326,6 +334,9 @@ class _Walk:
         return outcome
 
     async def part(self, part: str, *, enter: bool = False) -> None:
+        if self.left <= 0:
+            raise _Inline(part)
+        self.left -= 1
         outcome = await self.activity(part, enter=enter)
         if outcome.status != "running" or outcome.next_step != self.index:
             raise _Ended(outcome)
@@ -348,6 +359,8 @@ class _Walk:
             await self.part(path, enter=True)
             body = node.scopes["body"]
             items = [(f"{path}[{i}]", body) for i in range(self.items.get(path, 0))]
+            if len(items) > self.left:
+                raise _Inline(path)  # the whole map in the join rather than part of it here
             await self.fan(items, node.concurrency)
         elif node.kind == "loop":
             for n in range(1, node.max_iterations + 1):
@@ -374,17 +387,20 @@ class _Walk:
 
     async def fan(self, scopes: list[tuple[str, list[Node]]], concurrency: int) -> None:
         """Scopes at once, at most ``concurrency``; a run that ended stops the walk at once,
-        a part that waits for a person lets the others finish first."""
+        a part that waits for a person (or past the budget) lets the others finish first."""
         limit = asyncio.Semaphore(concurrency or max(len(scopes), 1))
-        waiting: list[str] = []
+        stopped: list[_Paused | _Inline] = []
 
         async def one(where: str, steps: list[Node]) -> None:
             async with limit:
                 try:
                     await self.scope(where, steps)
-                except _Paused:
-                    waiting.append(where)
+                except (_Paused, _Inline) as exc:
+                    stopped.append(exc)
 
         await asyncio.gather(*(one(where, steps) for where, steps in scopes))
-        if waiting:
-            raise _Paused(waiting[0])
+        for exc in stopped:  # a pause first: the join pauses the run either way
+            if isinstance(exc, _Paused):
+                raise exc
+        if stopped:
+            raise stopped[0]
