@@ -383,3 +383,47 @@ async def test_a_denial_when_the_approved_call_runs_still_wins_and_is_reported(
         ("big_refunds", "approval", PolicyDecision.ALLOW),
         ("second_look", "tool_call", PolicyDecision.DENY),
     ]
+
+
+REFUND_PIPE = """
+from flujo import Step, make_agent_async
+from flujo.testing.models import call_tool, scripted_model
+
+def issue_refund(order: str, amount: int) -> str:
+    return f"refunded {amount} on {order}"
+
+def pipeline():
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "done")
+    return Step("refund", make_agent_async(model, "Refunds.", tools=[issue_refund]))
+"""
+
+
+def test_cli_reject_of_a_tool_call_says_how_to_continue(tmp_path: Any) -> None:
+    """``flujo runs reject`` on a tool call leaves the run ``interrupted`` (the model is told
+    when it resumes) and says how to continue it, as ``flujo runs approve`` does."""
+    import asyncio
+
+    from flujo.plugin import load_target
+    from flujo.testing.cli import run_flujo
+
+    (tmp_path / "pipe.py").write_text(REFUND_PIPE)
+    (tmp_path / "flujo.toml").write_text('[state]\nuri = "sqlite:///runs.db"\n')
+    ref = f"{tmp_path / 'pipe.py'}:pipeline"
+    config = _config(f"sqlite:///{tmp_path / 'runs.db'}")
+
+    async def pause() -> str:
+        runner = Flujo(load_target(ref), config=config, policies=[BigRefunds()], pipeline_ref=ref)
+        async with runner:
+            paused = await runner.run_async("refund A-1")
+        assert paused.status is RunStatus.PAUSED, paused.error
+        return paused.run_id
+
+    run_id = asyncio.run(pause())
+    env = {"FLUJO_LOAD_PLUGINS": ""}
+    rejected = run_flujo("runs", "reject", run_id, "--reason", "no", cwd=tmp_path, env=env)
+    assert rejected.returncode == 0, rejected.stderr
+    assert rejected.stdout.splitlines() == [
+        f"run {run_id}: interrupted: tool call rejected at step 'refund' by "
+        f"{rejected.stdout.split(' by ')[1].split(':')[0]}: no; resume it",
+        f"continue it with `flujo runs resume {run_id}` (or any --stale worker)",
+    ]

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -24,7 +25,7 @@ from ui_testkit import (
     write_pipes,
 )
 
-from flujo.plugin import FlujoConfig, RunStatus, open_state
+from flujo.plugin import FlujoConfig, RunRecord, RunStatus, hookimpl, open_state
 from flujo_ui.app import create_app
 from flujo_ui.security import COOKIE
 
@@ -59,17 +60,21 @@ def _login(client: TestClient) -> None:
     assert COOKIE in answer.cookies
 
 
-def _status(config: FlujoConfig, run_id: str) -> RunStatus:
-    async def read() -> RunStatus:
+def _record(config: FlujoConfig, run_id: str) -> RunRecord:
+    async def read() -> RunRecord:
         state = await open_state(config, create=False, read_only=True)
         try:
             run = await state.get_run(run_id)
             assert run is not None
-            return run.status
+            return run
         finally:
             await state.close()
 
     return asyncio.run(read())
+
+
+def _status(config: FlujoConfig, run_id: str) -> RunStatus:
+    return _record(config, run_id).status
 
 
 # ----------------------------------------------------------------------------- runs list
@@ -504,3 +509,94 @@ def test_pipelines_page_and_series(served: Served) -> None:
     [(label, points)] = series["scores"].items()
     assert label == f"Checks {XSS}: judge"
     assert [value for _, value in points] == [0.75]
+
+
+REFUNDS = """
+from pathlib import Path
+
+from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import FunctionModel
+
+from flujo import Step, make_agent_async
+
+def refund_money(amount: int) -> str:
+    '''Send money back to the customer.'''
+    (Path(__file__).parent / "paid.txt").write_text(str(amount))
+    return f"refunded {amount}"
+
+def answer(messages, info):
+    # Like a real model, it reads the history (the server resumes with a fresh load): it
+    # calls the tool, then says what the tool's result told it.
+    parts = [p for m in messages for p in getattr(m, "parts", ())]
+    told = [p.content for p in parts if isinstance(p, ToolReturnPart)]
+    if told:
+        return ModelResponse(parts=[TextPart(f"told: {told[-1]}")])
+    return ModelResponse(parts=[ToolCallPart("refund_money", {"amount": 500}, tool_call_id="c1")])
+
+def refunds() -> Step:
+    return Step("agent", make_agent_async(FunctionModel(answer), "Help.", tools=[refund_money]))
+"""
+
+
+class RefundPolicies:
+    """Registers ``ask_for_refunds``: the server's runner has it from ``[run] policies``, as
+    a deployment would (not passed in code), so it resumes the run under the same policy."""
+
+    @hookimpl
+    def flujo_register_policies(self, register: Any) -> None:
+        register("ask_for_refunds", lambda config: AskForRefunds())
+
+
+@pytest.mark.parametrize("go_on", [True, False], ids=["continue", "stop"])
+def test_rejecting_a_tool_call_can_continue_the_run_in_this_server(
+    tmp_path: Path, state_uri: str, monkeypatch: pytest.MonkeyPatch, go_on: bool
+) -> None:
+    """As ``flujo runs reject`` then ``flujo runs resume`` (any worker): the run is interrupted,
+    and resumed the model is told of the rejection and the step goes on; the tool never runs.
+    The reject form of a tool call offers to continue here, as approving does."""
+    monkeypatch.chdir(tmp_path)
+    config = make_config(
+        tmp_path, state_uri, RefundPolicies(), '[run]\npolicies = ["ask_for_refunds"]\n'
+    )
+    pipes = tmp_path / "refunds.py"
+    pipes.write_text(REFUNDS)
+    run_id = asyncio.run(run(config, pipes, "refunds", "refund 500"))
+    assert _status(config, run_id) is RunStatus.PAUSED
+    app = create_app(config, token=TOKEN, port=8765)
+    with TestClient(app, base_url=BASE, follow_redirects=False) as client:
+        _login(client)
+        page = client.get(f"/runs/{run_id}").text
+        reject_form = page[page.index('id="reject-form"') :]
+        assert 'name="continue" checked' in reject_form[: reject_form.index("</form>")]
+        form = {"csrf": _form_csrf(), "reason": "too much"}
+        if go_on:
+            form["continue"] = "on"
+        done = client.post(f"/runs/{run_id}/reject", data=form)
+        assert done.status_code == 303
+        for _ in range(200 if go_on else 0):  # the server resumes the run in the background
+            if _status(config, run_id) is RunStatus.SUCCEEDED:
+                break
+            client.get("/runs")  # lets the app's event loop run
+    record = _record(config, run_id)
+    assert not (tmp_path / "paid.txt").exists()
+    if go_on:
+        assert record.status is RunStatus.SUCCEEDED, record.error
+        assert record.output == "told: A person refused this tool call: too much"
+    else:  # left for any worker, as after `flujo runs reject`
+        assert record.status is RunStatus.INTERRUPTED
+        assert record.error is not None
+        assert record.error.startswith("tool call rejected at step 'agent'")
+
+
+def test_a_human_steps_reject_form_offers_no_continue(served: Served) -> None:
+    """Rejecting a human step fails the run: there is nothing to continue."""
+    _login(served.client)
+    page = served.client.get(f"/runs/{served.ids['paused']}").text
+    reject_form = page[page.index('id="reject-form"') :]
+    assert 'name="continue"' not in reject_form[: reject_form.index("</form>")]
+
+
+def _form_csrf() -> str:
+    from flujo_ui.security import Guard
+
+    return Guard(TOKEN, 8765).csrf

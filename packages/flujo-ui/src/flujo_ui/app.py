@@ -374,18 +374,21 @@ async def _apply(
     runner: Flujo[Any] = Flujo(pipeline, config=ui.config, pipeline_ref=run.pipeline_ref)
     try:
         if approve:
-            await runner.approve_async(run.run_id, answer, reason=reason)
+            answered = await runner.approve_async(run.run_id, answer, reason=reason)
         else:
-            await runner.reject_async(run.run_id, reason=reason or "")
+            answered = await runner.reject_async(run.run_id, reason=reason or "")
     except BaseException:
         await runner.aclose()
         raise
-    if not (approve and go_on):
+    # Approved, or a tool call rejected (the model is told and the step goes on), the run is
+    # `interrupted`, for any worker, as after `flujo runs approve/reject`; a rejected human
+    # step failed it: nothing to continue.
+    if not (go_on and (approve or answered.status is RunStatus.INTERRUPTED)):
         await runner.aclose()
         return
 
     async def resume() -> None:
-        # The approved run is `interrupted`, for any worker; asked to, this server is one.
+        # Asked to, this server is the worker that continues it.
         try:
             await runner.resume_async(run.run_id)
         except Exception:  # noqa: BLE001 - the run records its own failure; a lost

@@ -641,8 +641,10 @@ class Flujo(Generic[ContextT]):
         return self._sync(self.approve_async(run_id, answer, reason=reason, by=by))
 
     async def reject_async(self, run_id: str, *, reason: str, by: str | None = None) -> RunRecord:
-        """Refuse the paused run ``run_id``: it ends ``failed``, saying who rejected it and why
-        (the engine that drives it is told, as for :meth:`approve_async`)."""
+        """Refuse the paused run ``run_id``, saying who rejected it and why: at a human step it
+        ends ``failed``; a tool call does not run, the run is left ``interrupted`` and the model
+        is told when it resumes (the engine that drives it is told, as for
+        :meth:`approve_async`)."""
         record, _ = await self._answer(run_id, False, None, reason, by)
         return record
 

@@ -351,7 +351,8 @@ def approve_run(
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_obj
 def reject_run(state: CliState, run_id: str, reason: str, as_json: bool) -> None:
-    """Refuse the paused run RUN_ID: it ends failed."""
+    """Refuse the paused run RUN_ID: at a human step it ends failed; a tool call does not run,
+    and the model is told why when the run continues."""
     _answer(state, run_id, as_json, approve=False, answer=None, reason=reason)
 
 
@@ -360,6 +361,7 @@ def _answer(
 ) -> None:
     from flujo.application.runner import Flujo
     from flujo.application.targets import load_target
+    from flujo.domain.models import RunStatus
 
     record = _get_run(state, run_id)
     if not record.pipeline_ref:
@@ -382,7 +384,7 @@ def _answer(
     click.echo(f"run {done.run_id}: {done.status.value}: {done.error}")
     if next_step is not None:
         click.echo(next_step)
-    elif approve:
+    elif done.status is RunStatus.INTERRUPTED:  # approved, or a tool call rejected
         click.echo(f"continue it with `flujo runs resume {done.run_id}` (or any --stale worker)")
 
 
