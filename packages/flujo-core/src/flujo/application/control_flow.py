@@ -47,6 +47,7 @@ from flujo.domain.errors import (
     ResumeError,
     RunLeasedError,
     RunNotFoundError,
+    UnstorableValueError,
     UserError,
 )
 from flujo.domain.events import StepCompleted
@@ -704,6 +705,14 @@ class Answered:
     """The policies that asked for the approval (empty for a human step)."""
 
 
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """An error's text as one short line, its start and end kept (a path 200 levels deep
+    is not a message; what is wrong with it is said at the end)."""
+    text = " ".join(str(exc).split())
+    half = limit // 2
+    return text if len(text) <= limit else f"{text[:half]} … {text[-half:]}"
+
+
 def _paused_record(run: RunRecord, path: str, row: InnerStep | None) -> Any:
     if row is not None:
         return row.result.output
@@ -765,25 +774,17 @@ async def answer_human(
                 value = checker.validate_input(answer)
             elif answer is None:
                 value = run.last_output if row is None else None
-    lease = await state.acquire_lease(run_id, worker, lease_s, seen_version=run.version)
-    if lease is None:
-        raise RunLeasedError(f"run {run_id} changed or was taken while answering; try again")
-    context_json = dumps(run.context)
-    if (at := expired(record)) is not None:
-        error = f"the pause at step {path!r} expired unanswered at {_iso(at)}"
-        await state.finalize_run(
-            run_id,
-            RunStatus.FAILED,
-            output=None,
-            error=error,
-            context_json=context_json,
-            usage=run.usage,
-            lease=lease,
-        )
-        raise UserError(f"run {run_id}: {error}; the run is now failed")
 
     async def stored(v: Any) -> Any:
-        return v if scrub is None else await scrub(v)
+        # Checked before the lease is taken (below): an answer that cannot be stored (nested
+        # too deep, NaN, a lone surrogate) is refused while the run is still paused. Taken
+        # first, the lease would leave the run `running`, answerable by no one, until it
+        # expired.
+        try:
+            dumps(v)
+            return v if scrub is None else await scrub(v)
+        except (UnstorableValueError, RecursionError) as exc:
+            raise UserError(f"run {run_id}: the answer cannot be stored: {_brief(exc)}") from None
 
     decision = "approved" if approve else "rejected"
     audit: dict[str, Any] = {
@@ -813,6 +814,22 @@ async def answer_human(
     results = [StepResult(f"{path}{APPROVAL_SUFFIX}", StepStatus.SUCCEEDED, audit, attempts=1)]
     if approve and not tool_call:
         results.append(StepResult(path, StepStatus.SUCCEEDED, await stored(value), attempts=1))
+    lease = await state.acquire_lease(run_id, worker, lease_s, seen_version=run.version)
+    if lease is None:
+        raise RunLeasedError(f"run {run_id} changed or was taken while answering; try again")
+    context_json = dumps(run.context)
+    if (at := expired(record)) is not None:
+        error = f"the pause at step {path!r} expired unanswered at {_iso(at)}"
+        await state.finalize_run(
+            run_id,
+            RunStatus.FAILED,
+            output=None,
+            error=error,
+            context_json=context_json,
+            usage=run.usage,
+            lease=lease,
+        )
+        raise UserError(f"run {run_id}: {error}; the run is now failed")
     for result in results:
         await state.save_inner_step(
             run_id,

@@ -72,6 +72,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:  # Ctrl-C while plugins load, before any command runs
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every user error (click's own format adds a usage block and a blank
+        # line): what is wrong, and where to read how to call the command.
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().splitlines())
+        click.echo(f"error: {message}{where}", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

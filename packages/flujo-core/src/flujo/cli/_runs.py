@@ -73,6 +73,8 @@ def _parse_context(text: str | None) -> dict[str, Any]:
         value = json.loads(_argument_text(text, "--context"))
     except ValueError as exc:
         raise InputValidationError(f"--context: not valid JSON: {exc}") from None
+    except RecursionError:  # deeper than the parser goes: too deep to store anyway
+        raise InputValidationError("--context: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise InputValidationError("--context: expected a JSON object")
     try:
@@ -342,6 +344,8 @@ def approve_run(
             value = json.loads(answer)
         except ValueError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+        except RecursionError:  # deeper than the parser goes: too deep to store anyway
+            raise click.BadParameter("JSON nested too deeply", param_hint="--input") from None
     _answer(state, run_id, as_json, approve=True, answer=value, reason=reason)
 
 
