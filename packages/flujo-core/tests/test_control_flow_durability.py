@@ -68,6 +68,10 @@ elif KIND == "loop":
 elif KIND == "map":
     body = Step.from_callable(lambda x: [x, x + 1, x + 2, x + 3, x + 4, x + 5], name="items")
     body = body >> Step.map("each", step("work") >> step("polish"), concurrency=2)
+elif KIND == "map_together":
+    # Every item at once: the items' steps finish in the same turns and commit in batches.
+    body = Step.from_callable(lambda x: [x, x + 1, x + 2, x + 3, x + 4, x + 5], name="items")
+    body = body >> Step.map("each", step("work") >> step("polish"), concurrency=6)
 else:
     body = Step.parallel(
         "research",
@@ -100,9 +104,16 @@ CASES = {
     "branch": "route/big/b2",
     "loop": "retry#2/check",
     "map": "each[3]/polish",
+    "map_together": "each[3]/polish",
     "parallel": "research/c/c2",
 }
-OUTPUTS = {"branch": 5, "loop": 8, "map": [4, 5, 6, 7, 8, 9], "parallel": 3 + 4 + 4}
+OUTPUTS = {
+    "branch": 5,
+    "loop": 8,
+    "map": [4, 5, 6, 7, 8, 9],
+    "map_together": [4, 5, 6, 7, 8, 9],
+    "parallel": 3 + 4 + 4,
+}
 
 
 def _committed(uri: str, tmp_path: Path) -> tuple[str, set[str]]:
@@ -164,6 +175,9 @@ def test_sigkill_inside_a_construct_reruns_only_unfinished_inner_steps(
     run_id, committed = _committed(state_uri, tmp_path)
     assert CASES[kind] not in committed
     assert committed, "nothing inside the construct was committed before the kill"
+    if kind == "map_together":
+        # Killed between batches: the batches before the kill are committed whole.
+        assert {f"each[{i}]/work" for i in range(6)} <= committed
     # `flujo runs show` lists the committed inner steps by path, under the running step.
     shown = run_flujo("runs", "show", run_id, cwd=tmp_path, env={"FLUJO_LOAD_PLUGINS": ""})
     assert shown.returncode == 0, shown.stderr

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flujo.application._maybe_await import maybe_await
+from flujo.application.inner_commits import InnerCommits
 from flujo.application.scrubbing import split_stored_context
 from flujo.domain.approval import (
     APPROVAL_SUFFIX,
@@ -87,9 +88,12 @@ class RunEnv:
     positions: dict[str, int] = field(init=False)
     """Where each path is in ``run.inner_steps``: a step committed again (it failed before)
     replaces its row there, as in the database, so run observers see each path once."""
+    commits: InnerCommits = field(init=False)
+    """The run's inner-step commits (steps finishing together commit together)."""
 
     def __post_init__(self) -> None:
         self.positions = {s.path: i for i, s in enumerate(self.run.inner_steps)}
+        self.commits = InnerCommits(self.manager.runtime.state, self.run.run_id, self.lease)
 
     def committed(self, inner: InnerStep) -> None:
         """Record ``inner`` as committed in ``run.inner_steps``."""
@@ -232,16 +236,22 @@ async def run_construct(construct: ControlStep, data: Any, context: PipelineCont
     path = scope.step_name
     if not isinstance(construct, Map) and _entering(env, path):
         raise _Elsewhere  # the engine's next parts are this construct's
-    if isinstance(construct, Branch):
-        output, _ = await _branch(env, frame, construct, path, data, context)
-    elif isinstance(construct, Loop):
-        output, _ = await _loop(env, frame, construct, path, data, context)
-    elif isinstance(construct, Map):
-        output = await _map(env, frame, construct, path, data, context)
-    elif isinstance(construct, Parallel):
-        output = await _parallel(env, frame, construct, path, data, context)
-    else:  # pragma: no cover - every ControlStep subclass is listed above
-        raise TypeError(f"unknown control-flow step {construct!r}")
+    try:
+        if isinstance(construct, Branch):
+            output, _ = await _branch(env, frame, construct, path, data, context)
+        elif isinstance(construct, Loop):
+            output, _ = await _loop(env, frame, construct, path, data, context)
+        elif isinstance(construct, Map):
+            output = await _map(env, frame, construct, path, data, context)
+        elif isinstance(construct, Parallel):
+            output = await _parallel(env, frame, construct, path, data, context)
+        else:  # pragma: no cover - every ControlStep subclass is listed above
+            raise TypeError(f"unknown control-flow step {construct!r}")
+    finally:
+        if outer is None:
+            # Stopped mid-way (cancelled), its scopes may have left a batch being written:
+            # the run's own commits come after it.
+            await env.commits.drain()
     return output
 
 
@@ -371,15 +381,14 @@ async def _commit(
             tags,
             keys,
         )
-    await manager.runtime.state.save_inner_step(
-        env.run.run_id,
+    await env.commits.commit(
         frame.index,
         persisted,
         context_json=context_json if frame.shared else None,
         scope_context_json=None if frame.shared else context_json,
         usage=total,
-        lease=env.lease.lease,
         writes=manager._step_writes(event) if event is not None else (),
+        alone=frame.shared,
     )
     env.committed(InnerStep(frame.index, persisted, None if frame.shared else scrubbed))
     if observers and event is not None:

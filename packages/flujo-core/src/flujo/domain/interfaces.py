@@ -384,6 +384,41 @@ class StepWrite:
     params: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class InnerRow:
+    """One finished inner step of a :meth:`InnerStepBatches.save_inner_steps` batch."""
+
+    index: int
+    """The top-level control-flow step it ran in."""
+    step: StepResult
+    """Its result, named by its path."""
+    scope_context_json: str | None
+    """Its scope's context when that is a copy (a map item, a parallel branch)."""
+
+
+@runtime_checkable
+class InnerStepBatches(Protocol):
+    """An optional capability of a :class:`StateBackend`: the group commit of inner steps
+    that finish together (the map items or parallel branches of one event-loop turn). A
+    backend without it gets one :meth:`StateBackend.save_inner_step` per step."""
+
+    async def save_inner_steps(
+        self,
+        run_id: str,
+        rows: Sequence[InnerRow],
+        *,
+        context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        """Record ``rows`` as :meth:`StateBackend.save_inner_step` would one after another
+        (without plugin writes), in one transaction: one fenced update of the run row (its
+        ``usage``, and ``context_json`` unless ``None``), then every row (a later row of a
+        path replaces an earlier one). All commit or none: when the lease is no longer held,
+        :class:`~flujo.domain.errors.LeaseLostError` is raised and no row is written."""
+        ...
+
+
 class StepCommit:
     """What a ``flujo_step_commit`` implementation adds to a step's commit.
 

@@ -190,6 +190,25 @@ class Statements:
             False: self._fenced(self.no_advance, step_row),
         }
         self.inner_commit = self._fenced(inner_run, inner_row)
+        # A batch of inner steps (``save_inner_steps``): the run row's fenced update once,
+        # then every row. Chained: one statement whatever the batch's size, the rows passed
+        # as one array per column of INNER_COLUMNS, (context or None, usage, run_id, owner,
+        # epoch, paths, statuses, outputs, errors, attempts, latencies, usages, idxs,
+        # contexts). Otherwise: the update, then the row statement once per row.
+        if d.chained_writes:
+            types = ("text",) * 4 + ("integer", d.real, "text", "integer", "text")
+            arrays = ", ".join(f"?::{t}[]" for t in types)
+            rows = s(
+                f"INSERT INTO inner_step_results (run_id, {INNER_COLUMNS}, created_at) "
+                f"SELECT fenced.run_id, r.*, {{now}} FROM fenced, unnest({arrays}) "
+                f"AS r({INNER_COLUMNS}) "
+                + _upsert("inner_step_results", "run_id, path", f"{INNER_COLUMNS}, created_at")
+            )
+            self.inner_batch: tuple[str, ...] = (
+                f"WITH fenced AS ({inner_run} RETURNING run_id) {rows}",
+            )
+        else:
+            self.inner_batch = (inner_run, inner_row)
         # (status, output, error, context, usage, run_id, owner, epoch)
         self.finalize = s(
             "UPDATE workflow_state SET status = ?, output = ?, error = ?, context = ?, "

@@ -17,7 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from flujo.domain.errors import StateError, StateNotFoundError
-from flujo.domain.interfaces import Lease, Migration, StepWrite
+from flujo.domain.interfaces import InnerRow, Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
@@ -291,6 +291,42 @@ class PostgresBackend:
             run_id,
             step.name,
         )
+
+    async def save_inner_steps(
+        self,
+        run_id: str,
+        rows: Sequence[InnerRow],
+        *,
+        context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        # One statement for the whole batch (see InnerStepBatches), so one server-side
+        # transaction, as save_inner_step's. A path given twice keeps its last row: one
+        # statement's upsert may not touch a row twice.
+        last = {row.step.name: row for row in rows}
+        steps = [row.step for row in last.values()]
+        (sql,) = _SQL.inner_batch
+        params = (
+            context_json,
+            usage_json(usage),
+            run_id,
+            lease.owner,
+            lease.epoch,
+            [s.name for s in steps],
+            [s.status.value for s in steps],
+            [dumps(s.output) for s in steps],
+            [s.error for s in steps],
+            [s.attempts for s in steps],
+            [s.latency_ms for s in steps],
+            [usage_json(s.usage) for s in steps],
+            [row.index for row in last.values()],
+            [row.scope_context_json for row in last.values()],
+        )
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(sql, params)
+        if steps and cur.rowcount != len(steps):
+            raise fenced_out(run_id)
 
     async def _fenced(
         self,

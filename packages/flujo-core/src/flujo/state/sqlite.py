@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flujo.domain.errors import StateError, StateNotFoundError
-from flujo.domain.interfaces import Lease, Migration, StepWrite
+from flujo.domain.interfaces import InnerRow, Lease, Migration, StepWrite
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
@@ -39,6 +39,7 @@ _SUCCEEDED = RunStatus.SUCCEEDED.value
 _ADVANCE, _SAVE_STEP = _SQL.step_commit[True]
 _NO_ADVANCE, _ = _SQL.step_commit[False]
 _INNER_RUN, _INNER_ROW = _SQL.inner_commit
+assert _SQL.inner_batch == _SQL.inner_commit  # SQLite's batch: the same two statements
 
 
 class SQLiteBackend:
@@ -290,23 +291,42 @@ class SQLiteBackend:
             )
             if cur.rowcount != 1:
                 raise fenced_out(run_id)
-            conn.execute(
-                _INNER_ROW,
-                (
-                    run_id,
-                    step.name,
-                    step.status.value,
-                    dumps(step.output),
-                    step.error,
-                    step.attempts,
-                    step.latency_ms,
-                    usage_json(step.usage),
-                    index,
-                    scope_context_json,
-                ),
-            )
+            conn.execute(_INNER_ROW, _inner_row(run_id, InnerRow(index, step, scope_context_json)))
             for write in writes:
                 _execute_write(conn, write, step.name, run_id)
+
+    async def save_inner_steps(
+        self,
+        run_id: str,
+        rows: Sequence[InnerRow],
+        *,
+        context_json: str | None,
+        usage: Usage,
+        lease: Lease,
+    ) -> None:
+        # save_inner_step's statements, the run row's once for the whole batch: the items of
+        # a map that finish together cost one transaction (see InnerStepBatches).
+        conn = self.conn
+        if (cur := self._step_cursor) is None:
+            cur = self._step_cursor = conn.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.execute(
+                _INNER_RUN, (context_json, usage_json(usage), run_id, lease.owner, lease.epoch)
+            )
+            if cur.rowcount != 1:
+                raise fenced_out(run_id)
+            cur.executemany(_INNER_ROW, [_inner_row(run_id, row) for row in rows])
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:  # a failed COMMIT may have ended it already
+                cur.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StateError(
+                    f"saving {len(rows)} inner steps of run {run_id} (the first "
+                    f"{rows[0].step.name!r}) failed on the state database: {exc}"
+                ) from exc
+            raise
 
     async def finalize_run(
         self,
@@ -389,6 +409,23 @@ class SQLiteBackend:
             raise StateError(f"state query failed: {exc}") from exc
         names = [d[0] for d in cur.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _inner_row(run_id: str, row: InnerRow) -> tuple[Any, ...]:
+    """The parameters of ``_INNER_ROW``."""
+    step = row.step
+    return (
+        run_id,
+        step.name,
+        step.status.value,
+        dumps(step.output),
+        step.error,
+        step.attempts,
+        step.latency_ms,
+        usage_json(step.usage),
+        row.index,
+        row.scope_context_json,
+    )
 
 
 def _execute_write(conn: sqlite3.Connection, write: StepWrite, step: str, run_id: str) -> None:

@@ -10,7 +10,14 @@ import pytest
 import pytest_asyncio
 
 from flujo.domain.errors import FlujoError, LeaseLostError, StateError, StateNotFoundError
-from flujo.domain.interfaces import Lease, Migration, StateBackend, StepWrite
+from flujo.domain.interfaces import (
+    InnerRow,
+    InnerStepBatches,
+    Lease,
+    Migration,
+    StateBackend,
+    StepWrite,
+)
 from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
 
 __all__ = ["StateBackendConformance"]
@@ -204,6 +211,53 @@ class StateBackendConformance:
                 usage=Usage(), lease=Lease("w", lease.epoch + 1), writes=note,
             )  # fmt: skip
         assert await _rows(state, "r1") == [7], "a fenced-out inner step's write committed"
+
+    @pytest.mark.asyncio
+    async def test_inner_step_batches_commit_all_or_none(self, state: StateBackend) -> None:
+        """The optional ``save_inner_steps`` (:class:`InnerStepBatches`): a batch is what its
+        steps committed one after another leave, and a fenced-out batch writes nothing."""
+        if not isinstance(state, InnerStepBatches):
+            pytest.skip("the backend has no save_inner_steps (an optional capability)")
+        lease = await state.create_run(_run("r1"), owner="w", lease_s=30)
+        before = await _version(state, "r1")
+        rows = [
+            InnerRow(0, _step("map[0]/a", 1), '{"n": 0}'),
+            InnerRow(0, _step("map[1]/a", 2), None),
+            InnerRow(0, _step("map[0]/a", 3), '{"n": 3}'),
+        ]
+        await state.save_inner_steps(
+            "r1", rows, context_json='{"n": 1}', usage=Usage(4), lease=lease
+        )
+        run = await state.get_run("r1")
+        assert run is not None
+        assert run.version == before + 1, "a batch must update the run row once"
+        assert run.current_step == 0, "an inner step must not advance the run"
+        assert run.context == {"n": 1}
+        assert run.usage.input_tokens == 4
+        found = {s.path: (s.result.output, s.context) for s in run.inner_steps}
+        assert found == {"map[0]/a": (3, {"n": 3}), "map[1]/a": (2, None)}, (
+            "a path's later row in a batch must replace its earlier one"
+        )
+        await state.save_inner_steps(
+            "r1", [InnerRow(0, _step("map[2]/a"), None)], context_json=None, usage=Usage(5),
+            lease=lease,
+        )  # fmt: skip
+        run = await state.get_run("r1")
+        assert run is not None
+        assert run.context == {"n": 1}, "context_json=None must keep the run's context"
+        stale = Lease("w", lease.epoch + 1)
+        with pytest.raises(LeaseLostError):
+            await state.save_inner_steps(
+                "r1", [InnerRow(0, _step(f"map[{i}]/b"), None) for i in range(3)],
+                context_json='{"n": 9}', usage=Usage(9), lease=stale,
+            )  # fmt: skip
+        run = await state.get_run("r1")
+        assert run is not None
+        assert not [s for s in run.inner_steps if s.path.endswith("/b")], (
+            "a fenced-out batch wrote rows"
+        )
+        assert run.context == {"n": 1}
+        assert run.usage.input_tokens == 5
 
     @pytest.mark.asyncio
     async def test_list_runs_newest_first_with_status_filter(self, state: StateBackend) -> None:
