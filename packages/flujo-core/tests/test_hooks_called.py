@@ -22,6 +22,8 @@ from flujo.application.runtime import Runtime
 from flujo.domain.events import PolicyDecided, RunFinalized, RunStarted, StepCompleted, StepStarted
 from flujo.domain.interfaces import Memory, Migration, ScoredMemory, StepCommit
 from flujo.domain.models import RunRecord
+from flujo.domain.operations import Operation
+from flujo.plugin import operation
 from flujo.plugins.manager import PluginManager, hook_names
 from flujo.state.sqlite import SQLiteBackend
 
@@ -157,6 +159,13 @@ class Recorder:
         return around()
 
     @hookimpl
+    def flujo_wrap_operation(
+        self, operation: Operation, runtime: Runtime
+    ) -> contextlib.AbstractContextManager[None]:
+        self._saw("flujo_wrap_operation")
+        return contextlib.nullcontext()
+
+    @hookimpl
     def flujo_step_completed(self, event: StepCompleted, runtime: Runtime) -> None:
         self._saw("flujo_step_completed")
 
@@ -178,7 +187,8 @@ class Recorder:
 
 
 async def _recall(text: str, context: PipelineContext) -> str:
-    found = await context.retrieve(text, limit=1)
+    with operation("memory.retrieve"):  # as flujo-memory's retriever reports itself
+        found = await context.retrieve(text, limit=1)
     return found[0].memory.text
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flujo.application.background import BackgroundTaskManager
+    from flujo.application.operations import operation
     from flujo.application.run_view import PluginSection, plugin_sections
     from flujo.application.runtime import Runtime
     from flujo.application.targets import load_target
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Usage
+    from flujo.domain.operations import Operation, OperationValue
     from flujo.domain.propagation import HeaderProvider, outgoing_headers, providing_headers
     from flujo.domain.run_view import RunViewSection
     from flujo.domain.scope import decision_detail, model_tool_name, tool_id_of
@@ -159,6 +161,11 @@ _LAZY = {
     "HeaderProvider": "flujo.domain.propagation",
     "outgoing_headers": "flujo.domain.propagation",
     "providing_headers": "flujo.domain.propagation",
+    # work a plugin does for a run beside its steps (a sandbox execution, a memory search, an
+    # evaluation), reported to the plugins that wrap it (flujo_wrap_operation: a span)
+    "Operation": "flujo.domain.operations",
+    "OperationValue": "flujo.domain.operations",
+    "operation": "flujo.application.operations",
     # a registered tool's name as a model sees it, and back
     "model_tool_name": "flujo.domain.scope",
     "tool_id_of": "flujo.domain.scope",
@@ -196,6 +203,8 @@ __all__ = [
     "LeaseRenewer",
     "Memory",
     "Migration",
+    "Operation",
+    "OperationValue",
     "PipelineContext",
     "PluginError",
     "PluginSection",
@@ -249,6 +258,7 @@ __all__ = [
     "migrated",
     "model_tool_name",
     "open_state",
+    "operation",
     "outgoing_headers",
     "plugin_sections",
     "printable",

@@ -31,9 +31,11 @@ from flujo_evals.sampling import is_sampled
 
 if TYPE_CHECKING:
     from flujo.application.background import BackgroundTaskManager
+    from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
     from flujo.domain.interfaces import Evaluator, StateBackend
     from flujo.domain.models import RunRecord
+    from flujo.domain.operations import Operation
     from flujo_evals.settings import EvalSettings
 
 _log = logging.getLogger("flujo_evals")
@@ -132,6 +134,9 @@ class EvalEngine:
     :param tasks: where workers are scheduled (``None`` for :meth:`run_job` callers only).
     :param clock: wall clock for ``created_at`` and budgets (tests pass a fake one).
     :param sleep: how retries wait (tests pass a no-op).
+    :param runtime: the runner this engine serves: each evaluation is reported to its
+        operation wrappers (``eval.evaluate``: a tracing plugin's span linked to the run's
+        trace, with the score), whichever task runs it.
     """
 
     def __init__(
@@ -143,8 +148,10 @@ class EvalEngine:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        runtime: Runtime | None = None,
     ) -> None:
         self.settings = settings
+        self.runtime = runtime
         self.evaluators = dict(evaluators)
         self.state = state
         self.tasks = tasks
@@ -301,10 +308,33 @@ class EvalEngine:
                 )
                 return Outcome(storage.SKIPPED_BUDGET, billable=True)
         try:
-            return await self._call(job, evaluator, view, rubric_hash, billable, breaker)
+            return await self._reported_call(job, evaluator, view, rubric_hash, billable, breaker)
         finally:
             if billable:
                 self._budget.in_flight -= 1
+
+    async def _reported_call(
+        self,
+        job: Job,
+        evaluator: Evaluator,
+        view: RunRecord,
+        rubric_hash: str,
+        billable: bool,
+        breaker: CircuitBreaker,
+    ) -> Outcome:
+        """:meth:`_call`, reported as an ``eval.evaluate`` operation serving the run judged
+        (done apart from it, in the background): never the run's data, the reasoning or the
+        rubric; the score, label and status."""
+        from flujo.plugin import operation
+
+        attributes = {
+            "flujo.eval.evaluator": job.evaluator,
+            "flujo.eval.step": job.step,
+            "flujo.eval.sample_weight": job.weight,
+        }
+        runs = [job.run.run_id]
+        with operation("eval.evaluate", attributes, runs=runs, runtime=self.runtime) as op:
+            return await self._call(job, evaluator, view, rubric_hash, billable, breaker, op)
 
     async def _call(
         self,
@@ -314,6 +344,7 @@ class EvalEngine:
         rubric_hash: str,
         billable: bool,
         breaker: CircuitBreaker,
+        op: Operation,
     ) -> Outcome:
         s = self.settings
         started = time.perf_counter()
@@ -363,6 +394,15 @@ class EvalEngine:
             billable=billable,
             judge_model=getattr(evaluator, "model_name", None),
         )
+        op.set(
+            {
+                f"flujo.eval.{key}": row[key]
+                for key in ("status", "score", "label", "attempts", "tokens", "cost_usd")
+                if row[key] is not None
+            }
+        )
+        if status != storage.SCORED:
+            op.fail(status)  # the reason stays in the row: it may quote the run
         await self._write(row)
         return Outcome(status, cost_usd=cost, billable=billable)
 
@@ -475,7 +515,11 @@ def _check(result: Any) -> None:
 
 
 def build_engine(
-    config: FlujoConfig, state: StateBackend, tasks: BackgroundTaskManager | None = None
+    config: FlujoConfig,
+    state: StateBackend,
+    tasks: BackgroundTaskManager | None = None,
+    *,
+    runtime: Runtime | None = None,
 ) -> EvalEngine:
     """An engine for ``config``'s ``[eval]`` section, with its evaluators created.
 
@@ -494,4 +538,4 @@ def build_engine(
         if not callable(getattr(evaluator, "evaluate", None)):
             raise ConfigError(f"[{SECTION}] evaluator {name!r} has no evaluate(run) method")
         evaluators[name] = evaluator
-    return EvalEngine(settings, evaluators, state, tasks)
+    return EvalEngine(settings, evaluators, state, tasks, runtime=runtime)

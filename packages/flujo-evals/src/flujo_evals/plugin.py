@@ -61,7 +61,9 @@ def flujo_runtime_started(runtime: Runtime) -> None:
     if not runtime.config.section(SECTION, EvalSettings).enabled:
         return
     # Unknown evaluators, missing rubric files and bad settings fail the runner's start here.
-    runtime.services[SERVICE] = build_engine(runtime.config, runtime.state, runtime.tasks)
+    runtime.services[SERVICE] = build_engine(
+        runtime.config, runtime.state, runtime.tasks, runtime=runtime
+    )
 
 
 @hookimpl

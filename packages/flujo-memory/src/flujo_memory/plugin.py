@@ -75,6 +75,7 @@ def flujo_runtime_started(runtime: Runtime) -> None:
         registry=runtime.plugins.registry,
         tasks=runtime.tasks,
         scrubbing=runtime.scrubbing,
+        runtime=runtime,
     )
     service.validate_names()
     runtime.services[SERVICE] = service

@@ -32,6 +32,7 @@ from flujo_memory.settings import SECTION, MemorySettings
 
 if TYPE_CHECKING:
     from flujo.application.background import BackgroundTaskManager
+    from flujo.application.runtime import Runtime
     from flujo.config import FlujoConfig
     from flujo.domain.context import PipelineContext
     from flujo.domain.events import StepCompleted
@@ -97,6 +98,10 @@ class MemoryService:
     keeps what a policy flags out of the store: a flagged scope value is stored and matched as
     its keyed fingerprint (``fp:...``, see :mod:`flujo.application.scrubbing` for where the
     key lives), and texts added directly (:meth:`add`) are scrubbed first.
+
+    ``runtime`` (the runner's): its indexing batches are reported to that runner's
+    operation wrappers (``memory.index``: a tracing plugin's span linked to the batch's runs),
+    whichever task runs them.
     """
 
     config: FlujoConfig
@@ -106,6 +111,7 @@ class MemoryService:
     store: Any = None
     embedder: Any = None
     scrubbing: Scrubbing | None = None
+    runtime: Runtime | None = None
     settings: MemorySettings = field(init=False)
     errors: list[str] = field(default_factory=list)
     _collection_ok: str | None = None
@@ -442,7 +448,30 @@ class MemoryService:
         )
         return int(rows[0]["n"])
 
+    def described(self) -> dict[str, str | bool | int | float]:
+        """What every reported memory operation carries: the configured store and embedder
+        (names, never texts or queries)."""
+        return {
+            "flujo.memory.store": self.settings.store,
+            "flujo.memory.embedder": self.settings.embedder,
+        }
+
     async def _index(self, rows: list[_Row]) -> tuple[int, int]:
+        """:meth:`_write_batch`, reported as a ``memory.index`` operation serving the batch's
+        runs (it runs in the background, apart from them)."""
+        from flujo.plugin import operation
+
+        runs = sorted({r.run_id for r in rows if r.run_id})
+        attributes = {**self.described(), "flujo.memory.count": len(rows)}
+        errors = len(self.errors)
+        with operation("memory.index", attributes, runs=runs, runtime=self.runtime) as op:
+            indexed, dead = await self._write_batch(rows)
+            op.set({"flujo.memory.indexed": indexed, "flujo.memory.failed": dead})
+            if len(self.errors) > errors:  # the batch failed: retried later, or given up
+                op.fail(self.errors[-1])
+        return indexed, dead
+
+    async def _write_batch(self, rows: list[_Row]) -> tuple[int, int]:
         """Embed and store one batch; on failure record it on every row. Lock held."""
         try:
             vectors = await self.get_embedder().embed([r.text for r in rows])
@@ -700,7 +729,19 @@ class MemoryRetriever:
         filter: Mapping[str, Any] | None = None,
     ) -> list[ScoredMemory]:
         """Memories relevant to ``query`` in the scope of ``context``."""
+        from flujo.plugin import operation
+
         service = self._service()
-        return await service.search(
-            query, scope=await service.context_scope(context), limit=limit, filter=filter
-        )
+        attributes = {
+            **service.described(),
+            "flujo.memory.limit": limit,
+            "flujo.memory.query_chars": len(query),
+            "flujo.memory.filtered": bool(filter),
+        }
+        # Part of the step asking: nested under its span by a tracing plugin (never the query).
+        with operation("memory.retrieve", attributes) as op:
+            hits = await service.search(
+                query, scope=await service.context_scope(context), limit=limit, filter=filter
+            )
+            op.set({"flujo.memory.hits": len(hits)})
+        return hits

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from flujo.plugin import (
         FlujoConfig,
+        Operation,
         PolicyDecided,
         RunFinalized,
         RunRecord,
@@ -149,6 +150,19 @@ class OtelPlugin:
         return None if tracing is None else tracing.step(event)
 
     @hookimpl
+    def flujo_wrap_operation(
+        self, operation: Operation, runtime: Runtime
+    ) -> AbstractContextManager[None] | None:
+        """A span for a sandbox execution, a memory search or indexing batch, a shadow
+        evaluation (see :mod:`flujo_otel.operations`)."""
+        tracing = _tracing(runtime)
+        if tracing is None:
+            return None
+        from flujo_otel.operations import OperationSpan
+
+        return OperationSpan(tracing, operation)
+
+    @hookimpl
     def flujo_step_completed(self, event: StepCompleted, runtime: Runtime) -> None:
         tracing = _tracing(runtime)
         if tracing is not None:
@@ -178,6 +192,7 @@ flujo_runtime_started = _plugin.flujo_runtime_started
 flujo_runtime_closing = _plugin.flujo_runtime_closing
 flujo_run_started = _plugin.flujo_run_started
 flujo_wrap_step = _plugin.flujo_wrap_step
+flujo_wrap_operation = _plugin.flujo_wrap_operation
 flujo_step_completed = _plugin.flujo_step_completed
 flujo_policy_decided = _plugin.flujo_policy_decided
 flujo_run_finalized = _plugin.flujo_run_finalized

@@ -49,6 +49,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from flujo.application.scrubbing import stored_form
 from flujo.plugin import providing_headers
 from flujo_otel.ids import RunIdGenerator, forced_ids, release, root_span_id_of, trace_id_of
+from flujo_otel.links import RunLinkSampler
 from flujo_otel.scrub import ScrubbingExporter
 
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ class Tracing:
         self._root_sampler = TraceIdRatioBased(resolved.sample_ratio)
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": resolved.service_name}),
-            sampler=ParentBased(self._root_sampler),
+            # Operations done apart from their runs (flujo_otel.operations) follow those runs.
+            sampler=ParentBased(RunLinkSampler(self._root_sampler)),
             id_generator=RunIdGenerator(),
             # No truncation before the scrub: half an e-mail address is no longer recognized.
             span_limits=SpanLimits(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 
@@ -36,6 +37,7 @@ __all__ = [
     "collect_artifacts",
     "effective_limits",
     "effective_timeout",
+    "reported",
     "result_from_json",
     "result_to_json",
     "truncate_text",
@@ -43,6 +45,58 @@ __all__ = [
     "validate_language",
     "write_files",
 ]
+
+
+_Exec = TypeVar("_Exec", bound=Callable[..., Awaitable[ExecutionResult]])
+
+
+def reported(exec_code: _Exec) -> _Exec:
+    """Decorate a backend's ``exec_code``: each execution is reported as a
+    ``sandbox.execute`` operation (:func:`flujo.plugin.operation`): a tracing plugin makes it
+    a span, current while the code runs (so the remote backend's ``traceparent`` names it);
+    without one this costs a context-variable read.
+
+    Only what describes the execution is reported (backend, language, counts, status,
+    limits, duration), never the code, the files or the output.
+    """
+
+    @functools.wraps(exec_code)
+    async def reporting(self: Any, code: str, *args: Any, **kwargs: Any) -> ExecutionResult:
+        from flujo.plugin import operation
+
+        lang = args[0] if args else kwargs.get("lang", "python")
+        files = kwargs.get("files") or {}
+        attributes: dict[str, str | bool | int | float] = {
+            "flujo.sandbox.backend": str(getattr(self, "name", type(self).__name__)),
+            "flujo.sandbox.language": str(lang)[:32],
+            "flujo.sandbox.files": len(files) if isinstance(files, Mapping) else 0,
+        }
+        with operation("sandbox.execute", attributes) as op:
+            result: ExecutionResult = await exec_code(self, code, *args, **kwargs)
+            op.set(_described(result))
+            if result.error is not None:
+                op.fail(result.error)
+        return result
+
+    return cast("_Exec", reporting)
+
+
+def _described(result: ExecutionResult) -> dict[str, str | bool | int | float]:
+    described: dict[str, str | bool | int | float] = {
+        "flujo.sandbox.timed_out": result.timed_out,
+        "flujo.sandbox.truncated": result.truncated,
+        "flujo.sandbox.artifacts": len(result.artifacts),
+        "flujo.sandbox.duration_ms": round(result.duration_ms, 3),
+        "flujo.sandbox.stdout_bytes": len(result.stdout.encode("utf-8", "replace")),
+        "flujo.sandbox.stderr_bytes": len(result.stderr.encode("utf-8", "replace")),
+    }
+    if result.exit_code is not None:
+        described["flujo.sandbox.exit_code"] = result.exit_code
+    timeout = result.limits.get("timeout_s")
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        described["flujo.sandbox.timeout_s"] = float(timeout)  # the one enforced
+    return described
+
 
 NOTICE = "\n[... {n} bytes truncated ...]\n"
 """Put between the kept head and tail of a truncated stream (well under 256 bytes)."""

@@ -26,6 +26,7 @@ from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     Intake,
     OutputBuffer,
+    reported,
 )
 from flujo_sandbox.errors import SandboxFileError, SandboxUnavailableError
 from flujo_sandbox.settings import SandboxSettings
@@ -149,6 +150,7 @@ class DockerSandbox:
             "labels": {"flujo-sandbox": "1"},
         }
 
+    @reported
     async def exec_code(
         self,
         code: str,

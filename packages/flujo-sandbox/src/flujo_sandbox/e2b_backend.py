@@ -19,6 +19,7 @@ from typing import Any
 from flujo.domain.interfaces import ExecutionResult, SandboxLimits
 from flujo_sandbox._common import (
     Intake,
+    reported,
     truncate_text,
 )
 from flujo_sandbox.errors import SandboxLimitError, SandboxUnavailableError
@@ -81,6 +82,7 @@ class E2BSandbox:
             session, self._session = self._session, None
             await session.kill()
 
+    @reported
     async def exec_code(
         self,
         code: str,

@@ -42,6 +42,7 @@ from flujo_sandbox._common import (
     OutputBuffer,
     check_text,
     collect_artifacts,
+    reported,
     write_files,
 )
 from flujo_sandbox.errors import SandboxLimitError, SandboxUnavailableError
@@ -557,6 +558,7 @@ class LocalSandbox:
             network=cfg.network,
         )
 
+    @reported
     async def exec_code(
         self,
         code: str,

@@ -29,6 +29,7 @@ from flujo_sandbox._common import (
     Intake,
     clean_token,
     limits_to_json,
+    reported,
     truncate_text,
 )
 from flujo_sandbox.errors import (
@@ -140,6 +141,7 @@ class RemoteSandbox:
         cfg = self.settings.limits
         return SandboxLimits(cfg.memory_mb, cfg.cpu_s, cfg.pids, cfg.output_bytes, cfg.network)
 
+    @reported
     async def exec_code(
         self,
         code: str,

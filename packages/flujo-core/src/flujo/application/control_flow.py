@@ -212,6 +212,12 @@ def leave_run(token: object) -> None:
     _env.reset(token)  # type: ignore[arg-type]
 
 
+def current_run() -> RunEnv | None:
+    """The run executing in this task (and in the background work its hooks scheduled),
+    or ``None``."""
+    return _env.get()
+
+
 def done_steps(run: RunRecord) -> dict[str, InnerStep]:
     """A stored run's committed inner steps by path."""
     return {s.path: s for s in run.inner_steps}

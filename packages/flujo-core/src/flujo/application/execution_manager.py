@@ -95,6 +95,8 @@ class ExecutionManager:
         self._step_start_observers = active("flujo_step_started")
         self._step_wrappers = active("flujo_wrap_step")
         self._step_committers = active("flujo_step_commit")
+        self.operation_wrappers = active("flujo_wrap_operation")
+        """Called by :func:`flujo.plugin.operation` for operations done in this runner's runs."""
         self.scrubbing: Scrubbing = runtime.scrubbing
         if not self.scrubbing.active:
             # A runtime built without the runner (tests, embedders): the coordinator's policies.

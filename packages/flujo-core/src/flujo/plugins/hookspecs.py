@@ -73,6 +73,7 @@ if TYPE_CHECKING:
         VectorStoreProtocol,
     )
     from flujo.domain.models import RunRecord
+    from flujo.domain.operations import Operation
     from flujo.domain.run_view import RunViewSection
 
 PROJECT_NAME = "flujo"
@@ -342,6 +343,43 @@ def flujo_wrap_step(
     ignored). An error raised by the hook or by entering or exiting its context manager is
     logged and recorded in ``runtime.tasks.failures``, never raised into the run; a wrapper
     whose entry failed is not exited.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def flujo_wrap_operation(
+    operation: Operation, runtime: Runtime
+) -> AbstractContextManager[object] | None:
+    """Return a context manager to wrap one operation a plugin performs for a run, or
+    ``None`` not to.
+
+    **What**: work done for a run that is not a step and deserves a span of its own: a
+    sandbox execution (``"sandbox.execute"``, flujo-sandbox), a memory retrieval
+    (``"memory.retrieve"``) or indexing batch (``"memory.index"``, flujo-memory), a shadow
+    evaluation (``"eval.evaluate"``, flujo-evals); any plugin reports its own with
+    :func:`flujo.plugin.operation`. ``operation.attributes`` describe it (names, counts,
+    statuses, a score; never the code, query or output it handles) and grow until the block
+    exits, so read the results on exit; ``operation.error`` is set when it failed without
+    raising; ``operation.runs`` names the runs it serves when it is done apart from them (in
+    the background, after the run): link to those runs instead of nesting it under what is
+    current. The plugins performing and wrapping operations never import each other.
+
+    **When**: entered in the task performing the operation, right before it starts, and
+    exited right after it (with the exception it raised, if any), so a ``contextvars`` value
+    set on entry (an OpenTelemetry span made current) is current for the operation, its
+    outgoing calls included (:func:`flujo.plugin.outgoing_headers` then answers for it).
+    Called for operations of this runtime's runs (in their steps, and in the background work
+    their hooks scheduled) and for operations a service of this runtime reports with
+    ``runtime=``; not for idle plugins (``runtime.idle_plugins``). With no implementation,
+    reporting an operation costs a context-variable read.
+
+    The context manager is a plain (synchronous) one, entered and exited on the operation's
+    path: do no I/O in it. Wrappers are entered in plugin load order and exited in reverse.
+    A wrapper only observes: it cannot change the operation nor swallow its exception; an
+    error raised by the hook, or on entering or exiting its context manager, is logged and
+    recorded in ``runtime.tasks.failures``, never raised into the operation.
 
     .. versionadded:: 0.2
     """

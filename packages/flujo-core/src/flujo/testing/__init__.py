@@ -8,6 +8,8 @@
   (``GovernancePolicyConformance``, ``VectorStoreConformance``, ``SandboxConformance``,
   ``EvaluatorConformance``).
 - :mod:`flujo.testing.cli`: :func:`run_flujo` (the real CLI in a subprocess), ``help_imports``.
+- :mod:`flujo.testing.operations`: :class:`OperationRecorder`, a plugin recording the
+  operations (``flujo.plugin.operation``) a plugin under test reports.
 - :mod:`flujo.testing.state`: ``create_core_state`` (a database from before a plugin was
   installed) and ``sqlite_tables``.
 - pytest fixtures, registered automatically when flujo-core is installed:
