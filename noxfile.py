@@ -167,7 +167,9 @@ def integration(session: nox.Session) -> None:
     # flujo-ui's browser test (real Chromium) runs once, in its plugin-alone session.
     browser = ROOT / "packages" / "flujo-ui" / "tests" / "test_ui_browser.py"
     # flujo-otel's Phoenix test runs once, in flujo-otel's plugin-alone session: Phoenix takes
-    # a minute to start, and the trace it checks is the same with every plugin installed.
+    # a minute to start, and the trace it checks is the same with every plugin installed. The
+    # one with a real sandbox call and the other plugins' spans runs here, in tests/integration
+    # (test_otel_operations_real.py), with one Phoenix for the session.
     phoenix = ROOT / "packages" / "flujo-otel" / "tests" / "test_otel_phoenix.py"
     _pytest(session, *tests_dirs, ignore=(browser, phoenix))
 

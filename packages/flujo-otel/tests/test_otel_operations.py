@@ -45,6 +45,8 @@ class ShadowEvals:
             with operation("eval.evaluate", attributes, runs=[run_id]) as op:
                 # What a careless judge might say: the exporter's scrub must catch it.
                 op.set({"flujo.eval.score": 0.75, "flujo.eval.label": f"good for {NAME}"})
+                # Names the tracer sets itself: a plugin cannot pass for another run.
+                op.set({"flujo.run_id": "someone-else", "openinference.span.kind": "LLM"})
             self.done.set()
 
         runtime.tasks.schedule("evaluate", evaluate)

@@ -52,20 +52,20 @@ class OperationSpan:
     """The span of one operation, current while it runs (a class, not a generator: it is
     entered on the operation's path)."""
 
-    __slots__ = ("_operation", "_span", "_tokens", "_tracing")
+    __slots__ = ("_operation", "_own", "_span", "_tokens", "_tracing")
 
     def __init__(self, tracing: Tracing, operation: Operation) -> None:
         self._tracing = tracing
         self._operation = operation
         self._span: trace.Span | None = None
+        self._own: dict[str, Any] = {}
         self._tokens: tuple[object, Token[Tracing | None]] | None = None
 
     def __enter__(self) -> None:
         op = self._operation
-        attributes: dict[str, Any] = {
+        own: dict[str, Any] = {
             "flujo.operation": op.kind,
             "openinference.span.kind": _KIND.get(op.kind, "CHAIN"),
-            **op.attributes,
         }
         links: list[Link] | None = None
         if op.runs:
@@ -73,11 +73,14 @@ class OperationSpan:
             parent = otel_context.Context()
             ratio = self._tracing.resolved.sample_ratio
             links = [run_link(run_id, ratio) for run_id in op.runs[:MAX_LINKS]]
-            attributes["flujo.operation.runs"] = len(op.runs)
+            own["flujo.operation.runs"] = len(op.runs)
             if len(op.runs) == 1:
-                attributes["flujo.run_id"] = op.runs[0]
+                own["flujo.run_id"] = op.runs[0]
         else:
             parent = otel_context.get_current()
+        self._own = own
+        # What the plugin reported, then ours: a plugin cannot pass for another run or kind.
+        attributes = {**op.attributes, **own}
         span = self._tracing.tracer.start_span(op.kind, parent, attributes=attributes, links=links)
         self._span = span
         self._tokens = (
@@ -97,7 +100,9 @@ class OperationSpan:
             return
         op = self._operation
         try:
-            span.set_attributes(op.attributes)  # the results came in while it ran
+            own = self._own
+            # The results came in while it ran.
+            span.set_attributes({k: v for k, v in op.attributes.items() if k not in own})
             if exc is not None:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             elif op.error is not None:
