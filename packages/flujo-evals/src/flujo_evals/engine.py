@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from flujo.config import FlujoConfig
     from flujo.domain.interfaces import Evaluator, StateBackend
     from flujo.domain.models import RunRecord
-    from flujo.domain.operations import Operation
+    from flujo.domain.operations import Operation, OperationValue
     from flujo_evals.settings import EvalSettings
 
 _log = logging.getLogger("flujo_evals")
@@ -327,7 +327,7 @@ class EvalEngine:
         rubric; the score, label and status."""
         from flujo.plugin import operation
 
-        attributes = {
+        attributes: dict[str, OperationValue] = {
             "flujo.eval.evaluator": job.evaluator,
             "flujo.eval.step": job.step,
             "flujo.eval.sample_weight": job.weight,
