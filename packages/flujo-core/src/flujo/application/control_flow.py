@@ -376,16 +376,14 @@ async def _commit(
     observers = manager._step_observers
     event: StepCompleted | None = None
     if observers or manager._step_committers:
-        snapshot, keys = manager._snapshot(context, raw, scrubbed)
         event = StepCompleted(
             env.run.run_id,
             env.run.pipeline_name,
             frame.index,
             persisted,
             await manager.scrub(context, data),
-            snapshot,
+            manager._snapshot(context, raw, scrubbed),
             tags,
-            keys,
         )
     await env.commits.commit(
         frame.index,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +19,15 @@ from flujo.application.control_flow import (
 )
 from flujo.application.scrubbing import Scrubbing, split_stored_context, stored_form
 from flujo.application.step_coordinator import StepCoordinator, describe_error
-from flujo.application.step_wrappers import wrapped
+from flujo.application.step_wrappers import StepWrappers
 from flujo.domain.errors import UnstorableValueError
-from flujo.domain.events import RunFinalized, RunStarted, StepCompleted, StepStarted
+from flujo.domain.events import (
+    ContextSnapshot,
+    RunFinalized,
+    RunStarted,
+    StepCompleted,
+    StepStarted,
+)
 from flujo.domain.interfaces import StepCommit, StepWrite
 from flujo.domain.models import (
     Pipeline,
@@ -38,6 +43,8 @@ from flujo.domain.models import (
 from flujo.state._rows import dumps, dumps_stored, loads, storable_text
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import pluggy
 
     from flujo.application.interrupt import StopRequest
@@ -120,17 +127,42 @@ class ExecutionManager:
         scrubbed = await self.scrub(context, raw)
         return raw, self.scrubbing.with_keys(raw, scrubbed, context._stored_keys)
 
-    def _snapshot(
+    def _snapshot(self, context: PipelineContext, raw: Any, scrubbed: Any) -> ContextSnapshot:
+        """What observers get instead of the live context, from its stored form before
+        (``raw``) and after (``scrubbed``) scrubbing, built when a plugin first reads it: a
+        copy holding the scrubbed stored form (not validated again: a scrubbed value need not
+        fit its field's type), and the :meth:`Scrubbing.keys_of` its scalar fields."""
+        return ContextSnapshot(lambda: self._built_snapshot(context, raw, scrubbed))
+
+    def _built_snapshot(
         self, context: PipelineContext, raw: Any, scrubbed: Any
     ) -> tuple[PipelineContext, dict[str, str]]:
-        """What observers get instead of the live context: a copy holding the scrubbed stored
-        form (not validated again: a scrubbed value need not fit its field's type), and the
-        :meth:`Scrubbing.keys_of` its scalar fields."""
         fields, _ = split_stored_context(scrubbed if isinstance(scrubbed, dict) else {})
         snapshot = type(context).model_construct(**fields)
+        # Read here, not when the event is made (a pydantic private attribute costs µs): a
+        # context's resumed keys are set when it is loaded and never change during its run.
         held = context._stored_keys
         keys = self.scrubbing.keys_of(raw, fields, held) if isinstance(raw, dict) else {}
         return snapshot, keys
+
+    async def _snapshot_now(self, context: PipelineContext) -> ContextSnapshot:
+        """:meth:`_snapshot` of the context as it is now (a run or a step about to start).
+
+        Only its stored form is taken now (the step may change the live context before a
+        plugin reads the snapshot); with scrubbing policies that are all synchronous, their
+        ``scrub`` of it waits for the first read too. An ``async`` scrub cannot run inside a
+        property read, so then it runs here."""
+        raw = stored_form(context)
+        if not self._scrubbers:
+            return self._snapshot(context, raw, raw)
+        scrubbing = self.scrubbing
+        if not scrubbing.synchronous:
+            return self._snapshot(context, raw, await self.scrub(context, raw))
+
+        def build() -> tuple[PipelineContext, dict[str, str]]:
+            return self._built_snapshot(context, raw, scrubbing.scrub_now(context, raw))
+
+        return ContextSnapshot(build)
 
     async def _scrubbed_step(self, context: PipelineContext, result: StepResult) -> StepResult:
         if not self._scrubbers:
@@ -214,14 +246,12 @@ class ExecutionManager:
         error: str | None = None
         # A run stored for an engine, nothing executed (``until <= start``), has not started.
         if self._run_start_observers and (until is None or start < until):
-            snapshot, keys = self._snapshot(context, *await self._stored_context(context))
             started = RunStarted(
                 run.run_id,
                 run.pipeline_name,
                 start,
                 await self.scrub(context, data),
-                snapshot,
-                keys,
+                await self._snapshot_now(context),
                 # A created run holds the lease's first epoch; every take (resume) bumps it.
                 # A run an engine drives is created without executing, so its first take
                 # (epoch 2: nothing can write without the lease in between) is its start.
@@ -265,16 +295,14 @@ class ExecutionManager:
             event: StepCompleted | None = None
             writes: Sequence[StepWrite] = ()
             if self._step_observers or self._step_committers:
-                snapshot, keys = self._snapshot(context, raw_context, stored_context)
                 event = StepCompleted(
                     run.run_id,
                     run.pipeline_name,
                     index,
                     persisted,
                     await self.scrub(context, data),
-                    snapshot,
+                    self._snapshot(context, raw_context, stored_context),
                     step.tags,
-                    keys,
                 )
                 writes = self._step_writes(event)
             await state.save_step(
@@ -402,7 +430,7 @@ class ExecutionManager:
             if scrubbers:
                 raw, scrubbed = await self._stored_context(context)
                 context_json = dumps(scrubbed)
-            elif self._step_observers:
+            elif self._step_observers or self._step_committers:  # both get the event
                 raw = scrubbed = stored_form(context)
                 context_json = dumps(scrubbed)
             else:  # only the text is needed: encoded in one pass
@@ -485,8 +513,7 @@ class ExecutionManager:
         # stored, scrubbed copies.
         return PipelineResult(run.run_id, status, output, stored_steps, usage, stored_error)
 
-    @asynccontextmanager
-    async def _step_hooks(
+    def _step_hooks(
         self,
         run: RunRecord,
         index: int,
@@ -494,29 +521,11 @@ class ExecutionManager:
         data: Any,
         context: PipelineContext,
         path: str | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> _StepHooks:
         """``flujo_step_started`` observers, then the body inside every ``flujo_wrap_step``
         wrapper (entered only when a plugin implements either hook). A step inside a
         control-flow step is named by its ``path``."""
-        snapshot, keys = self._snapshot(context, *await self._stored_context(context))
-        event = StepStarted(
-            run.run_id,
-            run.pipeline_name,
-            index,
-            step.name if path is None else path,
-            await self.scrub(context, data),
-            snapshot,
-            step.tags,
-            keys,
-        )
-        plugins = self.runtime.plugins
-        if self._step_start_observers:
-            self._observed(
-                plugins.notify(self._step_start_observers, event=event, runtime=self.runtime)
-            )
-        record = self._observed_one
-        async with wrapped(plugins, self._step_wrappers, record, event=event, runtime=self.runtime):
-            yield
+        return _StepHooks(self, run, index, step, data, context, path)
 
     def _step_writes(self, event: StepCompleted) -> list[StepWrite]:
         """What each ``flujo_step_commit`` plugin adds to this step's commit. A plugin whose
@@ -541,3 +550,62 @@ class ExecutionManager:
     def _observed(self, errors: list[str]) -> None:
         for message in errors:
             self._observed_one(message)
+
+
+class _StepHooks:
+    """:meth:`ExecutionManager._step_hooks` (a class: an ``@asynccontextmanager`` around every
+    step costs several times more)."""
+
+    __slots__ = ("_args", "_manager", "_wrappers")
+
+    def __init__(
+        self,
+        manager: ExecutionManager,
+        run: RunRecord,
+        index: int,
+        step: Step,
+        data: Any,
+        context: PipelineContext,
+        path: str | None,
+    ) -> None:
+        self._manager = manager
+        self._args = (run, index, step, data, context, path)
+        self._wrappers: StepWrappers | None = None
+
+    async def __aenter__(self) -> None:
+        manager = self._manager
+        run, index, step, data, context, path = self._args
+        event = StepStarted(
+            run.run_id,
+            run.pipeline_name,
+            index,
+            step.name if path is None else path,
+            await manager.scrub(context, data),
+            await manager._snapshot_now(context),
+            step.tags,
+        )
+        runtime = manager.runtime
+        if manager._step_start_observers:
+            manager._observed(
+                runtime.plugins.notify(manager._step_start_observers, event=event, runtime=runtime)
+            )
+        if manager._step_wrappers:
+            wrappers = StepWrappers(
+                runtime.plugins,
+                manager._step_wrappers,
+                manager._observed_one,
+                event=event,
+                runtime=runtime,
+            )
+            await wrappers.__aenter__()
+            self._wrappers = wrappers
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        wrappers, self._wrappers = self._wrappers, None
+        if wrappers is not None:
+            await wrappers.__aexit__(exc_type, exc, traceback)

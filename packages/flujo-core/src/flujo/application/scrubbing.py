@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,16 @@ def stored_form(value: Any) -> Any:
     """``value`` as plain JSON data (dicts, lists, strings, numbers, ``None``), exactly as the
     state backends serialize it (``to_json(..., serialize_unknown=True)``)."""
     return to_jsonable_python(value, serialize_unknown=True)
+
+
+def _scrub_arguments(context: PipelineContext | None, value: Any) -> tuple[PipelineContext, Any]:
+    """What a policy's ``scrub`` is called with: a context (an empty one for a value outside
+    a run) and the value's stored form."""
+    if context is None:
+        from flujo.domain.context import PipelineContext
+
+        context = PipelineContext()
+    return context, stored_form(value)
 
 
 def _text(value: Any) -> str:
@@ -132,6 +143,7 @@ class Scrubbing:
     ) -> None:
         found = (getattr(p, "scrub", None) for p in policies)
         self._scrubbers: list[Callable[..., Any]] = [m for m in found if callable(m)]
+        self._synchronous = not any(inspect.iscoroutinefunction(s) for s in self._scrubbers)
         self._config = config
         self._environ = environ
         self._key: bytes | None = None
@@ -159,13 +171,34 @@ class Scrubbing:
         through every policy's ``scrub``. Without scrubbing policies, ``value`` itself."""
         if not self._scrubbers:
             return value
-        if context is None:
-            from flujo.domain.context import PipelineContext
-
-            context = PipelineContext()
-        value = stored_form(value)
+        context, value = _scrub_arguments(context, value)
         for scrub in self._scrubbers:
             value = await maybe_await(scrub(context, value))
+        return value
+
+    @property
+    def synchronous(self) -> bool:
+        """Whether every policy's ``scrub`` is a plain function, so :meth:`scrub_now` can run
+        them outside a coroutine (the runner defers a snapshot's scrub only then)."""
+        return self._synchronous
+
+    def scrub_now(self, context: PipelineContext | None, value: Any) -> Any:
+        """:meth:`scrub` without awaiting, for :attr:`synchronous` scrubbing. A ``scrub``
+        that returns an awaitable all the same is an error here (never its input returned
+        unscrubbed)."""
+        if not self._scrubbers:
+            return value
+        context, value = _scrub_arguments(context, value)
+        for scrub in self._scrubbers:
+            value = scrub(context, value)
+            if inspect.isawaitable(value):
+                close = getattr(value, "close", None)
+                if callable(close):
+                    close()  # not awaited: say so quietly rather than warn "never awaited"
+                raise TypeError(
+                    f"{getattr(scrub, '__qualname__', scrub)!s} returned an awaitable where a "
+                    "synchronous scrub was expected"
+                )
         return value
 
     def fingerprint(self, text: str) -> str:

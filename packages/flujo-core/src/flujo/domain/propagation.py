@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 
 __all__ = ["ALLOWED", "HeaderProvider", "outgoing_headers", "providing_headers"]
 
@@ -60,11 +59,23 @@ def outgoing_headers() -> dict[str, str]:
     return headers
 
 
-@contextmanager
-def providing_headers(provider: HeaderProvider) -> Iterator[None]:
-    """Make ``provider`` answer :func:`outgoing_headers` inside this block."""
-    token = _providers.set((*_providers.get(), provider))
-    try:
-        yield
-    finally:
-        _providers.reset(token)
+class providing_headers:  # lower case: a context manager used like the function it was
+    """Make ``provider`` answer :func:`outgoing_headers` inside this block
+    (``with providing_headers(provider): ...``).
+
+    A class rather than a ``@contextmanager`` generator: a tracing plugin enters one around
+    every step it wraps."""
+
+    __slots__ = ("_provider", "_token")
+
+    def __init__(self, provider: HeaderProvider) -> None:
+        self._provider = provider
+        self._token: Token[tuple[HeaderProvider, ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _providers.set((*_providers.get(), self._provider))
+
+    def __exit__(self, *exc_info: object) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            _providers.reset(token)

@@ -33,7 +33,11 @@ Observer hooks (``flujo_run_started``, ``flujo_step_started``, ``flujo_step_comp
 ``flujo_run_finalized``, ``flujo_policy_decided``) receive scrubbed data (a snapshot of the
 context, never the live object) and run on the run's hot path: they may only *schedule* work
 with ``runtime.tasks.schedule(...)``, never wait for I/O. Errors they raise are logged and
-recorded, never raised into the run.
+recorded, never raised into the run. The context snapshot of the run and step events
+(``event.context``, ``event.context_keys``) is built the first time a plugin reads it
+(:class:`flujo.domain.events.ContextSnapshot`): a plugin that never reads it costs the step
+neither its scrub nor its copy, and one read late still sees the context as it was when the
+event was made.
 """
 
 from __future__ import annotations
