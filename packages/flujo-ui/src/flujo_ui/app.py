@@ -351,6 +351,8 @@ def _form_answer(run: RunRecord, values: Mapping[str, str]) -> Any:
             return json.loads(text, parse_constant=_no_constant)
         except ValueError as exc:
             raise ValueError(f"the answer is not JSON: {exc}") from None
+        except RecursionError:  # deeper than the parser goes: too deep to store anyway
+            raise ValueError("the answer is JSON nested too deeply") from None
     paused = _paused(run, trusted=True)  # the token was checked
     if paused is None or paused.fields is None:
         return None

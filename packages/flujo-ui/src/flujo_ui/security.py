@@ -10,6 +10,9 @@
   ``HttpOnly``, ``SameSite=Strict``) or typed into the form.
 - **CSRF**: every form carries a CSRF value derived from the token (an HMAC); another site
   can neither read it (same-origin policy, no CORS) nor send the SameSite cookie.
+- **Size**: a write's body is read before its token is checked, so anyone who reaches the
+  port could make the server hold a big one: bodies over :data:`MAX_WRITE_BYTES` are refused
+  (413) by their ``Content-Length``, or as they arrive when they are sent without one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COOKIE = "flujo_ui_token"
+MAX_WRITE_BYTES = 2 * 1024 * 1024
+"""The largest body of a write (an answer form: a JSON answer field is at most 1 MiB)."""
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 Scope = MutableMapping[str, Any]
@@ -122,12 +127,46 @@ class GuardMiddleware:
             await _refuse(send, 403, "cross-origin request refused")
             return
 
+        if scope["method"] not in ("GET", "HEAD"):
+            length = headers.get("content-length", "")
+            if length and (not length.isdigit() or int(length) > MAX_WRITE_BYTES):
+                await _refuse(send, 413, "request body too large")
+                return
+            receive = _bounded(receive)
+
+        started = False
+
         async def with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), *_HEADERS]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except _TooLarge:
+            if not started:
+                await _refuse(send, 413, "request body too large")
+
+
+class _TooLarge(Exception):
+    """A write's body (sent without ``Content-Length``) grew past :data:`MAX_WRITE_BYTES`."""
+
+
+def _bounded(receive: Receive) -> Receive:
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_WRITE_BYTES:
+                raise _TooLarge
+        return message
+
+    return bounded
 
 
 async def _refuse(send: Send, status: int, text: str) -> None:
