@@ -492,3 +492,33 @@ async def test_a_stop_inside_a_map_interrupts_and_the_resume_skips_finished_item
     assert resumed.status is RunStatus.SUCCEEDED, resumed.error
     assert resumed.output == [0, 2, 4]
     assert calls[2:] == ["each[1]/work", "each[2]/work"]
+
+
+async def test_items_that_finished_as_a_stop_came_are_kept(state_uri: str) -> None:
+    """The items that finish in the turn a stop request arrives wait for their (group)
+    commit when the stop cancels the map: they finished, so they are committed all the same,
+    and the resume runs only the item the stop cut short."""
+    calls: list[str] = []
+    holder: dict[str, Flujo] = {}
+
+    async def work(x: int) -> int:
+        scope = current_step_scope()
+        assert scope is not None
+        calls.append(scope.step_name)
+        if x == 0 and "stopper" in holder:
+            holder.pop("stopper").request_stop()  # the cancel lands before the items' commit
+        elif x == 1 and len(calls) <= 3:
+            await asyncio.sleep(30)  # cancelled by the stop request
+        return x * 2
+
+    mapped = Step.map("each", Step.from_callable(work), concurrency=3)
+    async with Flujo(mapped, config=_config(state_uri)) as runner:
+        holder["stopper"] = runner
+        stopped = await runner.run_async([0, 1, 2])
+    assert stopped.status is RunStatus.INTERRUPTED
+    assert sorted(calls) == ["each[0]/work", "each[1]/work", "each[2]/work"]
+    async with Flujo(mapped, config=_config(state_uri)) as again:
+        resumed = await again.resume_async(stopped.run_id)
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert resumed.output == [0, 2, 4]
+    assert calls[3:] == ["each[1]/work"], "a finished item ran again"

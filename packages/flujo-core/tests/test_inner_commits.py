@@ -137,6 +137,40 @@ async def test_a_failing_plugin_write_fails_only_its_own_step(
         await state.close()
 
 
+async def test_steps_whose_scopes_are_cancelled_while_waiting_are_still_committed(
+    state_uri: str, tmp_path: Path
+) -> None:
+    """A stop request cancels the scopes of a map while their finished steps wait for their
+    batch: those steps did finish, and what they spent is kept (a resumed run does not run
+    them again), as when each committed on its own at once. ``drain`` waits for the batch."""
+    state = await _open(state_uri, tmp_path)
+    try:
+        lease = await state.create_run(_run("r1"), owner="w", lease_s=30)
+        commits = InnerCommits(state, "r1", Heartbeat("r1", lease, taken=True))
+        waiting = [
+            asyncio.ensure_future(
+                commits.commit(
+                    0,
+                    _step(f"m[{i}]/a"),
+                    context_json=None,
+                    scope_context_json=None,
+                    usage=Usage(),
+                )
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0)  # each has handed its commit over and waits for it
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await commits.drain()
+        run = await state.get_run("r1")
+        assert run is not None
+        assert sorted(s.path for s in run.inner_steps) == [f"m[{i}]/a" for i in range(3)]
+    finally:
+        await state.close()
+
+
 # --------------------------------------------------------------------------- through a run
 
 _thief: list[str] = []

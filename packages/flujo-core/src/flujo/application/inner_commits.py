@@ -103,10 +103,10 @@ class InnerCommits:
     async def _flush(self) -> None:
         try:
             while self._pending:
+                # A waiter that is gone (its scope was cancelled: the run is stopping) still
+                # gets its commit: its step did finish, and what it spent is kept, as when
+                # every step committed at once (the runner drains this before it stops).
                 batch, self._pending = self._pending, []
-                # A waiter that is gone (its scope was cancelled: the run is stopping) had not
-                # got its commit: its step is not committed, as if it had not finished.
-                batch = [p for p in batch if not p.done.done()]
                 start = 0
                 while start < len(batch):
                     if batch[start].writes:
