@@ -148,6 +148,7 @@ def _data_types() -> list[type]:
         plugin.StateLocation,
         plugin.StepWrite,
         plugin.Usage,
+        plugin.Operation,
     ]
 
 

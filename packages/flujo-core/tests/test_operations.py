@@ -217,3 +217,21 @@ def test_a_bad_kind_or_attribute_is_an_error_where_it_is_made() -> None:
     op = Operation("sandbox.execute")
     with pytest.raises(TypeError, match=r"'flujo\.sandbox\.code': list"):
         op.set({"flujo.sandbox.code": ["print(1)"]})  # type: ignore[dict-item]
+
+
+class IdleTracer(Tracer):
+    """Installed but off for this runner (as flujo-otel without an endpoint)."""
+
+    @hookimpl
+    def flujo_runtime_started(self, runtime: Runtime) -> None:
+        runtime.idle_plugins.add("idle")
+
+
+async def test_an_idle_plugin_is_not_called_for_a_runs_operations(tmp_path: Path) -> None:
+    idle, tracer = IdleTracer(), Tracer()
+    pipeline = Pipeline([Step.from_callable(_sandboxed, name="code")])
+    config = _config((idle, "idle"), (tracer, "tracer"))
+    async with Flujo(pipeline, config=config, state=SQLiteBackend(tmp_path / "s.db")) as r:
+        await r.run_async("x")
+    assert idle.seen == []
+    assert [kind for kind, *_ in tracer.seen] == ["sandbox.execute"]

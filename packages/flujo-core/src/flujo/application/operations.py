@@ -5,7 +5,7 @@ Which runner's plugins hear of it: the one whose run is executing in this task (
 call from a step's tool, ``context.retrieve``, and the background work a run's hooks
 scheduled), or the ``runtime`` passed explicitly (a service that belongs to one runner).
 Outside both, and when no plugin of that runner wraps operations (or only idle ones), the
-block costs a context-variable read.
+block costs a context-variable read and builds nothing (about a microsecond).
 
 .. versionadded:: 0.2
 """

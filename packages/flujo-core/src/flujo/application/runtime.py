@@ -42,7 +42,8 @@ class Runtime:
     """Plugins (by distribution name) with nothing to do for this runner: one whose own
     section turns it off adds its name in ``flujo_runtime_started``, and its run and step
     hooks (``flujo_run_started``, ``flujo_step_started``, ``flujo_wrap_step``,
-    ``flujo_step_completed``, ``flujo_step_commit``, ``flujo_run_finalized``) are not called
+    ``flujo_step_completed``, ``flujo_step_commit``, ``flujo_run_finalized``,
+    ``flujo_wrap_operation``) are not called
     for this runner's runs, so the events only it would need are not even built: installed
     but off costs the run nothing.
 
