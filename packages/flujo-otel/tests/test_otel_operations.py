@@ -43,6 +43,8 @@ class ShadowEvals:
         async def evaluate() -> None:
             attributes = {"flujo.eval.evaluator": "judge", "flujo.eval.step": "__final__"}
             with operation("eval.evaluate", attributes, runs=[run_id]) as op:
+                judge = make_agent_async(scripted_model("0.75"), "Score the reply.")
+                await judge.run("the reply")  # an LLM judge's own spans
                 # What a careless judge might say: the exporter's scrub must catch it.
                 op.set({"flujo.eval.score": 0.75, "flujo.eval.label": f"good for {NAME}"})
                 # Names the tracer sets itself: a plugin cannot pass for another run.
@@ -155,6 +157,10 @@ async def test_a_shadow_evaluation_is_linked_to_the_runs_root_span_with_its_scor
         link.context.span_id,
     )  # the link points at a span that exists
     assert dict(link.attributes or {}) == {LINKED_RUN: result.run_id}
+    judged = [s for s in spans if s.context.trace_id == evaluation.context.trace_id]
+    assert {_parent_name(s, spans) for s in judged if s.name.startswith("invoke_agent")} == {
+        "eval.evaluate"
+    }  # the judge's agent span nests under the evaluation
     attributes = dict(evaluation.attributes or {})
     assert attributes["flujo.eval.score"] == 0.75
     assert attributes["flujo.run_id"] == result.run_id
@@ -167,7 +173,7 @@ async def test_nothing_raw_is_exported_from_operations(
     _, spans = await _run(make_config, exporter)
     operations = [s for s in spans if "flujo.operation" in (s.attributes or {})]
     assert len(operations) == 4
-    assert leaks(operations) == []
+    assert leaks(spans) == []
     by_name = {s.name: dict(s.attributes or {}) for s in operations}
     assert by_name["eval.evaluate"]["flujo.eval.label"] == "good for <NAME>"
 
