@@ -35,8 +35,15 @@ sys.path[:0] = [str(HERE), str(HERE / "generated")]
 from desk import ISSUED, Agents, DeskContext, build, demo_model  # noqa: E402
 from pydantic_ai.messages import ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart  # noqa: E402
 
-from flujo import Flujo, PipelineResult, RunStatus, load_config  # noqa: E402
-from flujo.plugin import model_tool_name  # noqa: E402
+from flujo import (  # noqa: E402
+    Flujo,
+    FlujoConfig,
+    PipelineResult,
+    RunNotFoundError,
+    RunStatus,
+    load_config,
+)
+from flujo.plugin import model_tool_name, open_state  # noqa: E402
 
 CUSTOMER = "cus_1042"
 EMAIL = "ana.garcia@example.com"
@@ -81,9 +88,12 @@ def approve_from_the_cli(run_id: str) -> list[str]:
     return shown + done.stdout.strip().splitlines()
 
 
-async def run_ticket(order_service_url: str) -> tuple[PipelineResult, Agents, list[str]]:
+async def run_ticket(
+    order_service_url: str,
+) -> tuple[PipelineResult, Agents, list[str], list[str]]:
     """Run the ticket through the pipeline; a refund waiting for a person is approved from the
-    CLI and the run resumed; memory indexing is flushed before the runner closes."""
+    CLI and the run resumed; memory indexing is flushed before the runner closes. Also the
+    routes the run took, as stored."""
     config = load_config(HERE / "flujo.toml")
     agents = build(order_service_url, config)
     approval: list[str] = []
@@ -98,7 +108,7 @@ async def run_ticket(order_service_url: str) -> tuple[PipelineResult, Agents, li
         # Read-your-writes for the next run: index this run's triage now, not "soon".
         await runner.services["memory"].flush()
     # Closing the runner drained the background work: audit rows and the evaluation are stored.
-    return result, agents, approval
+    return result, agents, approval, await routes_taken(config, result.run_id)
 
 
 def _rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -130,7 +140,11 @@ def _wrap(text: str, bullet: str = "") -> str:
 
 
 def report(
-    result: PipelineResult, agents: Agents, order_requests: list[str], approval: list[str]
+    result: PipelineResult,
+    agents: Agents,
+    order_requests: list[str],
+    approval: list[str],
+    routes: list[str],
 ) -> str:
     """The report a person reads: what each part of the platform did in this run."""
     db = HERE / ".flujo" / "flujo.db"
@@ -199,9 +213,6 @@ def report(
     for step, tool, decisions in calls:
         say(_wrap(f"{step:7} {tool:23} " + ", ".join(decisions), "- "))
     say("    - the order service received: " + (", ".join(order_requests) or "nothing"))
-    routes = sorted(
-        {p.split("/")[1] for p in _inner_paths(db, run_id) if p.startswith("route/")} - {"@router"}
-    )
     say(f"    - route (Step.branch on the triage): {', '.join(routes) or '-'}")
     for row in audit:
         if row["stage"] == "approval":
@@ -263,12 +274,19 @@ def report(
     return "\n".join(out)
 
 
-def _inner_paths(db: Path, run_id: str) -> list[str]:
+async def routes_taken(config: FlujoConfig, run_id: str) -> list[str]:
+    """The routes the run's ``route`` branch took: the stored run's inner steps (by path,
+    ``route/<name>/...``) through the state API, whatever backend ``[state]`` names. A run or
+    a database that cannot be read raises: the report never says "no route" instead."""
+    state = await open_state(config, create=False, read_only=True)
     try:
-        rows = _rows(db, "SELECT path FROM inner_step_results WHERE run_id = ?", run_id)
-    except sqlite3.Error:
-        return []
-    return [str(r["path"]) for r in rows]
+        stored = await state.get_run(run_id)
+    finally:
+        await state.close()
+    if stored is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}")
+    taken = {s.path.split("/")[1] for s in stored.inner_steps if s.path.startswith("route/")}
+    return sorted(taken - {"@router"})
 
 
 def look_deeper_commands(run_id: str) -> list[str]:
@@ -315,8 +333,8 @@ def main() -> int:
     from order_server import OrderService
 
     with OrderService() as orders:
-        result, agents, approval = asyncio.run(run_ticket(orders.url))
-    print(report(result, agents, orders.requests, approval))
+        result, agents, approval, routes = asyncio.run(run_ticket(orders.url))
+    print(report(result, agents, orders.requests, approval, routes))
     return 0 if result.status.value == "succeeded" else 1
 
 

@@ -373,3 +373,37 @@ def test_plugins_run_options_take_the_id_prefix_listings_print(
         unknown = run_flujo(*command, "--run", "ffff0000ffff", cwd=desk, env=_env())
         assert unknown.returncode == 2, unknown.stdout
         assert unknown.stderr.strip() == "error: no run with id 'ffff0000ffff'"
+
+
+def test_the_route_taken_is_read_through_the_state_api(
+    reports: tuple[str, str], desk: Path, tmp_path: Path
+) -> None:
+    """The report's route line comes from the run as stored (``get_run``'s inner steps), read
+    through the state API: a run or a database it cannot read is an error, never "no route"."""
+    script = (
+        "import asyncio, json, sys; import demo\n"
+        "from flujo import load_config\n"
+        "config = load_config(demo.HERE / 'flujo.toml')\n"
+        "try:\n"
+        "    print(json.dumps(asyncio.run(demo.routes_taken(config, sys.argv[1]))))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+
+    def routes(folder: Path, run_id: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, run_id],
+            cwd=folder,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert routes(desk, _run_id(reports[0])) == '["billing"]'
+    assert routes(desk, "f" * 32) == "RunNotFoundError"
+    empty = tmp_path / "support_desk"
+    shutil.copytree(desk, empty, ignore=shutil.ignore_patterns(".flujo", "__pycache__"))
+    assert routes(empty, _run_id(reports[0])) == "StateNotFoundError"
