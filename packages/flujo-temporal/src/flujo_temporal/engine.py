@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flujo.domain.errors import UserError
@@ -23,7 +24,7 @@ from flujo_temporal.workflow import (
 )
 
 if TYPE_CHECKING:
-    from temporalio.client import Client
+    from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
     from temporalio.service import RPCError
 
     from flujo import Flujo
@@ -296,18 +297,59 @@ class TemporalEngine:
         return await self.wait(runner, run_id)
 
     async def answered(self, run_id: str) -> str | None:
+        from temporalio.client import WorkflowExecutionStatus
         from temporalio.service import RPCError, RPCStatusCode
 
         client = await self.client()
+        handle = await own_workflow(client, self.settings, run_id, "signal")
+        if handle is None:
+            return None  # not a run Temporal drives
+        ended = f"run {run_id}: its Temporal workflow {workflow_id(run_id)} has ended"
+        if handle.status is not WorkflowExecutionStatus.RUNNING:
+            # Terminated or timed out on Temporal while the run waited: nothing receives the
+            # answer there. Say so, never "it continues".
+            how = handle.status.name.lower() if handle.status is not None else "unknown"
+            return f"{ended} ({how}): nothing continues the run there"
         try:
-            await client.get_workflow_handle(workflow_id(run_id)).signal(ANSWERED_SIGNAL)
+            await handle.handle.signal(ANSWERED_SIGNAL)
         except RPCError as exc:
-            if exc.status is RPCStatusCode.NOT_FOUND:
-                return None  # not a run Temporal drives (or its workflow ended)
+            if exc.status is RPCStatusCode.NOT_FOUND:  # it ended between the two calls
+                return f"{ended}: nothing continues the run there"
             raise UserError(
                 f"Temporal: cannot signal workflow {workflow_id(run_id)}: {exc}"
             ) from None
         return f"run {run_id} continues on Temporal (workflow {workflow_id(run_id)})"
+
+
+@dataclass(frozen=True)
+class OwnWorkflow:
+    """A Flujo run's workflow execution: a handle pinned to it, and its status."""
+
+    handle: WorkflowHandle[Any, Any]
+    status: WorkflowExecutionStatus | None
+
+
+async def own_workflow(
+    client: Client, settings: TemporalSettings, run_id: str, doing: str
+) -> OwnWorkflow | None:
+    """Run ``run_id``'s workflow (``None`` when there is none), pinned to the execution seen,
+    after checking it is a Flujo run's: a workflow id is only a name, and another workflow of
+    the namespace may carry it (by chance or on purpose); Flujo never cancels or signals it."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        described = await client.get_workflow_handle(workflow_id(run_id)).describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise workflow_error(exc, settings, run_id, doing) from None
+    if described.workflow_type != WORKFLOW_NAME:
+        raise UserError(
+            f"run {run_id}: Temporal workflow {workflow_id(run_id)} is not a Flujo run (its "
+            f"type is {described.workflow_type!r}): refusing to {doing} it"
+        )
+    handle = client.get_workflow_handle(workflow_id(run_id), run_id=described.run_id)
+    return OwnWorkflow(handle, described.status)
 
 
 async def cancel(settings: TemporalSettings, run_id: str) -> None:
@@ -316,8 +358,14 @@ async def cancel(settings: TemporalSettings, run_id: str) -> None:
     from temporalio.service import RPCError
 
     client = await connect(settings)
+    found = await own_workflow(client, settings, run_id, "cancel")
+    if found is None:
+        raise UserError(
+            f"run {run_id}: no Temporal workflow {workflow_id(run_id)} in namespace "
+            f"{settings.namespace!r}"
+        )
     try:
-        await client.get_workflow_handle(workflow_id(run_id)).cancel()
+        await found.handle.cancel()
     except RPCError as exc:
         raise workflow_error(exc, settings, run_id, "cancel") from None
 
