@@ -58,13 +58,11 @@ def make_dist(site: Path) -> Callable[..., Path]:
     return make
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The state database URI for each backend: the suite runs against both."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
+@pytest.fixture
+def state_uri(flujo_state_uri: str) -> str:
+    """The state database URI for each backend: the suite runs against both (the pytest
+    plugin's ``flujo_state_uri``, by this suite's shorter name)."""
+    return flujo_state_uri
 
 
 class CommitLedger:

@@ -289,6 +289,50 @@ def test_flujo_config_ignores_the_environment(
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("dsn", [False, True], ids=["no-dsn", "dsn"])
+def test_flujo_state_uri_runs_a_test_on_each_backend(
+    monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester, dsn: bool
+) -> None:
+    """``flujo_state_uri``: the test runs on SQLite (a file in its ``tmp_path``) and on
+    PostgreSQL (a throwaway schema); without ``FLUJO_TEST_POSTGRES_DSN`` only the PostgreSQL
+    run skips, saying why."""
+    if dsn and not os.environ.get("FLUJO_TEST_POSTGRES_DSN"):
+        pytest.skip("no PostgreSQL: set FLUJO_TEST_POSTGRES_DSN (.ci/run does)")
+    if not dsn:
+        monkeypatch.delenv("FLUJO_TEST_POSTGRES_DSN", raising=False)
+        monkeypatch.delenv("CI", raising=False)
+    pytester.makeini(STRICT_INI)
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        from flujo import FlujoConfig
+        from flujo.config import StateSettings
+        from flujo.state import open_state
+
+        def test_opens(flujo_state_uri, tmp_path):
+            if flujo_state_uri.startswith("sqlite"):
+                assert flujo_state_uri == f"sqlite:///{tmp_path / 'state.db'}"
+            config = FlujoConfig(state=StateSettings(uri=flujo_state_uri))
+
+            async def go():
+                state = await open_state(config)
+                try:
+                    assert await state.list_runs() == []
+                finally:
+                    await state.close()
+
+            asyncio.run(go())
+        """
+    )
+    found = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "-v")
+    if dsn:
+        found.assert_outcomes(passed=2)
+    else:
+        found.assert_outcomes(passed=1, skipped=1)
+        found.stdout.fnmatch_lines(["*test_opens?sqlite? PASSED*", "*no PostgreSQL*"])
+
+
 def test_flujo_config_keeps_an_existing_file(pytester: pytest.Pytester) -> None:
     """A ``flujo.toml`` another fixture wrote into ``tmp_path`` first is the one loaded."""
     pytester.makeini(STRICT_INI)

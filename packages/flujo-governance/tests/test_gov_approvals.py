@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from gov_testkit import database_bytes, make_config
 
 from flujo import Flujo, PipelineContext, RunStatus, Step, make_agent_async
@@ -17,6 +16,7 @@ from flujo.config import FlujoConfig
 from flujo.state import open_state
 from flujo.testing.cli import run_flujo
 from flujo.testing.models import call_tool, scripted_model
+from flujo.testing.pytest_plugin import SQLITE_STATE_FILE
 from flujo_governance._scope import StepInfo
 from flujo_governance.audit import fetch_decisions
 from flujo_governance.settings import ToolsSettings
@@ -40,14 +40,6 @@ reason = "refunds above 100 EUR need a person"
 EMAIL = "jane.doe@example.com"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///flujo.db"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
-
-
 def _pipeline(turns: list[Any], paid: list[dict[str, Any]]) -> Any:
     def issue_refund(order: str, amount: int, notify: str) -> str:
         """Refund an order."""
@@ -67,12 +59,12 @@ async def _audit(config: FlujoConfig, run_id: str) -> list[dict[str, Any]]:
 
 
 async def test_a_big_refund_waits_approved_runs_once_and_is_audited(
-    tmp_path: Path, state_uri: str
+    tmp_path: Path, flujo_state_uri: str
 ) -> None:
     paid: list[dict[str, Any]] = []
     turns = [call_tool("issue_refund", order="A-1", amount=150, notify=EMAIL), "done"]
     pipeline = _pipeline(turns, paid)
-    config = make_config(tmp_path, CONFIG, state_uri=state_uri)
+    config = make_config(tmp_path, CONFIG, state_uri=flujo_state_uri)
     async with Flujo(pipeline, config=config) as runner:
         paused = await runner.run_async(f"refund A-1 for {EMAIL}")
         assert paused.status is RunStatus.PAUSED, paused.error
@@ -89,8 +81,8 @@ async def test_a_big_refund_waits_approved_runs_once_and_is_audited(
     assert paid[0]["order"] == "A-1"
     assert paid[0]["amount"] == 150
     assert EMAIL not in paid[0]["notify"]
-    if state_uri.startswith("sqlite"):
-        assert EMAIL.encode() not in database_bytes(tmp_path)
+    if flujo_state_uri.startswith("sqlite"):
+        assert EMAIL.encode() not in database_bytes(tmp_path, SQLITE_STATE_FILE)
     rows = await _audit(config, paused.run_id)
     # One row per decision: the policy's APPROVE when the call was made (the run paused on
     # it), then the person's answer. The policies are asked again when the approved call
@@ -107,20 +99,24 @@ async def test_a_big_refund_waits_approved_runs_once_and_is_audited(
     assert answer["step"] == "refund"
 
 
-async def test_a_small_refund_runs_without_a_person(tmp_path: Path, state_uri: str) -> None:
+async def test_a_small_refund_runs_without_a_person(tmp_path: Path, flujo_state_uri: str) -> None:
     paid: list[dict[str, Any]] = []
     pipeline = _pipeline([call_tool("issue_refund", order="A", amount=50, notify="x"), "ok"], paid)
-    async with Flujo(pipeline, config=make_config(tmp_path, CONFIG, state_uri=state_uri)) as r:
+    async with Flujo(
+        pipeline, config=make_config(tmp_path, CONFIG, state_uri=flujo_state_uri)
+    ) as r:
         result = await r.run_async("refund A")
     assert result.status is RunStatus.SUCCEEDED, result.error
     assert [p["amount"] for p in paid] == [50]
 
 
-async def test_a_rejection_is_audited_and_the_model_is_told(tmp_path: Path, state_uri: str) -> None:
+async def test_a_rejection_is_audited_and_the_model_is_told(
+    tmp_path: Path, flujo_state_uri: str
+) -> None:
     paid: list[dict[str, Any]] = []
     turns = [call_tool("issue_refund", order="A", amount=900, notify="x"), "sorry"]
     pipeline = _pipeline(turns, paid)
-    config = make_config(tmp_path, CONFIG, state_uri=state_uri)
+    config = make_config(tmp_path, CONFIG, state_uri=flujo_state_uri)
     async with Flujo(pipeline, config=config) as runner:
         paused = await runner.run_async("refund A")
         await runner.reject_async(paused.run_id, reason="fraud suspected", by="bob")
@@ -135,8 +131,8 @@ async def test_a_rejection_is_audited_and_the_model_is_told(tmp_path: Path, stat
     )
 
 
-async def test_human_step_answers_are_audited(tmp_path: Path, state_uri: str) -> None:
-    config = make_config(tmp_path, CONFIG, state_uri=state_uri)
+async def test_human_step_answers_are_audited(tmp_path: Path, flujo_state_uri: str) -> None:
+    config = make_config(tmp_path, CONFIG, state_uri=flujo_state_uri)
     pipeline = Step.from_callable(lambda x: x, name="first") >> Step.human("check")
     async with Flujo(pipeline, config=config) as runner:
         paused = await runner.run_async("go")

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from flujo import Flujo, Pipeline, PipelineContext, RunStatus, Step, hookimpl
 from flujo.config import FlujoConfig
 from flujo.domain.events import RunFinalized, StepCompleted
+from flujo.testing.pytest_plugin import SQLITE_STATE_FILE
 
 EMAIL = "ñandú.pérez@example.com"
 CARD = 4111111111111111
@@ -115,9 +116,9 @@ def assert_clean(where: str, text: str) -> None:
         assert needle not in text, f"{needle!r} leaked into {where}"
 
 
-def _config(tmp_path: Path, state_uri: str, mode: str, *observers: object) -> FlujoConfig:
+def _config(tmp_path: Path, flujo_state_uri: str, mode: str, *observers: object) -> FlujoConfig:
     toml = f'[governance]\npolicies = ["pii"]\n[governance.pii]\nmode = "{mode}"\n'
-    return make_config(tmp_path, toml, *observers, state_uri=state_uri)
+    return make_config(tmp_path, toml, *observers, state_uri=flujo_state_uri)
 
 
 async def _postgres_text(uri: str) -> str:
@@ -141,35 +142,27 @@ async def _postgres_text(uri: str) -> str:
     return "\n".join(parts)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def state_uri(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///flujo.db"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
-
-
-async def _stored_text(tmp_path: Path, state_uri: str) -> str:
-    if state_uri.startswith("sqlite"):
-        return database_bytes(tmp_path).decode("utf-8", "replace")
-    return await _postgres_text(state_uri)
+async def _stored_text(tmp_path: Path, flujo_state_uri: str) -> str:
+    if flujo_state_uri.startswith("sqlite"):
+        return database_bytes(tmp_path, SQLITE_STATE_FILE).decode("utf-8", "replace")
+    return await _postgres_text(flujo_state_uri)
 
 
 @pytest.mark.parametrize("mode", ["redact", "pseudonymize"])
 async def test_non_string_values_are_scrubbed_in_every_sink(
-    tmp_path: Path, state_uri: str, mode: str
+    tmp_path: Path, flujo_state_uri: str, mode: str
 ) -> None:
     sink = Sink()
-    config = _config(tmp_path, state_uri, mode, sink)
+    config = _config(tmp_path, flujo_state_uri, mode, sink)
     pipeline = Step.from_callable(produce, name="produce") >> Step.from_callable(
         finish, name="finish"
     )
     async with Flujo(pipeline, config=config, context_model=Ctx) as runner:
         result = await runner.run_async("start")
     assert result.status is RunStatus.SUCCEEDED, result.error
-    stored = await _stored_text(tmp_path, state_uri)
+    stored = await _stored_text(tmp_path, flujo_state_uri)
     assert "<EMAIL" in stored  # the run's rows are there, scrubbed
-    assert_clean(f"the {state_uri.split(':')[0]} rows", stored)
+    assert_clean(f"the {flujo_state_uri.split(':')[0]} rows", stored)
     assert "é" * 100 in stored  # the long value was stored (scrubbed), not dropped
     assert_clean("another plugin's payloads", _dump(sink.payloads))
     # The caller still gets the real output.
@@ -190,10 +183,10 @@ class Flaky:
 
 
 async def test_resumed_pseudonymized_run_stores_no_pii_and_restores_the_caller_output(
-    tmp_path: Path, state_uri: str
+    tmp_path: Path, flujo_state_uri: str
 ) -> None:
     sink = Sink()
-    config = _config(tmp_path, state_uri, "pseudonymize", sink)
+    config = _config(tmp_path, flujo_state_uri, "pseudonymize", sink)
     flaky = Flaky()
     pipeline = Pipeline(
         [Step.from_callable(produce, name="produce"), Step.from_callable(flaky, name="flaky")],
@@ -201,11 +194,11 @@ async def test_resumed_pseudonymized_run_stores_no_pii_and_restores_the_caller_o
     async with Flujo(pipeline, config=config, context_model=Ctx) as runner:
         failed = await runner.run_async("start")
     assert failed.status is RunStatus.FAILED
-    config = _config(tmp_path, state_uri, "pseudonymize", sink)
+    config = _config(tmp_path, flujo_state_uri, "pseudonymize", sink)
     async with Flujo(pipeline, config=config, context_model=Ctx) as runner:
         resumed = await runner.resume_async(failed.run_id)
     assert resumed.status is RunStatus.SUCCEEDED, resumed.error
-    assert_clean("the stored rows", await _stored_text(tmp_path, state_uri))
+    assert_clean("the stored rows", await _stored_text(tmp_path, flujo_state_uri))
     assert_clean("another plugin's payloads", _dump(sink.payloads))
     # The resumed process never saw the first process's originals: what the stored data
     # carried stays a pseudonym, and the values added after the resume come back real,

@@ -10,36 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from flujo.state.dsn import redact_dsn
 from flujo.testing.cli import flujo_json, run_flujo, run_flujo_after_upgrade
-from flujo.testing.state import create_core_state
+from flujo.testing.state import create_core_state, outdated_tables_error
 from flujo_memory.outbox import OWNER, migrations
 
 ENV = {"FLUJO_LOAD_PLUGINS": "flujo-memory"}
 MODULE = "flujo_memory.outbox"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def uri(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return "sqlite:///runs.db"
-    found: str = request.getfixturevalue("flujo_postgres_uri")
-    return found
-
-
-def _where(uri: str, root: Path) -> str:
-    return str(root / "runs.db") if uri.startswith("sqlite") else redact_dsn(uri)
-
-
-def _outdated(uri: str, root: Path) -> str:
-    current = max(m.version for m in migrations("sqlite"))
-    return (
-        f"error: the state database at {_where(uri, root)} predates the installed {OWNER} "
-        f"({OWNER} tables at v{current}, migrations v{current + 1} not applied); "
-        "run `flujo state upgrade` to apply them\n"
-    )
 
 
 def _setup(root: Path, uri: str) -> str:
@@ -58,9 +34,9 @@ def _setup(root: Path, uri: str) -> str:
     return run["run_id"]
 
 
-def test_reads_of_outdated_tables_fail_until_upgraded(tmp_path: Path, uri: str) -> None:
-    run_id = _setup(tmp_path, uri)
-    expected = _outdated(uri, tmp_path)
+def test_reads_of_outdated_tables_fail_until_upgraded(tmp_path: Path, flujo_state_uri: str) -> None:
+    run_id = _setup(tmp_path, flujo_state_uri)
+    expected = outdated_tables_error(flujo_state_uri, OWNER, migrations("sqlite"))
     for args in (["memory", "stats"], ["memory", "stats", "--json"], ["memory", "search", "tea"]):
         proc = run_flujo_after_upgrade(MODULE, *args, cwd=tmp_path, env=ENV)
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected), args
@@ -80,8 +56,10 @@ def test_reads_of_outdated_tables_fail_until_upgraded(tmp_path: Path, uri: str) 
     assert json.loads(stats.stdout)["memories"] == 1
 
 
-def test_tables_never_created_still_mean_nothing_recorded(tmp_path: Path, uri: str) -> None:
-    (tmp_path / "flujo.toml").write_text(f'[state]\nuri = "{uri}"\n', encoding="utf-8")
+def test_tables_never_created_still_mean_nothing_recorded(
+    tmp_path: Path, flujo_state_uri: str
+) -> None:
+    (tmp_path / "flujo.toml").write_text(f'[state]\nuri = "{flujo_state_uri}"\n', encoding="utf-8")
     create_core_state(tmp_path / "flujo.toml")
     proc = run_flujo("memory", "stats", "--json", cwd=tmp_path, env=ENV)
     assert proc.returncode == 0, proc.stderr

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pytest
 from memtest_pipelines import TenantContext, learn_and_recall, recall_only
 
 from flujo import Flujo, FlujoConfig, RunStatus
@@ -18,20 +17,13 @@ from flujo_memory.service import MemoryService
 from flujo_memory.stores.memory import InMemoryStore
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A state database URI per backend (PostgreSQL: flujo's throwaway-schema fixture)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
-
-
 async def test_memory_across_runs_on_each_state_backend(
-    tmp_path: Path, state_uri: str, config_file: Callable[..., Path]
+    tmp_path: Path, flujo_state_uri: str, config_file: Callable[..., Path]
 ) -> None:
     cfg_path = config_file(index_steps=["learn"], scope_fields=["tenant"])
-    text = cfg_path.read_text().replace('uri = "sqlite:///.flujo/flujo.db"', f'uri = "{state_uri}"')
+    text = cfg_path.read_text().replace(
+        'uri = "sqlite:///.flujo/flujo.db"', f'uri = "{flujo_state_uri}"'
+    )
     cfg_path.write_text(text)
     async with Flujo(learn_and_recall, config=cfg_path, context_model=TenantContext) as runner:
         first = await runner.run_async("backups run at 2am", context={"tenant": "acme"})
@@ -60,10 +52,10 @@ class CountingEmbedder(HashingEmbedder):
 
 
 async def test_workers_sharing_an_outbox_index_each_row_once(
-    tmp_path: Path, state_uri: str
+    tmp_path: Path, flujo_state_uri: str
 ) -> None:
     config: FlujoConfig = load_config(
-        None, environ={"FLUJO__MEMORY__BATCH_SIZE": "7", "FLUJO__STATE__URI": state_uri}
+        None, environ={"FLUJO__MEMORY__BATCH_SIZE": "7", "FLUJO__STATE__URI": flujo_state_uri}
     )
     store, embedder = InMemoryStore(), CountingEmbedder()
     states = []

@@ -24,18 +24,10 @@ from flujo.state import open_backend
 from flujo_memory.outbox import TABLE, migrations
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
-
-
-def _write_config(root: Path, state_uri: str) -> Path:
+def _write_config(root: Path, flujo_state_uri: str) -> Path:
     path = root / "flujo.toml"
     path.write_text(
-        f'[state]\nuri = "{state_uri}"\n\n[memory]\nstore = "memory"\nembedder = "hashing"\n'
+        f'[state]\nuri = "{flujo_state_uri}"\n\n[memory]\nstore = "memory"\nembedder = "hashing"\n'
         'index_steps = ["*"]\n'
     )
     return path
@@ -98,9 +90,11 @@ asyncio.run(main())
 """
 
 
-async def _rows(state_uri: str, root: Path) -> tuple[set[tuple[str, int]], set[tuple[str, str]]]:
+async def _rows(
+    flujo_state_uri: str, root: Path
+) -> tuple[set[tuple[str, int]], set[tuple[str, str]]]:
     """``({(run_id, step index)}, {(run_id, step name)})``: committed steps, outbox rows."""
-    state = open_backend(StateSettings(uri=state_uri), root)
+    state = open_backend(StateSettings(uri=flujo_state_uri), root)
     await state.open(migrations(state.dialect))
     try:
         steps = await state.fetch_all("SELECT run_id, idx FROM step_results")
@@ -115,9 +109,9 @@ async def _rows(state_uri: str, root: Path) -> tuple[set[tuple[str, int]], set[t
 
 @pytest.mark.parametrize("when", ["after", "during"])
 async def test_a_killed_process_never_splits_a_step_from_its_outbox_row(
-    tmp_path: Path, state_uri: str, when: str
+    tmp_path: Path, flujo_state_uri: str, when: str
 ) -> None:
-    config = _write_config(tmp_path, state_uri)
+    config = _write_config(tmp_path, flujo_state_uri)
     (tmp_path / "child.py").write_text(textwrap.dedent(_CHILD))
     child = await asyncio.to_thread(
         subprocess.run,
@@ -128,7 +122,7 @@ async def test_a_killed_process_never_splits_a_step_from_its_outbox_row(
         timeout=120,
     )
     assert child.returncode == -9, child.stderr  # killed where the test meant it to be
-    steps, outbox = await _rows(state_uri, tmp_path)
+    steps, outbox = await _rows(flujo_state_uri, tmp_path)
     names = {0: "first", 1: "second"}
     assert {(run, names[idx]) for run, idx in steps} == outbox
     # "after": step 0 committed (with its row); "during": nothing of step 0 committed.
@@ -139,17 +133,21 @@ class _Ctx(PipelineContext):
     pass
 
 
-async def test_a_fenced_out_worker_commits_no_outbox_row(tmp_path: Path, state_uri: str) -> None:
+async def test_a_fenced_out_worker_commits_no_outbox_row(
+    tmp_path: Path, flujo_state_uri: str
+) -> None:
     import flujo_memory.plugin
 
     manager = PluginManager()
     manager.register(flujo_memory.plugin, "flujo-memory")
-    config = load_config(_write_config(tmp_path, state_uri), plugin_manager=manager, environ={})
+    config = load_config(
+        _write_config(tmp_path, flujo_state_uri), plugin_manager=manager, environ={}
+    )
 
     async def stolen(x: str, context: _Ctx) -> str:
         # Another worker takes the run over while this step runs: its commit must be refused,
         # the outbox row with it.
-        thief = open_backend(StateSettings(uri=state_uri), tmp_path)
+        thief = open_backend(StateSettings(uri=flujo_state_uri), tmp_path)
         await thief.open()
         try:
             await thief.execute(
@@ -168,19 +166,21 @@ async def test_a_fenced_out_worker_commits_no_outbox_row(tmp_path: Path, state_u
         assert runner.runtime.tasks.failures == [] or all(
             "flujo-memory" not in str(f) for f in runner.runtime.tasks.failures
         )
-    steps, outbox = await _rows(state_uri, tmp_path)
+    steps, outbox = await _rows(flujo_state_uri, tmp_path)
     assert steps == set()
     assert outbox == set()
 
 
 async def test_a_step_commit_keeps_the_outbox_row_on_a_normal_run(
-    tmp_path: Path, state_uri: str
+    tmp_path: Path, flujo_state_uri: str
 ) -> None:
     import flujo_memory.plugin
 
     manager = PluginManager()
     manager.register(flujo_memory.plugin, "flujo-memory")
-    config = load_config(_write_config(tmp_path, state_uri), plugin_manager=manager, environ={})
+    config = load_config(
+        _write_config(tmp_path, flujo_state_uri), plugin_manager=manager, environ={}
+    )
     pipeline: Pipeline[Any] = Pipeline([Step.from_callable(str.upper, name="up")])
     async with Flujo(pipeline, config=config) as runner:
         result = await runner.run_async("backups at 2am")

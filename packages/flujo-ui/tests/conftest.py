@@ -14,10 +14,8 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The state database URI for each backend: the server tests run against both."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    uri: str = request.getfixturevalue("flujo_postgres_uri")
-    return uri
+@pytest.fixture
+def state_uri(flujo_state_uri: str) -> str:
+    """The state database URI for each backend: the server tests run against both (the pytest
+    plugin's ``flujo_state_uri``, by this suite's shorter name)."""
+    return flujo_state_uri

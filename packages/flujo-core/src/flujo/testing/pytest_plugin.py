@@ -24,6 +24,13 @@ Fixtures:
 ``fake_openai``
     A local OpenAI-compatible server (:class:`flujo.testing.fake_openai.FakeOpenAIServer`),
     with ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` pointing at it for the test.
+``flujo_postgres_uri``
+    A PostgreSQL URI in a throwaway schema (skips without ``FLUJO_TEST_POSTGRES_DSN``).
+``flujo_state_uri``
+    A state database URI, once per backend: the test runs on SQLite and on PostgreSQL::
+
+        def test_my_rows(flujo_state_uri, tmp_path):
+            (tmp_path / "flujo.toml").write_text(f'[state]\nuri = "{flujo_state_uri}"\n')
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ __all__ = [
     "fake_openai",
     "flujo_config",
     "flujo_plugin_manager",
+    "flujo_postgres_uri",
+    "flujo_state_uri",
     "registered_plugin",
 ]
 
@@ -233,3 +242,22 @@ def flujo_postgres_uri() -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+SQLITE_STATE_FILE = "state.db"
+"""The SQLite file :func:`flujo_state_uri` names, in the test's ``tmp_path``."""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def flujo_state_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A state database URI, once per backend (test ids ``[sqlite]`` and ``[postgresql]``).
+
+    SQLite: ``sqlite:///<tmp_path>/state.db`` (absolute, so any ``flujo.toml`` may name it; the
+    file is created by whatever opens it first). PostgreSQL: :func:`flujo_postgres_uri`'s
+    throwaway schema, so that run skips with the reason when ``FLUJO_TEST_POSTGRES_DSN`` is
+    not set (fails in CI) and the SQLite one still runs.
+    """
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / SQLITE_STATE_FILE}"
+    uri: str = request.getfixturevalue("flujo_postgres_uri")
+    return uri

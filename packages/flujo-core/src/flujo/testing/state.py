@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flujo.domain.interfaces import Migration
 
 
 def create_core_state(config_path: Path) -> None:
@@ -28,3 +33,20 @@ def sqlite_tables(path: Path) -> set[str]:
         return {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
     finally:
         conn.close()
+
+
+def outdated_tables_error(uri: str, owner: str, migrations: Sequence[Migration]) -> str:
+    """The error line (``error: ...`` and a newline) a read-only command prints when the
+    database ``uri`` names holds ``owner``'s tables at the last of ``migrations`` and the
+    installed plugin ships one more: what :func:`flujo.testing.cli.run_flujo_after_upgrade`
+    simulates. ``uri`` is an absolute ``sqlite:///`` URI (as ``flujo_state_uri`` gives) or a
+    PostgreSQL DSN (named without its password)."""
+    from flujo.state.dsn import redact_dsn
+
+    where = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else redact_dsn(uri)
+    current = max(m.version for m in migrations)
+    return (
+        f"error: the state database at {where} predates the installed {owner} "
+        f"({owner} tables at v{current}, migrations v{current + 1} not applied); "
+        "run `flujo state upgrade` to apply them\n"
+    )
