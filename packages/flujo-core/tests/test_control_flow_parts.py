@@ -9,14 +9,17 @@ the calls are made here in the order an engine's workflow makes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from flujo import Flujo, FlujoConfig, Step
+from flujo import Flujo, FlujoConfig, Step, hookimpl
 from flujo.config import StateSettings
 from flujo.domain.errors import UserError
+from flujo.domain.events import StepStarted
 from flujo.domain.models import Pipeline, RunStatus, StepStatus, Usage
 from flujo.domain.scope import current_step_scope
 from flujo.plugins.manager import PluginManager
@@ -353,3 +356,51 @@ async def test_a_part_names_a_scope_of_the_step(state_uri: str) -> None:
     assert run is not None
     assert calls.seen == {"first": 1}
     assert run.inner_steps == []
+
+
+class _Spans:
+    """A step wrapper that records how each step's span ended (the error it saw, if any)."""
+
+    def __init__(self) -> None:
+        self.ended: dict[str, str | None] = {}
+
+    @hookimpl
+    def flujo_wrap_step(self, event: StepStarted) -> Any:
+        @contextlib.contextmanager
+        def span() -> Iterator[None]:
+            try:
+                yield
+            except BaseException as exc:
+                self.ended[event.step_name] = type(exc).__name__
+                raise
+            self.ended[event.step_name] = None
+
+        return span()
+
+
+async def test_a_part_leaves_the_spans_of_the_constructs_it_passes_through_unfailed(
+    state_uri: str,
+) -> None:
+    """Stopping at another part's scope is not an error of the constructs on the way: their
+    step wrappers (tracing spans) end without one."""
+    calls = Calls()
+    spans = _Spans()
+    manager = PluginManager()
+    assert manager.register(spans, "spans").status == "ok"
+    pipeline = calls.step("first", 0) >> Step.loop(
+        "retry",
+        Step.parallel("fan", {"a": calls.step("a1"), "b": calls.step("b1")}, merge=max),
+        until=lambda m: True,
+        max_iterations=2,
+    )
+    config = FlujoConfig(state=StateSettings(uri=state_uri), plugin_manager=manager)
+    async with Flujo(pipeline, config=config) as runner:
+        run_id = await _created(runner, 1)
+        part = await runner.execute_part_async(run_id, 1, "retry#1/fan/a", owner=OWNER)
+    assert part.status is RunStatus.RUNNING
+    assert spans.ended == {
+        "first": None,
+        "retry": None,
+        "retry#1/fan": None,
+        "retry#1/fan/a/a1": None,
+    }

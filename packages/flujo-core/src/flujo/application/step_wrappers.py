@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from flujo.application.control_flow import _Elsewhere
+
 if TYPE_CHECKING:
     import pluggy
 
@@ -77,6 +79,8 @@ class StepWrappers:
         traceback: TracebackType | None,
     ) -> None:
         entered, self._entered = self._entered, []
+        if isinstance(exc, _Elsewhere):  # a part stopped at another's scope: not a failure
+            exc_type, exc, traceback = None, None, None
         for where, manager, is_async in reversed(entered):
             try:
                 if is_async:
