@@ -20,7 +20,7 @@ from flujo import Flujo, FlujoConfig, Step, hookimpl
 from flujo.config import StateSettings
 from flujo.domain.errors import UserError
 from flujo.domain.events import StepStarted
-from flujo.domain.models import Pipeline, RunStatus, StepStatus, Usage
+from flujo.domain.models import Pipeline, RunStatus, StepStatus, Usage, UsageLimits
 from flujo.domain.scope import current_step_scope
 from flujo.plugins.manager import PluginManager
 
@@ -336,6 +336,41 @@ async def test_usage_given_by_the_engine_is_the_base_and_what_a_part_spent_is_re
         run = await runner.runtime.state.get_run(run_id)
     assert run is not None
     assert run.usage == Usage(input_tokens=14, requests=2)
+
+
+async def test_parts_within_the_limit_alone_over_it_together_end_the_run_at_the_join(
+    state_uri: str,
+) -> None:
+    """Parts running at once do not see each other's usage; the join counts them all (the
+    usage the engine adds up) and ends the run ``limit_exceeded``: never fail open."""
+
+    class Spend:
+        async def run(self, data: int, *, context: Any) -> int:
+            scope = current_step_scope()
+            assert scope is not None
+            scope.usage.add(Usage(input_tokens=40))
+            return data
+
+    pipeline = Step.from_callable(lambda x: x, name="first") >> Step.parallel(
+        "fan", {k: Step(f"{k}1", Spend()) for k in "abc"}
+    )
+    async with Flujo(
+        pipeline, config=_config(state_uri), usage_limits=UsageLimits(total_tokens=100)
+    ) as runner:
+        run_id = await _created(runner, 1)
+        probe = await runner.execute_part_async(run_id, 1, "fan", enter=True, owner=OWNER)
+        assert probe.lease is not None
+        spent = Usage()
+        for key in "abc":  # each starts from the same base, as concurrent activities do
+            part = await runner.execute_part_async(
+                run_id, 1, f"fan/{key}", owner=OWNER, lease_epoch=probe.lease.epoch, usage=Usage()
+            )
+            assert part.status is RunStatus.RUNNING
+            assert part.part is not None
+            spent.add(part.part.spent)
+        join = await runner.execute_part_async(run_id, 1, owner=OWNER, usage=spent)
+    assert join.status is RunStatus.LIMIT_EXCEEDED
+    assert join.error == "usage limit exceeded: total_tokens 120 > limit 100"
 
 
 async def test_a_part_names_a_scope_of_the_step(state_uri: str) -> None:
