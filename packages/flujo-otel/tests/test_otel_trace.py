@@ -179,3 +179,49 @@ async def test_a_step_cancelled_out_of_the_core_ends_its_span_as_an_error(
     assert spans["step slow"].status.status_code is StatusCode.ERROR
     assert "CancelledError" in (spans["step slow"].status.description or "")
     assert not trace.get_current_span().get_span_context().is_valid  # the context was restored
+
+
+class _Guard:
+    """Denies the input of the inner step ``checks/notify/mail`` (no tool span is current then:
+    the decision is taken in the step itself)."""
+
+    name = "guard"
+
+    def inspect_input(self, context: Any, data: Any) -> tuple[Any, Any]:
+        from flujo import PolicyDecision, PolicyViolation
+        from flujo.domain.scope import current_step_scope
+
+        scope = current_step_scope()
+        if scope is not None and scope.step_name.endswith("mail"):
+            raise PolicyViolation(self.name, "no mail today")
+        return PolicyDecision.ALLOW, data
+
+
+async def test_a_decision_taken_in_a_step_is_an_event_of_that_step_span(
+    make_config: Any, exporter: InMemorySpanExporter
+) -> None:
+    flow = Pipeline(
+        [
+            Step.from_callable(str.upper, name="first"),
+            Step.parallel(
+                "checks",
+                {
+                    "fraud": Step.from_callable(str.lower, name="score"),
+                    "notify": Step.from_callable(str.lower, name="mail"),
+                },
+            ),
+        ],
+        name="guarded",
+    )
+    async with Flujo(flow, config=make_config(), policies=[_Guard()]) as runner:
+        result = await runner.run_async("hi")
+    assert result.status is RunStatus.BLOCKED, result.error
+    spans = list(exporter.get_finished_spans())
+    events = [(s.name, dict(e.attributes or {})) for s in spans for e in s.events]
+    denied = [(name, a) for name, a in events if a["flujo.policy.decision"] == "deny"]
+    assert [(name, a["flujo.policy.where"]) for name, a in denied] == [
+        ("step checks/notify/mail", "input")
+    ], events
+    by_name = {s.name: s for s in spans}
+    assert by_name["step checks/notify/mail"].status.status_code is StatusCode.ERROR
+    assert by_name["run guarded"].status.status_code is StatusCode.ERROR

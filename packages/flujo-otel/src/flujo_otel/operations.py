@@ -59,7 +59,7 @@ class OperationSpan:
         self._operation = operation
         self._span: trace.Span | None = None
         self._own: dict[str, Any] = {}
-        self._tokens: tuple[object, Token[Tracing | None]] | None = None
+        self._tokens: tuple[object, Token[Any]] | None = None
 
     def __enter__(self) -> None:
         op = self._operation
@@ -86,7 +86,7 @@ class OperationSpan:
         self._tokens = (
             otel_context.attach(trace.set_span_in_context(span, parent)),
             # pydantic-ai's spans inside (an LLM judge's) go to this tracing, under this span.
-            _tracing_module._active.set(self._tracing),
+            _tracing_module.routing_to(self._tracing),
         )
 
     def __exit__(
@@ -112,5 +112,5 @@ class OperationSpan:
             span.end()
         finally:
             context_token, routed = tokens
-            _tracing_module._active.reset(routed)
+            _tracing_module.stop_routing(routed)
             otel_context.detach(context_token)  # type: ignore[arg-type]

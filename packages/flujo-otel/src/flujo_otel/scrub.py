@@ -24,7 +24,8 @@ scrubbed again span by span, and the spans that still fail are dropped (and coun
 log, without their text), never exported as they were.
 
 The exporter runs in the batch processor's own thread, so ``scrub`` (sync or async) runs
-there, on an event loop of that thread.
+there, on an event loop of that thread; so does turning flujo-otel's own span records
+(:mod:`flujo_otel.records`) into the SDK's spans, scrubbed or not.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
+
+from flujo_otel.records import SpanRecord
 
 if TYPE_CHECKING:
     from flujo.application.scrubbing import Scrubbing
@@ -293,6 +296,11 @@ class _Flat:
         return [(key, self.add(value)) for key, value in (attrs or {}).items()]
 
 
+def _readable(span: ReadableSpan) -> ReadableSpan:
+    """``span``, or the SDK's span of a :class:`~flujo_otel.records.SpanRecord`."""
+    return span.readable() if isinstance(span, SpanRecord) else span
+
+
 class ScrubbingExporter(SpanExporter):
     """Scrub with ``scrubbing``, then export with ``inner``."""
 
@@ -303,7 +311,7 @@ class ScrubbingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not self._scrubbing.active:
-            return self._inner.export(spans)
+            return self._inner.export([_readable(span) for span in spans])
         try:
             scrubbed = self._scrubbed(spans)
         except Exception:  # noqa: BLE001 - any failure: retried span by span, never raw
@@ -347,10 +355,18 @@ class ScrubbingExporter(SpanExporter):
         flat = _Flat()
         plans = []
         for span in spans:
+            if isinstance(span, SpanRecord):  # flujo-otel's own (see flujo_otel.records)
+                description = span.status[1]
+                attributes: Mapping[str, Any] | None = span.attributes
+                recorded = span.recorded_events()
+            else:
+                description = span.status.description
+                attributes = span.attributes
+                recorded = [(e.name, e.attributes or {}, e.timestamp) for e in span.events]
             name = flat.add(span.name)
-            status = flat.add(span.status.description or "")
-            attrs = flat.add_attrs(span.attributes)
-            events = [(flat.add(e.name), flat.add_attrs(e.attributes), e) for e in span.events]
+            status = flat.add(description or "") if description else None
+            attrs = flat.add_attrs(attributes)
+            events = [(flat.add(n), flat.add_attrs(a), at) for n, a, at in recorded]
             links = [(flat.add_attrs(link.attributes), link) for link in span.links]
             plans.append((span, name, status, attrs, events, links))
         converted = flat.attributes(self._scrub(flat.all_values()))
@@ -361,7 +377,19 @@ class ScrubbingExporter(SpanExporter):
 
         result: list[ReadableSpan] = []
         for span, name, status, attrs, events, links in plans:
-            description = value(status) if span.status.description else None
+            scrubbed_links = [Link(link.context, attrs_of(a)) for a, link in links]
+            if isinstance(span, SpanRecord):
+                result.append(
+                    span.readable(
+                        name=str(value(name)),
+                        attributes=attrs_of(attrs),
+                        events=[(str(value(n)), attrs_of(a), at) for n, a, at in events],
+                        description=None if status is None else value(status),
+                        resource=self._resource(span.owner.resource),
+                        links=scrubbed_links,
+                    )
+                )
+                continue
             result.append(
                 ReadableSpan(
                     name=str(value(name)),
@@ -369,13 +397,12 @@ class ScrubbingExporter(SpanExporter):
                     parent=span.parent,
                     resource=self._resource(span.resource),
                     attributes=attrs_of(attrs),
-                    events=[
-                        Event(str(value(n)), attrs_of(a), timestamp=e.timestamp)
-                        for n, a, e in events
-                    ],
-                    links=[Link(link.context, attrs_of(a)) for a, link in links],
+                    events=[Event(str(value(n)), attrs_of(a), timestamp=at) for n, a, at in events],
+                    links=scrubbed_links,
                     kind=span.kind,
-                    status=Status(span.status.status_code, description),
+                    status=Status(
+                        span.status.status_code, None if status is None else value(status)
+                    ),
                     start_time=span.start_time,
                     end_time=span.end_time,
                     instrumentation_scope=span.instrumentation_scope,
