@@ -241,3 +241,31 @@ def test_cli_answering_a_hostile_run_id_is_one_line_exit_2(tmp_path: Path, run_i
         [line] = bad.stderr.strip().splitlines()
         assert "no run with id" in line
         assert "\x1b" not in line
+
+
+async def test_answering_hostile_run_ids_finds_nothing_on_both_backends(state_uri: str) -> None:
+    """SQL and LIKE metacharacters, path traversal, another run's id with a wildcard in it, a
+    NUL (PostgreSQL's text refuses it) or a lone surrogate (not UTF-8): nothing is found (nor
+    answered), on SQLite and PostgreSQL, and the error is the user's, not the driver's."""
+    pipeline = Step.from_callable(lambda x: x, name="first") >> Step.human("check")
+    async with Flujo(pipeline, config=_config(state_uri)) as runner:
+        paused = await runner.run_async("box")
+        hostile = [
+            "x' OR '1'='1",
+            "'; DROP TABLE workflow_state; --",
+            "%",
+            paused.run_id[:-1] + "_",
+            paused.run_id[:8] + "%",
+            "../../etc/passwd",
+            paused.run_id.upper(),
+            paused.run_id + "\x00",
+            paused.run_id[:-1] + "\udce9",
+        ]
+        for run_id in hostile:
+            with pytest.raises(UserError, match="no run with id"):
+                await runner.approve_async(run_id, {"ok": True})
+            with pytest.raises(UserError, match="no run with id"):
+                await runner.reject_async(run_id, reason="no")
+        still = await runner.runtime.state.get_run(paused.run_id)
+    assert still is not None
+    assert still.status is RunStatus.PAUSED

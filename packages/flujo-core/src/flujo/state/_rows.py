@@ -88,6 +88,21 @@ def storable_text(text: str | None) -> str | None:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
+def could_name_a_run(run_id: str) -> bool:
+    """Whether ``run_id`` is text a stored run id can be: no NUL (PostgreSQL's text refuses
+    it) nor lone surrogate (not UTF-8). Any other is no run's id: looking it up answers
+    nothing, rather than a driver error from an id someone typed."""
+    if "\x00" in run_id:
+        return False
+    if run_id.isascii():
+        return True
+    try:
+        run_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _has_bare_constant(text: str) -> bool:
     def refuse(name: str) -> Any:
         raise ValueError(name)

@@ -22,6 +22,7 @@ from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Us
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
     RUN_COLUMNS,
+    could_name_a_run,
     dumps,
     fenced_out,
     inner_from_row,
@@ -387,6 +388,8 @@ class PostgresBackend:
             raise fenced_out(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
+        if not could_name_a_run(run_id):
+            return None
         async with self.pool.connection() as conn:
             cur = await conn.execute(_SQL.get_run, (run_id,))
             row = await cur.fetchone()

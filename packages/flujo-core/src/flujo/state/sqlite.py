@@ -21,6 +21,7 @@ from flujo.domain.models import RunRecord, RunStatus, StepResult, StepStatus, Us
 from flujo.state._listing import RunFilter, count_sql, counted, list_sql
 from flujo.state._rows import (
     RUN_COLUMNS,
+    could_name_a_run,
     dumps,
     fenced_out,
     inner_from_row,
@@ -356,6 +357,8 @@ class SQLiteBackend:
             raise fenced_out(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
+        if not could_name_a_run(run_id):
+            return None
         row = self.conn.execute(_SQL.get_run, (run_id,)).fetchone()
         if row is None:
             return None
