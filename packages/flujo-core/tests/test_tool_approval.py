@@ -427,3 +427,31 @@ def test_cli_reject_of_a_tool_call_says_how_to_continue(tmp_path: Any) -> None:
         f"{rejected.stdout.split(' by ')[1].split(':')[0]}: no; resume it",
         f"continue it with `flujo runs resume {run_id}` (or any --stale worker)",
     ]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
+async def test_a_runner_without_the_policy_still_resumes_from_the_answer(
+    state_uri: str, approve: bool
+) -> None:
+    """The answer is in the run, not in the resuming runner's policies: a worker whose
+    configuration lacks the policy that paused the call (changed since, another process)
+    resumes the agent from its stored history with the answer. A rejected call never runs and
+    the model is not asked again from the start (it would make the call anew, unguarded)."""
+    paid: list[dict[str, Any]] = []
+    model = scripted_model(call_tool("issue_refund", order="A-1", amount=150), "refund handled")
+    pipeline = _pipeline(model, paid)
+    async with Flujo(pipeline, config=_config(state_uri), policies=[BigRefunds()]) as runner:
+        paused = await runner.run_async("refund A-1, 150 EUR")
+        assert paused.status is RunStatus.PAUSED, paused.error
+        if approve:
+            await runner.approve_async(paused.run_id, reason="ok", by="ann")
+        else:
+            await runner.reject_async(paused.run_id, reason="too much", by="bob")
+    async with Flujo(pipeline, config=_config(state_uri)) as unguarded:
+        done = await unguarded.resume_async(paused.run_id)
+    assert done.status is RunStatus.SUCCEEDED, done.error
+    assert done.output == "refund handled"
+    assert len(model.requests) == 2  # the call, then the answer: never the prompt again
+    told = "refunded 150 on A-1" if approve else "A person refused this tool call: too much"
+    assert model.requests[1].tool_returns == {"issue_refund": told}
+    assert paid == ([{"order": "A-1", "amount": 150}] if approve else [])

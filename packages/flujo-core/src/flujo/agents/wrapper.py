@@ -511,7 +511,9 @@ class AsyncAgentWrapper(Generic[OutputT]):
         history: list[ModelMessage] | None = None
         deferred: DeferredToolResults | None = None
         approved: dict[str, str] | None = None
-        if scope is not None and scope.gate is not None:
+        # Whatever the policies of this runner: the pause and its answer are in the run (a
+        # runner without the policy that paused must not ask the model from the start again).
+        if scope is not None:
             resumed = _resume_point(scope)
             if resumed is not None:
                 prompt = None
