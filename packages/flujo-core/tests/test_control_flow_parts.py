@@ -387,6 +387,9 @@ async def test_a_part_names_a_scope_of_the_step(state_uri: str) -> None:
         for outside in ("fanfare", "first", "first/x"):
             with pytest.raises(UserError, match=f"part {outside!r} is not inside step 'fan'"):
                 await runner.execute_part_async(run_id, 1, outside, owner=OWNER)
+        for index in (2, -1):
+            with pytest.raises(UserError, match=f"the pipeline has no step {index} "):
+                await runner.execute_part_async(run_id, index, "fan/a", owner=OWNER)
         run = await runner.runtime.state.get_run(run_id)
     assert run is not None
     assert calls.seen == {"first": 1}

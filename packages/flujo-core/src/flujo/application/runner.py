@@ -473,6 +473,8 @@ class Flujo(Generic[ContextT]):
         """
         manager = await self._start()
         state = manager.runtime.state
+        if not 0 <= index < len(self.pipeline.steps):
+            raise UserError(f"the pipeline has no step {index} ({len(self.pipeline.steps)} steps)")
         if part is not None:
             name = self.pipeline.steps[index].name
             if part != name and not inside(part, name):
