@@ -89,13 +89,12 @@ class SpanRecord:
         self.events: list[RecordedEvent] | None = None
 
     def add_event(self, name: str, attributes: dict[str, Any]) -> None:
+        if self.end_time is not None:
+            # Ended: the export thread may be reading it (the SDK ignores it likewise).
+            return
         if self.events is None:
             self.events = []
         self.events.append((name, attributes, time.time_ns()))
-
-    @property
-    def ended(self) -> bool:
-        return self.end_time is not None
 
     def end(self, end_time: int | None = None) -> None:
         """End the span and hand it to the batch processor (once; nothing changes it after)."""
