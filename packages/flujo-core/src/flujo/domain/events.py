@@ -50,6 +50,7 @@ class ContextSnapshot:
         built = self._built
         if built is None:
             built = self._built = self._build()
+            self._build = _unreachable  # let go of what it was built from (the live context)
         return built
 
 
