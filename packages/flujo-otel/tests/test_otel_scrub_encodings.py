@@ -25,6 +25,8 @@ import codecs
 import contextlib
 import html
 import json
+import quopri
+import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator
@@ -69,6 +71,10 @@ ENCODED: dict[str, Any] = {
     "decomposed accents": unicodedata.normalize("NFD", NAME),
     "fullwidth card": CARD.translate({ord(d): ord(d) - ord("0") + 0xFF10 for d in "0123456789"}),
     "zero-width split": EMAIL.replace("@", "\u200b@\u200b"),
+    "octal escapes": "to " + "".join(f"\\{b:03o}" for b in EMAIL.encode()),
+    "ecmascript code point escapes": EMAIL.replace("@", "\\u{40}").replace("j", "\\u{6a}"),
+    "percent-u": "q=" + EMAIL.replace("@", "%u0040"),
+    "quoted-printable": "Mail: " + EMAIL.replace("@", "=40").replace(".", "=2E") + "=\n",
     "array": ["ok " + json.dumps(NAME), urllib.parse.quote(EMAIL), _b64(CARD)],
 }
 
@@ -93,9 +99,13 @@ def _decode_once(current: str) -> list[str]:
     candidates = [
         urllib.parse.unquote_plus(current),
         html.unescape(current),
+        re.sub(r"\\u\{([0-9a-fA-F]+)\}", lambda m: chr(int(m.group(1), 16)), current),
+        re.sub(r"%u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), current),
         unicodedata.normalize("NFKC", current).replace("\u200b", ""),
     ]
     if current.isascii():
+        with contextlib.suppress(UnicodeError, ValueError):
+            candidates.append(quopri.decodestring(current.encode()).decode("utf-8"))
         escaped = codecs.decode(current, "unicode_escape", errors="ignore")
         candidates.append(escaped)
         with contextlib.suppress(UnicodeError):

@@ -13,7 +13,8 @@ replaced by their length.
 
 Data also reaches a span encoded where no JSON parse finds it: JSON escapes in the middle of
 a text (``prefix {"n": "Jos\\u00e9"}``, a JSON text inside a JSON string), an exception's
-``repr`` (``b'Jos\\xc3\\xa9'``), a URL's query (``jose%40example.com``), HTML entities,
+``repr`` (``b'Jos\\xc3\\xa9'``), octal and ECMAScript escapes, a URL's query
+(``jose%40example.com``, ``%u0040``), quoted-printable mail text (``=40``), HTML entities,
 base64 or hex blobs, other Unicode forms (fullwidth digits, zero-width characters). So every
 text that holds such an encoding is also scrubbed *decoded* (:func:`decoded`); when the
 decoded form held something to scrub, the decoded, scrubbed form is exported instead of the
@@ -69,8 +70,11 @@ _BLOB = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 # has a NUL after every ASCII letter).
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
 _ESCAPES = re.compile(
-    r"(?:\\u[0-9a-fA-F]{4})+|(?:\\x[0-9a-fA-F]{2})+|\\U[0-9a-fA-F]{8}|\\[\\\"'/bfnrt]"
+    r"(?:\\u[0-9a-fA-F]{4})+|(?:\\x[0-9a-fA-F]{2})+|\\U[0-9a-fA-F]{8}|\\u\{[0-9a-fA-F]{1,6}\}"
+    r"|(?:\\[0-3][0-7]{2})+|\\[\\\"'/bfnrt]"
 )
+# Quoted-printable (RFC 2045: mail bodies, ``=40`` for ``@``), with its soft line breaks.
+_QUOTED_PRINTABLE = re.compile(r"(?:=[0-9A-F]{2})+")
 _SIMPLE_ESCAPES = {
     "\\": "\\",
     '"': '"',
@@ -83,6 +87,7 @@ _SIMPLE_ESCAPES = {
     "t": "\t",
 }
 _PERCENT = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+_PERCENT_U = re.compile(r"%u([0-9a-fA-F]{4})")  # IIS's and JavaScript escape()'s form
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}){6,}")
 _DECODE_ROUNDS = 4  # an encoding of an encoding...: bounded, whatever the text holds
 
@@ -98,6 +103,11 @@ def _bytes_text(raw: bytes) -> str:
 def _unescaped(match: re.Match[str]) -> str:
     found = match.group(0)
     kind = found[1]
+    if found.startswith("\\u{"):  # ECMAScript's code point escape
+        code = int(found[3:-1], 16)
+        return chr(code) if code <= 0x10FFFF else found
+    if kind in "0123":  # a run of octal escapes: C's and Python's repr of bytes
+        return _bytes_text(bytes(int(found[i + 1 : i + 4], 8) for i in range(0, len(found), 4)))
     if kind == "u":  # a run, so UTF-16 surrogate pairs join (``\\ud83d\\ude00``)
         units = bytes.fromhex(found.replace("\\u", ""))
         return units.decode("utf-16-be", errors="replace")
@@ -156,6 +166,8 @@ def _unblobbed(match: re.Match[str]) -> str:
 def _maybe_encoded(text: str) -> bool:
     if not text.isascii() or "\\" in text or "%" in text or "&" in text or "+" in text:
         return True
+    if "=" in text and _QUOTED_PRINTABLE.search(text) is not None:
+        return True
     if not text.isprintable() and _CONTROLS.search(text) is not None:
         return True
     return any(_is_blob(m.group(0).rstrip("=")) for m in _BLOB.finditer(text))
@@ -166,7 +178,13 @@ def _decoded_once(text: str) -> str:
         text = _ESCAPES.sub(_unescaped, text)
     text = _BLOB.sub(_unblobbed, text)  # before ``+`` is read as a space: base64 uses it
     if "%" in text:
+        text = _PERCENT_U.sub(lambda m: chr(int(m.group(1), 16)), text)
         text = _PERCENT.sub(lambda m: _bytes_text(bytes.fromhex(m.group(0).replace("%", ""))), text)
+    if "=" in text:
+        text = _QUOTED_PRINTABLE.sub(
+            lambda m: _bytes_text(bytes.fromhex(m.group(0).replace("=", ""))),
+            text.replace("=\r\n", "").replace("=\n", ""),
+        )
     if "+" in text:
         text = text.replace("+", " ")
     if "&" in text:
