@@ -81,3 +81,25 @@ async def test_runs_do_not_share_pseudonyms(tmp_path: Path) -> None:
     assert first.run_id != second.run_id
     assert first.run_id not in policy.vaults
     assert second.run_id not in policy.vaults
+
+
+def test_scrubbing_outside_a_run_keeps_nothing_and_links_nothing() -> None:
+    """What is scrubbed with no run (flujo-otel's exporter, ``flujo memory add``) gets
+    pseudonyms of its own call: no vault is kept for "no run" (it would hold every value
+    ever scrubbed, raw, for the life of the process), and two calls never share a pseudonym
+    (a trace's ``<EMAIL_1>`` must not link runs, as runs never share them)."""
+    from flujo import PipelineContext
+    from flujo_governance.pii import PIIScrubbingPolicy
+    from flujo_governance.settings import PIISettings
+
+    policy = PIIScrubbingPolicy(PIISettings(mode="pseudonymize"))
+    first = policy.scrub(
+        PipelineContext(), ["ann@example.com", "bob@example.com", "ann@example.com"]
+    )
+    assert first == ["<EMAIL_1>", "<EMAIL_2>", "<EMAIL_1>"]  # consistent within a call
+    for i in range(50):
+        policy.scrub(PipelineContext(), f"user{i}@example.com")
+    second = policy.scrub(PipelineContext(), "bob@example.com")
+    assert second == "<EMAIL_1>"  # numbered afresh: not bob's number from another call
+    assert "-" not in policy.vaults
+    assert "" not in policy.vaults

@@ -123,7 +123,10 @@ class PIIScrubbingPolicy:
         """How PII in ``value`` is replaced; in ``pseudonymize`` mode the run's vault first
         notes the pseudonyms ``value`` already carries (see :meth:`Vault.reserve`)."""
         if mode == "pseudonymize":
-            vault = self.vaults.get(context.run_id or "-")
+            # Outside a run (flujo-otel's exporter, `flujo memory add`) a vault of the call's
+            # own: one kept for "no run" would hold every value ever scrubbed, raw, for the
+            # life of the process, and link unrelated runs by shared pseudonyms.
+            vault = self.vaults.get(context.run_id) if context.run_id else self.vaults.ephemeral()
             map_strings(value, vault.reserve)
             return vault.placeholder
         return redact_placeholder

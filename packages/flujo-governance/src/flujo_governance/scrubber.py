@@ -111,6 +111,10 @@ class VaultStore:
                 self._vaults.move_to_end(run_id)
             return vault
 
+    def ephemeral(self) -> Vault:
+        """A vault kept nowhere (for one call outside any run)."""
+        return Vault(self._key)
+
     def peek(self, run_id: str) -> Vault | None:
         """The vault of ``run_id`` if there is one."""
         with self._lock:
