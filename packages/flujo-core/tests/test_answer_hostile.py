@@ -269,3 +269,32 @@ async def test_answering_hostile_run_ids_finds_nothing_on_both_backends(state_ur
         still = await runner.runtime.state.get_run(paused.run_id)
     assert still is not None
     assert still.status is RunStatus.PAUSED
+
+
+async def test_an_answer_no_engine_can_be_told_of_is_refused_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    """A run driven by an engine this runner cannot reach (its plugin not installed here):
+    the answer is refused before it is stored, the run stays paused, answerable where the
+    engine is. Stored first, it would leave the engine (a Temporal workflow) waiting for a
+    signal nobody sends, and the run answerable by no one ("not paused"). SQLite: the run's
+    engine is set in the database directly (the logic is the runner's, not the backend's)."""
+    import sqlite3
+
+    from flujo.domain.errors import ConfigError
+
+    db = tmp_path / "state.db"
+    pipeline = Step.from_callable(lambda x: x, name="first") >> Step.human("check")
+    async with Flujo(pipeline, config=_config(f"sqlite:///{db}")) as runner:
+        paused = await runner.run_async("box")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE workflow_state SET engine = 'ghost' WHERE run_id = ?", (paused.run_id,)
+        )
+    async with Flujo(pipeline, config=_config(f"sqlite:///{db}")) as runner:
+        with pytest.raises(ConfigError, match="ghost"):
+            await runner.approve_async(paused.run_id, {"ok": True})
+        still = await runner.runtime.state.get_run(paused.run_id)
+    assert still is not None
+    assert still.status is RunStatus.PAUSED
+    assert [s.path for s in still.inner_steps if s.path.endswith("@approval")] == []

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic
@@ -668,26 +668,32 @@ class Flujo(Generic[ContextT]):
         async def scrub(value: Any) -> Any:
             return await manager.scrub(ctx, value)
 
-        record, answered = await answer_human(
-            manager.runtime.state,
-            self.pipeline,
-            run_id,
-            approve=approve,
-            answer=answer,
-            reason=reason,
-            by=by or _who(),
-            worker=self.worker_id,
-            lease_s=manager.runtime.config.state.lease_s,
-            scrub=scrub,
-        )
-        manager.coordinator.answered(answered)
         # The engine told is the one that drives this run (recorded with it), whatever this
         # runner's own `[engine] kind`: a web app or script configured `local` answering a run
         # Temporal drives must still continue its workflow. No engine recorded: the local one,
         # which has nothing waiting (`flujo runs resume`, or a --stale worker, continues it).
-        if record.engine is None:
-            return record, None
-        async with self._recorded_engine(manager, record) as engine:
+        # It is made before the answer is stored: an answer no engine here can be told of
+        # (its plugin not installed) would leave the engine waiting for good.
+        found = await manager.runtime.state.get_run(run_id)
+        async with AsyncExitStack() as stack:
+            engine = None
+            if found is not None and found.engine is not None:
+                engine = await stack.enter_async_context(self._recorded_engine(manager, found))
+            record, answered = await answer_human(
+                manager.runtime.state,
+                self.pipeline,
+                run_id,
+                approve=approve,
+                answer=answer,
+                reason=reason,
+                by=by or _who(),
+                worker=self.worker_id,
+                lease_s=manager.runtime.config.state.lease_s,
+                scrub=scrub,
+            )
+            manager.coordinator.answered(answered)
+            if engine is None:
+                return record, None
             return record, await engine.answered(record.run_id)
 
     @asynccontextmanager
