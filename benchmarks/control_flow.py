@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from langgraph_send import us_per_send
 
 from flujo import Flujo, FlujoConfig, Pipeline, Step
 from flujo.state.sqlite import SQLiteBackend
@@ -53,38 +54,6 @@ async def _us_per_inner(folder: Path, pipeline: Pipeline, inner: int, runs: int)
     return statistics.median(samples)
 
 
-def _langgraph_us_per_send(branches: int, runs: int) -> float | None:
-    if importlib.util.find_spec("langgraph") is None:
-        return None
-    import operator
-    from typing import Annotated, TypedDict
-
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.types import Send
-
-    class State(TypedDict):
-        results: Annotated[list[int], operator.add]
-
-    def fan(state: State) -> list[Send]:
-        return [Send("work", {"results": [i]}) for i in range(branches)]
-
-    def work(state: State) -> dict[str, list[int]]:
-        return {"results": []}
-
-    graph = StateGraph(State)
-    graph.add_node("work", work)
-    graph.add_conditional_edges(START, fan, ["work"])
-    graph.add_edge("work", END)
-    app = graph.compile()
-    app.invoke({"results": []})
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        app.invoke({"results": []})
-        samples.append((time.perf_counter() - t0) / branches * 1e6)
-    return statistics.median(samples)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -106,7 +75,7 @@ def main() -> None:
         seq = asyncio.run(_us_per_inner(folder, sequential, steps, args.runs * 4))
         par = asyncio.run(_us_per_inner(folder, fan, 100, args.runs))
         each = asyncio.run(_us_per_inner(folder, mapped, 1000, args.runs))
-    lang = _langgraph_us_per_send(100, args.runs)
+    lang = us_per_send(100, args.runs)
     print("control-flow overhead, SQLite WAL state, no-op steps (median of runs)")
     print(f"  sequential, {steps} steps             : {seq:8.1f} us/step")
     print(f"  parallel, 100 branches            : {par:8.1f} us/inner step ({par / seq:.2f}x)")
