@@ -14,8 +14,8 @@ from flujo import Flujo, FlujoConfig, PipelineContext, Step
 from flujo.config import StateSettings
 from flujo.domain.errors import PipelineDefinitionError, ResumeError
 from flujo.domain.interfaces import PolicyDecision
-from flujo.domain.models import Pipeline, RunStatus
-from flujo.domain.scope import current_step_scope
+from flujo.domain.models import Pipeline, RunStatus, Usage
+from flujo.domain.scope import current_step_scope, record_usage
 from flujo.plugins.manager import PluginManager
 from flujo.state import open_state
 
@@ -479,6 +479,7 @@ async def test_a_stop_inside_a_map_interrupts_and_the_resume_skips_finished_item
         if x == 1 and "stopper" in holder:
             holder.pop("stopper").request_stop()
             await asyncio.sleep(30)  # cancelled by the stop request
+        record_usage(Usage(input_tokens=10, requests=1))
         return x * 2
 
     mapped = Step.map("each", Step.from_callable(work), concurrency=1)
@@ -492,6 +493,8 @@ async def test_a_stop_inside_a_map_interrupts_and_the_resume_skips_finished_item
     assert resumed.status is RunStatus.SUCCEEDED, resumed.error
     assert resumed.output == [0, 2, 4]
     assert calls[2:] == ["each[1]/work", "each[2]/work"]
+    # The map's row holds the item found committed too, as if it had not stopped.
+    assert resumed.steps[0].usage == Usage(input_tokens=30, requests=3)
 
 
 async def test_items_that_finished_as_a_stop_came_are_kept(state_uri: str) -> None:

@@ -442,3 +442,92 @@ async def test_a_part_leaves_the_spans_of_the_constructs_it_passes_through_unfai
         "retry#1/fan": None,
         "retry#1/fan/a/a1": None,
     }
+
+
+class _Spend:
+    """An agent spending ``tokens`` input tokens and one request, passing its input on."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    async def run(self, data: Any, *, context: Any) -> Any:
+        scope = current_step_scope()
+        assert scope is not None
+        scope.usage.add(Usage(input_tokens=self.tokens, requests=1))
+        return data
+
+
+def _spending() -> Pipeline:
+    """A parallel holding a map, then a map: every construct's row sums its inner steps."""
+    fan = Step.parallel(
+        "fan",
+        {
+            "a": Step("a1", _Spend(7)),
+            "b": Step("b1", _Spend(1)) >> Step.map("each", Step("w", _Spend(5))),
+        },
+        merge=lambda m: m["a"],
+    )
+    return Pipeline(
+        (
+            Step.from_callable(lambda x: x, name="first")
+            >> fan
+            >> Step.map("items", Step("v", _Spend(3)), concurrency=1)
+        ).steps
+    )
+
+
+def _usages(run: Any) -> tuple[Any, ...]:
+    return (
+        [(s.name, s.usage) for s in run.steps],
+        sorted((s.path, s.result.usage.to_dict()) for s in run.inner_steps),
+        run.usage,
+    )
+
+
+async def test_a_construct_row_holds_the_usage_of_its_parts_as_on_a_local_run(
+    state_uri: str,
+) -> None:
+    """The join finds its parts committed: the construct's row (a nested one's too) still
+    sums every inner step's usage, as a local run's does; the run's total counts each once."""
+    async with Flujo(_spending(), config=_config(state_uri)) as runner:
+        local = await runner.run_async([1, 2])
+        assert local.status is RunStatus.SUCCEEDED
+        expected = await runner.runtime.state.get_run(local.run_id)
+
+        run_id = await _created(runner, [1, 2])
+        probe = await runner.execute_part_async(run_id, 1, "fan", enter=True, owner=OWNER)
+        assert probe.lease is not None
+        epoch = probe.lease.epoch
+        spent = Usage()
+        spent.add(probe.base)
+
+        async def part(index: int, path: str, enter: bool = False) -> Any:
+            done = await runner.execute_part_async(
+                run_id, index, path, owner=OWNER, enter=enter, lease_epoch=epoch, usage=Usage()
+            )
+            assert done.status is RunStatus.RUNNING
+            assert done.part is not None
+            spent.add(done.part.spent)
+            return done.part
+
+        await part(1, "fan/a")
+        assert (await part(1, "fan/b/each", enter=True)).items == {"fan/b/each": 2}
+        await part(1, "fan/b/each[1]")
+        await part(1, "fan/b/each[0]")
+        await part(1, "fan/b")  # b1, then the nested map's join
+        join = await runner.execute_part_async(run_id, 1, owner=OWNER, usage=spent)
+        assert (join.status, join.next_step) == (RunStatus.RUNNING, 2)
+        probe = await runner.execute_part_async(run_id, 2, "items", enter=True, owner=OWNER)
+        assert probe.lease is not None
+        epoch = probe.lease.epoch
+        spent = Usage()
+        spent.add(probe.base)
+        for i in (1, 0):
+            await part(2, f"items[{i}]")
+        join = await runner.execute_part_async(run_id, 2, owner=OWNER, usage=spent)
+        assert join.status is RunStatus.SUCCEEDED
+        run = await runner.runtime.state.get_run(run_id)
+    assert expected is not None
+    assert run is not None
+    assert expected.steps[1].usage == Usage(input_tokens=7 + 1 + 10, requests=4)
+    assert _usages(run) == _usages(expected)

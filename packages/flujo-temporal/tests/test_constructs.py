@@ -218,6 +218,14 @@ class NoSecrets:
         return PolicyDecision.ALLOW
 
 
+def on_sqlite_config(project: Project) -> FlujoConfig:
+    """The project's pipeline on the local engine, state in SQLite beside it."""
+    return FlujoConfig(
+        state=StateSettings(uri=f"sqlite:///{project.root / 'local.db'}"),
+        plugin_manager=PluginManager(),
+    )
+
+
 def recorded(run: RunRecord) -> tuple[Any, ...]:
     """What a run records of the refusal, without what differs between any two runs (ids,
     times) or between two schedules of concurrent branches (whether branch b was committed
@@ -251,10 +259,7 @@ async def test_policy_refusal_inside_a_parallel_branch_is_recorded_as_on_sqlite(
         temporal_run = await runner.runtime.state.get_run(on_temporal.run_id)
         history = await scheduled(config.section("temporal", TemporalSettings), on_temporal.run_id)
 
-    local_config = FlujoConfig(
-        state=StateSettings(uri=f"sqlite:///{project.root / 'local.db'}"),
-        plugin_manager=PluginManager(),
-    )
+    local_config = on_sqlite_config(project)
     local = Flujo(load_target(ref), config=local_config, pipeline_ref=ref, policies=[NoSecrets()])
     async with local:
         on_sqlite = await local.run_async("hello")
@@ -377,3 +382,97 @@ async def test_parts_past_max_parts_per_step_run_in_the_join(project: Project) -
     }
     parts = [args["part"] for kind, args in history if kind == PART_ACTIVITY]
     assert parts == ["count#1", "count#2", None, "each", None]
+
+
+SPENDING = """
+from flujo import Step
+from flujo.domain.models import Usage
+from flujo.domain.scope import record_usage
+
+
+def spent(tokens, value):
+    # A cost exact in binary: sums in any order agree.
+    record_usage(Usage(input_tokens=tokens, output_tokens=1, requests=1, cost_usd=tokens / 4))
+    return value
+
+
+def spread(n: int) -> list[int]:
+    return [n, n + 1]
+
+
+def a1(xs: list[int]) -> list[int]:
+    return spent(7, xs)
+
+
+def b1(xs: list[int]) -> list[int]:
+    return spent(1, xs)
+
+
+def w(n: int) -> int:
+    return spent(5, n)
+
+
+def v(n: int) -> int:
+    return spent(3, n)
+
+
+def size(xs: list[int]) -> int:
+    return len(xs)
+
+
+def bump(n: int) -> int:
+    return spent(2, n + 1)
+
+
+pipeline = (
+    Step.from_callable(spread)
+    >> Step.parallel(
+        "fan",
+        {
+            "a": Step.from_callable(a1),
+            "b": Step.from_callable(b1) >> Step.map("each", Step.from_callable(w)),
+        },
+        merge=lambda m: m["a"],
+    )
+    >> Step.map("items", Step.from_callable(v), concurrency=1)
+    >> Step.from_callable(size)
+    >> Step.loop("again", Step.from_callable(bump), until=lambda n: n >= 4, max_iterations=5)
+)
+"""
+
+
+def usages(run: RunRecord) -> tuple[Any, ...]:
+    """Every step's and inner step's usage, by path, and the run's."""
+    return (
+        [(s.name, s.usage) for s in run.steps],
+        sorted((s.path, s.result.usage.to_dict()) for s in run.inner_steps),
+        run.usage,
+    )
+
+
+async def test_construct_rows_hold_the_usage_of_their_parts_as_on_sqlite(
+    project: Project,
+) -> None:
+    """A construct's join finds its parts committed by other activities: its step row (a
+    nested map's row too) still sums its inner steps' usage, as on the local engine."""
+    ref = project.write("spend.py", SPENDING) + ":pipeline"
+    config = project.config()
+    settings = config.section("temporal", TemporalSettings)
+    engine = TemporalEngine(settings)
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        on_temporal = await engine.run(runner, 1)
+        temporal_run = await runner.runtime.state.get_run(on_temporal.run_id)
+        history = await scheduled(settings, on_temporal.run_id)
+
+    local_config = on_sqlite_config(project)
+    async with Flujo(load_target(ref), config=local_config, pipeline_ref=ref) as local:
+        on_sqlite = await local.run_async(1)
+        sqlite_run = await local.runtime.state.get_run(on_sqlite.run_id)
+
+    assert on_temporal.status is RunStatus.SUCCEEDED, on_temporal.error
+    assert temporal_run is not None
+    assert sqlite_run is not None
+    parts = {args.get("part") for kind, args in history if kind == PART_ACTIVITY}
+    assert {"fan/a", "fan/b/each[1]", "items[0]", "again#2"} <= parts  # parts, then joins
+    assert [s.usage.input_tokens for s in sqlite_run.steps] == [0, 7 + 1 + 10, 6, 0, 4]
+    assert usages(temporal_run) == usages(sqlite_run)

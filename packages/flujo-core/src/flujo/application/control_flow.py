@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -90,6 +91,10 @@ class RunEnv:
     replaces its row there, as in the database, so run observers see each path once."""
     commits: InnerCommits = field(init=False)
     """The run's inner-step commits (steps finishing together commit together)."""
+    found: dict[str, Usage] = field(default_factory=dict)
+    """By construct path: the usage of the inner steps this execution found committed (run
+    by an earlier execution, or by another part). A construct's row holds them as well as
+    what it ran, as a local run's row does; the run's total counted them when committed."""
 
     def __post_init__(self) -> None:
         self.positions = {s.path: i for i, s in enumerate(self.run.inner_steps)}
@@ -103,6 +108,29 @@ class RunEnv:
             self.run.inner_steps.append(inner)
         else:
             self.run.inner_steps[at] = inner
+
+    def found_row(self, frame: _Frame, row: InnerStep) -> None:
+        """Count committed ``row`` (not run again) in the rows of the constructs around it."""
+        for scope in frame.scopes:
+            self.found.setdefault(scope.step_name, Usage()).add(row.result.usage)
+
+    def found_scope(self, frame: _Frame, where: str, pipeline: Pipeline) -> None:
+        """:meth:`found_row` for the steps of a scope found finished (not walked again)."""
+        for step in pipeline.steps:
+            row = self.done.get(f"{where}/{step.name}")
+            if row is not None:
+                self.found_row(frame, row)
+
+    def row_usage(self, path: str, result: StepResult) -> StepResult:
+        """``result`` of the construct at ``path`` with the usage its row holds: what it ran
+        and what it found committed."""
+        found = self.found.pop(path, None)
+        if found is None:
+            return result
+        usage = Usage()
+        usage.add(result.usage)
+        usage.add(found)
+        return dataclasses.replace(result, usage=usage)
 
 
 @dataclass(slots=True)
@@ -303,6 +331,7 @@ async def _run_step(
     if found is not None:
         if _entering(env, path):
             raise _Elsewhere  # done before: nothing to learn of it, nothing to run after it
+        env.found_row(frame, found)
         if found.context is not None:
             context = _restored(context, found.context)
         return found.result.output, context
@@ -327,6 +356,8 @@ async def _run_step(
             scope.usage.add(result.usage)
         if env.part is not None:
             env.part.spent.add(result.usage)
+    else:
+        result = env.row_usage(path, result)
     result = await _commit(env, frame, result, context, data=data, tags=step.tags)
     if env.part is not None and result.status is StepStatus.PAUSED:
         env.part.paused = True
@@ -462,6 +493,8 @@ async def _loop(
         first += 1
     if first > 1:
         # Resumed after iteration first-1 was committed: decide as it would have.
+        for n in range(1, first):
+            env.found_scope(frame, f"{path}#{n}", loop.body)
         last = finished_iteration(first - 1)
         assert last is not None
         data = last.result.output
@@ -509,6 +542,7 @@ async def _scoped(
     a scope that gets its turn after one does not start."""
     found = _succeeded(env, _last_path(where, pipeline))
     if found is not None:  # finished before (its steps' rows are skipped one by one otherwise)
+        env.found_scope(frame, where, pipeline)
         if _on_way(env, where):
             raise _Elsewhere  # a part that is done
         stored = found.context

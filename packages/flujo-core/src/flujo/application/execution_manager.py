@@ -13,6 +13,7 @@ from flujo.application.control_flow import (
     Part,
     RunEnv,
     _Elsewhere,
+    current_run,
     done_steps,
     enter_run,
     leave_run,
@@ -263,6 +264,7 @@ class ExecutionManager:
                 )
             )
         committed_context: str | None = None  # the context JSON of the last commit
+        env = current_run()
         for index in range(start, len(self.pipeline.steps)):
             lease.check()
             if until is not None and index >= until:
@@ -284,6 +286,9 @@ class ExecutionManager:
                     run, index, stop, stored_steps, usage, committed_context, lease, cancelled=True
                 )
             usage.add(result.usage)
+            if env is not None and env.found:
+                # A construct's row also holds what it found committed (counted already).
+                result = env.row_usage(step.name, result)
             (
                 result,
                 persisted,
