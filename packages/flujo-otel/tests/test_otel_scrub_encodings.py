@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flujo_otel.scrub import ScrubbingExporter, decoded
+from flujo_otel.scrub import ScrubbingExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -42,6 +42,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 from otel_testkit import CARD, EMAIL, NAME, RAW, PiiPolicy, texts
 
 from flujo.application.scrubbing import Scrubbing
+from flujo.plugin import decoded
 
 PAYLOAD = {"n": NAME, "email": EMAIL, "card": CARD}
 BOTH = f"{NAME} {EMAIL}"

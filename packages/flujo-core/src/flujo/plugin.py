@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flujo.application.background import BackgroundTaskManager
+    from flujo.application.decoding import decoded
     from flujo.application.operations import operation
     from flujo.application.run_view import PluginSection, plugin_sections
     from flujo.application.runtime import Runtime
@@ -106,6 +107,8 @@ _LAZY = {
     # what hooks receive
     "Runtime": "flujo.application.runtime",
     "BackgroundTaskManager": "flujo.application.background",
+    # text with what may hide data from a policy decoded (escapes, percent, base64...)
+    "decoded": "flujo.application.decoding",
     "FlujoConfig": "flujo.config",
     "load_config": "flujo.config",
     "PipelineContext": "flujo.domain.context",
@@ -248,6 +251,7 @@ __all__ = [
     "create",
     "current_config",
     "decision_detail",
+    "decoded",
     "echo_table",
     "hookimpl",
     "human_time",

@@ -17,6 +17,7 @@ from typing import Any
 import pydantic_core
 from pydantic import BaseModel
 
+from flujo.plugin import decoded
 from flujo_governance.engines.base import Finding, PIIEngine
 
 __all__ = [
@@ -154,7 +155,25 @@ class Scrubber:
         return [f for f in found if f.kind in self.kinds]
 
     def text(self, text: str, replace: Replacer, counts: Counter[str] | None = None) -> str:
-        """``text`` with each finding replaced by ``replace(kind, value)``."""
+        """``text`` with each finding replaced by ``replace(kind, value)``.
+
+        PII written another way (``jose%40example.com``, a base64 blob of an address, JSON's
+        ``Jos\\u00e9``, fullwidth digits...) is found too: when ``text`` holds an encoding
+        (:func:`flujo.plugin.decoded`), its decoded form is searched as well, and when that
+        held PII, the decoded form, scrubbed, is what comes back (the original would carry
+        the value encoded). The plain findings are replaced first, so a decoding that changes
+        them (``+`` read as a space) cannot hide them; a text without encodings is scanned
+        once, and one whose decoded form holds no PII comes back as it was.
+        """
+        scrubbed = self._replaced(text, replace, counts)
+        plain = decoded(scrubbed)
+        if plain == scrubbed:
+            return scrubbed
+        hidden = self._replaced(plain, replace, counts)
+        return scrubbed if hidden is plain else hidden
+
+    def _replaced(self, text: str, replace: Replacer, counts: Counter[str] | None) -> str:
+        """``text`` with its findings replaced; ``text`` itself when there were none."""
         findings = self.find(text)
         if not findings:
             return text
