@@ -8,7 +8,7 @@ import asyncio
 from flujo_temporal.config import TemporalSettings
 from flujo_temporal.engine import TemporalEngine
 from flujo_temporal.worker import worker
-from temporal_testkit import Project, wait_for_status
+from temporal_testkit import Project, project_toml, wait_for_status
 
 from flujo import Flujo
 from flujo.domain.models import RunStatus
@@ -80,7 +80,8 @@ async def test_reject_async_ends_the_workflow(project: Project) -> None:
 
 async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> None:
     """A workflow that fails outright (here: the worker cannot load the pipeline, which no
-    retry fixes) leaves the run stored `failed` with a one-line reason, not `running`."""
+    retry fixes) leaves the run stored `failed` with a one-line reason, not `running`; resuming
+    it reports it failed."""
     path = project.write("gone.py", APPROVAL)
     ref = path + ":pipeline"
     config = project.config()
@@ -91,7 +92,11 @@ async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> 
         async with worker(config):
             result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
         stored = await runner.runtime.state.get_run(run_id)
+        # `flujo runs resume` hands it to its engine, which reports it as stored (its
+        # workflow has ended): nothing executes it locally.
+        resumed = await asyncio.wait_for(runner.resume_async(run_id), 20)
     assert result.status is RunStatus.FAILED
+    assert resumed.status is RunStatus.FAILED
     assert stored is not None
     assert stored.status is RunStatus.FAILED
     error = stored.error or ""
@@ -118,6 +123,30 @@ async def test_the_local_stale_drain_never_takes_a_run_temporal_drives(project: 
             0,
             "temporal",
         )
+        async with worker(config):
+            result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+    assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
+
+
+async def test_the_local_stale_drain_never_takes_an_answered_run_temporal_drives(
+    project: Project, flujo_state_uri: str
+) -> None:
+    """An answered run is stored `interrupted`, which the local stale drain takes at once (no
+    lease to lapse): one Temporal drives is still left to its workflow, on either backend,
+    and finishes there once a worker is back."""
+    project.toml.write_text(project_toml(project.address, project.task_queue, flujo_state_uri))
+    ref = project.write("approval.py", APPROVAL) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        async with worker(config):
+            run_id = await engine.submit(runner, "hi")
+            await wait_for_status(runner, run_id, RunStatus.PAUSED)
+        await runner.approve_async(run_id, reason="ok")  # signalled; no worker to go on yet
+        assert await asyncio.wait_for(runner.resume_stale_async(), 20) == []
+        stored = await runner.runtime.state.get_run(run_id)
+        assert stored is not None
+        assert (stored.status, stored.engine) == (RunStatus.INTERRUPTED, "temporal")
         async with worker(config):
             result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
     assert (result.status, result.output) == (RunStatus.SUCCEEDED, "sent:draft:hi")
