@@ -495,6 +495,81 @@ async def test_a_stop_inside_a_map_interrupts_and_the_resume_skips_finished_item
     assert calls[2:] == ["each[1]/work", "each[2]/work"]
     # The map's row holds the item found committed too, as if it had not stopped.
     assert resumed.steps[0].usage == Usage(input_tokens=30, requests=3)
+    # The interrupt kept the total item 0's commit stored: the run's total counts it.
+    assert stopped.usage == Usage(input_tokens=10, requests=1)
+    assert resumed.usage == Usage(input_tokens=30, requests=3)
+    state = await open_state(_config(state_uri))
+    try:
+        stored = await state.get_run(stopped.run_id)
+    finally:
+        await state.close()
+    assert stored is not None
+    assert stored.usage == Usage(input_tokens=30, requests=3)
+
+
+async def test_a_usage_limit_stops_a_run_interrupted_inside_a_map_and_resumed(
+    state_uri: str,
+) -> None:
+    """The limit is checked against the run's total: the items committed before a stop
+    count after the resume, so an interrupted run cannot spend past its limit."""
+    from flujo import UsageLimits
+
+    holder: dict[str, Flujo] = {}
+
+    async def spend(x: int) -> int:
+        if x == 1 and "stopper" in holder:
+            holder.pop("stopper").request_stop()
+            await asyncio.sleep(30)  # cancelled by the stop request
+        record_usage(Usage(input_tokens=10, requests=1))
+        return x
+
+    mapped = Step.map("each", Step.from_callable(spend), concurrency=1)
+    limits = UsageLimits(requests=2)
+    async with Flujo(mapped, config=_config(state_uri), usage_limits=limits) as runner:
+        holder["stopper"] = runner
+        stopped = await runner.run_async([0, 1, 2])
+    assert stopped.status is RunStatus.INTERRUPTED
+    async with Flujo(mapped, config=_config(state_uri), usage_limits=limits) as again:
+        resumed = await again.resume_async(stopped.run_id)
+    # As the run never interrupted ends: item 2 is the third request.
+    assert resumed.status is RunStatus.LIMIT_EXCEEDED, resumed.error
+    assert resumed.error is not None
+    assert "requests 3 > limit 2" in resumed.error
+    assert resumed.usage == Usage(input_tokens=30, requests=3)
+
+
+async def test_a_stop_inside_a_loop_keeps_the_context_its_iterations_committed(
+    state_uri: str,
+) -> None:
+    """A loop's iterations commit the run's context as they finish: the interrupt stores
+    the last of them, so the resume, skipping those iterations, still has what they did."""
+    holder: dict[str, Flujo] = {}
+
+    async def work(x: int, context: Ctx) -> int:
+        if x == 1 and "stopper" in holder:
+            holder.pop("stopper").request_stop()
+            await asyncio.sleep(30)  # cancelled by the stop request
+        context.trail = [*context.trail, str(x)]
+        record_usage(Usage(requests=1))
+        return x + 1
+
+    loop = Step.loop("l", Step.from_callable(work), until=lambda x: x >= 3, max_iterations=5)
+    async with Flujo(loop, config=_config(state_uri), context_model=Ctx) as runner:
+        holder["stopper"] = runner
+        stopped = await runner.run_async(0)
+    assert stopped.status is RunStatus.INTERRUPTED
+    async with Flujo(loop, config=_config(state_uri), context_model=Ctx) as again:
+        resumed = await again.resume_async(stopped.run_id)
+    assert resumed.status is RunStatus.SUCCEEDED, resumed.error
+    assert resumed.output == 3
+    assert resumed.usage == Usage(requests=3)
+    state = await open_state(_config(state_uri))
+    try:
+        stored = await state.get_run(stopped.run_id)
+    finally:
+        await state.close()
+    assert stored is not None
+    assert stored.context["trail"] == ["0", "1", "2"]
 
 
 async def test_items_that_finished_as_a_stop_came_are_kept(state_uri: str) -> None:

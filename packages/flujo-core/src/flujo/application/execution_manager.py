@@ -274,6 +274,7 @@ class ExecutionManager:
                 return await self._interrupted(
                     run, index, stop, stored_steps, usage, committed_context, lease
                 )
+            written = env.commits.written if env is not None else 0
             try:
                 if self._step_start_observers or self._step_wrappers:
                     async with self._step_hooks(run, index, step, data, context):
@@ -282,6 +283,16 @@ class ExecutionManager:
                     result = await self._run_step(step, data, context, run.run_id, usage, stop)
             except _StepCancelled:
                 assert stop is not None  # only a stop request cancels a step this way
+                if env is not None and env.commits.written > written:
+                    # The construct's inner steps stored the run's total and (on the run's
+                    # own context) its context as they committed, its scopes drained before
+                    # the cancel came here: the run row keeps the last of them, not what it
+                    # held before the step (the resume skips those steps).
+                    commits = env.commits
+                    assert commits.last_usage is not None
+                    usage = commits.last_usage
+                    if commits.last_context is not None and commits.last_context[0] > written:
+                        committed_context = commits.last_context[1]
                 return await self._interrupted(
                     run, index, stop, stored_steps, usage, committed_context, lease, cancelled=True
                 )

@@ -46,7 +46,17 @@ class _Pending:
 class InnerCommits:
     """One run's inner-step commits (see the module's docstring)."""
 
-    __slots__ = ("_batches", "_flusher", "_lease", "_pending", "_run_id", "_state")
+    __slots__ = (
+        "_batches",
+        "_flusher",
+        "_lease",
+        "_pending",
+        "_run_id",
+        "_state",
+        "last_context",
+        "last_usage",
+        "written",
+    )
 
     def __init__(self, state: StateBackend, run_id: str, lease: Heartbeat) -> None:
         self._state = state
@@ -58,6 +68,13 @@ class InnerCommits:
         self._lease = lease
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.written = 0
+        """How many writes were committed: a caller notes it to tell whether any was since."""
+        self.last_usage: Usage | None = None
+        """The run's usage the last committed write stored on the run row (``None``: none)."""
+        self.last_context: tuple[int, str] | None = None
+        """``(written, context JSON)``: the run's context the last committed write that
+        stored one stored on the run row, after how many writes (``None``: none did)."""
 
     async def commit(
         self,
@@ -86,6 +103,7 @@ class InnerCommits:
                 lease=self._lease.lease,
                 writes=writes,
             )
+            self._wrote(usage, context_json)
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         row = InnerRow(index, step, scope_context_json)
@@ -152,6 +170,7 @@ class InnerCommits:
                 lease=self._lease.lease,
                 writes=last.writes,
             )
+            self._wrote(last.usage, last.context_json)
             return
         # The run row as the last of these commits one after another would leave it: the
         # latest usage, and the latest context written to it (None keeps the one before).
@@ -165,3 +184,10 @@ class InnerCommits:
             usage=last.usage,
             lease=self._lease.lease,
         )
+        self._wrote(last.usage, context_json)
+
+    def _wrote(self, usage: Usage, context_json: str | None) -> None:
+        self.written += 1
+        self.last_usage = usage
+        if context_json is not None:  # None keeps the run row's context as it was
+            self.last_context = (self.written, context_json)
