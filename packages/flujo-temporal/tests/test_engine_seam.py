@@ -81,7 +81,7 @@ async def test_reject_async_ends_the_workflow(project: Project) -> None:
 async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> None:
     """A workflow that fails outright (here: the worker cannot load the pipeline, which no
     retry fixes) leaves the run stored `failed` with a one-line reason, not `running`; resuming
-    it reports it failed."""
+    it (a new workflow, which cannot load it either) reports it failed."""
     path = project.write("gone.py", APPROVAL)
     ref = path + ":pipeline"
     config = project.config()
@@ -91,10 +91,10 @@ async def test_a_workflow_that_fails_stores_the_run_failed(project: Project) -> 
         (project.root / "gone.py").unlink()
         async with worker(config):
             result = await asyncio.wait_for(engine.wait(runner, run_id), 20)
-        stored = await runner.runtime.state.get_run(run_id)
-        # `flujo runs resume` hands it to its engine, which reports it as stored (its
-        # workflow has ended): nothing executes it locally.
-        resumed = await asyncio.wait_for(runner.resume_async(run_id), 20)
+            stored = await runner.runtime.state.get_run(run_id)
+            # `flujo runs resume` hands it to its engine, whose new workflow cannot load the
+            # pipeline either: it stays failed as stored. Nothing executes it locally.
+            resumed = await asyncio.wait_for(runner.resume_async(run_id), 20)
     assert result.status is RunStatus.FAILED
     assert resumed.status is RunStatus.FAILED
     assert stored is not None
@@ -218,3 +218,54 @@ async def test_a_terminated_workflow_is_stored_failed_by_its_waiter(project: Pro
     assert stored.status is RunStatus.FAILED
     assert f"its Temporal workflow flujo-{run_id} failed" in (stored.error or "")
     assert "\n" not in (stored.error or "")
+
+
+FLAKY_SECOND = """
+from pathlib import Path
+
+from flujo import Step
+
+HERE = Path(__file__).parent
+
+
+def first(text: str) -> str:
+    count = HERE / "first.count"
+    count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
+    return "a:" + text
+
+
+def second(text: str) -> str:
+    flag = HERE / "failed.once"
+    if not flag.exists():
+        flag.write_text("1")
+        raise RuntimeError("second fails the first time")
+    return "b:" + text
+
+
+pipeline = Step.from_callable(first) >> Step.from_callable(second)
+"""
+
+
+async def test_resuming_a_failed_run_starts_a_new_workflow_from_the_failed_step(
+    project: Project,
+) -> None:
+    """As locally, `resume_async` of a run that failed retries it from the step that failed:
+    a new workflow `flujo-<run_id>` (the old one has ended) reopens the run and goes on; the
+    committed first step is not executed again."""
+    ref = project.write("flaky.py", FLAKY_SECOND) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")
+        failed = await asyncio.wait_for(engine.wait(runner, run_id), 20)
+        client = await engine.client()
+        before = (await client.get_workflow_handle(f"flujo-{run_id}").describe()).run_id
+        resumed = await asyncio.wait_for(runner.resume_async(run_id), 20)
+        after = (await client.get_workflow_handle(f"flujo-{run_id}").describe()).run_id
+        again = await asyncio.wait_for(runner.resume_async(run_id), 20)
+    assert failed.status is RunStatus.FAILED
+    assert "second fails the first time" in (failed.error or "")
+    assert (resumed.status, resumed.output) == (RunStatus.SUCCEEDED, "b:a:hi")
+    assert after != before  # a new execution of the same workflow id
+    assert (project.root / "first.count").read_text() == "1"
+    assert again.status is RunStatus.SUCCEEDED  # succeeded: nothing to reopen

@@ -35,10 +35,12 @@ from flujo_temporal.workflow import (
     CANCELLED_ACTIVITY,
     NON_RETRYABLE,
     PART_ACTIVITY,
+    REOPEN_ACTIVITY,
     STEP_ACTIVITY,
     CancelArgs,
     PartArgs,
     PartOutcome,
+    ReopenArgs,
     StepArgs,
     StepOutcome,
 )
@@ -149,6 +151,41 @@ class StepActivities:
         if result.status is RunStatus.SUCCEEDED and args.pipeline_ref in self._given:
             self.outputs[args.run_id] = result.output
         return StepOutcome(result.status.value, args.index, result.error)
+
+    @activity.defn(name=REOPEN_ACTIVITY)
+    async def reopen(self, args: ReopenArgs) -> StepOutcome:
+        """Reopen run ``args.run_id``, ended (not succeeded) at ``args.version``, for the
+        workflow resuming it: taken exactly as a local resume takes it (same checks, and the
+        lease only if the run is as it was read and no live worker holds it), executing
+        nothing; the workflow goes on at its first unfinished step."""
+        try:
+            runner = await self.runner(args.pipeline_ref)
+            state = runner.runtime.state
+            run = await state.get_run(args.run_id)
+            if run is None:
+                raise UserError(f"no run with id {args.run_id!r} in Flujo's state database")
+            if run.version != args.version:
+                # Changed since the resume read it: an earlier attempt of this activity
+                # reopened it (its result lost), or it went on and ended. Either way the step
+                # activities take it from here under their own rules, or it is the outcome.
+                if run.status in _EXECUTABLE:
+                    return StepOutcome(RunStatus.RUNNING.value, run.current_step, None)
+                return outcome_of(run)
+            if run.status in (*_EXECUTABLE, RunStatus.PAUSED):
+                raise UserError(f"run {args.run_id} has not ended ({run.status.value})")
+            try:
+                result = await runner.resume_async(
+                    args.run_id, until=run.current_step, owner=args.owner
+                )
+            except RunFinishedError:  # it succeeded: nothing to reopen
+                found = await state.get_run(args.run_id)
+                assert found is not None
+                return outcome_of(found)
+        except (RunLeasedError, LeaseLostError) as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__) from None
+        except UserError as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE[0], non_retryable=True) from None
+        return StepOutcome(result.status.value, run.current_step, result.error)
 
     @activity.defn(name=PART_ACTIVITY)
     async def part(self, args: PartArgs) -> PartOutcome:

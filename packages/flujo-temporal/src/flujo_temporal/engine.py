@@ -173,6 +173,16 @@ class TemporalEngine:
         context: PipelineContext | Mapping[str, Any] | None = None,
     ) -> str:
         """Store a new run (nothing executed yet) and start its workflow; return its id."""
+        queue, ref = await self._queue(runner)
+        client = await self.client()  # unreachable: fail before anything is stored
+        created = await runner.run_async(
+            input, context=context, until=0, owner=lease_owner(self.settings), engine=self.name
+        )
+        await self._start(client, runner, created.run_id, queue, ref)
+        return created.run_id
+
+    async def _queue(self, runner: Flujo[Any]) -> tuple[str, str]:
+        """``(task queue, pipeline reference)`` the runner's workflows are started with."""
         queue, ref = self.settings.task_queue, runner.pipeline_ref
         if self.settings.embedded_worker and self._config is not None:
             queue, ref = await self._embedded_worker(runner)
@@ -181,15 +191,26 @@ class TemporalEngine:
                 "the pipeline has no reference a worker can load it by (path.py:name or "
                 "module:name); pass pipeline_ref= to Flujo()"
             )
-        client = await self.client()  # unreachable: fail before anything is stored
-        owner = lease_owner(self.settings)
-        created = await runner.run_async(
-            input, context=context, until=0, owner=owner, engine=self.name
-        )
+        return queue, ref
+
+    async def _start(
+        self,
+        client: Client,
+        runner: Flujo[Any],
+        run_id: str,
+        queue: str,
+        ref: str,
+        reopen: int = -1,
+    ) -> None:
+        """Start run ``run_id``'s workflow (``reopen``: see :attr:`RunArgs.reopen`). Its id is
+        the run's: one whose earlier execution has closed may start again (a resume), never
+        while one runs (Temporal refuses: the caller waits on that one)."""
+        from temporalio.common import WorkflowIDReusePolicy
+
         args = RunArgs(
-            run_id=created.run_id,
+            run_id=run_id,
             pipeline_ref=ref,
-            owner=owner,
+            owner=lease_owner(self.settings),
             steps=step_options(runner.pipeline, self.settings),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
             max_attempts=self.settings.max_attempts,
@@ -197,15 +218,16 @@ class TemporalEngine:
             retry_max_s=self.settings.retry_max_s,
             nodes=[shape(step) for step in runner.pipeline.steps],
             max_parts=self.settings.max_parts_per_step,
+            reopen=reopen,
         )
         await client.start_workflow(
             WORKFLOW_NAME,
             args,
-            id=workflow_id(created.run_id),
+            id=workflow_id(run_id),
             task_queue=queue,
             result_type=StepOutcome,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
-        return created.run_id
 
     async def wait(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
         """Wait for run ``run_id``'s workflow, then return the run as Flujo's state holds it;
@@ -293,7 +315,23 @@ class TemporalEngine:
 
     async def resume(self, runner: Flujo[Any], run_id: str) -> PipelineResult:
         """The run's workflow continues it (after an answer, signalled by ``answered``):
-        wait for its end or next pause; nothing of it executes in this process."""
+        wait for its end or next pause; nothing of it executes in this process. A run that
+        ended without succeeding (failed, blocked, over a limit) whose workflow has closed is
+        retried from the step it stopped at, as a local resume does: by a new workflow of the
+        same id, whose first activity reopens it (only if it is still as read here)."""
+        from temporalio.client import WorkflowExecutionStatus
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
+        run = await runner.runtime.state.get_run(run_id)
+        ended = (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.PAUSED, RunStatus.SUCCEEDED)
+        if run is not None and run.status not in ended:
+            client = await self.client()
+            found = await own_workflow(client, self.settings, run_id, "resume")
+            if found is None or found.status is not WorkflowExecutionStatus.RUNNING:
+                queue, ref = await self._queue(runner)
+                # Another resume may start it first: then this one waits on that workflow.
+                with suppress(WorkflowAlreadyStartedError):
+                    await self._start(client, runner, run_id, queue, ref, reopen=run.version)
         return await self.wait(runner, run_id)
 
     async def answered(self, run_id: str) -> str | None:

@@ -41,7 +41,7 @@ async def worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[FlujoRun],
-        activities=[steps.step, steps.part, steps.cancelled],
+        activities=[steps.step, steps.part, steps.cancelled, steps.reopen],
         max_concurrent_activities=settings.max_concurrent_activities,
     )
     try:

@@ -32,6 +32,7 @@ STEP_ACTIVITY = "flujo.step"
 PART_ACTIVITY = "flujo.part"
 ANSWERED_SIGNAL = "answered"
 CANCELLED_ACTIVITY = "flujo.cancelled"
+REOPEN_ACTIVITY = "flujo.reopen"
 # Errors an attempt raises that another attempt cannot fix (the pipeline is gone, the run does
 # not exist): the activity fails at once instead of retrying.
 NON_RETRYABLE = ["FlujoUserError"]
@@ -85,6 +86,21 @@ class RunArgs:
     max_parts: int = 1000
     """Part activities one top-level step may take; what is left past that runs in the
     step's join (a workflow's history has room for some tens of thousands of events)."""
+    reopen: int = -1
+    """A resume of the run after it ended (failed): the stored version it was seen at, which
+    the first activity reopens it from, as a local resume does (-1: a new run, or one
+    submitted before resuming existed)."""
+
+
+@dataclass
+class ReopenArgs:
+    """One activity: reopen run ``run_id``, ended (not succeeded) at ``version``, for a
+    workflow that resumes it; report where it goes on."""
+
+    run_id: str
+    pipeline_ref: str
+    owner: str
+    version: int
 
 
 @dataclass
@@ -212,6 +228,23 @@ class FlujoRun:
     async def _steps(self, args: RunArgs) -> StepOutcome:
         index = 0
         owner = args.owner
+        if args.reopen >= 0:
+            reopened: StepOutcome = await workflow.execute_activity(
+                REOPEN_ACTIVITY,
+                ReopenArgs(args.run_id, args.pipeline_ref, owner, args.reopen),
+                result_type=StepOutcome,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=args.retry_initial_s),
+                    maximum_interval=timedelta(seconds=args.retry_max_s),
+                    maximum_attempts=args.max_attempts,
+                    non_retryable_error_types=NON_RETRYABLE,
+                ),
+                summary="reopen",
+            )
+            if reopened.status != "running":
+                return reopened  # ended otherwise meanwhile: that is the outcome
+            index = self._index = reopened.next_step
         while True:
             if index >= len(args.steps):
                 # A run with no step left that is still running cannot happen: the activity of
