@@ -269,3 +269,43 @@ async def test_resuming_a_failed_run_starts_a_new_workflow_from_the_failed_step(
     assert after != before  # a new execution of the same workflow id
     assert (project.root / "first.count").read_text() == "1"
     assert again.status is RunStatus.SUCCEEDED  # succeeded: nothing to reopen
+
+
+async def test_reopening_never_takes_a_run_that_changed_since_the_resume_read_it(
+    project: Project,
+) -> None:
+    """The reopen activity takes the failed run only at the version its resume read: a run
+    another worker took meanwhile (here, live, under its own lease) is left to it, untouched;
+    a run that has not ended is never reopened."""
+    from flujo_temporal.activities import StepActivities
+    from flujo_temporal.workflow import ReopenArgs
+    from temporalio.exceptions import ApplicationError
+
+    ref = project.write("flaky.py", FLAKY_SECOND) + ":pipeline"
+    config = project.config()
+    engine = TemporalEngine(config.section("temporal", TemporalSettings))
+    steps = StepActivities(config)
+    async with worker(config), Flujo(load_target(ref), config=config, pipeline_ref=ref) as runner:
+        run_id = await engine.submit(runner, "hi")
+        assert (await asyncio.wait_for(engine.wait(runner, run_id), 20)).status is RunStatus.FAILED
+        seen = await runner.runtime.state.get_run(run_id)
+        assert seen is not None
+        # Another worker takes it first (executing nothing) and holds it.
+        await runner.resume_async(run_id, until=seen.current_step, owner="elsewhere")
+        taken = await runner.runtime.state.get_run(run_id)
+        assert taken is not None
+        try:
+            outcome = await steps.reopen(ReopenArgs(run_id, ref, "temporal:default", seen.version))
+            after = await runner.runtime.state.get_run(run_id)
+            refused = ""
+            try:
+                await steps.reopen(ReopenArgs(run_id, ref, "temporal:default", taken.version))
+            except ApplicationError as exc:
+                refused = str(exc)
+        finally:
+            await steps.aclose()
+    assert (taken.status, taken.version) == (RunStatus.RUNNING, seen.version + 1)
+    assert (outcome.status, outcome.next_step) == ("running", 1)
+    assert after is not None
+    assert after.version == taken.version  # not taken: the step activities' rules apply
+    assert refused.endswith(f"run {run_id} has not ended (running)")
